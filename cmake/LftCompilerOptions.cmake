@@ -1,0 +1,28 @@
+# Warnings, sanitizers and the compiler cache, applied to every lft target
+# through lft_target_defaults(); third-party headers are included as SYSTEM so
+# their warnings never reach us.
+
+find_program(LFT_CCACHE ccache)
+if(LFT_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${LFT_CCACHE})
+  set(CMAKE_C_COMPILER_LAUNCHER ${LFT_CCACHE})
+endif()
+
+set(LFT_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor
+    -Wno-unused-parameter)
+if(LFT_WARNINGS_AS_ERRORS)
+  list(APPEND LFT_WARNING_FLAGS -Werror)
+endif()
+
+if(LFT_SANITIZE)
+  string(REPLACE "," ";" _lft_sanitizers "${LFT_SANITIZE}")
+  string(REPLACE ";" "," _lft_sanitize_flag "${_lft_sanitizers}")
+  add_compile_options(-fsanitize=${_lft_sanitize_flag} -fno-omit-frame-pointer
+                      -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${_lft_sanitize_flag})
+endif()
+
+# Applies lft's warning set to a target that we own.
+function(lft_target_defaults target)
+  target_compile_options(${target} PRIVATE ${LFT_WARNING_FLAGS})
+endfunction()

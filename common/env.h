@@ -1,0 +1,16 @@
+// Every environment variable lft reads, in one place, with what it does.
+#ifndef LFT_COMMON_ENV_H_
+#define LFT_COMMON_ENV_H_
+
+namespace lft {
+
+// Log verbosity: debug, info (default), warning or error.
+inline constexpr char kEnvLogLevel[] = "LFT_LOG_LEVEL";
+// Bearer token that clients send and servers require (unset: see --token).
+inline constexpr char kEnvAuthToken[] = "LFT_AUTH_TOKEN";
+// Root of the source tree; tests find committed fixtures through it.
+inline constexpr char kEnvTestSourceDir[] = "LFT_TEST_SRCDIR";
+
+}  // namespace lft
+
+#endif  // LFT_COMMON_ENV_H_

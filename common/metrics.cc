@@ -67,7 +67,7 @@ prometheus::Counter& MetricsRegistry::Counter(const std::string& name,
         ->Add(labels);
   } catch (const std::exception& e) {
     LogError("invalid counter", {{"name", name}, {"error", e.what()}});
-    return prometheus::BuildCounter().Name("lft_invalid_metric").Register(*detached_).Add({});
+    return prometheus::BuildCounter().Name("lft_invalid_counter").Register(*detached_).Add({});
   }
 }
 
@@ -84,7 +84,7 @@ prometheus::Gauge& MetricsRegistry::Gauge(const std::string& name,
         ->Add(labels);
   } catch (const std::exception& e) {
     LogError("invalid gauge", {{"name", name}, {"error", e.what()}});
-    return prometheus::BuildGauge().Name("lft_invalid_metric").Register(*detached_).Add({});
+    return prometheus::BuildGauge().Name("lft_invalid_gauge").Register(*detached_).Add({});
   }
 }
 
@@ -102,7 +102,7 @@ prometheus::Histogram& MetricsRegistry::Histogram(
   } catch (const std::exception& e) {
     LogError("invalid histogram", {{"name", name}, {"error", e.what()}});
     return prometheus::BuildHistogram()
-        .Name("lft_invalid_metric")
+        .Name("lft_invalid_histogram")
         .Register(*detached_)
         .Add({}, prometheus::Histogram::BucketBoundaries{1.0});
   }

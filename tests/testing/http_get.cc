@@ -40,7 +40,8 @@ absl::StatusOr<HttpResponse> HttpGet(const std::string& host, int port,
     return absl::UnavailableError(absl::StrCat("connect: ", std::strerror(e)));
   }
   const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", host, "\r\nConnection: close\r\n\r\n");
+      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", host,
+                   "\r\nConnection: close\r\n\r\n");
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {
     ::close(fd);

@@ -28,8 +28,9 @@ lft::v1::JobSpec MinimalSpec() {
 }
 
 auto HasProblem(const std::string& field, const std::string& substring) {
-  return Contains(::testing::AllOf(Field(&SpecProblem::field, field),
-                                   Field(&SpecProblem::message, ::testing::HasSubstr(substring))));
+  return Contains(::testing::AllOf(
+      Field(&SpecProblem::field, field),
+      Field(&SpecProblem::message, ::testing::HasSubstr(substring))));
 }
 
 TEST(JobSpecTest, DefaultedMinimalSpecIsValid) {
@@ -40,7 +41,8 @@ TEST(JobSpecTest, DefaultedMinimalSpecIsValid) {
   EXPECT_EQ(spec.training().method(), lft::v1::METHOD_FW);
   EXPECT_EQ(spec.training().flow_walking_steps(), 3u);
   EXPECT_EQ(spec.training().solver(), lft::v1::SOLVER_MIDPOINT);
-  EXPECT_EQ(spec.training().estimator_init(), lft::v1::ESTIMATOR_INIT_TEACHER_LAYER);
+  EXPECT_EQ(spec.training().estimator_init(),
+            lft::v1::ESTIMATOR_INIT_TEACHER_LAYER);
   EXPECT_THAT(spec.evaluation().steps(), ::testing::ElementsAre(1, 3, 8));
   EXPECT_TRUE(spec.evaluation().regression_baseline());
 }
@@ -72,7 +74,9 @@ TEST(JobSpecTest, BlockOutsideTheTeacherIsReportedInTheUsersTerms) {
   spec.mutable_block()->set_end_layer(30);
   ApplyJobSpecDefaults(&spec);
   auto problems = ValidateJobSpec(spec, TeacherShape{24, 2048});
-  EXPECT_THAT(problems, HasProblem("block", "block [20, 30) is outside the teacher's 24 layers"));
+  EXPECT_THAT(
+      problems,
+      HasProblem("block", "block [20, 30) is outside the teacher's 24 layers"));
   // Without the teacher's shape the same block is accepted.
   EXPECT_THAT(ValidateJobSpec(spec), IsEmpty());
 }
@@ -103,7 +107,8 @@ TEST(JobSpecTest, ReportsEveryProblemWithItsFieldPath) {
   EXPECT_THAT(problems, HasProblem("name", "Bad Name!"));
   EXPECT_THAT(problems, HasProblem("teacher.path", "HF directory"));
   EXPECT_THAT(problems, HasProblem("teacher.compute_dtype", "float8"));
-  EXPECT_THAT(problems, HasProblem("corpus", "jsonl_zst_paths or megatron_prefixes"));
+  EXPECT_THAT(problems,
+              HasProblem("corpus", "jsonl_zst_paths or megatron_prefixes"));
   EXPECT_THAT(problems, HasProblem("block", "is empty"));
   EXPECT_THAT(problems, HasProblem("storage_dtype", "set"));
   EXPECT_THAT(problems, HasProblem("training.hybrid_alpha", "positive"));
@@ -111,19 +116,25 @@ TEST(JobSpecTest, ReportsEveryProblemWithItsFieldPath) {
   EXPECT_THAT(problems, HasProblem("training.solver", "euler or midpoint"));
   EXPECT_THAT(problems, HasProblem("training.learning_rate", "(0, 1), got 2"));
   EXPECT_THAT(problems, HasProblem("training.weight_decay", ">= 0"));
-  EXPECT_THAT(problems, HasProblem("training.global_batch_sequences",
-                                   "does not divide evenly over 3 trainer ranks"));
-  EXPECT_THAT(problems, HasProblem("training.warmup_steps", "longer than the budget of 10"));
-  EXPECT_THAT(problems, HasProblem("training.checkpoint_every_steps", "at least 1"));
+  EXPECT_THAT(problems,
+              HasProblem("training.global_batch_sequences",
+                         "does not divide evenly over 3 trainer ranks"));
+  EXPECT_THAT(problems, HasProblem("training.warmup_steps",
+                                   "longer than the budget of 10"));
+  EXPECT_THAT(problems,
+              HasProblem("training.checkpoint_every_steps", "at least 1"));
   EXPECT_THAT(problems, HasProblem("evaluation.steps[0]", "got 0"));
-  EXPECT_THAT(problems, HasProblem("evaluation.solvers[0]", "euler or midpoint"));
+  EXPECT_THAT(problems,
+              HasProblem("evaluation.solvers[0]", "euler or midpoint"));
   EXPECT_THAT(problems, HasProblem("sequence_length", "got 1"));
   EXPECT_THAT(problems, SizeIs(17));
 
   absl::Status status = SpecProblemsToStatus(problems);
-  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument, "invalid job spec (17 problems)"));
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
-                               "\n  training.learning_rate: must be in (0, 1), got 2"));
+                               "invalid job spec (17 problems)"));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "\n  training.learning_rate: must be in (0, 1), got 2"));
   EXPECT_THAT(SpecProblemsToStatus({}), IsOk());
 }
 
@@ -132,7 +143,8 @@ TEST(JobSpecTest, SequenceLongerThanTheTeachersPositionsIsRejected) {
   spec.set_sequence_length(4096);
   ApplyJobSpecDefaults(&spec);
   EXPECT_THAT(ValidateJobSpec(spec, TeacherShape{24, 2048}),
-              HasProblem("sequence_length", "4096 exceeds the teacher's 2048 positions"));
+              HasProblem("sequence_length",
+                         "4096 exceeds the teacher's 2048 positions"));
 }
 
 TEST(JobSpecTest, CorpusMustNameExactlyOneFormat) {
@@ -161,7 +173,8 @@ TEST(JobSpecTest, ParsesJsonWithEnumNamesAndBothFieldSpellings) {
 
 TEST(JobSpecTest, MalformedJsonIsInvalidArgument) {
   EXPECT_THAT(ParseJobSpecJson("{\"name\": "),
-              StatusIs(absl::StatusCode::kInvalidArgument, "not valid JSON for lft.v1.JobSpec"));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "not valid JSON for lft.v1.JobSpec"));
   EXPECT_THAT(ParseJobSpecJson(R"({"nmae": "typo"})"),
               StatusIs(absl::StatusCode::kInvalidArgument, "nmae"));
   EXPECT_THAT(ParseJobSpecJson(R"({"training": {"method": "METHOD_NOPE"}})"),

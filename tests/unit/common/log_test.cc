@@ -7,10 +7,13 @@ namespace lft {
 namespace {
 
 TEST(LogTest, FormatsKeyValueFieldsAndQuotesWhereNeeded) {
-  EXPECT_EQ(FormatLogLine(LogLevel::kInfo, "coordinator", "task leased",
-                          {{"job", "j-1"}, {"task", 7}, {"why", "lease \"expired\""}}),
-            "INFO coordinator task leased job=j-1 task=7 why=\"lease \\\"expired\\\"\"");
-  EXPECT_EQ(FormatLogLine(LogLevel::kError, "store", "x", {{"empty", ""}, {"nl", "a\nb"}}),
+  EXPECT_EQ(FormatLogLine(
+                LogLevel::kInfo, "coordinator", "task leased",
+                {{"job", "j-1"}, {"task", 7}, {"why", "lease \"expired\""}}),
+            "INFO coordinator task leased job=j-1 task=7 why=\"lease "
+            "\\\"expired\\\"\"");
+  EXPECT_EQ(FormatLogLine(LogLevel::kError, "store", "x",
+                          {{"empty", ""}, {"nl", "a\nb"}}),
             "ERROR store x empty=\"\" nl=\"a\\nb\"");
 }
 

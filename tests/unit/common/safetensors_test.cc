@@ -73,16 +73,21 @@ TEST(SafetensorsTest, RoundTripsEveryDtypeThroughAFile) {
 
   for (const auto& [name, expected] :
        std::vector<std::pair<std::string, absl::Span<const uint8_t>>>{
-           {"w.f16", Bytes(half)}, {"w.bf16", Bytes(half)}, {"ids.i32", Bytes(i32)},
-           {"ids.i64", Bytes(i64)}, {"mask.u8", Bytes(u8)}}) {
+           {"w.f16", Bytes(half)},
+           {"w.bf16", Bytes(half)},
+           {"ids.i32", Bytes(i32)},
+           {"ids.i64", Bytes(i64)},
+           {"mask.u8", Bytes(u8)}}) {
     auto v = (*file)->Get(name);
     ASSERT_THAT(v, IsOk()) << name;
     ASSERT_EQ(v->data.size(), expected.size()) << name;
-    EXPECT_EQ(std::memcmp(v->data.data(), expected.data(), expected.size()), 0) << name;
+    EXPECT_EQ(std::memcmp(v->data.data(), expected.data(), expected.size()), 0)
+        << name;
   }
   EXPECT_EQ((*file)->Get("ids.i64")->dtype, DType::kI64);
   EXPECT_EQ((*file)->Get("empty")->NumElements(), 0);
-  EXPECT_THAT((*file)->Get("missing"), StatusIs(absl::StatusCode::kNotFound, "missing"));
+  EXPECT_THAT((*file)->Get("missing"),
+              StatusIs(absl::StatusCode::kNotFound, "missing"));
   unlink(path.c_str());
 }
 
@@ -116,10 +121,12 @@ TEST(SafetensorsTest, HeaderIsPaddedToEightBytesAsHfWritesIt) {
 TEST(SafetensorsTest, WriterRejectsSizeThatDisagreesWithShape) {
   std::vector<float> a = {1, 2, 3};
   SafetensorsWriter writer;
-  EXPECT_THAT(writer.Add("a", DType::kF32, {2, 2}, Bytes(a)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "needs 16 bytes, got 12"));
-  EXPECT_THAT(writer.Add("__metadata__", DType::kF32, {3}, Bytes(a)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "invalid tensor name"));
+  EXPECT_THAT(
+      writer.Add("a", DType::kF32, {2, 2}, Bytes(a)),
+      StatusIs(absl::StatusCode::kInvalidArgument, "needs 16 bytes, got 12"));
+  EXPECT_THAT(
+      writer.Add("__metadata__", DType::kF32, {3}, Bytes(a)),
+      StatusIs(absl::StatusCode::kInvalidArgument, "invalid tensor name"));
   ASSERT_THAT(writer.Add("a", DType::kF32, {3}, Bytes(a)), IsOk());
   EXPECT_THAT(writer.Add("a", DType::kF32, {3}, Bytes(a)),
               StatusIs(absl::StatusCode::kInvalidArgument, "added twice"));
@@ -127,7 +134,8 @@ TEST(SafetensorsTest, WriterRejectsSizeThatDisagreesWithShape) {
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   EXPECT_THAT(SafetensorsFile::Open("/nonexistent/dir/model.safetensors"),
-              StatusIs(absl::StatusCode::kNotFound, "/nonexistent/dir/model.safetensors"));
+              StatusIs(absl::StatusCode::kNotFound,
+                       "/nonexistent/dir/model.safetensors"));
 }
 
 TEST(SafetensorsTest, FileShorterThanLengthFieldIsDataLoss) {
@@ -146,31 +154,36 @@ TEST(SafetensorsTest, TruncatedFileIsDataLoss) {
   ASSERT_THAT(writer.Add("a", DType::kF32, {100}, Bytes(a)), IsOk());
   std::string bytes = writer.Serialize();
   // Cut into the tensor data.
-  EXPECT_THAT(SafetensorsFile::FromBytes(bytes.substr(0, bytes.size() - 10)),
-              StatusIs(absl::StatusCode::kDataLoss, "run past the end of the data"));
+  EXPECT_THAT(
+      SafetensorsFile::FromBytes(bytes.substr(0, bytes.size() - 10)),
+      StatusIs(absl::StatusCode::kDataLoss, "run past the end of the data"));
   // Cut into the header.
-  EXPECT_THAT(SafetensorsFile::FromBytes(bytes.substr(0, 20)),
-              StatusIs(absl::StatusCode::kDataLoss, "truncated: header claims"));
+  EXPECT_THAT(
+      SafetensorsFile::FromBytes(bytes.substr(0, 20)),
+      StatusIs(absl::StatusCode::kDataLoss, "truncated: header claims"));
 }
 
 TEST(SafetensorsTest, OversizedHeaderLengthIsRejectedWithoutAllocating) {
   std::string bytes(16, '\0');
   uint64_t len = kMaxSafetensorsHeaderBytes + 1;
   std::memcpy(bytes.data(), &len, 8);
-  EXPECT_THAT(SafetensorsFile::FromBytes(bytes),
-              StatusIs(absl::StatusCode::kInvalidArgument, "exceeds the limit"));
+  EXPECT_THAT(
+      SafetensorsFile::FromBytes(bytes),
+      StatusIs(absl::StatusCode::kInvalidArgument, "exceeds the limit"));
   len = ~0ULL;
   std::memcpy(bytes.data(), &len, 8);
-  EXPECT_THAT(SafetensorsFile::FromBytes(bytes),
-              StatusIs(absl::StatusCode::kInvalidArgument, "exceeds the limit"));
+  EXPECT_THAT(
+      SafetensorsFile::FromBytes(bytes),
+      StatusIs(absl::StatusCode::kInvalidArgument, "exceeds the limit"));
 }
 
 TEST(SafetensorsTest, OverlappingOffsetsAreRejected) {
   const std::string json =
       R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
       R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})";
-  EXPECT_THAT(SafetensorsFile::FromBytes(RawFile(json, 24)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "\"a\" and \"b\" overlap"));
+  EXPECT_THAT(
+      SafetensorsFile::FromBytes(RawFile(json, 24)),
+      StatusIs(absl::StatusCode::kInvalidArgument, "\"a\" and \"b\" overlap"));
 }
 
 TEST(SafetensorsTest, MalformedHeadersNameTheProblem) {
@@ -184,7 +197,8 @@ TEST(SafetensorsTest, MalformedHeadersNameTheProblem) {
       {"[1,2]", 0, "not a JSON object"},
       {R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", 4,
        "unsupported dtype \"Q7\""},
-      {R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4, "missing string field \"dtype\""},
+      {R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4,
+       "missing string field \"dtype\""},
       {R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4,
        "is not a non-negative integer"},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4,
@@ -193,8 +207,8 @@ TEST(SafetensorsTest, MalformedHeadersNameTheProblem) {
        "end before they begin"},
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4,
        "must be an array [begin, end]"},
-      {R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}})", 4,
-       "overflows"},
+      {R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}})",
+       4, "overflows"},
       {R"({"__metadata__":{"k":1}})", 0, "is not a string"},
   };
   for (const Case& c : cases) {
@@ -205,8 +219,10 @@ TEST(SafetensorsTest, MalformedHeadersNameTheProblem) {
 }
 
 TEST(SafetensorsTest, ErrorNamesTheFileAndTensor) {
-  const std::string json = R"({"layer.0.w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})";
-  auto result = SafetensorsFile::FromBytes(RawFile(json, 8), "/models/x.safetensors");
+  const std::string json =
+      R"({"layer.0.w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})";
+  auto result =
+      SafetensorsFile::FromBytes(RawFile(json, 8), "/models/x.safetensors");
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(std::string(result.status().message()),
               HasSubstr("/models/x.safetensors: tensor \"layer.0.w\""));
@@ -222,8 +238,9 @@ TEST(SafetensorsTest, WriteFileIsAtomicOnFailure) {
 TEST(SafetensorsTest, ReadsTheCommittedHfFixture) {
   const char* root = std::getenv("LFT_TEST_SRCDIR");
   if (root == nullptr) GTEST_SKIP() << "LFT_TEST_SRCDIR not set";
-  auto file = SafetensorsFile::Open(std::string(root) +
-                                    "/tests/fixtures/neox/tiny-parallel/model.safetensors");
+  auto file = SafetensorsFile::Open(
+      std::string(root) +
+      "/tests/fixtures/neox/tiny-parallel/model.safetensors");
   ASSERT_THAT(file, IsOk());
   auto emb = (*file)->Get("gpt_neox.embed_in.weight");
   ASSERT_THAT(emb, IsOk());

@@ -100,8 +100,7 @@ struct Segment {
 // equals `normalized`: leftmost-longest non-overlapping matches, then the
 // single_word filter and lstrip/rstrip widening.
 std::vector<Segment> SplitAddedTokens(const std::vector<AddedToken>& added,
-                                      bool normalized,
-                                      absl::string_view text) {
+                                      bool normalized, absl::string_view text) {
   std::vector<Segment> out;
   bool any = false;
   for (const AddedToken& t : added) {
@@ -201,8 +200,8 @@ bool GetBool(const nlohmann::json& j, const char* key, bool dflt) {
 absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
     const nlohmann::json& root) {
   auto m = std::make_shared<BpeTokenizer::Model>();
-  LFT_RETURN_IF_ERROR(ParseNormalizer(root.value("normalizer", nlohmann::json()),
-                                      &m->nfc));
+  LFT_RETURN_IF_ERROR(
+      ParseNormalizer(root.value("normalizer", nlohmann::json()), &m->nfc));
   const nlohmann::json& pre = root.at("pre_tokenizer");
   if (pre.is_null() || pre.at("type").get<std::string>() != "ByteLevel") {
     return absl::UnimplementedError(
@@ -222,7 +221,8 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
   }
   if (model.contains("dropout") && !model.at("dropout").is_null() &&
       model.at("dropout").get<double>() != 0.0) {
-    return absl::UnimplementedError("tokenizer.json: BPE dropout is not supported");
+    return absl::UnimplementedError(
+        "tokenizer.json: BPE dropout is not supported");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(key) && !model.at(key).is_null() &&
@@ -236,9 +236,9 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
   for (const auto& [token, id_json] : model.at("vocab").items()) {
     int64_t id = id_json.get<int64_t>();
     if (id < 0 || id > (int64_t{1} << 30)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer.json: model.vocab[\"", token, "\"] = ", id,
-          " is not a valid id"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json: model.vocab[\"", token, "\"] = ", id,
+                       " is not a valid id"));
     }
     m->token_to_id[token] = static_cast<int32_t>(id);
     max_id = std::max(max_id, static_cast<int32_t>(id));
@@ -259,9 +259,9 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
       std::string s = merge.get<std::string>();
       size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer.json: merges[", rank, "] = \"", s,
-            "\" is not two tokens separated by one space"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tokenizer.json: merges[", rank, "] = \"", s,
+                         "\" is not two tokens separated by one space"));
       }
       a = s.substr(0, sp);
       b = s.substr(sp + 1);
@@ -276,9 +276,9 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
          iab = m->token_to_id.find(a + b);
     if (ia == m->token_to_id.end() || ib == m->token_to_id.end() ||
         iab == m->token_to_id.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer.json: merges[", rank, "] (\"", a, "\", \"", b,
-          "\") uses a token missing from model.vocab"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json: merges[", rank, "] (\"", a, "\", \"", b,
+                       "\") uses a token missing from model.vocab"));
     }
     // The first (lowest-rank) occurrence of a pair wins, as in HF.
     m->merges.try_emplace(PairKey(ia->second, ib->second), rank, iab->second);
@@ -324,8 +324,7 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
 
 }  // namespace
 
-std::vector<std::pair<size_t, size_t>> SplitGpt2Pretokens(
-    absl::string_view s) {
+std::vector<std::pair<size_t, size_t>> SplitGpt2Pretokens(absl::string_view s) {
   std::vector<std::pair<size_t, size_t>> out;
   const size_t n = s.size();
   // Code point and class at byte offset p (p < n); *next = following offset.

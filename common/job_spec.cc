@@ -32,7 +32,8 @@ class ProblemList {
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 63) return false;
   for (char c : name) {
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-')) return false;
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-'))
+      return false;
   }
   return name.front() != '-' && name.back() != '-';
 }
@@ -49,7 +50,8 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
                         t.hybrid_alpha()));
   }
   if ((m == lft::v1::METHOD_FW || m == lft::v1::METHOD_HYBRID) &&
-      (t.flow_walking_steps() < 1 || t.flow_walking_steps() > kMaxSolverSteps)) {
+      (t.flow_walking_steps() < 1 ||
+       t.flow_walking_steps() > kMaxSolverSteps)) {
     p->Add("training.flow_walking_steps",
            absl::StrCat("must be in [1, ", kMaxSolverSteps, "], got ",
                         t.flow_walking_steps(), " (the paper uses 3)"));
@@ -102,12 +104,14 @@ void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
   for (int i = 0; i < e.steps_size(); ++i) {
     if (e.steps(i) < 1 || e.steps(i) > kMaxSolverSteps) {
       p->Add(absl::StrCat("evaluation.steps[", i, "]"),
-             absl::StrCat("must be in [1, ", kMaxSolverSteps, "], got ", e.steps(i)));
+             absl::StrCat("must be in [1, ", kMaxSolverSteps, "], got ",
+                          e.steps(i)));
     }
   }
   for (int i = 0; i < e.solvers_size(); ++i) {
     if (e.solvers(i) == lft::v1::SOLVER_UNSPECIFIED) {
-      p->Add(absl::StrCat("evaluation.solvers[", i, "]"), "set euler or midpoint");
+      p->Add(absl::StrCat("evaluation.solvers[", i, "]"),
+             "set euler or midpoint");
     }
   }
   if (e.skip_baselines() > 16) {
@@ -147,19 +151,22 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
     spec->set_storage_dtype(lft::v1::STORAGE_DTYPE_BF16);
   }
   lft::v1::TrainingSpec* t = spec->mutable_training();
-  if (t->method() == lft::v1::METHOD_UNSPECIFIED) t->set_method(lft::v1::METHOD_FW);
+  if (t->method() == lft::v1::METHOD_UNSPECIFIED)
+    t->set_method(lft::v1::METHOD_FW);
   if (t->method() == lft::v1::METHOD_HYBRID && t->hybrid_alpha() == 0) {
     t->set_hybrid_alpha(0.001);
   }
   if (t->flow_walking_steps() == 0) t->set_flow_walking_steps(3);
-  if (t->solver() == lft::v1::SOLVER_UNSPECIFIED) t->set_solver(lft::v1::SOLVER_MIDPOINT);
+  if (t->solver() == lft::v1::SOLVER_UNSPECIFIED)
+    t->set_solver(lft::v1::SOLVER_MIDPOINT);
   if (t->max_steps() == 0 && t->max_tokens() == 0) t->set_max_steps(1000);
   if (t->global_batch_sequences() == 0) t->set_global_batch_sequences(16);
   if (t->learning_rate() == 0) t->set_learning_rate(3e-4);
   if (t->weight_decay() == 0) t->set_weight_decay(0.01);
   if (t->warmup_steps() == 0) {
     const uint64_t steps = t->max_steps() > 0 ? t->max_steps() : 1000;
-    t->set_warmup_steps(static_cast<uint32_t>(std::min<uint64_t>(100, steps / 10)));
+    t->set_warmup_steps(
+        static_cast<uint32_t>(std::min<uint64_t>(100, steps / 10)));
   }
   if (t->gradient_clip_norm() == 0) t->set_gradient_clip_norm(1.0);
   if (t->checkpoint_every_steps() == 0) t->set_checkpoint_every_steps(200);
@@ -180,13 +187,14 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
   if (!e->has_regression_baseline()) e->set_regression_baseline(true);
 }
 
-std::vector<SpecProblem> ValidateJobSpec(const JobSpec& spec,
-                                         const std::optional<TeacherShape>& teacher) {
+std::vector<SpecProblem> ValidateJobSpec(
+    const JobSpec& spec, const std::optional<TeacherShape>& teacher) {
   ProblemList p;
   if (!ValidName(spec.name())) {
-    p.Add("name", absl::StrCat("\"", spec.name(),
-                               "\" is not 1-63 characters of [a-z0-9-] starting "
-                               "and ending with a letter or digit"));
+    p.Add("name",
+          absl::StrCat("\"", spec.name(),
+                       "\" is not 1-63 characters of [a-z0-9-] starting "
+                       "and ending with a letter or digit"));
   }
   const JobKind kind = spec.kind();
   if (kind == lft::v1::JOB_KIND_UNSPECIFIED) {
@@ -210,12 +218,14 @@ std::vector<SpecProblem> ValidateJobSpec(const JobSpec& spec,
     const uint32_t m = spec.block().first_layer();
     const uint32_t n = spec.block().end_layer();
     if (n <= m) {
-      p.Add("block", absl::StrCat("block [", m, ", ", n,
-                                  ") is empty: end_layer must exceed first_layer"));
+      p.Add("block",
+            absl::StrCat("block [", m, ", ", n,
+                         ") is empty: end_layer must exceed first_layer"));
     } else if (teacher.has_value() &&
                n > static_cast<uint32_t>(teacher->num_layers)) {
-      p.Add("block", absl::StrCat("block [", m, ", ", n, ") is outside the teacher's ",
-                                  teacher->num_layers, " layers"));
+      p.Add("block",
+            absl::StrCat("block [", m, ", ", n, ") is outside the teacher's ",
+                         teacher->num_layers, " layers"));
     }
     if (spec.storage_dtype() == lft::v1::STORAGE_DTYPE_UNSPECIFIED) {
       p.Add("storage_dtype", "set f32, bf16, f16 or fp8_e4m3");
@@ -223,7 +233,8 @@ std::vector<SpecProblem> ValidateJobSpec(const JobSpec& spec,
     ValidateTraining(spec.training(), &p);
     ValidateEvaluation(spec.evaluation(), &p);
   }
-  if (spec.sequence_length() < 2 || spec.sequence_length() > kMaxSequenceLength) {
+  if (spec.sequence_length() < 2 ||
+      spec.sequence_length() > kMaxSequenceLength) {
     p.Add("sequence_length", absl::StrCat("must be in [2, ", kMaxSequenceLength,
                                           "], got ", spec.sequence_length()));
   } else if (teacher.has_value() && teacher->max_position_embeddings > 0 &&
@@ -242,10 +253,9 @@ absl::Status SpecProblemsToStatus(const std::vector<SpecProblem>& problems) {
   for (const SpecProblem& pr : problems) {
     lines.push_back(absl::StrCat(pr.field, ": ", pr.message));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("invalid job spec (", problems.size(), " problem",
-                   problems.size() == 1 ? "" : "s", "):\n  ",
-                   absl::StrJoin(lines, "\n  ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid job spec (", problems.size(), " problem",
+      problems.size() == 1 ? "" : "s", "):\n  ", absl::StrJoin(lines, "\n  ")));
 }
 
 absl::StatusOr<JobSpec> ParseJobSpecJson(absl::string_view json) {

@@ -250,6 +250,22 @@ absl::StatusOr<bool> JsonlZstReader::Next(JsonlDocument* doc) {
   }
 }
 
+absl::StatusOr<bool> JsonlZstReader::NextRawLine(std::string* line) {
+  if (!failed_.ok()) return failed_;
+  while (true) {
+    LFT_ASSIGN_OR_RETURN(bool got, NextLine());
+    if (!got) return false;
+    if (line_too_long_) {
+      LFT_RETURN_IF_ERROR(RecordError(
+          line_number_, absl::StrCat("line longer than max_line_bytes=",
+                                     options_.max_line_bytes)));
+      continue;
+    }
+    line->swap(line_);
+    return true;
+  }
+}
+
 absl::Status JsonlZstReader::SkipTo(int64_t index) {
   if (!failed_.ok()) return failed_;
   // Fast path: skip whole lines inside the decompressed buffer.

@@ -74,6 +74,11 @@ class JsonlZstReader {
   // status. After an error status the reader stays failed.
   absl::StatusOr<bool> Next(JsonlDocument* doc);
 
+  // Reads the next line as raw bytes (without '\n'), for JSON Lines files
+  // that are not documents (e.g. test fixtures). Empty lines are returned
+  // too; an over-long line is skipped and counted. Same errors as Next().
+  absl::StatusOr<bool> NextRawLine(std::string* line);
+
   // Skips forward so that the next document returned has index >= `index`,
   // without parsing the skipped lines. Same errors as Next().
   absl::Status SkipTo(int64_t index);

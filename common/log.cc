@@ -58,8 +58,8 @@ const char* LevelName(LogLevel level) {
 }
 
 void AppendValue(std::string* out, absl::string_view value) {
-  const bool needs_quotes =
-      value.empty() || value.find_first_of(" \"=\t\n") != absl::string_view::npos;
+  const bool needs_quotes = value.empty() || value.find_first_of(" \"=\t\n") !=
+                                                 absl::string_view::npos;
   if (!needs_quotes) {
     out->append(value.data(), value.size());
     return;
@@ -93,7 +93,8 @@ bool LogEnabled(LogLevel level) {
 std::string FormatLogLine(LogLevel level, absl::string_view component,
                           absl::string_view message,
                           std::initializer_list<LogField> fields) {
-  std::string line = absl::StrCat(LevelName(level), " ", component, " ", message);
+  std::string line =
+      absl::StrCat(LevelName(level), " ", component, " ", message);
   for (const LogField& f : fields) {
     line.push_back(' ');
     line.append(f.key.data(), f.key.size());
@@ -112,9 +113,10 @@ void Log(LogLevel level, absl::string_view message,
     absl::MutexLock lock(&c.mu);
     component = c.name;
   }
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      " ", FormatLogLine(level, component, message, fields), "\n");
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                    absl::UTCTimeZone()),
+                   " ", FormatLogLine(level, component, message, fields), "\n");
   absl::MutexLock lock(&OutputMutex());
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);

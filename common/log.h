@@ -38,16 +38,20 @@ bool LogEnabled(LogLevel level);
 void Log(LogLevel level, absl::string_view message,
          std::initializer_list<LogField> fields = {});
 
-inline void LogDebug(absl::string_view m, std::initializer_list<LogField> f = {}) {
+inline void LogDebug(absl::string_view m,
+                     std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kDebug, m, f);
 }
-inline void LogInfo(absl::string_view m, std::initializer_list<LogField> f = {}) {
+inline void LogInfo(absl::string_view m,
+                    std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kInfo, m, f);
 }
-inline void LogWarning(absl::string_view m, std::initializer_list<LogField> f = {}) {
+inline void LogWarning(absl::string_view m,
+                       std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kWarning, m, f);
 }
-inline void LogError(absl::string_view m, std::initializer_list<LogField> f = {}) {
+inline void LogError(absl::string_view m,
+                     std::initializer_list<LogField> f = {}) {
   Log(LogLevel::kError, m, f);
 }
 

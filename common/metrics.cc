@@ -67,7 +67,10 @@ prometheus::Counter& MetricsRegistry::Counter(const std::string& name,
         ->Add(labels);
   } catch (const std::exception& e) {
     LogError("invalid counter", {{"name", name}, {"error", e.what()}});
-    return prometheus::BuildCounter().Name("lft_invalid_metric").Register(*detached_).Add({});
+    return prometheus::BuildCounter()
+        .Name("lft_invalid_metric")
+        .Register(*detached_)
+        .Add({});
   }
 }
 
@@ -84,7 +87,10 @@ prometheus::Gauge& MetricsRegistry::Gauge(const std::string& name,
         ->Add(labels);
   } catch (const std::exception& e) {
     LogError("invalid gauge", {{"name", name}, {"error", e.what()}});
-    return prometheus::BuildGauge().Name("lft_invalid_metric").Register(*detached_).Add({});
+    return prometheus::BuildGauge()
+        .Name("lft_invalid_metric")
+        .Register(*detached_)
+        .Add({});
   }
 }
 
@@ -131,38 +137,41 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   int fd = -1;
   int last_errno = 0;
   for (struct addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                  ai->ai_protocol);
     if (fd < 0) {
       last_errno = errno;
       continue;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0) break;
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0)
+      break;
     last_errno = errno;
     ::close(fd);
     fd = -1;
   }
   freeaddrinfo(result);
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "metrics: cannot listen on ", host, ":", port, ": ",
-        std::strerror(last_errno)));
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ",
+                                               host, ":", port, ": ",
+                                               std::strerror(last_errno)));
   }
   struct sockaddr_storage bound;
   socklen_t len = sizeof(bound);
   getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &len);
-  int bound_port = bound.ss_family == AF_INET6
-                       ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-                       : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  int bound_port =
+      bound.ss_family == AF_INET6
+          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
     int e = errno;
     ::close(fd);
     return ErrnoToStatus(e, "metrics: pipe");
   }
-  return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(fd, pipe_fds[0], pipe_fds[1], bound_port, registry));
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(
+      fd, pipe_fds[0], pipe_fds[1], bound_port, registry));
 }
 
 MetricsHttpServer::MetricsHttpServer(int listen_fd, int wake_read,
@@ -188,7 +197,8 @@ MetricsHttpServer::~MetricsHttpServer() {
 
 void MetricsHttpServer::Serve() {
   while (true) {
-    struct pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_fd_, POLLIN, 0}};
+    struct pollfd fds[2] = {{listen_fd_, POLLIN, 0},
+                            {wake_read_fd_, POLLIN, 0}};
     int rc = ::poll(fds, 2, -1);
     if (rc < 0) {
       if (errno == EINTR) continue;

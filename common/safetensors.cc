@@ -25,9 +25,9 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kF32, "F32", 4},  {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
-    {DType::kF64, "F64", 8},  {DType::kI32, "I32", 4}, {DType::kI64, "I64", 8},
-    {DType::kI8, "I8", 1},    {DType::kU8, "U8", 1},   {DType::kBool, "BOOL", 1},
+    {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
+    {DType::kF64, "F64", 8}, {DType::kI32, "I32", 4}, {DType::kI64, "I64", 8},
+    {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},   {DType::kBool, "BOOL", 1},
 };
 
 const DTypeInfo& Info(DType dtype) {
@@ -43,8 +43,8 @@ absl::StatusOr<uint64_t> ByteSize(const std::vector<int64_t>& shape,
   uint64_t bytes = item_size;
   for (int64_t dim : shape) {
     if (dim < 0) return absl::InvalidArgumentError("negative dimension");
-    if (dim != 0 &&
-        bytes > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(dim)) {
+    if (dim != 0 && bytes > std::numeric_limits<uint64_t>::max() /
+                                static_cast<uint64_t>(dim)) {
       return absl::InvalidArgumentError("shape overflows 64 bits");
     }
     bytes *= static_cast<uint64_t>(dim);
@@ -65,9 +65,9 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   for (const auto& info : kDTypes) {
     if (name == info.name) return info.dtype;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype \"", name,
-                   "\" (supported: F32, F16, BF16, F64, I32, I64, I8, U8, BOOL)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unsupported dtype \"", name,
+      "\" (supported: F32, F16, BF16, F64, I32, I64, I8, U8, BOOL)"));
 }
 
 int64_t TensorView::NumElements() const {
@@ -107,8 +107,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   }
   file->mapping_ = mapping;
   file->mapping_size_ = size;
-  LFT_RETURN_IF_ERROR(
-      file->Parse(static_cast<const uint8_t*>(mapping), size));
+  LFT_RETURN_IF_ERROR(file->Parse(static_cast<const uint8_t*>(mapping), size));
   return file;
 }
 
@@ -118,13 +117,13 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
   file->label_ = std::move(label);
   file->owned_bytes_ = std::move(bytes);
   if (file->owned_bytes_.size() < 8) {
-    return absl::DataLossError(absl::StrCat(
-        file->label_, ": file is ", file->owned_bytes_.size(),
-        " bytes, too short for the 8-byte header length"));
+    return absl::DataLossError(
+        absl::StrCat(file->label_, ": file is ", file->owned_bytes_.size(),
+                     " bytes, too short for the 8-byte header length"));
   }
-  LFT_RETURN_IF_ERROR(file->Parse(
-      reinterpret_cast<const uint8_t*>(file->owned_bytes_.data()),
-      file->owned_bytes_.size()));
+  LFT_RETURN_IF_ERROR(
+      file->Parse(reinterpret_cast<const uint8_t*>(file->owned_bytes_.data()),
+                  file->owned_bytes_.size()));
   return file;
 }
 
@@ -132,18 +131,20 @@ absl::Status SafetensorsFile::Parse(const uint8_t* base, size_t size) {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | base[i];
   if (header_len > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        label_, ": header length ", header_len, " exceeds the limit of ",
-        kMaxSafetensorsHeaderBytes, " bytes (corrupt or not a safetensors file)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(label_, ": header length ", header_len,
+                     " exceeds the limit of ", kMaxSafetensorsHeaderBytes,
+                     " bytes (corrupt or not a safetensors file)"));
   }
   if (header_len > size - 8) {
-    return absl::DataLossError(absl::StrCat(
-        label_, ": truncated: header claims ", header_len, " bytes but only ",
-        size - 8, " follow the length field"));
+    return absl::DataLossError(
+        absl::StrCat(label_, ": truncated: header claims ", header_len,
+                     " bytes but only ", size - 8, " follow the length field"));
   }
   const char* header_begin = reinterpret_cast<const char*>(base + 8);
-  nlohmann::json header = nlohmann::json::parse(
-      header_begin, header_begin + header_len, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json header =
+      nlohmann::json::parse(header_begin, header_begin + header_len, nullptr,
+                            /*allow_exceptions=*/false);
   if (header.is_discarded()) {
     return absl::InvalidArgumentError(
         absl::StrCat(label_, ": header is not valid JSON"));
@@ -218,10 +219,10 @@ absl::Status SafetensorsFile::Parse(const uint8_t* base, size_t size) {
                               "] end before they begin"));
     }
     if (end > data_size) {
-      return absl::DataLossError(absl::StrCat(
-          label_, ": tensor \"", name, "\": data_offsets [", begin, ", ", end,
-          "] run past the end of the data (", data_size,
-          " bytes); the file is truncated or corrupt"));
+      return absl::DataLossError(
+          absl::StrCat(label_, ": tensor \"", name, "\": data_offsets [", begin,
+                       ", ", end, "] run past the end of the data (", data_size,
+                       " bytes); the file is truncated or corrupt"));
     }
     auto expected = ByteSize(view.shape, DTypeSize(view.dtype));
     if (!expected.ok()) return bad(expected.status().message());
@@ -242,9 +243,9 @@ absl::Status SafetensorsFile::Parse(const uint8_t* base, size_t size) {
     const TensorView& prev = tensors_[i - 1];
     const TensorView& cur = tensors_[i];
     if (cur.data.data() < prev.data.data() + prev.data.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          label_, ": tensors \"", prev.name, "\" and \"", cur.name,
-          "\" overlap in the data section"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(label_, ": tensors \"", prev.name, "\" and \"", cur.name,
+                       "\" overlap in the data section"));
     }
   }
   for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
@@ -282,9 +283,9 @@ absl::Status SafetensorsWriter::Add(absl::string_view name, DType dtype,
         "tensor \"", name, "\": shape ", ShapeString(shape), " of ",
         DTypeName(dtype), " needs ", *expected, " bytes, got ", data.size()));
   }
-  entries_[std::string(name)] =
-      Entry{dtype, std::move(shape),
-            std::string(reinterpret_cast<const char*>(data.data()), data.size())};
+  entries_[std::string(name)] = Entry{
+      dtype, std::move(shape),
+      std::string(reinterpret_cast<const char*>(data.data()), data.size())};
   return absl::OkStatus();
 }
 
@@ -308,7 +309,8 @@ std::string SafetensorsWriter::Serialize() const {
   std::string out;
   out.reserve(8 + header_text.size() + offset);
   uint64_t len = header_text.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
   out += header_text;
   for (const auto& [name, entry] : entries_) out += entry.bytes;
   return out;
@@ -346,7 +348,8 @@ absl::Status WriteFileAtomically(const std::string& path,
     return ErrnoToStatus(e, absl::StrCat("rename to ", path));
   }
   const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + (slash == 0));
+  const std::string dir =
+      slash == std::string::npos ? "." : path.substr(0, slash + (slash == 0));
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);

@@ -82,8 +82,8 @@ class SafetensorsFile {
   absl::Status Parse(const uint8_t* base, size_t size);
 
   std::string label_;
-  std::string owned_bytes_;       // FromBytes: the image itself
-  void* mapping_ = nullptr;       // Open: the mmap'd file
+  std::string owned_bytes_;  // FromBytes: the image itself
+  void* mapping_ = nullptr;  // Open: the mmap'd file
   size_t mapping_size_ = 0;
   std::vector<TensorView> tensors_;
   std::map<std::string, size_t, std::less<>> index_;

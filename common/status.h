@@ -16,18 +16,19 @@
 #define LFT_STATUS_CONCAT_(a, b) LFT_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define LFT_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::absl::Status lft_status_ = (expr);           \
-    if (!lft_status_.ok()) return lft_status_;     \
+#define LFT_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status lft_status_ = (expr);       \
+    if (!lft_status_.ok()) return lft_status_; \
   } while (false)
 
 // `LFT_ASSIGN_OR_RETURN(auto x, F());` assigns the value of an
 // absl::StatusOr<T> or returns its error from the enclosing function.
-#define LFT_ASSIGN_OR_RETURN(lhs, expr) \
-  LFT_ASSIGN_OR_RETURN_IMPL_(LFT_STATUS_CONCAT_(lft_statusor_, __LINE__), lhs, expr)
-#define LFT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                               \
+#define LFT_ASSIGN_OR_RETURN(lhs, expr)                                        \
+  LFT_ASSIGN_OR_RETURN_IMPL_(LFT_STATUS_CONCAT_(lft_statusor_, __LINE__), lhs, \
+                             expr)
+#define LFT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)    \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = *std::move(statusor)
 

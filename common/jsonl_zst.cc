@@ -332,6 +332,9 @@ absl::StatusOr<std::unique_ptr<JsonlZstWriter>> JsonlZstWriter::Open(
     return absl::InvalidArgumentError(absl::StrCat(
         "zstd level ", compression_level, ": ", ZSTD_getErrorName(r)));
   }
+  // A content checksum (as the zstd CLI writes) lets readers detect
+  // corruption that still decodes.
+  ZSTD_CCtx_setParameter(w->cctx_, ZSTD_c_checksumFlag, 1);
   w->out_buf_.resize(ZSTD_CStreamOutSize());
   return w;
 }

@@ -48,8 +48,10 @@ TEST(IndexedDatasetTest, RoundTripEveryDtype) {
     EXPECT_THAT(*(*ds)->Document(2), ElementsAre(5, 6));
     EXPECT_EQ((*ds)->RawSequence(3).size(),
               2 * IndexedDtypeSize(static_cast<IndexedDtype>(code)));
-    EXPECT_EQ((*ds)->Sequence(4).status().code(), absl::StatusCode::kOutOfRange);
-    EXPECT_EQ((*ds)->Document(-1).status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ((*ds)->Sequence(4).status().code(),
+              absl::StatusCode::kOutOfRange);
+    EXPECT_EQ((*ds)->Document(-1).status().code(),
+              absl::StatusCode::kOutOfRange);
   }
 }
 

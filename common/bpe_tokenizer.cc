@@ -1,6 +1,8 @@
 #include "common/bpe_tokenizer.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <queue>
 #include <sstream>
@@ -114,14 +116,31 @@ std::vector<Segment> SplitAddedTokens(const std::vector<AddedToken>& added,
     size_t begin, end;
     const AddedToken* token;
   };
+  // Candidates per first byte, longest first, so the first hit at a
+  // position is the leftmost-longest match.
+  std::vector<const AddedToken*> by_byte[256];
+  for (const AddedToken& t : added) {
+    if (t.normalized != normalized || t.content.empty()) continue;
+    by_byte[static_cast<unsigned char>(t.content[0])].push_back(&t);
+  }
+  for (auto& list : by_byte) {
+    std::stable_sort(list.begin(), list.end(),
+                     [](const AddedToken* a, const AddedToken* b) {
+                       return a->content.size() > b->content.size();
+                     });
+  }
   std::vector<Match> matches;
   for (size_t pos = 0; pos < text.size();) {
+    const auto& list = by_byte[static_cast<unsigned char>(text[pos])];
     const AddedToken* best = nullptr;
-    for (const AddedToken& t : added) {
-      if (t.normalized != normalized || t.content.empty()) continue;
-      if (t.content.size() > text.size() - pos) continue;
-      if (text.compare(pos, t.content.size(), t.content) != 0) continue;
-      if (best == nullptr || t.content.size() > best->content.size()) best = &t;
+    for (const AddedToken* t : list) {
+      const std::string& c = t->content;
+      if (c.size() > text.size() - pos) continue;
+      if (c.size() > 1 && text[pos + 1] != c[1]) continue;
+      if (std::memcmp(text.data() + pos, c.data(), c.size()) == 0) {
+        best = t;
+        break;
+      }
     }
     if (best == nullptr) {
       ++pos;
@@ -462,7 +481,7 @@ void BpeTokenizer::Encode(absl::string_view text, std::vector<int32_t>* ids) {
     }
     absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
     std::string normalized;
-    if (m.nfc) {
+    if (m.nfc && !IsTriviallyNfc(piece)) {
       normalized = NfcNormalize(piece);
       piece = normalized;
     }

@@ -3,6 +3,8 @@
 #include "common/unicode.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common/unicode_tables.h"
@@ -184,21 +186,38 @@ int CombiningClass(char32_t cp) {
   return cp <= it->last ? it->combining_class : 0;
 }
 
-std::string NfcNormalize(absl::string_view text) {
-  // Fast path: below U+0300 there are no combining marks and every code
-  // point is its own NFC form, so such text (most of an English corpus) is
-  // already NFC. Invalid UTF-8 still goes the slow way to become U+FFFD.
-  bool simple = true;
-  for (size_t i = 0; i < text.size() && simple;) {
-    size_t before = i;
-    char32_t cp = DecodeUtf8(text, &i);
-    if (cp >= 0x300 || (cp == kReplacement && i - before == 1 &&
-                        static_cast<unsigned char>(text[before]) >= 0x80)) {
-      simple = false;
+bool IsTriviallyNfc(absl::string_view text) {
+  // Below U+0300 there are no combining marks and every code point is its
+  // own NFC form. In UTF-8 those are ASCII and two-byte sequences with lead
+  // bytes C2..CB; invalid bytes go the slow way to become U+FFFD.
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    // Skip ASCII eight bytes at a time.
+    while (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, s + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+    } else if (c >= 0xC2 && c <= 0xCB && i + 1 < n &&
+               (s[i + 1] & 0xC0) == 0x80) {
+      i += 2;
+    } else {
+      return false;
     }
   }
-  if (simple) return std::string(text);
+  return true;
+}
 
+namespace {
+// Full NFC of `text` (decompose, reorder, compose).
+std::string NfcSlow(absl::string_view text) {
   std::vector<char32_t> decomposed;
   decomposed.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
@@ -247,6 +266,47 @@ std::string NfcNormalize(absl::string_view text) {
   result.reserve(text.size());
   for (char32_t cp : out) AppendUtf8(cp, &result);
   return result;
+}
+}  // namespace
+
+std::string NfcNormalize(absl::string_view text) {
+  if (IsTriviallyNfc(text)) return std::string(text);
+  // Only regions around code points >= U+0300 need work. A code point below
+  // U+0300 is a starter that never composes with what precedes it, so
+  // normalization never crosses it: each region runs from the last such
+  // code point before a non-trivial one to the next such code point.
+  std::string out;
+  out.reserve(text.size() + 16);
+  size_t copied = 0;         // text[0, copied) is already in out
+  size_t last_boundary = 0;  // start of the last code point < U+0300
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t start = i;
+    char32_t cp = DecodeUtf8(text, &i);
+    bool invalid = cp == kReplacement && i - start == 1 &&
+                   static_cast<unsigned char>(text[start]) >= 0x80;
+    if (cp < 0x300 && !invalid) {
+      last_boundary = start;
+      continue;
+    }
+    size_t region_start = std::max(last_boundary, copied);
+    size_t end = i;
+    while (end < text.size()) {
+      size_t next = end;
+      char32_t c = DecodeUtf8(text, &next);
+      bool bad = c == kReplacement && next - end == 1 &&
+                 static_cast<unsigned char>(text[end]) >= 0x80;
+      if (c < 0x300 && !bad) break;
+      end = next;
+    }
+    out.append(text.data() + copied, region_start - copied);
+    out += NfcSlow(text.substr(region_start, end - region_start));
+    copied = end;
+    i = end;
+    last_boundary = end;
+  }
+  out.append(text.data() + copied, text.size() - copied);
+  return out;
 }
 
 }  // namespace lft

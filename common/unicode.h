@@ -35,6 +35,11 @@ bool IsWhitespace(char32_t cp);
 // Canonical combining class (0 for starters).
 int CombiningClass(char32_t cp);
 
+// True when `text` is valid UTF-8 with every code point below U+0300: such
+// text has no combining marks and is its own NFC form (most of an English
+// corpus). A cheap check that lets callers skip NfcNormalize's copy.
+bool IsTriviallyNfc(absl::string_view text);
+
 // Returns the NFC form of UTF-8 `text`. Pure-ASCII and already-NFC inputs
 // are returned unchanged cheaply. Invalid UTF-8 bytes become U+FFFD.
 std::string NfcNormalize(absl::string_view text);

@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
     } else if (flag == "--tokenizer") {
       tokenizer_path = value;
     } else if (flag == "--threads") {
-      if (!absl::SimpleAtoi(value, &threads) || threads < 1) Die("bad --threads");
+      if (!absl::SimpleAtoi(value, &threads) || threads < 1)
+        Die("bad --threads");
     } else {
       Die("unknown flag " + flag);
     }
@@ -75,9 +76,10 @@ int main(int argc, char** argv) {
     double t0 = Now();
     auto stats = lft::WriteSyntheticCorpus(temp_dir, o);
     if (!stats.ok()) Die(stats.status().ToString());
-    std::printf("generated synthetic corpus: %lld documents, %.1f MB text in %.2f s\n",
-                static_cast<long long>(stats->documents), stats->text_bytes / 1e6,
-                Now() - t0);
+    std::printf(
+        "generated synthetic corpus: %lld documents, %.1f MB text in %.2f s\n",
+        static_cast<long long>(stats->documents), stats->text_bytes / 1e6,
+        Now() - t0);
     file = temp_dir + "/train/00.jsonl.zst";
   }
   auto tok = lft::BpeTokenizer::FromFile(tokenizer_path);
@@ -209,15 +211,22 @@ int main(int argc, char** argv) {
   std::printf("|---|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
     double mbps = r.bytes / r.seconds / 1e6;
-    std::printf("| %s | %.3f | %.1f | %s | %s | %.3f |\n", r.name.c_str(),
-                r.seconds, mbps,
-                r.docs > 0 ? absl::StrCat(static_cast<long long>(r.docs / r.seconds)).c_str() : "-",
-                r.tokens > 0 ? absl::StrCat(static_cast<long long>(r.tokens / r.seconds)).c_str() : "-",
-                (r.bytes / r.seconds) / ceiling);
+    std::printf(
+        "| %s | %.3f | %.1f | %s | %s | %.3f |\n", r.name.c_str(), r.seconds,
+        mbps,
+        r.docs > 0
+            ? absl::StrCat(static_cast<long long>(r.docs / r.seconds)).c_str()
+            : "-",
+        r.tokens > 0
+            ? absl::StrCat(static_cast<long long>(r.tokens / r.seconds)).c_str()
+            : "-",
+        (r.bytes / r.seconds) / ceiling);
   }
-  std::printf("\ndecompressed bytes %.0f, text bytes %.0f, tokens %.0f (%.2f bytes/token)\n",
-              decompressed, text_bytes, rows.back().tokens,
-              text_bytes / std::max(1.0, rows.back().tokens));
+  std::printf(
+      "\ndecompressed bytes %.0f, text bytes %.0f, tokens %.0f (%.2f "
+      "bytes/token)\n",
+      decompressed, text_bytes, rows.back().tokens,
+      text_bytes / std::max(1.0, rows.back().tokens));
   if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
   return 0;
 }

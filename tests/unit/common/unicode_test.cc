@@ -64,6 +64,14 @@ TEST(UnicodeTest, NfcComposesReordersAndKeepsNfcText) {
   std::string nfc = "plain ASCII, caf\xC3\xA9, \xE6\x97\xA5\xE6\x9C\xAC";
   EXPECT_EQ(NfcNormalize(nfc), nfc);
   EXPECT_EQ(NfcNormalize("a\xFF"), "a\xEF\xBF\xBD");
+  // Only the regions around non-trivial code points change; the rest of the
+  // text is copied through.
+  EXPECT_EQ(
+      NfcNormalize("xx cafe\xCC\x81 yy \xE2\x80\x99s\xCC\x87\xCC\xA3 zz\xFF!"),
+      "xx caf\xC3\xA9 yy \xE2\x80\x99\xE1\xB9\xA9 zz\xEF\xBF\xBD!");
+  EXPECT_TRUE(IsTriviallyNfc("plain caf\xC3\xA9"));
+  EXPECT_FALSE(IsTriviallyNfc("\xE2\x80\x99"));
+  EXPECT_FALSE(IsTriviallyNfc("a\xC3"));
 }
 
 }  // namespace

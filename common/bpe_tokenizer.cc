@@ -497,7 +497,10 @@ void BpeTokenizer::Encode(absl::string_view text, std::vector<int32_t>* ids) {
 
 void BpeTokenizer::EncodePiece(absl::string_view piece,
                                std::vector<int32_t>* ids) {
-  if (model_->add_prefix_space && (piece.empty() || piece[0] != ' ')) {
+  // HF's NormalizedString::prepend is a no-op on an empty string, so an
+  // empty piece stays empty even with add_prefix_space.
+  if (piece.empty()) return;
+  if (model_->add_prefix_space && piece[0] != ' ') {
     scratch_.assign(" ");
     scratch_.append(piece.data(), piece.size());
     std::string prefixed;
@@ -506,7 +509,6 @@ void BpeTokenizer::EncodePiece(absl::string_view piece,
     scratch_.swap(prefixed);
     return;
   }
-  if (piece.empty()) return;
   if (!model_->use_regex) {
     EncodeWord(piece, ids);
     return;

@@ -120,6 +120,8 @@ TEST(BpeTokenizerTest, AddPrefixSpaceAppliesToEachPiece) {
   // "the" gets a prefix space -> Ġthe; so does the piece after the special.
   EXPECT_THAT((*tok)->Encode("the<|endoftext|>the"),
               ElementsAre(259, 262, 259));
+  // An empty text stays empty (no prefix space token).
+  EXPECT_TRUE((*tok)->Encode("").empty());
   // Already starting with a space: no second one.
   EXPECT_THAT((*tok)->Encode(" the"), ElementsAre(259));
 }

@@ -1,6 +1,7 @@
 #include "common/bpe_tokenizer.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -202,6 +203,27 @@ TEST(BpeTokenizerTest, MatchesHuggingFaceOnFixture) {
     ++cases;
   }
   EXPECT_EQ(cases, 57);
+}
+
+// Round trip over the shared corpus's val split when present (not in CI).
+TEST(BpeTokenizerTest, RoundTripsSharedCorpusValIfPresent) {
+  std::string corpus = SrcDir() + "/../shared/corpus/val.jsonl.zst";
+  if (!std::ifstream(corpus).good())
+    corpus = "/work/shared/corpus/val.jsonl.zst";
+  if (!std::ifstream(corpus).good()) GTEST_SKIP() << "no shared corpus";
+  auto tok = BpeTokenizer::FromFile(SrcDir() +
+                                    "/tests/fixtures/tokenizer/tokenizer.json");
+  if (!tok.ok()) GTEST_SKIP() << "fixture tests/fixtures/tokenizer/ is absent";
+  auto reader = JsonlZstReader::Open(corpus);
+  ASSERT_TRUE(reader.ok());
+  JsonlDocument doc;
+  int docs = 0;
+  while (*(*reader)->Next(&doc)) {
+    std::vector<int32_t> ids = (*tok)->Encode(doc.text);
+    ASSERT_EQ((*tok)->Decode(ids), NfcNormalize(doc.text)) << doc.line_number;
+    ++docs;
+  }
+  EXPECT_GT(docs, 0);
 }
 
 }  // namespace

@@ -14,6 +14,15 @@
 
 namespace lft {
 
+namespace {
+// Added tokens of one `normalized` kind, by first byte, longest first, so
+// the first hit at a position is the leftmost-longest match.
+struct AddedTokenIndex {
+  bool any = false;
+  std::vector<const AddedToken*> by_byte[256];
+};
+}  // namespace
+
 struct BpeTokenizer::Model {
   // Vocabulary.
   absl::flat_hash_map<std::string, int32_t> token_to_id;
@@ -33,6 +42,8 @@ struct BpeTokenizer::Model {
   // Added tokens.
   std::vector<AddedToken> added;
   absl::flat_hash_map<int32_t, size_t> added_by_id;  // id -> index in added
+  AddedTokenIndex raw_index;                         // normalized == false
+  AddedTokenIndex normalized_index;                  // normalized == true
   int32_t vocab_size = 0;
 };
 
@@ -98,17 +109,28 @@ struct Segment {
   int32_t id;  // -1: plain text
 };
 
-// HF AddedVocabulary::find_matches over the tokens whose `normalized` flag
-// equals `normalized`: leftmost-longest non-overlapping matches, then the
-// single_word filter and lstrip/rstrip widening.
-std::vector<Segment> SplitAddedTokens(const std::vector<AddedToken>& added,
-                                      bool normalized, absl::string_view text) {
-  std::vector<Segment> out;
-  bool any = false;
+void BuildAddedTokenIndex(const std::vector<AddedToken>& added, bool normalized,
+                          AddedTokenIndex* index) {
   for (const AddedToken& t : added) {
-    if (t.normalized == normalized && !t.content.empty()) any = true;
+    if (t.normalized != normalized || t.content.empty()) continue;
+    index->by_byte[static_cast<unsigned char>(t.content[0])].push_back(&t);
+    index->any = true;
   }
-  if (!any || text.empty()) {
+  for (auto& list : index->by_byte) {
+    std::stable_sort(list.begin(), list.end(),
+                     [](const AddedToken* a, const AddedToken* b) {
+                       return a->content.size() > b->content.size();
+                     });
+  }
+}
+
+// HF AddedVocabulary::find_matches over the tokens of `index`:
+// leftmost-longest non-overlapping matches, then the single_word filter and
+// lstrip/rstrip widening.
+std::vector<Segment> SplitAddedTokens(const AddedTokenIndex& index,
+                                      absl::string_view text) {
+  std::vector<Segment> out;
+  if (!index.any || text.empty()) {
     out.push_back({0, text.size(), -1});
     return out;
   }
@@ -116,19 +138,7 @@ std::vector<Segment> SplitAddedTokens(const std::vector<AddedToken>& added,
     size_t begin, end;
     const AddedToken* token;
   };
-  // Candidates per first byte, longest first, so the first hit at a
-  // position is the leftmost-longest match.
-  std::vector<const AddedToken*> by_byte[256];
-  for (const AddedToken& t : added) {
-    if (t.normalized != normalized || t.content.empty()) continue;
-    by_byte[static_cast<unsigned char>(t.content[0])].push_back(&t);
-  }
-  for (auto& list : by_byte) {
-    std::stable_sort(list.begin(), list.end(),
-                     [](const AddedToken* a, const AddedToken* b) {
-                       return a->content.size() > b->content.size();
-                     });
-  }
+  const auto& by_byte = index.by_byte;
   std::vector<Match> matches;
   for (size_t pos = 0; pos < text.size();) {
     const auto& list = by_byte[static_cast<unsigned char>(text[pos])];
@@ -323,6 +333,8 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
       m->added.push_back(std::move(tok));
     }
   }
+  BuildAddedTokenIndex(m->added, false, &m->raw_index);
+  BuildAddedTokenIndex(m->added, true, &m->normalized_index);
   m->vocab_size = max_id + 1;
   m->id_to_token.resize(static_cast<size_t>(m->vocab_size));
   for (const auto& [token, id] : m->token_to_id) m->id_to_token[id] = token;
@@ -474,18 +486,18 @@ std::vector<int32_t> BpeTokenizer::Encode(absl::string_view text) {
 
 void BpeTokenizer::Encode(absl::string_view text, std::vector<int32_t>* ids) {
   const Model& m = *model_;
-  for (const Segment& raw : SplitAddedTokens(m.added, false, text)) {
+  for (const Segment& raw : SplitAddedTokens(m.raw_index, text)) {
     if (raw.id >= 0) {
       ids->push_back(raw.id);
       continue;
     }
     absl::string_view piece = text.substr(raw.begin, raw.end - raw.begin);
-    std::string normalized;
-    if (m.nfc && !IsTriviallyNfc(piece)) {
-      normalized = NfcNormalize(piece);
-      piece = normalized;
+    std::optional<std::string> normalized;
+    if (m.nfc) {
+      normalized = NfcNormalizeIfChanged(piece);
+      if (normalized.has_value()) piece = *normalized;
     }
-    for (const Segment& seg : SplitAddedTokens(m.added, true, piece)) {
+    for (const Segment& seg : SplitAddedTokens(m.normalized_index, piece)) {
       if (seg.id >= 0) {
         ids->push_back(seg.id);
       } else {

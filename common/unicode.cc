@@ -269,14 +269,15 @@ std::string NfcSlow(absl::string_view text) {
 }
 }  // namespace
 
-std::string NfcNormalize(absl::string_view text) {
-  if (IsTriviallyNfc(text)) return std::string(text);
+std::optional<std::string> NfcNormalizeIfChanged(absl::string_view text) {
+  if (IsTriviallyNfc(text)) return std::nullopt;
   // Only regions around code points >= U+0300 need work. A code point below
   // U+0300 is a starter that never composes with what precedes it, so
   // normalization never crosses it: each region runs from the last such
   // code point before a non-trivial one to the next such code point.
+  // `out` is only built once some region actually changes.
   std::string out;
-  out.reserve(text.size() + 16);
+  bool changed = false;
   size_t copied = 0;         // text[0, copied) is already in out
   size_t last_boundary = 0;  // start of the last code point < U+0300
   size_t i = 0;
@@ -299,14 +300,28 @@ std::string NfcNormalize(absl::string_view text) {
       if (c < 0x300 && !bad) break;
       end = next;
     }
-    out.append(text.data() + copied, region_start - copied);
-    out += NfcSlow(text.substr(region_start, end - region_start));
-    copied = end;
+    absl::string_view region = text.substr(region_start, end - region_start);
+    std::string normalized = NfcSlow(region);
+    if (normalized != region) {
+      if (!changed) {
+        changed = true;
+        out.reserve(text.size() + 16);
+      }
+      out.append(text.data() + copied, region_start - copied);
+      out += normalized;
+      copied = end;
+    }
     i = end;
     last_boundary = end;
   }
+  if (!changed) return std::nullopt;
   out.append(text.data() + copied, text.size() - copied);
   return out;
+}
+
+std::string NfcNormalize(absl::string_view text) {
+  std::optional<std::string> changed = NfcNormalizeIfChanged(text);
+  return changed.has_value() ? *std::move(changed) : std::string(text);
 }
 
 }  // namespace lft

@@ -8,6 +8,7 @@
 #define LFT_COMMON_UNICODE_H_
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -43,6 +44,8 @@ bool IsTriviallyNfc(absl::string_view text);
 // Returns the NFC form of UTF-8 `text`. Pure-ASCII and already-NFC inputs
 // are returned unchanged cheaply. Invalid UTF-8 bytes become U+FFFD.
 std::string NfcNormalize(absl::string_view text);
+// As NfcNormalize, but nullopt when `text` is already NFC (no copy).
+std::optional<std::string> NfcNormalizeIfChanged(absl::string_view text);
 
 }  // namespace lft
 

@@ -74,7 +74,22 @@ char32_t ByteToUnicode(int b) {
 
 enum CharClass { kSpace = 0, kLetter = 1, kNumber = 2, kOther = 3 };
 
+// Classes of ASCII characters, so the common case needs no table search.
+struct AsciiClasses {
+  CharClass cls[128];
+  AsciiClasses() {
+    for (int c = 0; c < 128; ++c) {
+      cls[c] = IsWhitespace(c) ? kSpace
+               : IsLetter(c)   ? kLetter
+               : IsNumber(c)   ? kNumber
+                               : kOther;
+    }
+  }
+};
+
 CharClass Classify(char32_t cp) {
+  static const AsciiClasses* const ascii = new AsciiClasses();
+  if (cp < 128) return ascii->cls[cp];
   if (IsWhitespace(cp)) return kSpace;
   if (IsLetter(cp)) return kLetter;
   if (IsNumber(cp)) return kNumber;
@@ -359,10 +374,14 @@ std::vector<std::pair<size_t, size_t>> SplitGpt2Pretokens(absl::string_view s) {
   std::vector<std::pair<size_t, size_t>> out;
   const size_t n = s.size();
   // Code point and class at byte offset p (p < n); *next = following offset.
-  auto at = [&](size_t p, size_t* next) {
-    char32_t cp = DecodeUtf8(s, &p);
+  auto at = [&](size_t p, size_t* next) -> char32_t {
+    unsigned char c = static_cast<unsigned char>(s[p]);
+    if (c < 0x80) {
+      *next = p + 1;
+      return c;
+    }
     *next = p;
-    return cp;
+    return DecodeUtf8(s, next);
   };
   size_t i = 0;
   while (i < n) {
@@ -537,7 +556,8 @@ void BpeTokenizer::EncodeWord(absl::string_view word,
   if (cacheable) {
     auto it = cache_.find(word);
     if (it != cache_.end()) {
-      ids->insert(ids->end(), it->second.begin(), it->second.end());
+      // Most cached words are 1-3 tokens: a loop beats insert's memmove.
+      for (int32_t id : it->second) ids->push_back(id);
       return;
     }
   }

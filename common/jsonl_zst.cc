@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/pile_json.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -20,27 +21,7 @@ constexpr unsigned char kZstdMagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
 // Extracts text and meta.pile_set_name from one JSON line. The error string
 // is empty on success.
 std::string ParseDocumentLine(absl::string_view line, JsonlDocument* doc) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::exception& e) {
-    return absl::StrCat("invalid JSON: ", e.what());
-  }
-  if (!j.is_object()) return "line is not a JSON object";
-  auto text = j.find("text");
-  if (text == j.end() || !text->is_string()) {
-    return "missing string field \"text\"";
-  }
-  doc->text = std::move(text->get_ref<std::string&>());
-  doc->pile_set_name.clear();
-  auto meta = j.find("meta");
-  if (meta != j.end() && meta->is_object()) {
-    auto name = meta->find("pile_set_name");
-    if (name != meta->end() && name->is_string()) {
-      doc->pile_set_name = name->get<std::string>();
-    }
-  }
-  return "";
+  return ParsePileJsonLine(line, &doc->text, &doc->pile_set_name);
 }
 
 }  // namespace

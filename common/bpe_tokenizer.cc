@@ -4,7 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <queue>
+#include <functional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -576,8 +576,9 @@ void BpeTokenizer::EncodeWord(absl::string_view word,
       int32_t next;
       bool alive;
     };
-    std::vector<Symbol> sym;
-    sym.reserve(word.size());
+    // Scratch reused across words (no allocation per cache miss).
+    static thread_local std::vector<Symbol> sym;
+    sym.clear();
     for (unsigned char b : word) {
       int32_t id = m.byte_to_id[b];
       if (id < 0) id = m.unk_id;
@@ -595,24 +596,26 @@ void BpeTokenizer::EncodeWord(absl::string_view word,
         return rank != o.rank ? rank > o.rank : pos > o.pos;
       }
     };
-    std::priority_queue<Candidate, std::vector<Candidate>,
-                        std::greater<Candidate>>
-        queue;
+    static thread_local std::vector<Candidate> heap;
+    heap.clear();
+    const std::greater<Candidate> later;
     auto push_pair = [&](int32_t left) {
       if (left < 0) return;
       int32_t right = sym[left].next;
       if (right < 0) return;
       auto it = m.merges.find(PairKey(sym[left].id, sym[right].id));
       if (it != m.merges.end()) {
-        queue.push({it->second.first, left, it->second.second});
+        heap.push_back({it->second.first, left, it->second.second});
+        std::push_heap(heap.begin(), heap.end(), later);
       }
     };
     for (int32_t i = 0; i + 1 < static_cast<int32_t>(sym.size()); ++i) {
       push_pair(i);
     }
-    while (!queue.empty()) {
-      Candidate top = queue.top();
-      queue.pop();
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), later);
+      Candidate top = heap.back();
+      heap.pop_back();
       Symbol& left = sym[top.pos];
       if (!left.alive || left.next < 0) continue;
       Symbol& right = sym[left.next];

@@ -84,20 +84,10 @@ absl::StatusOr<JobConfig> ParseConfigJson(absl::string_view text) {
   return c;
 }
 
-std::string ChunkKey(absl::string_view job, uint64_t blob_id, uint32_t index) {
-  std::string k = sf::LengthPrefixed(job);
-  sf::PutBe64(&k, blob_id);
-  sf::PutBe32(&k, index);
-  return k;
-}
 std::string BlobPrefix(absl::string_view job, uint64_t blob_id) {
   std::string k = sf::LengthPrefixed(job);
   sf::PutBe64(&k, blob_id);
   return k;
-}
-
-std::string ManifestKey(absl::string_view job, absl::string_view name) {
-  return JobKey(sf::kTagManifest, job) + sf::LengthPrefixed(name);
 }
 
 struct Manifest {
@@ -887,13 +877,37 @@ absl::Status LatentStore::Flush() {
                    "flushing");
 }
 
-absl::Status LatentStore::TestOnlyPutRawPairValue(absl::string_view job,
-                                                  uint32_t shard,
-                                                  uint64_t sequence,
-                                                  uint32_t chunk,
-                                                  absl::string_view value) {
-  return FromRocks(db_->Put(rocksdb::WriteOptions(), pairs_cf_,
-                            sf::PairKey(job, shard, sequence, chunk),
+absl::StatusOr<std::string> LatentStore::TestOnlyGetRaw(
+    absl::string_view column_family, absl::string_view key) {
+  rocksdb::ColumnFamilyHandle* cf = nullptr;
+  if (column_family == kPairsCf) cf = pairs_cf_;
+  if (column_family == kCheckpointsCf) cf = checkpoints_cf_;
+  if (column_family == kMetaCf) cf = meta_cf_;
+  if (cf == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no column family '", column_family, "'"));
+  }
+  std::string value;
+  LFT_RETURN_IF_ERROR(
+      FromRocks(db_->Get(rocksdb::ReadOptions(), cf,
+                         rocksdb::Slice(key.data(), key.size()), &value),
+                "test get"));
+  return value;
+}
+
+absl::Status LatentStore::TestOnlyPutRaw(absl::string_view column_family,
+                                         absl::string_view key,
+                                         absl::string_view value) {
+  rocksdb::ColumnFamilyHandle* cf = nullptr;
+  if (column_family == kPairsCf) cf = pairs_cf_;
+  if (column_family == kCheckpointsCf) cf = checkpoints_cf_;
+  if (column_family == kMetaCf) cf = meta_cf_;
+  if (cf == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no column family '", column_family, "'"));
+  }
+  return FromRocks(db_->Put(rocksdb::WriteOptions(), cf,
+                            rocksdb::Slice(key.data(), key.size()),
                             rocksdb::Slice(value.data(), value.size())),
                    "test put");
 }
@@ -953,7 +967,7 @@ absl::Status LatentStore::CommitCheckpoint(const std::string& job,
     }
   }
   rocksdb::WriteBatch batch;
-  const std::string mkey = ManifestKey(job, name);
+  const std::string mkey = sf::ManifestKey(job, name);
   std::string old;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, mkey, &old);
   if (s.ok()) {
@@ -1017,7 +1031,7 @@ absl::StatusOr<CheckpointInfo> LatentStore::ReadCheckpoint(
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
   std::string text;
-  rocksdb::Status s = db_->Get(ro, meta_cf_, ManifestKey(job, name), &text);
+  rocksdb::Status s = db_->Get(ro, meta_cf_, sf::ManifestKey(job, name), &text);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
         absl::StrCat("job '", job, "' has no checkpoint '", name, "'"));
@@ -1032,7 +1046,8 @@ absl::StatusOr<CheckpointInfo> LatentStore::ReadCheckpoint(
   for (uint64_t i = 0; i < m.chunks && status.ok(); ++i) {
     chunk.Reset();
     s = db_->Get(ro, checkpoints_cf_,
-                 ChunkKey(job, m.blob_id, static_cast<uint32_t>(i)), &chunk);
+                 sf::ChunkKey(job, m.blob_id, static_cast<uint32_t>(i)),
+                 &chunk);
     if (s.IsNotFound()) {
       status = absl::DataLossError(
           absl::StrCat("checkpoint '", name, "' of job '", job, "': chunk ", i,
@@ -1103,7 +1118,7 @@ absl::StatusOr<std::vector<CheckpointInfo>> LatentStore::ListCheckpoints(
 
 absl::Status LatentStore::DeleteCheckpointLocked(absl::string_view job,
                                                  absl::string_view name) {
-  const std::string mkey = ManifestKey(job, name);
+  const std::string mkey = sf::ManifestKey(job, name);
   std::string text;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, mkey, &text);
   if (s.IsNotFound()) {
@@ -1173,10 +1188,10 @@ absl::Status CheckpointWriter::WriteChunk() {
   wo.disableWAL = store_->options_.disable_wal;
   // Chunks need no sync of their own: the publishing batch is synced, and
   // it reaches the WAL after them.
-  LFT_RETURN_IF_ERROR(
-      FromRocks(store_->db_->Put(wo, store_->checkpoints_cf_,
-                                 ChunkKey(job_, blob_id_, chunks_), buffer_),
-                "writing checkpoint chunk"));
+  LFT_RETURN_IF_ERROR(FromRocks(
+      store_->db_->Put(wo, store_->checkpoints_cf_,
+                       sf::ChunkKey(job_, blob_id_, chunks_), buffer_),
+      "writing checkpoint chunk"));
   store_->checkpoint_bytes_written_.Increment(
       static_cast<double>(buffer_.size()));
   ++chunks_;

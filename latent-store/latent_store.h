@@ -109,11 +109,14 @@ class LatentStore : public PairStore {
   // Flushes memtables to SST/blob files (makes disable_wal writes durable).
   absl::Status Flush();
 
-  // Test hook: overwrites a stored pair's raw value, bypassing encoding, so
-  // tests can check that corruption is detected.
-  absl::Status TestOnlyPutRawPairValue(absl::string_view job, uint32_t shard,
-                                       uint64_t sequence, uint32_t chunk,
-                                       absl::string_view value);
+  // Test hook: writes a raw key/value into column family "pairs",
+  // "checkpoints" or "meta", bypassing encoding, so tests can check that
+  // corruption is detected. InvalidArgument for another name.
+  absl::Status TestOnlyPutRaw(absl::string_view column_family,
+                              absl::string_view key, absl::string_view value);
+  // Test hook: reads a raw value (NotFound if absent).
+  absl::StatusOr<std::string> TestOnlyGetRaw(absl::string_view column_family,
+                                             absl::string_view key);
 
  private:
   friend class CheckpointWriter;

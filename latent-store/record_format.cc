@@ -60,6 +60,20 @@ std::string PairKey(absl::string_view job, uint32_t shard, uint64_t sequence,
   return key;
 }
 
+std::string ChunkKey(absl::string_view job, uint64_t blob_id, uint32_t index) {
+  std::string k = LengthPrefixed(job);
+  PutBe64(&k, blob_id);
+  PutBe32(&k, index);
+  return k;
+}
+
+std::string ManifestKey(absl::string_view job, absl::string_view name) {
+  std::string k(1, kTagManifest);
+  k += LengthPrefixed(job);
+  k += LengthPrefixed(name);
+  return k;
+}
+
 absl::Status ParsePairAddress(absl::string_view address, uint32_t* shard,
                               uint64_t* sequence, uint32_t* chunk) {
   if (address.size() != kPairAddressBytes) {

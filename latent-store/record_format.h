@@ -32,6 +32,10 @@ std::string LengthPrefixed(absl::string_view s);
 // lp(job) + be32 shard + be64 sequence + be32 chunk.
 std::string PairKey(absl::string_view job, uint32_t shard, uint64_t sequence,
                     uint32_t chunk);
+// Checkpoints CF: lp(job) + be64 blob id + be32 chunk index.
+std::string ChunkKey(absl::string_view job, uint64_t blob_id, uint32_t index);
+// Meta CF: 'M' + lp(job) + lp(name) -> manifest JSON.
+std::string ManifestKey(absl::string_view job, absl::string_view name);
 // Parses the address part of a PairKey (the 16 bytes after lp(job)).
 absl::Status ParsePairAddress(absl::string_view address, uint32_t* shard,
                               uint64_t* sequence, uint32_t* chunk);

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -219,24 +220,30 @@ absl::Status ValidatePair(const LatentPairRecord& pair, const JobConfig& config,
 // ---------------------------------------------------------------------------
 // Reader
 
+// Reads one partition's keys with `threads` fetchers that run ahead of the
+// consumer by at most `capacity` pairs, and hands records out in order.
+// Several fetchers keep several reads in flight, which a single
+// sequential Get loop cannot (blob reads block on the disk one at a time).
 class LocalPairReader : public PairReader {
  public:
   LocalPairReader(LatentStore* store, const rocksdb::Snapshot* snapshot,
                   std::string job, std::vector<Address> keys,
-                  uint32_t readahead)
+                  uint32_t readahead, uint32_t threads)
       : store_(store),
         snapshot_(snapshot),
         job_(std::move(job)),
         keys_(std::move(keys)),
         capacity_(std::max<uint32_t>(1, readahead)) {
-    thread_ = std::thread([this] { Fill(); });
+    const uint32_t n = std::max<uint32_t>(
+        1, std::min<uint32_t>(threads, static_cast<uint32_t>(capacity_)));
+    for (uint32_t t = 0; t < n; ++t) threads_.emplace_back([this] { Fetch(); });
   }
   ~LocalPairReader() override {
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
     }
-    thread_.join();
+    for (auto& t : threads_) t.join();
     store_->db_->ReleaseSnapshot(snapshot_);
   }
 
@@ -244,20 +251,22 @@ class LocalPairReader : public PairReader {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](LocalPairReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
-          return !r->queue_.empty() || r->finished_;
+          return r->next_out_ >= r->keys_.size() ||
+                 r->error_index_ <= r->next_out_ ||
+                 r->ready_.count(r->next_out_) > 0;
         },
         this));
-    if (!queue_.empty()) {
-      *pair = std::move(queue_.front());
-      queue_.pop_front();
-      return true;
-    }
-    if (!status_.ok()) return status_;
-    return false;
+    if (error_index_ <= next_out_) return error_;
+    if (next_out_ >= keys_.size()) return false;
+    auto it = ready_.find(next_out_);
+    *pair = std::move(it->second);
+    ready_.erase(it);
+    ++next_out_;
+    return true;
   }
 
  private:
-  void Fill() {
+  void Fetch() {
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot_;
     ro.fill_cache = false;  // payloads are read once per epoch
@@ -266,21 +275,29 @@ class LocalPairReader : public PairReader {
     // would only repeat the check at a quarter of the speed.
     ro.verify_checksums = false;
     rocksdb::PinnableSlice value;
-    absl::Status status;
-    for (const Address& a : keys_) {
+    while (true) {
+      size_t i;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
             +[](LocalPairReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
-              return r->queue_.size() < r->capacity_ || r->cancelled_;
+              return r->cancelled_ || r->next_fetch_ >= r->keys_.size() ||
+                     r->next_fetch_ >= r->error_index_ ||
+                     r->next_fetch_ < r->next_out_ + r->capacity_;
             },
             this));
-        if (cancelled_) break;
+        if (cancelled_ || next_fetch_ >= keys_.size() ||
+            next_fetch_ >= error_index_) {
+          return;
+        }
+        i = next_fetch_++;
       }
+      const Address& a = keys_[i];
       const std::string key = sf::PairKey(job_, a.shard, a.sequence, a.chunk);
       value.Reset();
       rocksdb::Status s = store_->db_->Get(ro, store_->pairs_cf_, key, &value);
       LatentPairRecord rec;
+      absl::Status status;
       if (s.IsNotFound()) {
         status = absl::DataLossError(absl::StrCat(
             "job '", job_, "': the index lists shard ", a.shard, " sequence ",
@@ -291,18 +308,23 @@ class LocalPairReader : public PairReader {
         status = sf::DecodeRecord(absl::string_view(value.data(), value.size()),
                                   key, &rec);
       }
-      if (!status.ok()) break;
-      store_->read_bytes_.Increment(static_cast<double>(value.size()));
-      store_->pairs_read_.Increment();
-      rec.shard = a.shard;
-      rec.sequence = a.sequence;
-      rec.chunk = a.chunk;
+      if (status.ok()) {
+        store_->read_bytes_.Increment(static_cast<double>(value.size()));
+        store_->pairs_read_.Increment();
+        rec.shard = a.shard;
+        rec.sequence = a.sequence;
+        rec.chunk = a.chunk;
+      }
       absl::MutexLock lock(&mu_);
-      queue_.push_back(std::move(rec));
+      if (!status.ok()) {
+        if (i < error_index_) {
+          error_index_ = i;
+          error_ = status;
+        }
+      } else {
+        ready_.emplace(i, std::move(rec));
+      }
     }
-    absl::MutexLock lock(&mu_);
-    status_ = status;
-    finished_ = true;
   }
 
   LatentStore* const store_;
@@ -310,13 +332,15 @@ class LocalPairReader : public PairReader {
   const std::string job_;
   const std::vector<Address> keys_;
   const size_t capacity_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 
   absl::Mutex mu_;
-  std::deque<LatentPairRecord> queue_ ABSL_GUARDED_BY(mu_);
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  size_t next_fetch_ ABSL_GUARDED_BY(mu_) = 0;  // next index to claim
+  size_t next_out_ ABSL_GUARDED_BY(mu_) = 0;    // next index to hand out
+  std::map<size_t, LatentPairRecord> ready_ ABSL_GUARDED_BY(mu_);
+  size_t error_index_ ABSL_GUARDED_BY(mu_) = SIZE_MAX;  // first failed index
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------
@@ -329,6 +353,9 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 4;
   db_options.bytes_per_sync = 8 << 20;
+  // Scans read blob files front to back; RocksDB's default fadvise(RANDOM)
+  // would turn off the kernel's readahead for them.
+  db_options.advise_random_on_open = false;
 
   rocksdb::ColumnFamilyOptions pairs;
   pairs.write_buffer_size = options.write_buffer_bytes;
@@ -826,7 +853,7 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
   }
   return std::unique_ptr<PairReader>(
       new LocalPairReader(this, snapshot, std::string(job), std::move(mine),
-                          options.readahead_pairs));
+                          options.readahead_pairs, options.read_threads));
 }
 
 absl::StatusOr<JobStats> LatentStore::Stats(absl::string_view job) {

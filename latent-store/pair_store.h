@@ -77,8 +77,11 @@ struct ScanOptions {
   uint64_t start_block = 0;  // global blocks of the epoch order to skip
   uint64_t skip_pairs = 0;   // then pairs of this partition's order to skip
   uint32_t block_pairs = 64;
-  // Pairs the background read-ahead thread may hold decoded in memory.
-  uint32_t readahead_pairs = 64;
+  // Read-ahead: background threads fetch up to `readahead_pairs` pairs
+  // ahead of the consumer (memory: that many decoded pairs), with up to
+  // `read_threads` reads in flight. Order is unaffected.
+  uint32_t readahead_pairs = 16;
+  uint32_t read_threads = 4;
 };
 
 // Reads one partition. Not thread-safe: one consumer thread per reader.

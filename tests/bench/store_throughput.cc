@@ -5,6 +5,10 @@
 //
 //   store_throughput [--dir DIR] [--total_mib 256] [--tokens 2048]
 //                    [--hidden 1024] [--batch_pairs 4] [--no_sync] [--warm]
+//                    [--repeat 3]
+//
+// Each row is the median of --repeat runs (the disk is shared and noisy);
+// the individual runs are printed beside it.
 //
 // Before every read the files are fsync'ed and evicted from the page cache
 // (posix_fadvise DONTNEED), so reads come from the disk for the store and
@@ -13,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +47,7 @@ struct Args {
   uint32_t batch_pairs = 4;
   bool sync = true;
   bool warm = false;  // skip page-cache eviction before reads
+  int repeat = 3;     // rows report the median of this many runs
 };
 bool g_warm = false;
 
@@ -176,13 +182,52 @@ Result Scan(lft::PairStore* store, const fs::path& dir) {
   return r;
 }
 
-void Row(const char* path, const char* op, const Result& r,
-         const Result& baseline) {
-  const double gbs = r.bytes / r.seconds / 1e9;
-  const double base = baseline.bytes / baseline.seconds / 1e9;
-  std::printf("| %-26s | %-5s | %7.3f | %8.1f | %5.2f |\n", path, op, gbs,
-              r.pairs / r.seconds, gbs / base);
-  std::fflush(stdout);
+// Every measurement, by row, in first-seen order; printed as medians.
+std::vector<std::pair<std::string, std::vector<Result>>> g_rows;
+
+void Row(const char* path, const char* op, const Result& r) {
+  const std::string key = std::string(path) + "|" + op;
+  for (auto& [k, v] : g_rows) {
+    if (k == key) {
+      v.push_back(r);
+      return;
+    }
+  }
+  g_rows.push_back({key, {r}});
+}
+
+double MedianGbs(std::vector<Result> v) {
+  std::vector<double> g;
+  for (const Result& r : v) g.push_back(r.bytes / r.seconds / 1e9);
+  std::sort(g.begin(), g.end());
+  return g[g.size() / 2];
+}
+
+void PrintTable(uint64_t pair_bytes) {
+  std::printf(
+      "| path                       | op    | GB/s    | pairs/s  | x file | "
+      "runs (GB/s)          |\n");
+  std::printf(
+      "|----------------------------|-------|---------|----------|--------|"
+      "----------------------|\n");
+  const double file_write = MedianGbs(g_rows[0].second);
+  const double file_read = MedianGbs(g_rows[1].second);
+  for (const auto& [key, runs] : g_rows) {
+    const std::string path = key.substr(0, key.find('|'));
+    const std::string op = key.substr(key.find('|') + 1);
+    const double gbs = MedianGbs(runs);
+    const bool write = op == "write" || op == "put";
+    std::string all;
+    for (const Result& r : runs) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%s%.3f", all.empty() ? "" : " ",
+                    r.bytes / r.seconds / 1e9);
+      all += buf;
+    }
+    std::printf("| %-26s | %-5s | %7.3f | %8.1f | %6.2f | %-20s |\n",
+                path.c_str(), op.c_str(), gbs, gbs * 1e9 / pair_bytes,
+                gbs / (write ? file_write : file_read), all.c_str());
+  }
 }
 
 }  // namespace
@@ -208,11 +253,14 @@ int main(int argc, char** argv) {
       a.sync = false;
     else if (s == "--warm")
       a.warm = g_warm = true;
+    else if (s == "--repeat")
+      a.repeat = std::max(1, std::stoi(next()));
     else {
-      std::fprintf(stderr,
-                   "usage: %s [--dir DIR] [--total_mib N] [--tokens T] "
-                   "[--hidden H] [--batch_pairs B] [--no_sync] [--warm]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--dir DIR] [--total_mib N] [--tokens T] "
+          "[--hidden H] [--batch_pairs B] [--no_sync] [--warm] [--repeat N]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -235,63 +283,63 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(pairs), a.tokens, a.hidden,
       pair_bytes / 1048576.0, a.batch_pairs, pairs * pair_bytes / 1048576.0,
       a.sync ? "on" : "off", root.c_str());
-  std::printf(
-      "| path                       | op    | GB/s    | pairs/s  | x file |\n");
-  std::printf(
-      "|----------------------------|-------|---------|----------|--------|\n");
+  double disk_mib[2] = {0, 0};
+  for (int rep = 0; rep < a.repeat; ++rep) {
+    const Result fw = FileWrite(a, root / "plain.bin", x, pairs);
+    const Result fr = FileRead(root / "plain.bin", pair_bytes);
+    Row("plain file (fsync/batch)", "write", fw);
+    Row("plain file", "read", fr);
+    fs::remove(root / "plain.bin");
 
-  const Result fw = FileWrite(a, root / "plain.bin", x, pairs);
-  const Result fr = FileRead(root / "plain.bin", pair_bytes);
-  Row("plain file (fsync/batch)", "write", fw, fw);
-  Row("plain file", "read", fr, fr);
-  fs::remove(root / "plain.bin");
+    for (bool blob : {true, false}) {
+      lft::LatentStoreOptions o;
+      o.enable_blob_files = blob;
+      o.sync = a.sync;
+      const fs::path dir = root / (blob ? "embedded_blob" : "embedded_sst");
+      {
+        auto store = lft::LatentStore::Open(dir.string(), o);
+        Die(store.status(), "Open");
+        const Result w = Put(a, store->get(), x, pairs, store->get());
+        Row(blob ? "embedded, BlobDB" : "embedded, plain SST", "put", w);
+        const Result r = Scan(store->get(), dir);
+        Row(blob ? "embedded, BlobDB" : "embedded, plain SST", "scan", r);
+      }
+      disk_mib[blob ? 0 : 1] = DirBytes(dir) / 1048576.0;
+      fs::remove_all(dir);
+    }
 
-  for (bool blob : {true, false}) {
-    lft::LatentStoreOptions o;
-    o.enable_blob_files = blob;
-    o.sync = a.sync;
-    const fs::path dir = root / (blob ? "embedded_blob" : "embedded_sst");
     {
+      lft::LatentStoreOptions o;
+      o.sync = a.sync;
+      const fs::path dir = root / "grpc_blob";
       auto store = lft::LatentStore::Open(dir.string(), o);
       Die(store.status(), "Open");
-      const Result w = Put(a, store->get(), x, pairs, store->get());
-      Row(blob ? "embedded, BlobDB" : "embedded, plain SST", "put", w, fw);
-      const Result r = Scan(store->get(), dir);
-      Row(blob ? "embedded, BlobDB" : "embedded, plain SST", "scan", r, fr);
+      lft::StoreServiceOptions so;
+      lft::StoreService service(store->get(), so);
+      grpc::ServerBuilder builder;
+      int port = 0;
+      builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                               &port);
+      builder.SetMaxReceiveMessageSize(64 << 20);
+      builder.SetMaxSendMessageSize(64 << 20);
+      builder.RegisterService(&service);
+      auto server = builder.BuildAndStart();
+      {
+        auto remote = lft::RemotePairStore::Connect(
+            "127.0.0.1:" + std::to_string(port), lft::RemotePairStoreOptions());
+        const Result w = Put(a, remote.get(), x, pairs, store->get());
+        Row("gRPC loopback, BlobDB", "put", w);
+        const Result r = Scan(remote.get(), dir);
+        Row("gRPC loopback, BlobDB", "scan", r);
+      }
+      server->Shutdown();
+      store->reset();
+      fs::remove_all(dir);
     }
-    std::printf("|   (on disk: %.0f MiB for %.0f MiB of pairs)  |\n",
-                DirBytes(dir) / 1048576.0, pairs * pair_bytes / 1048576.0);
-    fs::remove_all(dir);
-  }
-
-  {
-    lft::LatentStoreOptions o;
-    o.sync = a.sync;
-    const fs::path dir = root / "grpc_blob";
-    auto store = lft::LatentStore::Open(dir.string(), o);
-    Die(store.status(), "Open");
-    lft::StoreServiceOptions so;
-    lft::StoreService service(store->get(), so);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    builder.SetMaxSendMessageSize(64 << 20);
-    builder.RegisterService(&service);
-    auto server = builder.BuildAndStart();
-    {
-      auto remote = lft::RemotePairStore::Connect(
-          "127.0.0.1:" + std::to_string(port), lft::RemotePairStoreOptions());
-      const Result w = Put(a, remote.get(), x, pairs, store->get());
-      Row("gRPC loopback, BlobDB", "put", w, fw);
-      const Result r = Scan(remote.get(), dir);
-      Row("gRPC loopback, BlobDB", "scan", r, fr);
-    }
-    server->Shutdown();
-    store->reset();
-    fs::remove_all(dir);
-  }
+  }  // repeat
+  PrintTable(pair_bytes);
+  std::printf("\non disk after flush: BlobDB %.0f MiB, plain SST %.0f MiB\n",
+              disk_mib[0], disk_mib[1]);
   fs::remove_all(root);
   return 0;
 }

@@ -60,9 +60,11 @@ TEST(StoreLdbTest, LdbListsColumnFamiliesAndScansOrderedKeys) {
   ASSERT_NE(p0, std::string::npos) << scan;
   ASSERT_NE(p1, std::string::npos) << scan;
   EXPECT_LT(p0, p1);  // shard 0 sorts before shard 1
+  std::printf("%s\n%s\n", cfs.c_str(), scan.c_str());
   const std::string meta =
       RunShell("ldb --db=" + db + " --column_family=meta scan");
   EXPECT_NE(meta.find("\"codec\":\"bf16\""), std::string::npos) << meta;
+  std::printf("%s\n", meta.substr(0, 2000).c_str());
 }
 
 }  // namespace

@@ -1,0 +1,216 @@
+// LatentStore: the PairStore on a local RocksDB database (embedded mode,
+// and what lft-store serves over gRPC). Layout in docs/store.md.
+//
+// Column families: "pairs" (pair records, optionally in BlobDB blob files),
+// "checkpoints" (checkpoint chunks) and "meta" (job configs, counters, the
+// per-pair index that scans list without reading payloads, checkpoint
+// manifests). Thread-safe.
+#ifndef LFT_LATENT_STORE_LATENT_STORE_H_
+#define LFT_LATENT_STORE_LATENT_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
+#include "latent-store/pair_store.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace lft {
+
+struct LatentStoreOptions {
+  bool create_if_missing = true;
+  // Pairs CF: keep values >= min_blob_size in blob files, so compaction
+  // moves keys, not megabytes (design.md section 9).
+  bool enable_blob_files = true;
+  uint64_t min_blob_size = 64 * 1024;
+  // Write-ahead log and fsync per write batch. With the WAL on, an
+  // acknowledged write survives a process kill; with sync on as well it
+  // survives a power loss. disable_wal is for bulk loads and benchmarks:
+  // acknowledged writes are then durable only after Flush().
+  bool disable_wal = false;
+  bool sync = true;
+  uint64_t write_buffer_bytes = 256ull << 20;
+  // Checkpoint blobs are stored in chunks of this size.
+  uint64_t checkpoint_chunk_bytes = 4ull << 20;
+  // Optional; lft_store_* metrics are registered here. Must outlive the store.
+  MetricsRegistry* metrics = nullptr;
+};
+
+class CheckpointWriter;
+
+class LatentStore : public PairStore {
+ public:
+  // Opens (or with create_if_missing, creates) the store in directory
+  // `path`, then removes chunks of checkpoint uploads that a crash left
+  // unpublished. InvalidArgument if the directory holds no store and
+  // create_if_missing is false; FailedPrecondition if another process has
+  // it open; DataLoss if RocksDB reports corruption.
+  static absl::StatusOr<std::unique_ptr<LatentStore>> Open(
+      const std::string& path, const LatentStoreOptions& options);
+  ~LatentStore() override;
+  LatentStore(const LatentStore&) = delete;
+  LatentStore& operator=(const LatentStore&) = delete;
+
+  // PairStore (contracts there).
+  absl::Status CreateJob(absl::string_view job,
+                         const JobConfig& config) override;
+  absl::Status PutPairs(absl::string_view job,
+                        absl::Span<const LatentPairRecord> pairs,
+                        absl::Time deadline) override;
+  absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
+  absl::StatusOr<std::unique_ptr<PairReader>> Scan(
+      absl::string_view job, const ScanOptions& options) override;
+  absl::StatusOr<JobStats> Stats(absl::string_view job) override;
+  absl::StatusOr<CheckpointInfo> PutCheckpoint(
+      absl::string_view job, absl::string_view name, absl::string_view data,
+      absl::string_view expected_sha256) override;
+  absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
+                                            absl::string_view name) override;
+  absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
+      absl::string_view job) override;
+  absl::Status DeleteCheckpoint(absl::string_view job,
+                                absl::string_view name) override;
+  absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
+                                               uint64_t keep) override;
+  absl::Status DeleteJob(absl::string_view job) override;
+
+  // The job's config. NotFound for an unknown job.
+  absl::StatusOr<JobConfig> GetJobConfig(absl::string_view job);
+  // Registered job ids, sorted.
+  std::vector<std::string> ListJobs();
+
+  // Streaming checkpoint upload: Append bytes, then Commit to publish (same
+  // atomicity and sha256 rules as PutCheckpoint). Dropping the writer
+  // without Commit discards what it wrote. NotFound for an unknown job.
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> StartCheckpoint(
+      absl::string_view job, absl::string_view name,
+      absl::string_view expected_sha256);
+  // Streams a checkpoint to `sink` chunk by chunk, then verifies the sha256
+  // of all the bytes: DataLoss on mismatch (the sink has then seen bad
+  // bytes and must discard them). A sink error stops the read and is
+  // returned. NotFound if the job or checkpoint does not exist.
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name,
+      const std::function<absl::Status(const CheckpointInfo& info,
+                                       absl::string_view chunk)>& sink);
+
+  // Flushes memtables to SST/blob files (makes disable_wal writes durable).
+  absl::Status Flush();
+
+  // Test hook: writes a raw key/value into column family "pairs",
+  // "checkpoints" or "meta", bypassing encoding, so tests can check that
+  // corruption is detected. InvalidArgument for another name.
+  absl::Status TestOnlyPutRaw(absl::string_view column_family,
+                              absl::string_view key, absl::string_view value);
+  // Test hook: reads a raw value (NotFound if absent).
+  absl::StatusOr<std::string> TestOnlyGetRaw(absl::string_view column_family,
+                                             absl::string_view key);
+
+ private:
+  friend class CheckpointWriter;
+  friend class LocalPairReader;
+
+  struct JobState {
+    JobConfig config;
+    uint64_t pairs = 0;
+    uint64_t tokens = 0;
+    uint64_t bytes = 0;
+    uint64_t consumed = 0;
+    uint64_t reserved = 0;    // admitted by back-pressure, not yet written
+    uint64_t generation = 0;  // bumped by DeleteJob, so waiters notice
+    prometheus::Gauge* pending_gauge = nullptr;
+  };
+
+  LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
+              std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  absl::Status LoadState();
+  absl::Status CollectAbandonedUploads();
+  prometheus::Gauge* PendingGauge(const std::string& job);
+  static std::string CountersValue(const JobState& state);
+  absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpointsLocked(
+      absl::string_view job);
+  absl::Status DeleteCheckpointLocked(absl::string_view job,
+                                      absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status CommitCheckpoint(const std::string& job, const std::string& name,
+                                uint64_t blob_id, uint64_t bytes,
+                                uint64_t chunks, const std::string& sha256);
+  absl::Status AbortCheckpoint(const std::string& job, uint64_t blob_id);
+  uint64_t NewBlobId();
+
+  const LatentStoreOptions options_;
+  rocksdb::DB* const db_;
+  const std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* const pairs_cf_;
+  rocksdb::ColumnFamilyHandle* const checkpoints_cf_;
+  rocksdb::ColumnFamilyHandle* const meta_cf_;
+  // Metrics (detached no-op counters when no registry is given).
+  std::unique_ptr<MetricsRegistry> own_metrics_;
+  MetricsRegistry* const metrics_;
+  prometheus::Counter& written_bytes_;
+  prometheus::Counter& pairs_written_;
+  prometheus::Counter& read_bytes_;
+  prometheus::Counter& pairs_read_;
+  prometheus::Counter& backpressure_seconds_;
+  prometheus::Counter& checkpoint_bytes_written_;
+
+  // Serializes writers: counters are read-modify-written and each pair's
+  // index entry is checked before its batch is built. Never held while
+  // waiting on back-pressure.
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+
+  // State below is protected by mu_.
+  absl::Mutex mu_;
+  std::map<std::string, JobState, std::less<>> jobs_ ABSL_GUARDED_BY(mu_);
+  uint64_t blob_counter_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// See LatentStore::StartCheckpoint. Not thread-safe.
+class CheckpointWriter {
+ public:
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Adds bytes; full chunks are written as they fill. Errors are RocksDB's
+  // write errors; the writer is unusable afterwards.
+  absl::Status Append(absl::string_view data);
+  // Writes the last chunk, checks the digest (DataLoss if it differs from
+  // the expected one; nothing is published) and publishes the manifest in
+  // one write batch.
+  absl::StatusOr<CheckpointInfo> Commit();
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  friend class LatentStore;
+  CheckpointWriter(LatentStore* store, std::string job, std::string name,
+                   std::string expected_sha256, uint64_t blob_id);
+  absl::Status WriteChunk();
+
+  LatentStore* const store_;
+  const std::string job_;
+  const std::string name_;
+  const std::string expected_sha256_;
+  const uint64_t blob_id_;
+  void* sha_ctx_ = nullptr;  // EVP_MD_CTX*
+  std::string buffer_;
+  uint64_t bytes_ = 0;
+  uint32_t chunks_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace lft
+
+#endif  // LFT_LATENT_STORE_LATENT_STORE_H_

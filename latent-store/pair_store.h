@@ -1,0 +1,180 @@
+// PairStore: what teacher workers, trainers, evaluators and the coordinator
+// see of the latent store, whether it runs in-process (LatentStore, on a
+// local RocksDB) or behind gRPC (RemotePairStore talking to lft-store).
+//
+// A job's pairs are addressed by (shard, sequence, chunk); writing the same
+// address again overwrites, so a re-run shard never duplicates. Pairs are
+// kept encoded (see common/tensor_codec.h); readers decode.
+//
+// Implementations are thread-safe. Readers returned by Scan are used by one
+// thread each and must be destroyed before the store.
+#ifndef LFT_LATENT_STORE_PAIR_STORE_H_
+#define LFT_LATENT_STORE_PAIR_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/tensor_codec.h"
+
+namespace lft {
+
+// One packed sequence (or one chunk of it): teacher hidden states x0 = h_m
+// and x1 = h_n, each [tokens, hidden] encoded with `codec`, and the tokens.
+struct LatentPairRecord {
+  uint32_t shard = 0;
+  uint64_t sequence = 0;
+  uint32_t chunk = 0;
+  uint32_t tokens = 0;
+  uint32_t hidden = 0;
+  TensorCodec codec = TensorCodec::kBF16;
+  std::string x0;                  // EncodedBytes(codec, tokens, hidden) bytes
+  std::string x1;                  // same size as x0
+  std::vector<int32_t> token_ids;  // empty, or `tokens` ids
+};
+
+// What a job's pairs must look like; fixed when the job is created.
+struct JobConfig {
+  uint32_t hidden = 0;                     // width of every x0/x1 row
+  TensorCodec codec = TensorCodec::kBF16;  // encoding of every payload
+  // Streaming mode: PutPairs blocks while the job holds more than this many
+  // unconsumed (written minus acknowledged) pairs. 0 = unbounded (cached
+  // mode: every pair is kept for several epochs).
+  uint64_t max_pending_pairs = 0;
+};
+
+struct JobStats {
+  uint64_t pairs = 0;     // distinct (shard, sequence, chunk) stored
+  uint64_t tokens = 0;    // sum of their tokens
+  uint64_t bytes = 0;     // sum of their stored record sizes
+  uint64_t consumed = 0;  // pairs acknowledged by readers (AckConsumed)
+  uint64_t pending = 0;   // pairs - consumed
+  uint64_t checkpoints = 0;
+};
+
+// How a trainer rank reads its share of a job.
+//
+// The job's pairs, in key order, are cut into blocks of `block_pairs`
+// consecutive pairs. With shuffle, an epoch's block order is a permutation
+// drawn from (seed, epoch) alone; without, it is key order. Rank `partition`
+// of `partitions` takes blocks start_block + partition, start_block +
+// partition + partitions, ... of that order. So the W partitions are
+// disjoint and together complete, and the order does not depend on W: to
+// resize from W to W' after every rank has consumed b blocks, restart all
+// ranks with start_block += b * W; nothing is dropped or repeated.
+struct ScanOptions {
+  uint32_t partition = 0;
+  uint32_t partitions = 1;
+  bool shuffle = false;
+  uint64_t seed = 0;
+  uint64_t epoch = 0;
+  uint64_t start_block = 0;  // global blocks of the epoch order to skip
+  uint64_t skip_pairs = 0;   // then pairs of this partition's order to skip
+  uint32_t block_pairs = 64;
+  // Read-ahead: background threads fetch up to `readahead_pairs` pairs
+  // ahead of the consumer (memory: that many decoded pairs), with up to
+  // `read_threads` reads in flight. Order is unaffected.
+  uint32_t readahead_pairs = 16;
+  uint32_t read_threads = 4;
+};
+
+// Reads one partition. Not thread-safe: one consumer thread per reader.
+class PairReader {
+ public:
+  virtual ~PairReader() = default;
+  // On success fills *pair and returns true; returns false (and leaves
+  // *pair unchanged) once the partition is exhausted. DataLoss if a stored
+  // record fails its crc32c or header check (the message names the key);
+  // the reader is finished after any error.
+  virtual absl::StatusOr<bool> Next(LatentPairRecord* pair) = 0;
+};
+
+struct CheckpointInfo {
+  std::string name;
+  uint64_t bytes = 0;
+  std::string sha256;  // lowercase hex
+  int64_t created_unix_ms = 0;
+};
+
+class PairStore {
+ public:
+  virtual ~PairStore() = default;
+
+  // Registers `job` with `config`. OK if it exists with the same hidden and
+  // codec (max_pending_pairs is then updated). InvalidArgument for a bad
+  // id (1..128 of [A-Za-z0-9._-]) or hidden == 0; AlreadyExists if it
+  // exists with another hidden or codec.
+  virtual absl::Status CreateJob(absl::string_view job,
+                                 const JobConfig& config) = 0;
+
+  // Writes `pairs` atomically (all or none) and durably per the store's
+  // WAL/sync settings; OK means every pair is acknowledged. In streaming
+  // mode blocks while the job's pending pairs would exceed its bound
+  // (a batch is admitted when pending + batch <= bound or pending == 0);
+  // DeadlineExceeded if `deadline` passes first, with nothing written.
+  // NotFound for an unknown job; InvalidArgument (naming the pair and field)
+  // for a pair whose hidden or codec differ from the job's, whose payload
+  // sizes disagree with its shape, or whose token_ids are neither empty nor
+  // `tokens` long. Nothing is written on error.
+  virtual absl::Status PutPairs(absl::string_view job,
+                                absl::Span<const LatentPairRecord> pairs,
+                                absl::Time deadline) = 0;
+
+  // Records that readers consumed `pairs` more pairs of `job`, releasing
+  // writers blocked on back-pressure. Consumed never exceeds written.
+  // NotFound for an unknown job.
+  virtual absl::Status AckConsumed(absl::string_view job, uint64_t pairs) = 0;
+
+  // A reader over one partition of the job's pairs as of this call (later
+  // writes are not seen). NotFound for an unknown job; InvalidArgument if
+  // partition >= partitions, partitions == 0 or block_pairs == 0.
+  virtual absl::StatusOr<std::unique_ptr<PairReader>> Scan(
+      absl::string_view job, const ScanOptions& options) = 0;
+
+  // NotFound for an unknown job.
+  virtual absl::StatusOr<JobStats> Stats(absl::string_view job) = 0;
+
+  // Stores `data` as checkpoint `name` of `job`, replacing any checkpoint of
+  // that name. Published atomically: until OK returns, List does not show
+  // it and Get returns the previous version (or NotFound). If
+  // `expected_sha256` is non-empty and differs from the data's digest,
+  // DataLoss and nothing is published. NotFound for an unknown job;
+  // InvalidArgument for a bad name (1..200 of [A-Za-z0-9._-]).
+  virtual absl::StatusOr<CheckpointInfo> PutCheckpoint(
+      absl::string_view job, absl::string_view name, absl::string_view data,
+      absl::string_view expected_sha256) = 0;
+  // The checkpoint's bytes, verified against its recorded sha256 (DataLoss
+  // on mismatch). NotFound if the job or checkpoint does not exist.
+  virtual absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
+                                                    absl::string_view name) = 0;
+  // Published checkpoints, oldest first (ties by name).
+  virtual absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
+      absl::string_view job) = 0;
+  // NotFound if it does not exist.
+  virtual absl::Status DeleteCheckpoint(absl::string_view job,
+                                        absl::string_view name) = 0;
+  // Deletes all but the newest `keep` checkpoints; returns how many went.
+  virtual absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
+                                                       uint64_t keep) = 0;
+
+  // Deletes the job, its pairs and its checkpoints. Writers blocked on it
+  // return Aborted. NotFound for an unknown job.
+  virtual absl::Status DeleteJob(absl::string_view job) = 0;
+};
+
+// Validation shared by every implementation (InvalidArgument with the rule).
+absl::Status ValidateJobId(absl::string_view job);
+absl::Status ValidateCheckpointName(absl::string_view name);
+// Checks one pair against the job's config; `index` names it in messages.
+absl::Status ValidatePair(const LatentPairRecord& pair, const JobConfig& config,
+                          size_t index);
+
+}  // namespace lft
+
+#endif  // LFT_LATENT_STORE_PAIR_STORE_H_

@@ -1,0 +1,316 @@
+#include "latent-store/remote_pair_store.h"
+
+#include <openssl/evp.h>
+
+#include <deque>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/status.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "latent-store/store_service.h"
+
+namespace lft {
+namespace {
+
+class RemotePairReader : public PairReader {
+ public:
+  RemotePairReader(lft::v1::LatentStoreService::Stub* stub,
+                   const lft::v1::ScanPairsRequest& request) {
+    stream_ = stub->ScanPairs(&context_, request);
+  }
+  ~RemotePairReader() override {
+    if (!finished_) {
+      context_.TryCancel();
+      lft::v1::ScanPairsResponse drain;
+      while (stream_->Read(&drain)) {
+      }
+      stream_->Finish().error_code();  // status of a cancelled call: ignored
+    }
+  }
+
+  absl::StatusOr<bool> Next(LatentPairRecord* pair) override {
+    while (buffer_.empty()) {
+      if (finished_) {
+        if (!status_.ok()) return status_;
+        return false;
+      }
+      lft::v1::ScanPairsResponse response;
+      if (!stream_->Read(&response)) {
+        finished_ = true;
+        status_ = FromGrpcStatus(stream_->Finish());
+        continue;
+      }
+      for (auto& p : *response.mutable_pairs()) buffer_.push_back(std::move(p));
+    }
+    absl::Status s = PairFromProto(buffer_.front(), pair);
+    buffer_.pop_front();
+    if (!s.ok()) return absl::DataLossError(s.message());
+    return true;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<lft::v1::ScanPairsResponse>> stream_;
+  std::deque<lft::v1::LatentPair> buffer_;
+  bool finished_ = false;
+  absl::Status status_;
+};
+
+}  // namespace
+
+std::unique_ptr<RemotePairStore> RemotePairStore::Connect(
+    const std::string& target, const RemotePairStoreOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  auto channel = grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<RemotePairStore>(
+      new RemotePairStore(std::move(channel), options));
+}
+
+RemotePairStore::RemotePairStore(std::shared_ptr<grpc::Channel> channel,
+                                 const RemotePairStoreOptions& options)
+    : options_(options),
+      channel_(std::move(channel)),
+      stub_(lft::v1::LatentStoreService::NewStub(channel_)) {}
+
+void RemotePairStore::SetDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+}
+
+absl::Status RemotePairStore::CreateJob(absl::string_view job,
+                                        const JobConfig& config) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::CreateStoreJobRequest request;
+  request.set_job_id(std::string(job));
+  request.set_hidden(config.hidden);
+  request.set_dtype(CodecToProto(config.codec));
+  request.set_max_pending_pairs(config.max_pending_pairs);
+  lft::v1::CreateStoreJobResponse response;
+  return FromGrpcStatus(stub_->CreateJob(&context, request, &response));
+}
+
+absl::Status RemotePairStore::PutPairs(absl::string_view job,
+                                       absl::Span<const LatentPairRecord> pairs,
+                                       absl::Time deadline) {
+  const uint64_t budget = options_.max_message_bytes - (64 << 10);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (PairWireBytes(pairs[i]) > budget) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pair ", i, " is ", PairWireBytes(pairs[i]),
+          " bytes on the wire, over the max message size ",
+          options_.max_message_bytes, "; split the sequence into chunks"));
+    }
+  }
+  grpc::ClientContext context;
+  if (deadline != absl::InfiniteFuture()) {
+    context.set_deadline(absl::ToChronoTime(deadline));
+  }
+  lft::v1::PutPairsResponse response;
+  auto stream = stub_->PutPairs(&context, &response);
+  lft::v1::PutPairsRequest request;
+  request.set_job_id(std::string(job));
+  uint64_t bytes = 0;
+  bool ok = true;
+  for (const LatentPairRecord& p : pairs) {
+    const uint64_t b = PairWireBytes(p);
+    if (request.pairs_size() > 0 && bytes + b > budget) {
+      if (!stream->Write(request)) {
+        ok = false;
+        break;
+      }
+      request.clear_pairs();
+      bytes = 0;
+    }
+    PairToProto(p, request.add_pairs());
+    bytes += b;
+  }
+  if (ok && request.pairs_size() > 0) ok = stream->Write(request);
+  if (ok) stream->WritesDone();
+  absl::Status s = FromGrpcStatus(stream->Finish());
+  if (!s.ok()) return s;
+  if (response.pairs_written() != pairs.size()) {
+    return absl::InternalError(absl::StrCat("store acknowledged ",
+                                            response.pairs_written(), " of ",
+                                            pairs.size(), " pairs"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemotePairStore::AckConsumed(absl::string_view job,
+                                          uint64_t pairs) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::AckPairsRequest request;
+  request.set_job_id(std::string(job));
+  request.set_pairs(pairs);
+  lft::v1::AckPairsResponse response;
+  return FromGrpcStatus(stub_->AckPairs(&context, request, &response));
+}
+
+absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
+    absl::string_view job, const ScanOptions& options) {
+  lft::v1::ScanPairsRequest request;
+  request.set_job_id(std::string(job));
+  request.set_partition(options.partition);
+  request.set_partitions(options.partitions);
+  request.set_shuffle(options.shuffle);
+  request.set_seed(options.seed);
+  request.set_epoch(options.epoch);
+  request.set_start_block(options.start_block);
+  request.set_skip_pairs(options.skip_pairs);
+  request.set_block_pairs(options.block_pairs);
+  return std::unique_ptr<PairReader>(
+      new RemotePairReader(stub_.get(), request));
+}
+
+absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::StoreStatsRequest request;
+  request.set_job_id(std::string(job));
+  lft::v1::StoreStatsResponse response;
+  LFT_RETURN_IF_ERROR(
+      FromGrpcStatus(stub_->Stats(&context, request, &response)));
+  JobStats stats;
+  stats.pairs = response.pairs();
+  stats.tokens = response.tokens();
+  stats.bytes = response.bytes();
+  stats.checkpoints = response.checkpoints();
+  stats.consumed = response.consumed_pairs();
+  stats.pending = response.pending_pairs();
+  return stats;
+}
+
+absl::StatusOr<CheckpointInfo> RemotePairStore::PutCheckpoint(
+    absl::string_view job, absl::string_view name, absl::string_view data,
+    absl::string_view expected_sha256) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::PutCheckpointResponse response;
+  auto stream = stub_->PutCheckpoint(&context, &response);
+  lft::v1::CheckpointChunk chunk;
+  chunk.set_job_id(std::string(job));
+  chunk.set_name(std::string(name));
+  chunk.set_sha256(std::string(expected_sha256));
+  chunk.set_total_bytes(data.size());
+  bool ok = true;
+  size_t offset = 0;
+  do {
+    const size_t take =
+        std::min<size_t>(data.size() - offset, options_.checkpoint_chunk_bytes);
+    chunk.set_data(std::string(data.substr(offset, take)));
+    offset += take;
+    ok = stream->Write(chunk);
+    chunk.clear_job_id();
+    chunk.clear_name();
+    chunk.clear_sha256();
+  } while (ok && offset < data.size());
+  if (ok) stream->WritesDone();
+  LFT_RETURN_IF_ERROR(FromGrpcStatus(stream->Finish()));
+  CheckpointInfo info;
+  info.name = response.name();
+  info.bytes = response.bytes();
+  info.sha256 = response.sha256();
+  return info;
+}
+
+absl::StatusOr<std::string> RemotePairStore::GetCheckpoint(
+    absl::string_view job, absl::string_view name) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::GetCheckpointRequest request;
+  request.set_job_id(std::string(job));
+  request.set_name(std::string(name));
+  auto stream = stub_->GetCheckpoint(&context, request);
+  lft::v1::CheckpointChunk chunk;
+  std::string out;
+  std::string sha;
+  bool first = true;
+  while (stream->Read(&chunk)) {
+    if (first) {
+      sha = chunk.sha256();
+      out.reserve(chunk.total_bytes());
+      first = false;
+    }
+    out.append(chunk.data());
+  }
+  LFT_RETURN_IF_ERROR(FromGrpcStatus(stream->Finish()));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(out.data(), out.size(), digest, &len, EVP_sha256(), nullptr);
+  const std::string hex = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), len));
+  if (hex != absl::AsciiStrToLower(sha)) {
+    return absl::DataLossError(absl::StrCat("checkpoint '", name,
+                                            "' arrived with sha256 ", hex,
+                                            " but the store declared ", sha));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<CheckpointInfo>> RemotePairStore::ListCheckpoints(
+    absl::string_view job) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::ListCheckpointsRequest request;
+  request.set_job_id(std::string(job));
+  lft::v1::ListCheckpointsResponse response;
+  LFT_RETURN_IF_ERROR(
+      FromGrpcStatus(stub_->ListCheckpoints(&context, request, &response)));
+  std::vector<CheckpointInfo> out;
+  for (const auto& c : response.checkpoints()) {
+    CheckpointInfo info;
+    info.name = c.name();
+    info.bytes = c.bytes();
+    info.sha256 = c.sha256();
+    info.created_unix_ms = c.created_unix_ms();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::Status RemotePairStore::DeleteCheckpoint(absl::string_view job,
+                                               absl::string_view name) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::DeleteCheckpointRequest request;
+  request.set_job_id(std::string(job));
+  request.set_name(std::string(name));
+  lft::v1::DeleteCheckpointResponse response;
+  return FromGrpcStatus(stub_->DeleteCheckpoint(&context, request, &response));
+}
+
+absl::StatusOr<uint64_t> RemotePairStore::KeepLastCheckpoints(
+    absl::string_view job, uint64_t keep) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::KeepLastCheckpointsRequest request;
+  request.set_job_id(std::string(job));
+  request.set_keep(keep);
+  lft::v1::KeepLastCheckpointsResponse response;
+  LFT_RETURN_IF_ERROR(
+      FromGrpcStatus(stub_->KeepLastCheckpoints(&context, request, &response)));
+  return response.deleted();
+}
+
+absl::Status RemotePairStore::DeleteJob(absl::string_view job) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::DeleteStoreJobRequest request;
+  request.set_job_id(std::string(job));
+  lft::v1::DeleteStoreJobResponse response;
+  return FromGrpcStatus(stub_->DeleteJob(&context, request, &response));
+}
+
+}  // namespace lft

@@ -1,0 +1,323 @@
+#include "latent-store/store_service.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/status.h"
+
+namespace lft {
+namespace {
+
+grpc::Status Err(const absl::Status& s, absl::string_view rpc) {
+  return ToGrpcStatus(Annotate(s, rpc));
+}
+
+absl::Time CallDeadline(grpc::ServerContext* context, absl::Duration cap) {
+  const absl::Time capped = absl::Now() + cap;
+  const auto tp = context->deadline();
+  if (tp == std::chrono::system_clock::time_point::max()) return capped;
+  return std::min(capped, absl::FromChrono(tp));
+}
+
+}  // namespace
+
+absl::StatusOr<TensorCodec> CodecFromProto(lft::v1::TensorDtype dtype) {
+  switch (dtype) {
+    case lft::v1::TENSOR_DTYPE_F32:
+      return TensorCodec::kF32;
+    case lft::v1::TENSOR_DTYPE_BF16:
+      return TensorCodec::kBF16;
+    case lft::v1::TENSOR_DTYPE_F16:
+      return TensorCodec::kF16;
+    case lft::v1::TENSOR_DTYPE_FP8_E4M3:
+      return TensorCodec::kFp8E4M3;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dtype ", static_cast<int>(dtype),
+          " is not one of TENSOR_DTYPE_F32, _BF16, _F16, _FP8_E4M3"));
+  }
+}
+
+lft::v1::TensorDtype CodecToProto(TensorCodec codec) {
+  switch (codec) {
+    case TensorCodec::kF32:
+      return lft::v1::TENSOR_DTYPE_F32;
+    case TensorCodec::kBF16:
+      return lft::v1::TENSOR_DTYPE_BF16;
+    case TensorCodec::kF16:
+      return lft::v1::TENSOR_DTYPE_F16;
+    case TensorCodec::kFp8E4M3:
+      return lft::v1::TENSOR_DTYPE_FP8_E4M3;
+  }
+  return lft::v1::TENSOR_DTYPE_UNSPECIFIED;
+}
+
+absl::Status PairFromProto(const lft::v1::LatentPair& proto,
+                           LatentPairRecord* pair) {
+  LFT_ASSIGN_OR_RETURN(pair->codec, CodecFromProto(proto.dtype()));
+  pair->shard = proto.shard();
+  pair->sequence = proto.sequence();
+  pair->chunk = proto.chunk();
+  pair->tokens = proto.tokens();
+  pair->hidden = proto.hidden();
+  pair->x0 = proto.x0();
+  pair->x1 = proto.x1();
+  pair->token_ids.assign(proto.token_ids().begin(), proto.token_ids().end());
+  return absl::OkStatus();
+}
+
+void PairToProto(const LatentPairRecord& pair, lft::v1::LatentPair* proto) {
+  proto->set_shard(pair.shard);
+  proto->set_sequence(pair.sequence);
+  proto->set_chunk(pair.chunk);
+  proto->set_tokens(pair.tokens);
+  proto->set_hidden(pair.hidden);
+  proto->set_dtype(CodecToProto(pair.codec));
+  proto->set_x0(pair.x0);
+  proto->set_x1(pair.x1);
+  proto->mutable_token_ids()->Assign(pair.token_ids.begin(),
+                                     pair.token_ids.end());
+}
+
+uint64_t PairWireBytes(const LatentPairRecord& pair) {
+  return pair.x0.size() + pair.x1.size() + 5 * pair.token_ids.size() + 64;
+}
+
+StoreService::StoreService(LatentStore* store,
+                           const StoreServiceOptions& options)
+    : store_(store), options_(options) {}
+
+grpc::Status StoreService::CreateJob(
+    grpc::ServerContext*, const lft::v1::CreateStoreJobRequest* request,
+    lft::v1::CreateStoreJobResponse*) {
+  auto codec = CodecFromProto(request->dtype());
+  if (!codec.ok()) return Err(codec.status(), "CreateJob");
+  JobConfig config;
+  config.hidden = request->hidden();
+  config.codec = *codec;
+  config.max_pending_pairs = request->max_pending_pairs();
+  return Err(store_->CreateJob(request->job_id(), config), "CreateJob");
+}
+
+grpc::Status StoreService::PutPairs(
+    grpc::ServerContext* context,
+    grpc::ServerReader<lft::v1::PutPairsRequest>* reader,
+    lft::v1::PutPairsResponse* response) {
+  lft::v1::PutPairsRequest request;
+  std::string job;
+  uint64_t pairs_written = 0;
+  uint64_t bytes_written = 0;
+  std::vector<LatentPairRecord> batch;
+  while (reader->Read(&request)) {
+    if (job.empty()) {
+      job = request.job_id();
+      if (job.empty()) {
+        return Err(absl::InvalidArgumentError(
+                       "the first PutPairsRequest must set job_id"),
+                   "PutPairs");
+      }
+    } else if (!request.job_id().empty() && request.job_id() != job) {
+      return Err(
+          absl::InvalidArgumentError(absl::StrCat(
+              "stream started with job '", job, "' but a message names '",
+              request.job_id(), "'; use one stream per job")),
+          "PutPairs");
+    }
+    batch.clear();
+    batch.resize(static_cast<size_t>(request.pairs_size()));
+    for (int i = 0; i < request.pairs_size(); ++i) {
+      absl::Status s = PairFromProto(request.pairs(i), &batch[i]);
+      if (!s.ok()) {
+        return Err(Annotate(s, absl::StrCat("pair ", i)), "PutPairs");
+      }
+    }
+    absl::Status s = store_->PutPairs(
+        job, batch, CallDeadline(context, options_.max_put_wait));
+    if (!s.ok()) return Err(s, "PutPairs");
+    pairs_written += batch.size();
+    for (const auto& p : batch) bytes_written += p.x0.size() + p.x1.size();
+  }
+  response->set_pairs_written(pairs_written);
+  response->set_bytes_written(bytes_written);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::ScanPairs(
+    grpc::ServerContext* context, const lft::v1::ScanPairsRequest* request,
+    grpc::ServerWriter<lft::v1::ScanPairsResponse>* writer) {
+  if (request->decode_to() != lft::v1::TENSOR_DTYPE_UNSPECIFIED) {
+    return Err(absl::InvalidArgumentError(
+                   "decode_to is not supported; leave it unspecified and "
+                   "decode on the client with common/tensor_codec.h"),
+               "ScanPairs");
+  }
+  ScanOptions options;
+  options.partition = request->partition();
+  options.partitions = request->partitions() == 0 ? 1 : request->partitions();
+  options.shuffle = request->shuffle();
+  options.seed = request->seed();
+  options.epoch = request->epoch();
+  options.start_block = request->start_block();
+  options.skip_pairs = request->skip_pairs();
+  if (request->block_pairs() != 0) options.block_pairs = request->block_pairs();
+  auto reader = store_->Scan(request->job_id(), options);
+  if (!reader.ok()) return Err(reader.status(), "ScanPairs");
+  // Half the max message size per response: the other half is headroom for
+  // framing and for a pair that lands just under the limit.
+  const uint64_t budget = options_.max_message_bytes / 2;
+  lft::v1::ScanPairsResponse response;
+  uint64_t bytes = 0;
+  LatentPairRecord pair;
+  while (true) {
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
+    }
+    auto more = (*reader)->Next(&pair);
+    if (!more.ok()) return Err(more.status(), "ScanPairs");
+    if (!*more) break;
+    const uint64_t b = PairWireBytes(pair);
+    if (response.pairs_size() > 0 && bytes + b > budget) {
+      // Write blocks while the client's flow-control window is full.
+      if (!writer->Write(response)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED,
+                            "client went away during ScanPairs");
+      }
+      response.Clear();
+      bytes = 0;
+    }
+    PairToProto(pair, response.add_pairs());
+    bytes += b;
+  }
+  if (response.pairs_size() > 0 && !writer->Write(response)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "client went away during ScanPairs");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::Stats(grpc::ServerContext*,
+                                 const lft::v1::StoreStatsRequest* request,
+                                 lft::v1::StoreStatsResponse* response) {
+  auto stats = store_->Stats(request->job_id());
+  if (!stats.ok()) return Err(stats.status(), "Stats");
+  response->set_pairs(stats->pairs);
+  response->set_tokens(stats->tokens);
+  response->set_bytes(stats->bytes);
+  response->set_checkpoints(stats->checkpoints);
+  response->set_consumed_pairs(stats->consumed);
+  response->set_pending_pairs(stats->pending);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::PutCheckpoint(
+    grpc::ServerContext*, grpc::ServerReader<lft::v1::CheckpointChunk>* reader,
+    lft::v1::PutCheckpointResponse* response) {
+  lft::v1::CheckpointChunk chunk;
+  std::unique_ptr<CheckpointWriter> writer;
+  while (reader->Read(&chunk)) {
+    if (writer == nullptr) {
+      auto w =
+          store_->StartCheckpoint(chunk.job_id(), chunk.name(), chunk.sha256());
+      if (!w.ok()) return Err(w.status(), "PutCheckpoint");
+      writer = *std::move(w);
+    }
+    absl::Status s = writer->Append(chunk.data());
+    if (!s.ok()) return Err(s, "PutCheckpoint");
+  }
+  if (writer == nullptr) {
+    return Err(
+        absl::InvalidArgumentError(
+            "empty stream: the first chunk must name job and checkpoint"),
+        "PutCheckpoint");
+  }
+  auto info = writer->Commit();
+  if (!info.ok()) return Err(info.status(), "PutCheckpoint");
+  response->set_name(info->name);
+  response->set_bytes(info->bytes);
+  response->set_sha256(info->sha256);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::GetCheckpoint(
+    grpc::ServerContext*, const lft::v1::GetCheckpointRequest* request,
+    grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) {
+  bool first = true;
+  auto info = store_->ReadCheckpoint(
+      request->job_id(), request->name(),
+      [&](const CheckpointInfo& meta, absl::string_view data) {
+        lft::v1::CheckpointChunk chunk;
+        if (first) {
+          chunk.set_job_id(request->job_id());
+          chunk.set_name(meta.name);
+          chunk.set_sha256(meta.sha256);
+          chunk.set_total_bytes(meta.bytes);
+          first = false;
+        }
+        chunk.set_data(std::string(data));
+        if (!writer->Write(chunk)) {
+          return absl::CancelledError("client went away during GetCheckpoint");
+        }
+        return absl::OkStatus();
+      });
+  if (!info.ok()) return Err(info.status(), "GetCheckpoint");
+  if (first) {  // empty blob: still send the header chunk
+    lft::v1::CheckpointChunk chunk;
+    chunk.set_job_id(request->job_id());
+    chunk.set_name(info->name);
+    chunk.set_sha256(info->sha256);
+    chunk.set_total_bytes(0);
+    writer->Write(chunk);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::ListCheckpoints(
+    grpc::ServerContext*, const lft::v1::ListCheckpointsRequest* request,
+    lft::v1::ListCheckpointsResponse* response) {
+  auto list = store_->ListCheckpoints(request->job_id());
+  if (!list.ok()) return Err(list.status(), "ListCheckpoints");
+  for (const auto& c : *list) {
+    auto* info = response->add_checkpoints();
+    info->set_name(c.name);
+    info->set_bytes(c.bytes);
+    info->set_sha256(c.sha256);
+    info->set_created_unix_ms(c.created_unix_ms);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::DeleteCheckpoint(
+    grpc::ServerContext*, const lft::v1::DeleteCheckpointRequest* request,
+    lft::v1::DeleteCheckpointResponse*) {
+  return Err(store_->DeleteCheckpoint(request->job_id(), request->name()),
+             "DeleteCheckpoint");
+}
+
+grpc::Status StoreService::KeepLastCheckpoints(
+    grpc::ServerContext*, const lft::v1::KeepLastCheckpointsRequest* request,
+    lft::v1::KeepLastCheckpointsResponse* response) {
+  auto deleted =
+      store_->KeepLastCheckpoints(request->job_id(), request->keep());
+  if (!deleted.ok()) return Err(deleted.status(), "KeepLastCheckpoints");
+  response->set_deleted(*deleted);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::AckPairs(grpc::ServerContext*,
+                                    const lft::v1::AckPairsRequest* request,
+                                    lft::v1::AckPairsResponse*) {
+  return Err(store_->AckConsumed(request->job_id(), request->pairs()),
+             "AckPairs");
+}
+
+grpc::Status StoreService::DeleteJob(
+    grpc::ServerContext*, const lft::v1::DeleteStoreJobRequest* request,
+    lft::v1::DeleteStoreJobResponse*) {
+  return Err(store_->DeleteJob(request->job_id()), "DeleteJob");
+}
+
+}  // namespace lft

@@ -1,0 +1,85 @@
+// LatentStoreService: thin gRPC handlers over a LatentStore. Each handler
+// converts protos, calls the library, and maps its Status with
+// common/grpc_status.h; nothing here holds state of its own.
+#ifndef LFT_LATENT_STORE_STORE_SERVICE_H_
+#define LFT_LATENT_STORE_STORE_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "latent-store/latent_store.h"
+#include "lft/v1/store.grpc.pb.h"
+
+namespace lft {
+
+// Proto <-> library conversions, shared with RemotePairStore.
+// InvalidArgument for an unspecified or unknown dtype.
+absl::Status PairFromProto(const lft::v1::LatentPair& proto,
+                           LatentPairRecord* pair);
+void PairToProto(const LatentPairRecord& pair, lft::v1::LatentPair* proto);
+// Bytes a pair adds to a message (payloads + token ids + a little framing).
+uint64_t PairWireBytes(const LatentPairRecord& pair);
+absl::StatusOr<TensorCodec> CodecFromProto(lft::v1::TensorDtype dtype);
+lft::v1::TensorDtype CodecToProto(TensorCodec codec);
+
+struct StoreServiceOptions {
+  // The server's max message size; responses are packed to stay under it.
+  uint64_t max_message_bytes = 64ull << 20;
+  // Longest a PutPairs call waits on back-pressure when the client set no
+  // deadline.
+  absl::Duration max_put_wait = absl::Minutes(10);
+};
+
+class StoreService final : public lft::v1::LatentStoreService::Service {
+ public:
+  // `store` must outlive the service.
+  StoreService(LatentStore* store, const StoreServiceOptions& options);
+
+  grpc::Status CreateJob(grpc::ServerContext* context,
+                         const lft::v1::CreateStoreJobRequest* request,
+                         lft::v1::CreateStoreJobResponse* response) override;
+  grpc::Status PutPairs(grpc::ServerContext* context,
+                        grpc::ServerReader<lft::v1::PutPairsRequest>* reader,
+                        lft::v1::PutPairsResponse* response) override;
+  grpc::Status ScanPairs(
+      grpc::ServerContext* context, const lft::v1::ScanPairsRequest* request,
+      grpc::ServerWriter<lft::v1::ScanPairsResponse>* writer) override;
+  grpc::Status Stats(grpc::ServerContext* context,
+                     const lft::v1::StoreStatsRequest* request,
+                     lft::v1::StoreStatsResponse* response) override;
+  grpc::Status PutCheckpoint(
+      grpc::ServerContext* context,
+      grpc::ServerReader<lft::v1::CheckpointChunk>* reader,
+      lft::v1::PutCheckpointResponse* response) override;
+  grpc::Status GetCheckpoint(
+      grpc::ServerContext* context,
+      const lft::v1::GetCheckpointRequest* request,
+      grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) override;
+  grpc::Status ListCheckpoints(
+      grpc::ServerContext* context,
+      const lft::v1::ListCheckpointsRequest* request,
+      lft::v1::ListCheckpointsResponse* response) override;
+  grpc::Status DeleteCheckpoint(
+      grpc::ServerContext* context,
+      const lft::v1::DeleteCheckpointRequest* request,
+      lft::v1::DeleteCheckpointResponse* response) override;
+  grpc::Status KeepLastCheckpoints(
+      grpc::ServerContext* context,
+      const lft::v1::KeepLastCheckpointsRequest* request,
+      lft::v1::KeepLastCheckpointsResponse* response) override;
+  grpc::Status AckPairs(grpc::ServerContext* context,
+                        const lft::v1::AckPairsRequest* request,
+                        lft::v1::AckPairsResponse* response) override;
+  grpc::Status DeleteJob(grpc::ServerContext* context,
+                         const lft::v1::DeleteStoreJobRequest* request,
+                         lft::v1::DeleteStoreJobResponse* response) override;
+
+ private:
+  LatentStore* const store_;
+  const StoreServiceOptions options_;
+};
+
+}  // namespace lft
+
+#endif  // LFT_LATENT_STORE_STORE_SERVICE_H_

@@ -1,5 +1,8 @@
 #include "common/auth.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -41,7 +44,14 @@ bool IsLoopbackAddress(absl::string_view host_port) {
     if (colon != absl::string_view::npos) host = host.substr(0, colon);
   }
   if (absl::StartsWith(host, "ipv4:")) host.remove_prefix(5);
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  if (host == "localhost") return true;
+  const std::string h(host);
+  in_addr v4;
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  return inet_pton(AF_INET6, h.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 std::string TokenFromFlagOrEnv(const std::string& flag_value) {

@@ -42,9 +42,24 @@ class WorkerAgent::Context : public TaskContext {
     const absl::Time now = absl::Now();
     if (now - last_sent_ <
         absl::Milliseconds(agent_->options_.progress_interval_ms)) {
+      pending_ = u;
+      has_pending_ = true;
       return true;
     }
     last_sent_ = now;
+    has_pending_ = false;
+    return Send(u);
+  }
+
+  // Sends the last update that the rate limit held back, if any.
+  void Flush() {
+    if (has_pending_ && !cancel_->cancelled()) {
+      has_pending_ = false;
+      Send(pending_);
+    }
+  }
+
+  bool Send(const ProgressUpdate& u) {
     lft::v1::ReportProgressRequest r;
     r.set_worker_id(agent_->worker_id());
     r.set_task_id(task_.task_id());
@@ -101,6 +116,8 @@ class WorkerAgent::Context : public TaskContext {
   const lft::v1::Task task_;
   const std::shared_ptr<CancellationToken> cancel_;
   absl::Time last_sent_ = absl::InfinitePast();
+  ProgressUpdate pending_;
+  bool has_pending_ = false;
 };
 
 WorkerAgent::WorkerAgent(WorkerControl* control, TaskRunner* runner,
@@ -205,6 +222,7 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
   LogInfo("task started", {{"task", task.task_id()}, {"worker", worker}});
   Context context(this, task, cancel);
   absl::StatusOr<TaskResult> result = runner_->Run(task, &context);
+  if (result.ok()) context.Flush();
   {
     absl::MutexLock lock(&mu_);
     current_task_.clear();

@@ -71,11 +71,15 @@ struct Client {
 };
 
 std::string OneLine(absl::string_view message) {
-  return absl::StrReplaceAll(message, {{"\n  ", "; "}, {"\n", "; "}});
+  std::string out = absl::StrReplaceAll(message, {{":\n  ", ": "}});
+  return absl::StrReplaceAll(out, {{"\n  ", "; "}, {"\n", "; "}});
 }
 
 int Report(const absl::Status& s, std::ostream& err) {
   std::string code = absl::AsciiStrToLower(absl::StatusCodeToString(s.code()));
+  for (char& ch : code) {
+    if (ch == '_') ch = ' ';
+  }
   err << "lftctl: " << code << ": " << OneLine(s.message()) << "\n";
   return ExitCodeFor(s);
 }

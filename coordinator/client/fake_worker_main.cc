@@ -1,6 +1,7 @@
 // lft-fake-worker: a worker process with a FakeTaskRunner. It speaks the
 // real WorkerService protocol (registration, heartbeats, leases, rendezvous)
 // but writes nothing; the coordinator's integration tests run it.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,17 +32,25 @@ constexpr char kUsage[] =
   --ms-per-sequence N       evaluation speed (default 5)
   --crash-after N           SIGKILL itself after N units of a task (default off)
   --fail-with MSG           fail every task with MSG
+  --record FILE             append "<task id> <shard index>" per accepted completion
 )";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   lft::SetLogComponent("fake-worker");
+  // Block the stop signals before any thread (gRPC's included) starts; a
+  // waiter thread takes them with sigwait.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   std::vector<std::string> args(argv + 1, argv + argc);
   auto flags = lft::Flags::Parse(
       args,
       {"role", "coordinator", "token", "tls-ca", "name", "ms-per-document",
-       "ms-per-step", "ms-per-sequence", "crash-after", "fail-with"},
+       "ms-per-step", "ms-per-sequence", "crash-after", "fail-with", "record"},
       {"help"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok())
@@ -82,6 +91,22 @@ int main(int argc, char** argv) {
   fo.on_crash = [] { raise(SIGKILL); };
   fo.fail_with = flags->Get("fail-with");
 
+  const std::string record = flags->Get("record");
+  if (!record.empty()) {
+    o.on_completed = [record](const lft::v1::Task& task, bool ok) {
+      if (!ok) return;
+      // One short O_APPEND write per line: lines from several workers do not
+      // interleave.
+      const std::string line = absl::StrCat(
+          task.task_id(), " ",
+          task.has_extraction() ? task.extraction().shard_index() : 0, "\n");
+      const int fd = open(record.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        (void)!write(fd, line.data(), line.size());
+        close(fd);
+      }
+    };
+  }
   const std::string target = flags->Get("coordinator", "127.0.0.1:7070");
   lft::ClientSecurityOptions cs;
   cs.tls_ca_path = flags->Get("tls-ca");
@@ -96,11 +121,6 @@ int main(int argc, char** argv) {
   lft::FakeTaskRunner runner(fo);
   lft::WorkerAgent agent(&control, &runner, o);
 
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&stop, &sig);

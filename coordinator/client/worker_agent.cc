@@ -248,6 +248,7 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
     auto resp = control_->CompleteTask(req);
     if (resp.ok()) {
       ++tasks_completed_;
+      if (options_.on_completed) options_.on_completed(task, result.ok());
       LogInfo("task completed",
               {{"task", task.task_id()}, {"ok", result.ok()}});
       return;

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -39,6 +40,9 @@ struct WorkerAgentOptions {
   absl::Duration retry_backoff = absl::Milliseconds(300);
   // Stop after this many tasks (completed or failed); 0 = never (tests).
   uint64_t max_tasks = 0;
+  // Called after the coordinator accepted a task's completion (ok = the
+  // runner succeeded). Tests record completions through it.
+  std::function<void(const lft::v1::Task& task, bool ok)> on_completed;
 };
 
 // Thread-safe: Run() on one thread, Stop() from any.

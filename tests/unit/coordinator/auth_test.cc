@@ -31,12 +31,14 @@ TEST(AuthTest, CheckerSaysHowToPassToken) {
   BearerTokenChecker checker("s3cret");
   Metadata none;
   EXPECT_THAT(checker.Check(none),
-              StatusIs(absl::StatusCode::kUnauthenticated, "pass --token or set LFT_AUTH_TOKEN"));
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       "pass --token or set LFT_AUTH_TOKEN"));
   Metadata wrong{{"authorization", "Bearer nope"}};
-  EXPECT_THAT(checker.Check(wrong),
-              StatusIs(absl::StatusCode::kUnauthenticated, "invalid bearer token"));
+  EXPECT_THAT(checker.Check(wrong), StatusIs(absl::StatusCode::kUnauthenticated,
+                                             "invalid bearer token"));
   Metadata basic{{"authorization", "Basic abc"}};
-  EXPECT_THAT(checker.Check(basic), StatusIs(absl::StatusCode::kUnauthenticated, "Bearer"));
+  EXPECT_THAT(checker.Check(basic),
+              StatusIs(absl::StatusCode::kUnauthenticated, "Bearer"));
   Metadata good{{"authorization", "Bearer s3cret"}};
   EXPECT_TRUE(checker.Check(good).ok());
   EXPECT_TRUE(BearerTokenChecker("").Check(none).ok());
@@ -44,25 +46,30 @@ TEST(AuthTest, CheckerSaysHowToPassToken) {
 
 TEST(AuthTest, ServerCredentialRulesNameTheFlag) {
   ServerSecurityOptions o;
-  EXPECT_THAT(MakeServerCredentials(o, "127.0.0.1:1"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "--insecure-loopback"));
+  EXPECT_THAT(
+      MakeServerCredentials(o, "127.0.0.1:1"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "--insecure-loopback"));
   o.insecure_loopback = true;
   EXPECT_TRUE(MakeServerCredentials(o, "127.0.0.1:1").ok());
   EXPECT_THAT(MakeServerCredentials(o, "0.0.0.0:7070"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "refuses to listen on non-loopback"));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "refuses to listen on non-loopback"));
   o.insecure_loopback = false;
   o.tls_cert_path = "/nonexistent/cert.pem";
   o.tls_key_path = "/nonexistent/key.pem";
-  EXPECT_THAT(MakeServerCredentials(o, "0.0.0.0:1"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "requires a bearer token"));
+  EXPECT_THAT(
+      MakeServerCredentials(o, "0.0.0.0:1"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "requires a bearer token"));
   o.token = "t";
   EXPECT_THAT(MakeServerCredentials(o, "0.0.0.0:1"),
-              StatusIs(absl::StatusCode::kNotFound, "--tls-cert /nonexistent/cert.pem"));
+              StatusIs(absl::StatusCode::kNotFound,
+                       "--tls-cert /nonexistent/cert.pem"));
   TempDir dir;
   std::ofstream(dir.path() + "/notpem") << "hello";
   o.tls_cert_path = dir.path() + "/notpem";
-  EXPECT_THAT(MakeServerCredentials(o, "0.0.0.0:1"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "is not a PEM file"));
+  EXPECT_THAT(
+      MakeServerCredentials(o, "0.0.0.0:1"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "is not a PEM file"));
 }
 
 }  // namespace

@@ -28,7 +28,8 @@ class CoordinatorTest : public ::testing::Test {
     o.lease_duration_ms = kLeaseMs;
     o.max_task_attempts = 3;
     o.progress_event_interval_ms = 0;
-    auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_, &metrics_);
+    auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_,
+                               &metrics_);
     ASSERT_TRUE(c.ok()) << c.status();
     core_ = std::move(*c);
   }
@@ -51,7 +52,8 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   absl::Status Complete(const std::string& worker, const std::string& task,
-                        const std::string& error = "", const std::string& checkpoint = "") {
+                        const std::string& error = "",
+                        const std::string& checkpoint = "") {
     lft::v1::CompleteTaskRequest r;
     r.set_worker_id(worker);
     r.set_task_id(task);
@@ -83,9 +85,12 @@ TEST_F(CoordinatorTest, SubmitRejectsMalformedSpecListingEveryField) {
   lft::v1::SubmitJobRequest r;
   r.mutable_spec()->set_name("Bad Name");
   auto job = core_->Submit(r);
-  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument, "name: \"Bad Name\""));
-  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument, "teacher.path:"));
-  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument, "corpus: name jsonl_zst_paths"));
+  EXPECT_THAT(
+      job, StatusIs(absl::StatusCode::kInvalidArgument, "name: \"Bad Name\""));
+  EXPECT_THAT(job,
+              StatusIs(absl::StatusCode::kInvalidArgument, "teacher.path:"));
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            "corpus: name jsonl_zst_paths"));
 }
 
 TEST_F(CoordinatorTest, SubmitChecksBlockAgainstTeacherConfig) {
@@ -100,8 +105,10 @@ TEST_F(CoordinatorTest, SubmitChecksBlockAgainstTeacherConfig) {
   lft::v1::SubmitJobRequest r;
   *r.mutable_spec() = spec;
   auto job = core_->Submit(r);
-  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
-                            "block: block [20, 30) is outside the teacher's 24 layers"));
+  EXPECT_THAT(
+      job,
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "block: block [20, 30) is outside the teacher's 24 layers"));
   EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
                             "4096 exceeds the teacher's 2048 positions"));
 }
@@ -110,8 +117,9 @@ TEST_F(CoordinatorTest, MalformedTeacherConfigIsNamed) {
   const std::string teacher = dir_.path() + "/teacher";
   std::filesystem::create_directories(teacher);
   std::ofstream(teacher + "/config.json") << R"({"hidden_size": 64})";
-  EXPECT_THAT(ReadTeacherShape(teacher),
-              StatusIs(absl::StatusCode::kInvalidArgument, "num_hidden_layers"));
+  EXPECT_THAT(
+      ReadTeacherShape(teacher),
+      StatusIs(absl::StatusCode::kInvalidArgument, "num_hidden_layers"));
   EXPECT_FALSE(ReadTeacherShape(dir_.path() + "/absent")->has_value());
 }
 
@@ -160,8 +168,9 @@ TEST_F(CoordinatorTest, JobRunsThroughEveryPhase) {
   rv.set_worker_id(trainer);
   rv.set_task_id(t.task_id());
   rv.set_generation(t.training().generation());
-  EXPECT_THAT(core_->Rendezvous(rv, absl::Seconds(1)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "rank 0 must publish"));
+  EXPECT_THAT(
+      core_->Rendezvous(rv, absl::Seconds(1)),
+      StatusIs(absl::StatusCode::kInvalidArgument, "rank 0 must publish"));
   rv.set_communicator_id("nccl-id");
   auto joined = core_->Rendezvous(rv, absl::Seconds(1));
   ASSERT_TRUE(joined.ok()) << joined.status();
@@ -181,13 +190,16 @@ TEST_F(CoordinatorTest, JobRunsThroughEveryPhase) {
   EXPECT_TRUE(finished);
   std::vector<JobState> states;
   for (const auto& e : *events) {
-    if (states.empty() || states.back() != e.state()) states.push_back(e.state());
+    if (states.empty() || states.back() != e.state())
+      states.push_back(e.state());
   }
-  EXPECT_EQ(states, (std::vector<JobState>{
-                        lft::v1::JOB_STATE_PENDING, lft::v1::JOB_STATE_EXTRACTING,
-                        lft::v1::JOB_STATE_TRAINING, lft::v1::JOB_STATE_EVALUATING,
-                        lft::v1::JOB_STATE_SUCCEEDED}));
-  EXPECT_THAT(metrics_.RenderText(), HasSubstr("lft_coordinator_jobs{state=\"SUCCEEDED\"} 1"));
+  EXPECT_EQ(states,
+            (std::vector<JobState>{
+                lft::v1::JOB_STATE_PENDING, lft::v1::JOB_STATE_EXTRACTING,
+                lft::v1::JOB_STATE_TRAINING, lft::v1::JOB_STATE_EVALUATING,
+                lft::v1::JOB_STATE_SUCCEEDED}));
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_jobs{state=\"SUCCEEDED\"} 1"));
 }
 
 TEST_F(CoordinatorTest, SilentWorkerLosesLeaseAndTaskIsRerunWithSameShard) {
@@ -207,7 +219,8 @@ TEST_F(CoordinatorTest, SilentWorkerLosesLeaseAndTaskIsRerunWithSameShard) {
   EXPECT_THAT(Complete(a, first.task_id()),
               StatusIs(absl::StatusCode::kNotFound, "is not registered"));
   ASSERT_TRUE(Complete(b, again.task_id()).ok());
-  EXPECT_THAT(metrics_.RenderText(), HasSubstr("lft_coordinator_leases_expired_total 1"));
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_leases_expired_total 1"));
   auto tasks = core_->TasksOfJob(job);
   EXPECT_EQ(tasks[0].attempts(), 1u);
   EXPECT_EQ(tasks[0].state(), lft::v1::TASK_STATE_SUCCEEDED);
@@ -234,7 +247,8 @@ TEST_F(CoordinatorTest, HeartbeatRenewsLeaseAndStaleHolderCannotComplete) {
   EXPECT_EQ(core_->Heartbeat(hb)->revoked_task_ids_size(), 1);
   const std::string b = Register(lft::v1::WORKER_ROLE_TEACHER, "b");
   EXPECT_THAT(Complete(b, t.task_id()),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "is no longer leased to worker"));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "is no longer leased to worker"));
   EXPECT_TRUE(Complete(a, t.task_id()).ok());
 }
 
@@ -255,9 +269,12 @@ TEST_F(CoordinatorTest, CancelRevokesLeasesAndRefusesFinishedJobs) {
   EXPECT_FALSE(core_->ReportProgress(p)->keep_going());
   EXPECT_FALSE(Acquire(a).has_extraction());
   EXPECT_THAT(core_->Cancel(job),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "already finished (CANCELLED)"));
-  EXPECT_THAT(core_->Cancel("j-99"), StatusIs(absl::StatusCode::kNotFound, "no job has id"));
-  EXPECT_THAT(core_->GetJob("j-99"), StatusIs(absl::StatusCode::kNotFound, "\"j-99\""));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "already finished (CANCELLED)"));
+  EXPECT_THAT(core_->Cancel("j-99"),
+              StatusIs(absl::StatusCode::kNotFound, "no job has id"));
+  EXPECT_THAT(core_->GetJob("j-99"),
+              StatusIs(absl::StatusCode::kNotFound, "\"j-99\""));
 }
 
 TEST_F(CoordinatorTest, TaskFailingBeyondBudgetFailsJobWithItsError) {
@@ -270,12 +287,14 @@ TEST_F(CoordinatorTest, TaskFailingBeyondBudgetFailsJobWithItsError) {
   }
   auto j = core_->GetJob(job);
   EXPECT_EQ(j->state(), lft::v1::JOB_STATE_FAILED);
-  EXPECT_THAT(j->error(), HasSubstr("failed 3 times; last error: corrupt zstd frame"));
+  EXPECT_THAT(j->error(),
+              HasSubstr("failed 3 times; last error: corrupt zstd frame"));
   EXPECT_THAT(j->error(), HasSubstr("shard 0"));
 }
 
 TEST_F(CoordinatorTest, ShardingErrorFailsJob) {
-  sharding_.error = absl::NotFoundError("corpus.jsonl_zst_paths[0]: no such file");
+  sharding_.error =
+      absl::NotFoundError("corpus.jsonl_zst_paths[0]: no such file");
   const std::string job = SubmitAndPlan();
   EXPECT_EQ(State(job), lft::v1::JOB_STATE_FAILED);
   EXPECT_THAT(core_->GetJob(job)->error(), HasSubstr("no such file"));
@@ -370,7 +389,8 @@ TEST_F(CoordinatorTest, StateSurvivesRestart) {
   // Events continue their sequence.
   bool finished = false;
   auto events = core_->WaitForEvents(job, 0, absl::ZeroDuration(), &finished);
-  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), i + 1);
+  for (size_t i = 0; i < events->size(); ++i)
+    EXPECT_EQ((*events)[i].sequence(), i + 1);
   // A new job gets a new id.
   EXPECT_EQ(SubmitAndPlan(), "j-2");
   // A worker silent across the restart is forgotten; its lease expires.
@@ -397,7 +417,8 @@ TEST_F(CoordinatorTest, ListIsNewestFirstWithFiltersAndPages) {
   f.add_states(lft::v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(core_->ListJobs(f)->jobs_size(), 1);
   f.set_page_token("zz");
-  EXPECT_THAT(core_->ListJobs(f), StatusIs(absl::StatusCode::kInvalidArgument, "page_token"));
+  EXPECT_THAT(core_->ListJobs(f),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_token"));
 }
 
 }  // namespace

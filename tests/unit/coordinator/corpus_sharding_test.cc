@@ -11,7 +11,8 @@ namespace {
 
 void WriteZstd(const std::string& path, const std::string& text) {
   std::string out(ZSTD_compressBound(text.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 3));
+  out.resize(
+      ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 3));
   std::ofstream(path, std::ios::binary) << out;
 }
 
@@ -47,7 +48,8 @@ TEST(CorpusShardingTest, SplitsFilesIntoDocumentRangesWithGlobalShardIndex) {
   EXPECT_EQ((*tasks)[2].first_document(), 20u);
   EXPECT_EQ((*tasks)[2].end_document(), 25u);
   EXPECT_EQ((*tasks)[3].corpus_path(), dir.path() + "/b.jsonl.zst");
-  for (size_t i = 0; i < tasks->size(); ++i) EXPECT_EQ((*tasks)[i].shard_index(), i);
+  for (size_t i = 0; i < tasks->size(); ++i)
+    EXPECT_EQ((*tasks)[i].shard_index(), i);
 }
 
 TEST(CorpusShardingTest, MissingCorruptAndTruncatedFilesAreNamed) {
@@ -58,12 +60,15 @@ TEST(CorpusShardingTest, MissingCorruptAndTruncatedFilesAreNamed) {
   EXPECT_THAT(s.Shard(c), StatusIs(absl::StatusCode::kNotFound,
                                    "corpus.jsonl_zst_paths[0]: corpus file"));
   std::ofstream(dir.path() + "/junk.jsonl.zst") << "this is not zstd";
-  EXPECT_THAT(CountZstdLines(dir.path() + "/junk.jsonl.zst"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "is not valid zstd"));
+  EXPECT_THAT(
+      CountZstdLines(dir.path() + "/junk.jsonl.zst"),
+      StatusIs(absl::StatusCode::kInvalidArgument, "is not valid zstd"));
   WriteZstd(dir.path() + "/full.zst", Lines(500));
   std::ifstream in(dir.path() + "/full.zst", std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::ofstream(dir.path() + "/cut.zst", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  std::string bytes((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
+  std::ofstream(dir.path() + "/cut.zst", std::ios::binary)
+      << bytes.substr(0, bytes.size() / 2);
   EXPECT_THAT(CountZstdLines(dir.path() + "/cut.zst"),
               StatusIs(absl::StatusCode::kInvalidArgument, "truncated"));
 }

@@ -27,14 +27,16 @@ MATCHER_P2(StatusIs, code, substring, "") {
     }
   }();
   *result_listener << "status is " << s.ToString();
-  return s.code() == code && s.message().find(substring) != absl::string_view::npos;
+  return s.code() == code &&
+         s.message().find(substring) != absl::string_view::npos;
 }
 
 // A fresh directory under TMPDIR, removed on destruction.
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "lft-coord-XXXXXX").string();
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "lft-coord-XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
@@ -70,7 +72,8 @@ class FakeSharding : public CorpusSharding {
 };
 
 // A spec that validates once defaults are applied.
-inline lft::v1::JobSpec ValidSpec(const std::string& teacher = "/nonexistent/teacher") {
+inline lft::v1::JobSpec ValidSpec(
+    const std::string& teacher = "/nonexistent/teacher") {
   lft::v1::JobSpec spec;
   spec.set_name("test-job");
   spec.mutable_teacher()->set_path(teacher);

@@ -19,7 +19,8 @@ class AgentFixture : public ::testing::Test {
     o.heartbeat_interval_ms = 50;
     o.lease_duration_ms = 600;
     o.progress_event_interval_ms = 0;
-    auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_, nullptr);
+    auto c =
+        Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_, nullptr);
     ASSERT_TRUE(c.ok()) << c.status();
     core_ = std::move(*c);
     core_->StartBackgroundLoop(absl::Milliseconds(20));
@@ -40,14 +41,16 @@ class AgentFixture : public ::testing::Test {
     o.acquire_wait_ms = 50;
     o.progress_interval_ms = 10;
     o.retry_backoff = absl::Milliseconds(20);
-    agents_.push_back(std::make_unique<WorkerAgent>(control_.get(), runners_.back().get(), o));
+    agents_.push_back(std::make_unique<WorkerAgent>(control_.get(),
+                                                    runners_.back().get(), o));
     WorkerAgent* a = agents_.back().get();
     threads_.emplace_back([a] { EXPECT_TRUE(a->Run().ok()); });
     return a;
   }
 
   // Waits (bounded) until the job reaches `state`.
-  bool WaitForState(const std::string& job, lft::v1::JobState state, absl::Duration limit) {
+  bool WaitForState(const std::string& job, lft::v1::JobState state,
+                    absl::Duration limit) {
     const absl::Time deadline = absl::Now() + limit;
     while (absl::Now() < deadline) {
       if (core_->GetJob(job)->state() == state) return true;
@@ -87,13 +90,15 @@ TEST_F(AgentFixture, TwoTeachersTwoTrainersAndEvaluatorFinishJob) {
   lft::v1::JobSpec spec = ValidSpec();
   spec.mutable_training()->set_trainer_ranks(2);
   const std::string job = Submit(spec);
-  ASSERT_TRUE(WaitForState(job, lft::v1::JOB_STATE_SUCCEEDED, absl::Seconds(20)))
+  ASSERT_TRUE(
+      WaitForState(job, lft::v1::JOB_STATE_SUCCEEDED, absl::Seconds(20)))
       << lft::v1::JobState_Name(core_->GetJob(job)->state());
   EXPECT_EQ(t1->tasks_completed() + t2->tasks_completed(), 4u);
   auto j = core_->GetJob(job);
   EXPECT_EQ(j->latest_step(), 20u);
   for (const auto& p : j->progress()) {
-    EXPECT_EQ(p.units_done(), p.units_total()) << lft::v1::JobState_Name(p.phase());
+    EXPECT_EQ(p.units_done(), p.units_total())
+        << lft::v1::JobState_Name(p.phase());
   }
 }
 
@@ -102,7 +107,8 @@ TEST_F(AgentFixture, CancelStopsRunningTaskWithinAHeartbeat) {
   slow.ms_per_document = 1000;
   WorkerAgent* t = Start(lft::v1::WORKER_ROLE_TEACHER, "t", slow);
   const std::string job = Submit(ValidSpec());
-  ASSERT_TRUE(WaitForState(job, lft::v1::JOB_STATE_EXTRACTING, absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitForState(job, lft::v1::JOB_STATE_EXTRACTING, absl::Seconds(5)));
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
   while (core_->TasksOfJob(job)[0].state() != lft::v1::TASK_STATE_LEASED &&
          absl::Now() < deadline) {

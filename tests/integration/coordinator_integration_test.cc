@@ -339,19 +339,53 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
   CtlResult submit = Ctl({"submit", spec_});
   ASSERT_EQ(submit.code, 0) << submit.err;
   const std::string job(absl::StripAsciiWhitespace(submit.out));
+  // A watch started before the crash reconnects and resumes after the last
+  // event it saw.
+  Process watch({LFT_LFTCTL_BIN, "--server", absl::StrCat("127.0.0.1:", port),
+                 "watch", job},
+                Path("watch.out"), Path("watch.err"));
   absl::SleepFor(absl::Milliseconds(700));
   coord->Kill(SIGKILL);
   ASSERT_EQ(coord->Wait(absl::Seconds(5)), 128 + SIGKILL);
   absl::SleepFor(absl::Milliseconds(300));
   coord = StartCoordinator({"--insecure-loopback"}, port);
-  CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
-  EXPECT_EQ(watch.code, 0) << watch.out << watch.err << coord->err();
-  EXPECT_THAT(watch.out, HasSubstr("SUCCEEDED"));
+  EXPECT_EQ(watch.Wait(absl::Seconds(60)), 0)
+      << watch.out() << watch.err() << coord->err();
+  EXPECT_THAT(watch.out(), HasSubstr("SUCCEEDED"));
+  // Each event is printed once although the stream was re-opened.
+  const std::string out = watch.out();
+  size_t n = 0;
+  for (size_t pos = out.find("submitted"); pos != std::string::npos;
+       pos = out.find("submitted", pos + 1)) {
+    ++n;
+  }
+  EXPECT_EQ(n, 1u) << out;
   auto done = Completions();
   for (int s = 0; s < 4; ++s) {
     EXPECT_GE(done[absl::StrCat(job, "-x", s)], 1) << "shard " << s;
     EXPECT_LE(done[absl::StrCat(job, "-x", s)], 1) << "shard " << s;
   }
+}
+
+TEST_F(CoordinatorIntegrationTest, LostTrainerRankReformsGroupAndJobCompletes) {
+  auto coord = StartCoordinator({"--insecure-loopback"});
+  auto t1 = StartWorker("teacher", "t1");
+  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "60"});
+  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "60"});
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult submit = Ctl({"submit", spec_, "--trainer-ranks", "2"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(20)));
+  absl::SleepFor(absl::Milliseconds(500));
+  r2->Kill(SIGKILL);
+  ASSERT_EQ(r2->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "60"});
+  CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
+  EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("trainer group re-formed as generation 2"));
+  EXPECT_THAT(watch.out, HasSubstr("resuming from fake://"));
+  EXPECT_THAT(r1->err(), HasSubstr("task stopped"));
 }
 
 TEST_F(CoordinatorIntegrationTest, CancelStopsWorkersWithinSeconds) {

@@ -161,7 +161,11 @@ absl::Status Coordinator::Load() {
   for (TaskRecord& t : tasks) {
     next_task_sequence_ = std::max(next_task_sequence_, t.sequence() + 1);
     job_tasks_[t.task().job_id()].push_back(t.task().task_id());
-    tasks_[t.task().task_id()] = std::move(t);
+    const TaskState state = t.state();
+    TaskRecord& stored = tasks_[t.task().task_id()] = std::move(t);
+    // Rebuild the queue index and the per-job counts.
+    stored.set_state(lft::v1::TASK_STATE_UNSPECIFIED);
+    SetTaskState(&stored, state);
   }
   const int64_t now = clock_->NowUnixMs();
   LFT_RETURN_IF_ERROR(store_->Scan(
@@ -262,7 +266,7 @@ void Coordinator::CloseOpenTasks(const std::string& job_id) {
   for (const std::string& id : job_tasks_[job_id]) {
     TaskRecord& t = tasks_[id];
     if (!TaskOpen(t)) continue;
-    t.set_state(lft::v1::TASK_STATE_CANCELLED);
+    SetTaskState(&t, lft::v1::TASK_STATE_CANCELLED);
     absl::Status s = PutTask(t);
     if (!s.ok()) LogError("persisting task failed", {{"error", s.ToString()}});
   }
@@ -282,7 +286,6 @@ TaskRecord* Coordinator::NewTask(JobRecord* job, const std::string& task_id) {
   t.mutable_task()->set_job_id(job->job().id());
   *t.mutable_task()->mutable_spec() = job->job().spec();
   t.mutable_task()->set_store_address(options_.store_address);
-  t.set_state(lft::v1::TASK_STATE_QUEUED);
   t.set_sequence(next_task_sequence_++);
   job_tasks_[job->job().id()].push_back(task_id);
   return &t;
@@ -297,6 +300,7 @@ void Coordinator::CreateTrainingTasks(JobRecord* job) {
     tr->set_generation(1);
     tr->set_world_size(ranks);
     tr->set_rank(r);
+    SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
     (void)PutTask(*t);
   }
 }
@@ -339,7 +343,6 @@ absl::StatusOr<Job> Coordinator::Submit(
   AppendEvent(&stored,
               absl::StrCat("job ", id, " (", spec.name(), ") submitted"),
               false);
-  UpdateGauges();
   return stored.job();
 }
 
@@ -350,6 +353,7 @@ absl::StatusOr<Job> Coordinator::GetJob(const std::string& job_id) {
     return absl::NotFoundError(absl::StrCat("no job has id \"", job_id,
                                             "\" (lftctl list shows the jobs)"));
   }
+  if (!IsTerminal(it->second.job().state())) RecomputeProgress(&it->second);
   return it->second.job();
 }
 
@@ -365,8 +369,8 @@ absl::StatusOr<lft::v1::ListJobsResponse> Coordinator::ListJobs(
   const uint32_t page_size =
       request.page_size() == 0 ? 100 : request.page_size();
   absl::MutexLock lock(&mu_);
-  std::vector<const JobRecord*> all;
-  for (const auto& [id, r] : jobs_) {
+  std::vector<JobRecord*> all;
+  for (auto& [id, r] : jobs_) {
     bool keep = request.states().empty();
     for (int s : request.states()) keep = keep || s == r.job().state();
     if (keep) all.push_back(&r);
@@ -377,6 +381,7 @@ absl::StatusOr<lft::v1::ListJobsResponse> Coordinator::ListJobs(
   lft::v1::ListJobsResponse resp;
   for (uint64_t i = offset;
        i < all.size() && resp.jobs_size() < static_cast<int>(page_size); ++i) {
+    if (!IsTerminal(all[i]->job().state())) RecomputeProgress(all[i]);
     *resp.add_jobs() = all[i]->job();
   }
   if (offset + resp.jobs_size() < all.size()) {
@@ -401,7 +406,6 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& job_id) {
   CloseOpenTasks(job_id);
   SetJobState(&job, lft::v1::JOB_STATE_CANCELLED,
               absl::StrCat("job ", job_id, " cancelled"));
-  UpdateGauges();
   return job.job();
 }
 
@@ -475,7 +479,6 @@ absl::StatusOr<lft::v1::RegisterResponse> Coordinator::Register(
           {{"worker", id},
            {"host", request.info().hostname()},
            {"role", lft::v1::WorkerRole_Name(request.info().role())}});
-  UpdateGauges();
   lft::v1::RegisterResponse resp;
   resp.set_worker_id(id);
   resp.set_heartbeat_interval_ms(
@@ -505,21 +508,30 @@ absl::StatusOr<lft::v1::HeartbeatResponse> Coordinator::Heartbeat(
 }
 
 TaskRecord* Coordinator::FindQueuedTask(WorkerRole role) {
-  TaskRecord* best = nullptr;
-  const JobRecord* best_job = nullptr;
-  for (auto& [id, t] : tasks_) {
-    if (t.state() != lft::v1::TASK_STATE_QUEUED || RoleOf(t.task()) != role)
-      continue;
-    const JobRecord& job = jobs_[t.task().job_id()];
-    if (IsTerminal(job.job().state())) continue;
-    if (best == nullptr || job.sequence() < best_job->sequence() ||
-        (job.sequence() == best_job->sequence() &&
-         t.sequence() < best->sequence())) {
-      best = &t;
-      best_job = &job;
-    }
+  auto it = queued_.find(role);
+  if (it == queued_.end() || it->second.empty()) return nullptr;
+  return &tasks_[it->second.begin()->second];
+}
+
+void Coordinator::SetTaskState(TaskRecord* t, TaskState state) {
+  const TaskState old = t->state();
+  const std::string& job_id = t->task().job_id();
+  const QueueKey key{{jobs_[job_id].sequence(), t->sequence()},
+                     t->task().task_id()};
+  const WorkerRole role = RoleOf(t->task());
+  if (old == lft::v1::TASK_STATE_QUEUED) queued_[role].erase(key);
+  if (state == lft::v1::TASK_STATE_QUEUED) queued_[role].insert(key);
+  TaskCounts& counts =
+      counts_[job_id][static_cast<int>(t->task().payload_case())];
+  if (old == lft::v1::TASK_STATE_UNSPECIFIED) {
+    ++counts.total;
+    ++counts.unfinished;
   }
-  return best;
+  if (old != lft::v1::TASK_STATE_SUCCEEDED &&
+      state == lft::v1::TASK_STATE_SUCCEEDED) {
+    --counts.unfinished;
+  }
+  t->set_state(state);
 }
 
 absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
@@ -540,7 +552,7 @@ absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
     }
     TaskRecord* t = FindQueuedTask(role);
     if (t != nullptr) {
-      t->set_state(lft::v1::TASK_STATE_LEASED);
+      SetTaskState(t, lft::v1::TASK_STATE_LEASED);
       t->set_worker_id(request.worker_id());
       t->mutable_task()->set_lease_expiry_unix_ms(clock_->NowUnixMs() +
                                                   options_.lease_duration_ms);
@@ -549,7 +561,6 @@ absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
                               {"worker", request.worker_id()},
                               {"attempt", t->attempts() + 1}});
       *resp.mutable_task() = t->task();
-      UpdateGauges();
       return resp;
     }
     if (changed_.WaitWithDeadline(&mu_, deadline)) return resp;
@@ -591,7 +602,6 @@ absl::StatusOr<lft::v1::ReportProgressResponse> Coordinator::ReportProgress(
       job.mutable_job()->set_latest_step(request.steps_done());
     }
   }
-  RecomputeProgress(&job);
   MaybeProgressEvent(&job);
   return resp;
 }
@@ -620,12 +630,12 @@ absl::StatusOr<lft::v1::CompleteTaskResponse> Coordinator::CompleteTask(
     t.set_attempts(t.attempts() + 1);
     t.set_error(request.error());
     if (t.attempts() >= options_.max_task_attempts) {
-      t.set_state(lft::v1::TASK_STATE_FAILED);
+      SetTaskState(&t, lft::v1::TASK_STATE_FAILED);
       LFT_RETURN_IF_ERROR(PutTask(t));
       FailJob(&job, absl::StrCat(Describe(t), " failed ", t.attempts(),
                                  " times; last error: ", request.error()));
     } else {
-      t.set_state(lft::v1::TASK_STATE_QUEUED);
+      SetTaskState(&t, lft::v1::TASK_STATE_QUEUED);
       LFT_RETURN_IF_ERROR(PutTask(t));
       AppendEvent(&job,
                   absl::StrCat(Describe(t), " failed on worker ",
@@ -636,10 +646,9 @@ absl::StatusOr<lft::v1::CompleteTaskResponse> Coordinator::CompleteTask(
       if (t.task().has_training())
         ReformTrainerGroup(&job, "a trainer rank failed");
     }
-    UpdateGauges();
     return lft::v1::CompleteTaskResponse();
   }
-  t.set_state(lft::v1::TASK_STATE_SUCCEEDED);
+  SetTaskState(&t, lft::v1::TASK_STATE_SUCCEEDED);
   t.set_pairs_written(request.pairs_written());
   if (!request.checkpoint().empty()) t.set_checkpoint(request.checkpoint());
   if (t.task().has_extraction()) {
@@ -654,7 +663,6 @@ absl::StatusOr<lft::v1::CompleteTaskResponse> Coordinator::CompleteTask(
     job.set_latest_checkpoint(request.checkpoint());
   }
   AdvanceJob(&job);
-  UpdateGauges();
   changed_.SignalAll();
   return lft::v1::CompleteTaskResponse();
 }
@@ -738,50 +746,40 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
 
 void Coordinator::AdvanceJob(JobRecord* job) {
   if (IsTerminal(job->job().state())) return;
-  int extraction_left = 0, training_left = 0, training_total = 0, eval_left = 0,
-      eval_total = 0;
-  std::string rank0_checkpoint;
-  for (const std::string& id : job_tasks_[job->job().id()]) {
-    const TaskRecord& t = tasks_[id];
-    const bool done = t.state() == lft::v1::TASK_STATE_SUCCEEDED;
-    if (t.task().has_extraction()) extraction_left += done ? 0 : 1;
-    if (t.task().has_training()) {
-      ++training_total;
-      training_left += done ? 0 : 1;
-      if (t.task().training().rank() == 0) rank0_checkpoint = t.checkpoint();
-    }
-    if (t.task().has_evaluation()) {
-      ++eval_total;
-      eval_left += done ? 0 : 1;
-    }
-  }
-  RecomputeProgress(job);
+  const std::string& id = job->job().id();
+  const TaskCounts& extraction = counts_[id][lft::v1::Task::kExtraction];
+  const TaskCounts& training = counts_[id][lft::v1::Task::kTraining];
+  const TaskCounts& evaluation = counts_[id][lft::v1::Task::kEvaluation];
   const JobState state = job->job().state();
-  if (state == lft::v1::JOB_STATE_EXTRACTING && extraction_left == 0) {
-    if (training_total == 0) CreateTrainingTasks(job);
+  if (state == lft::v1::JOB_STATE_EXTRACTING && extraction.unfinished == 0) {
+    if (training.total == 0) CreateTrainingTasks(job);
     SetJobState(
         job, lft::v1::JOB_STATE_TRAINING,
         absl::StrCat("extraction done; training with ",
                      job->job().spec().training().trainer_ranks(), " rank(s)"));
     return AdvanceJob(job);
   }
-  if (state == lft::v1::JOB_STATE_TRAINING && training_total > 0 &&
-      training_left == 0) {
-    if (eval_total == 0) {
-      TaskRecord* t = NewTask(job, absl::StrCat(job->job().id(), "-e"));
-      t->mutable_task()->mutable_evaluation()->set_checkpoint(
-          rank0_checkpoint.empty() ? job->latest_checkpoint()
-                                   : rank0_checkpoint);
+  if (state == lft::v1::JOB_STATE_TRAINING && training.total > 0 &&
+      training.unfinished == 0) {
+    if (evaluation.total == 0) {
+      auto rank0 = tasks_.find(absl::StrCat(id, "-t0"));
+      const std::string checkpoint =
+          rank0 != tasks_.end() && !rank0->second.checkpoint().empty()
+              ? rank0->second.checkpoint()
+              : job->latest_checkpoint();
+      TaskRecord* t = NewTask(job, absl::StrCat(id, "-e"));
+      t->mutable_task()->mutable_evaluation()->set_checkpoint(checkpoint);
+      SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
       (void)PutTask(*t);
     }
     SetJobState(job, lft::v1::JOB_STATE_EVALUATING,
                 "training done; evaluating");
     return;
   }
-  if (state == lft::v1::JOB_STATE_EVALUATING && eval_total > 0 &&
-      eval_left == 0) {
+  if (state == lft::v1::JOB_STATE_EVALUATING && evaluation.total > 0 &&
+      evaluation.unfinished == 0) {
     SetJobState(job, lft::v1::JOB_STATE_SUCCEEDED,
-                absl::StrCat("job ", job->job().id(), " succeeded"));
+                absl::StrCat("job ", id, " succeeded"));
   }
 }
 
@@ -790,13 +788,13 @@ void Coordinator::RequeueTask(TaskRecord* task, const std::string& reason) {
   task->set_attempts(task->attempts() + 1);
   task->set_error(reason);
   if (task->attempts() >= options_.max_task_attempts) {
-    task->set_state(lft::v1::TASK_STATE_FAILED);
+    SetTaskState(task, lft::v1::TASK_STATE_FAILED);
     (void)PutTask(*task);
     FailJob(&job, absl::StrCat(Describe(*task), " was lost ", task->attempts(),
                                " times; last: ", reason));
     return;
   }
-  task->set_state(lft::v1::TASK_STATE_QUEUED);
+  SetTaskState(task, lft::v1::TASK_STATE_QUEUED);
   task->set_tokens_done(0);
   task->set_documents_done(0);
   task->set_sequences_done(0);
@@ -819,7 +817,7 @@ void Coordinator::ReformTrainerGroup(JobRecord* job,
     if (!t.task().has_training() || !TaskOpen(t)) continue;
     // Holders of the old generation see the task revoked at their next
     // heartbeat and get Aborted from Rendezvous.
-    t.set_state(lft::v1::TASK_STATE_QUEUED);
+    SetTaskState(&t, lft::v1::TASK_STATE_QUEUED);
     auto* tr = t.mutable_task()->mutable_training();
     tr->set_generation(generation);
     tr->set_resume_checkpoint(job->latest_checkpoint());
@@ -893,6 +891,7 @@ void Coordinator::MaybeProgressEvent(JobRecord* job) {
     return;
   }
   job->set_last_progress_event_unix_ms(now);
+  RecomputeProgress(job);
   AppendEvent(job, "", /*with_progress=*/true);
 }
 
@@ -923,6 +922,7 @@ void Coordinator::PlanPendingJobs() {
       TaskRecord* t =
           NewTask(&job, absl::StrCat(id, "-x", shard.shard_index()));
       *t->mutable_task()->mutable_extraction() = shard;
+      SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
       if (shard.end_document() > shard.first_document()) {
         docs += shard.end_document() - shard.first_document();
       }
@@ -934,7 +934,6 @@ void Coordinator::PlanPendingJobs() {
     SetJobState(&job, lft::v1::JOB_STATE_EXTRACTING,
                 absl::StrCat("corpus sharded into ", shards->size(),
                              " extraction task(s) over ", docs, " documents"));
-    UpdateGauges();
   }
 }
 

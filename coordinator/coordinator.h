@@ -19,8 +19,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -137,6 +139,13 @@ class Coordinator {
   std::vector<lft::v1::WorkerRecord> Workers();
 
  private:
+  struct TaskCounts {
+    int total = 0;
+    int unfinished = 0;  // not SUCCEEDED
+  };
+  // Queue order: oldest job first, then task creation order.
+  using QueueKey = std::pair<std::pair<uint64_t, uint64_t>, std::string>;
+
   struct RendezvousState {
     uint64_t generation = 0;
     std::map<uint32_t, std::string> joined;  // rank -> worker id
@@ -182,6 +191,10 @@ class Coordinator {
       const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   lft::v1::TaskRecord* FindQueuedTask(lft::v1::WorkerRole role)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every task state change goes through here: it keeps queued_ and
+  // counts_ in step with tasks_.
+  void SetTaskState(lft::v1::TaskRecord* task, lft::v1::TaskState state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PlanPendingJobs() ABSL_LOCKS_EXCLUDED(mu_);
   void ExpireLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -203,6 +216,11 @@ class Coordinator {
   std::map<std::string, std::vector<lft::v1::JobEvent>> events_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, RendezvousState> rendezvous_ ABSL_GUARDED_BY(mu_);
+  // Indexes over tasks_ (rebuilt on Load): queued tasks per role, and per
+  // job and payload kind how many tasks exist and are unfinished.
+  std::map<lft::v1::WorkerRole, std::set<QueueKey>> queued_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<int, TaskCounts>> counts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> request_ids_ ABSL_GUARDED_BY(mu_);
   uint64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;

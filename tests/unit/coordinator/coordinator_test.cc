@@ -198,6 +198,7 @@ TEST_F(CoordinatorTest, JobRunsThroughEveryPhase) {
                 lft::v1::JOB_STATE_PENDING, lft::v1::JOB_STATE_EXTRACTING,
                 lft::v1::JOB_STATE_TRAINING, lft::v1::JOB_STATE_EVALUATING,
                 lft::v1::JOB_STATE_SUCCEEDED}));
+  core_->Tick();  // gauges are refreshed by the background loop
   EXPECT_THAT(metrics_.RenderText(),
               HasSubstr("lft_coordinator_jobs{state=\"SUCCEEDED\"} 1"));
 }

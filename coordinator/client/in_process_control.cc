@@ -1,0 +1,1 @@
+#include "coordinator/client/in_process_control.h"

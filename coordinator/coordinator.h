@@ -1,0 +1,240 @@
+// The coordinator's core: jobs, their state machine, the task queue with
+// leases, the worker registry and trainer rendezvous, all kept durably in a
+// StateStore. The gRPC services (grpc_services.h) are thin wrappers over
+// this class, and the in-process WorkerControl (client/in_process_control.h)
+// calls it directly, so everything here is tested without gRPC.
+//
+// Job life: Submit creates a PENDING job; Tick() shards its corpus into
+// extraction tasks (EXTRACTING); when every shard is done it creates
+// trainer_ranks training tasks (TRAINING; with training.streaming they exist
+// from the start); when the group finishes, one evaluation task
+// (EVALUATING); then SUCCEEDED. A task that fails more than the retry budget
+// fails the job; Cancel moves it to CANCELLED. Leases: a leased task expires
+// unless its holder heartbeats; Tick() requeues it (same task id and shard
+// index, so the re-run overwrites its outputs) and, for training, re-forms
+// the trainer group under a new generation.
+#ifndef LFT_COORDINATOR_COORDINATOR_H_
+#define LFT_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "coordinator/clock.h"
+#include "coordinator/corpus_sharding.h"
+#include "coordinator/state_store.h"
+#include "lft/v1/job.pb.h"
+#include "lft/v1/worker.pb.h"
+
+namespace lft {
+
+struct CoordinatorOptions {
+  // Told to workers at Register; they heartbeat this often.
+  int64_t heartbeat_interval_ms = 2000;
+  // A lease lasts this long past its last renewal; a worker not seen for
+  // this long is forgotten (its heartbeat then gets NOT_FOUND).
+  int64_t lease_duration_ms = 10000;
+  // Times a task may be leased and then lost or failed before its job fails.
+  uint32_t max_task_attempts = 4;
+  // Progress events are appended at most this often per job.
+  int64_t progress_event_interval_ms = 1000;
+  // Longest AcquireTask / Rendezvous wait, whatever the caller asks.
+  int64_t max_wait_ms = 30000;
+  // Copied into every task (Task.store_address).
+  std::string store_address;
+};
+
+// Thread-safe.
+class Coordinator {
+ public:
+  // Opens the state in `db_path` and reloads every job, task, worker and
+  // event; workers found there get a fresh grace period of one lease.
+  // `clock` and `sharding` must outlive the coordinator; `metrics` may be
+  // null. Errors of StateStore::Open, or DataLoss if a record is corrupt.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Open(
+      const std::string& db_path, const CoordinatorOptions& options,
+      Clock* clock, CorpusSharding* sharding, MetricsRegistry* metrics);
+  ~Coordinator();
+
+  // ---- JobService ----
+
+  // Defaults and validates the spec (reading the teacher's config.json when
+  // it is readable here) and creates a PENDING job. InvalidArgument listing
+  // every problem "field: message"; Unimplemented for job kinds other than
+  // COMPRESS. A repeated request_id returns the job created the first time.
+  absl::StatusOr<lft::v1::Job> Submit(const lft::v1::SubmitJobRequest& request);
+  // NotFound if no job has that id.
+  absl::StatusOr<lft::v1::Job> GetJob(const std::string& job_id);
+  // Newest first; InvalidArgument for a bad page_token.
+  absl::StatusOr<lft::v1::ListJobsResponse> ListJobs(
+      const lft::v1::ListJobsRequest& request);
+  // Moves a non-terminal job to CANCELLED and cancels its open tasks (their
+  // holders see them revoked at the next heartbeat). NotFound;
+  // FailedPrecondition if the job already finished.
+  absl::StatusOr<lft::v1::Job> Cancel(const std::string& job_id);
+  // Events of the job with sequence > after_sequence, waiting up to
+  // `timeout` for at least one. *finished is set when the job is terminal
+  // and the returned events are its last. NotFound for an unknown job;
+  // Unavailable when the coordinator shuts down.
+  absl::StatusOr<std::vector<lft::v1::JobEvent>> WaitForEvents(
+      const std::string& job_id, uint64_t after_sequence,
+      absl::Duration timeout, bool* finished);
+
+  // ---- WorkerService ----
+
+  // Adds (or, for the same hostname+role+device, re-admits) a worker.
+  // InvalidArgument if the role is unset.
+  absl::StatusOr<lft::v1::RegisterResponse> Register(
+      const lft::v1::RegisterRequest& request);
+  // Renews the leases of the listed tasks the worker still holds; lists the
+  // others as revoked. NotFound if the worker is unknown (register again).
+  absl::StatusOr<lft::v1::HeartbeatResponse> Heartbeat(
+      const lft::v1::HeartbeatRequest& request);
+  // The oldest queued task for the worker's role, now leased to it, waiting
+  // up to wait_ms for one; a response without task if none came. NotFound
+  // for an unknown worker.
+  absl::StatusOr<lft::v1::AcquireTaskResponse> AcquireTask(
+      const lft::v1::AcquireTaskRequest& request);
+  // Records progress; keep_going is false when the worker no longer holds
+  // the task. NotFound for an unknown worker or task.
+  absl::StatusOr<lft::v1::ReportProgressResponse> ReportProgress(
+      const lft::v1::ReportProgressRequest& request);
+  // Success or failure of a task the worker holds; advances the job.
+  // NotFound for an unknown worker or task; FailedPrecondition if the
+  // worker no longer holds the task's lease (nothing is changed).
+  absl::StatusOr<lft::v1::CompleteTaskResponse> CompleteTask(
+      const lft::v1::CompleteTaskRequest& request);
+  // Blocks until all world_size ranks of the task's generation joined and
+  // rank 0 published its communicator id. Aborted if the generation was
+  // dissolved (or the job ended); InvalidArgument if rank 0 sends no id;
+  // DeadlineExceeded after `max_wait` (retry); FailedPrecondition if the
+  // worker does not hold the task.
+  absl::StatusOr<lft::v1::RendezvousResponse> Rendezvous(
+      const lft::v1::RendezvousRequest& request, absl::Duration max_wait);
+
+  // ---- Background work ----
+
+  // One round of: sharding PENDING jobs, expiring leases, forgetting silent
+  // workers, refreshing gauges. Run by the background loop; tests with a
+  // FakeClock call it directly.
+  void Tick();
+  // Calls Tick() every `period` on a thread until Shutdown().
+  void StartBackgroundLoop(absl::Duration period);
+  // Stops the loop and wakes every waiter (they return Unavailable).
+  void Shutdown();
+
+  // ---- Introspection (tests, lftctl get --tasks) ----
+  std::vector<lft::v1::TaskRecord> TasksOfJob(const std::string& job_id);
+  std::vector<lft::v1::WorkerRecord> Workers();
+
+ private:
+  struct TaskCounts {
+    int total = 0;
+    int unfinished = 0;  // not SUCCEEDED
+  };
+  // Queue order: oldest job first, then task creation order.
+  using QueueKey = std::pair<std::pair<uint64_t, uint64_t>, std::string>;
+
+  struct RendezvousState {
+    uint64_t generation = 0;
+    std::map<uint32_t, std::string> joined;  // rank -> worker id
+    std::string communicator_id;
+  };
+
+  Coordinator(const CoordinatorOptions& options, Clock* clock,
+              CorpusSharding* sharding, MetricsRegistry* metrics,
+              std::unique_ptr<StateStore> store);
+  absl::Status Load();
+
+  // Helpers below require mu_.
+  absl::Status PutJob(const lft::v1::JobRecord& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutTask(const lft::v1::TaskRecord& task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutWorker(const lft::v1::WorkerRecord& worker)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AppendEvent(lft::v1::JobRecord* job, const std::string& message,
+                   bool with_progress) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetJobState(lft::v1::JobRecord* job, lft::v1::JobState state,
+                   const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailJob(lft::v1::JobRecord* job, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseOpenTasks(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  lft::v1::TaskRecord* NewTask(lft::v1::JobRecord* job,
+                               const std::string& task_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CreateTrainingTasks(lft::v1::JobRecord* job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdvanceJob(lft::v1::JobRecord* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RequeueTask(lft::v1::TaskRecord* task, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReformTrainerGroup(lft::v1::JobRecord* job, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecomputeProgress(lft::v1::JobRecord* job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeProgressEvent(lft::v1::JobRecord* job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<lft::v1::WorkerRecord*> FindWorker(
+      const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  lft::v1::TaskRecord* FindQueuedTask(lft::v1::WorkerRole role)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every task state change goes through here: it keeps queued_ and
+  // counts_ in step with tasks_.
+  void SetTaskState(lft::v1::TaskRecord* task, lft::v1::TaskState state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PlanPendingJobs() ABSL_LOCKS_EXCLUDED(mu_);
+  void ExpireLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CoordinatorOptions options_;
+  Clock* const clock_;
+  CorpusSharding* const sharding_;
+  MetricsRegistry* const metrics_;
+  const std::unique_ptr<StateStore> store_;
+
+  // State below is protected by mu_.
+  absl::Mutex mu_;
+  absl::CondVar changed_;  // signalled on every change waiters care about
+  std::map<std::string, lft::v1::JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, lft::v1::TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::string>> job_tasks_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, lft::v1::WorkerRecord> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<lft::v1::JobEvent>> events_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RendezvousState> rendezvous_ ABSL_GUARDED_BY(mu_);
+  // Indexes over tasks_ (rebuilt on Load): queued tasks per role, and per
+  // job and payload kind how many tasks exist and are unfinished.
+  std::map<lft::v1::WorkerRole, std::set<QueueKey>> queued_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<int, TaskCounts>> counts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> request_ids_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_task_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread loop_;
+};
+
+// "JOB_STATE_TRAINING" -> "TRAINING"; for messages and metric labels.
+std::string ShortJobState(lft::v1::JobState state);
+std::string ShortTaskState(lft::v1::TaskState state);
+bool IsTerminal(lft::v1::JobState state);
+
+}  // namespace lft
+
+#endif  // LFT_COORDINATOR_COORDINATOR_H_

@@ -1,0 +1,113 @@
+// lft-coordinator: serves JobService and WorkerService (docs/api.md).
+// Operations: docs/operations.md, "Coordinator".
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/log.h"
+#include "coordinator/flags.h"
+#include "coordinator/server.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: lft-coordinator --db DIR [flags]
+
+  --listen HOST:PORT        gRPC address (default 127.0.0.1:7070; port 0 picks one)
+  --db DIR                  RocksDB directory for jobs, tasks, workers, events
+  --tls-cert PEM --tls-key PEM [--tls-ca PEM]   serve TLS (needs a token)
+  --token TOKEN             bearer token clients must send (or env LFT_AUTH_TOKEN)
+  --insecure-loopback       plaintext, only on a loopback address (local runs, tests)
+  --metrics-port N          serve Prometheus /metrics on N (0 picks one; default off)
+  --metrics-host HOST       address for /metrics (default 0.0.0.0)
+  --heartbeat-interval-ms N workers heartbeat this often (default 2000)
+  --lease-ms N              lease length and worker timeout (default 10000)
+  --max-task-attempts N     tries per task before the job fails (default 4)
+  --store-address ADDR      latent store address handed to workers
+  --port-file PATH          write the bound gRPC port (and metrics port) here
+)";
+
+int Fail(const absl::Status& s, int code) {
+  std::fprintf(stderr, "lft-coordinator: %s\n",
+               std::string(s.message()).c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lft::SetLogComponent("coordinator");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto flags = lft::Flags::Parse(
+      args,
+      {"listen", "db", "tls-cert", "tls-key", "tls-ca", "token", "metrics-port",
+       "metrics-host", "heartbeat-interval-ms", "lease-ms", "max-task-attempts",
+       "store-address", "port-file", "tick-ms"},
+      {"insecure-loopback", "help"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "lft-coordinator: %s\n%s",
+                 std::string(flags.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  lft::ServerOptions o;
+  o.listen_address = flags->Get("listen", o.listen_address);
+  o.db_path = flags->Get("db");
+  o.security.tls_cert_path = flags->Get("tls-cert");
+  o.security.tls_key_path = flags->Get("tls-key");
+  o.security.tls_ca_path = flags->Get("tls-ca");
+  o.security.token = lft::TokenFromFlagOrEnv(flags->Get("token"));
+  o.security.insecure_loopback = flags->Has("insecure-loopback");
+  o.metrics_host = flags->Get("metrics-host", o.metrics_host);
+  o.coordinator.store_address = flags->Get("store-address");
+  for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
+           {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
+           {"lease-ms", &o.coordinator.lease_duration_ms},
+           {"tick-ms", &o.tick_ms}}) {
+    auto v = flags->GetInt(name, *target);
+    if (!v.ok()) return Fail(v.status(), 2);
+    *target = *v;
+  }
+  auto metrics_port = flags->GetInt("metrics-port", -1);
+  if (!metrics_port.ok()) return Fail(metrics_port.status(), 2);
+  o.metrics_port = static_cast<int>(*metrics_port);
+  auto attempts =
+      flags->GetInt("max-task-attempts", o.coordinator.max_task_attempts);
+  if (!attempts.ok()) return Fail(attempts.status(), 2);
+  o.coordinator.max_task_attempts = static_cast<uint32_t>(*attempts);
+
+  // Block the stop signals before any thread starts, then wait for them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  auto server = lft::CoordinatorServer::Start(o);
+  if (!server.ok()) {
+    return Fail(
+        server.status(),
+        server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+  }
+  const std::string port_file = flags->Get("port-file");
+  if (!port_file.empty()) {
+    const std::string tmp = port_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << (*server)->port() << " " << (*server)->metrics_port() << "\n";
+    }
+    std::rename(tmp.c_str(), port_file.c_str());
+  }
+  int sig = 0;
+  sigwait(&stop, &sig);
+  lft::LogInfo("coordinator stopping", {{"signal", sig}});
+  (*server)->Shutdown(absl::Seconds(2));
+  return 0;
+}

@@ -1,0 +1,50 @@
+// Turns a job's corpus into extraction tasks. The coordinator calls it once
+// per job (off its lock). The interface is small on purpose: the data
+// library's sharder (by bytes, by frames, with an index) replaces
+// LineCountSharding without touching the scheduler.
+#ifndef LFT_COORDINATOR_CORPUS_SHARDING_H_
+#define LFT_COORDINATOR_CORPUS_SHARDING_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lft/v1/job.pb.h"
+#include "lft/v1/worker.pb.h"
+
+namespace lft {
+
+// Documents per extraction task when CorpusSpec.documents_per_shard is 0.
+inline constexpr uint32_t kDefaultDocumentsPerShard = 10000;
+
+// Thread-safe implementations only: the coordinator may shard two jobs at
+// once.
+class CorpusSharding {
+ public:
+  virtual ~CorpusSharding() = default;
+  // The extraction tasks covering `corpus`, with shard_index 0, 1, ... in
+  // order. end_document == 0 means "to the end of the file" (used when the
+  // document count is not known up front). NotFound / InvalidArgument naming
+  // the file when one cannot be opened or decoded.
+  virtual absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
+      const lft::v1::CorpusSpec& corpus) = 0;
+};
+
+// Counts the lines (documents) of each jsonl.zst file by streaming it
+// through zstd and cuts it into ranges of documents_per_shard documents.
+// Megatron prefixes become one whole-file task each.
+class LineCountSharding : public CorpusSharding {
+ public:
+  absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
+      const lft::v1::CorpusSpec& corpus) override;
+};
+
+// Number of newline-terminated lines in a zstd-compressed file (a final line
+// without a newline counts too). NotFound if the file cannot be opened,
+// InvalidArgument if it is not valid zstd (with the offset).
+absl::StatusOr<uint64_t> CountZstdLines(const std::string& path);
+
+}  // namespace lft
+
+#endif  // LFT_COORDINATOR_CORPUS_SHARDING_H_

@@ -1,0 +1,68 @@
+#include "coordinator/server.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status.h"
+
+namespace lft {
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const ServerOptions& options) {
+  if (options.db_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--db: name the coordinator's state directory");
+  }
+  LFT_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::ServerCredentials> creds,
+      MakeServerCredentials(options.security, options.listen_address));
+  std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
+  LFT_ASSIGN_OR_RETURN(
+      s->core_, Coordinator::Open(options.db_path, options.coordinator,
+                                  &s->clock_, &s->sharding_, &s->registry_));
+  s->auth_ = std::make_unique<BearerTokenChecker>(options.security.token);
+  s->guard_ = std::make_unique<RpcGuard>(s->auth_.get(), &s->registry_);
+  s->job_service_ =
+      std::make_unique<JobServiceImpl>(s->core_.get(), s->guard_.get());
+  s->worker_service_ =
+      std::make_unique<WorkerServiceImpl>(s->core_.get(), s->guard_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.RegisterService(s->job_service_.get());
+  builder.RegisterService(s->worker_service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address,
+                     " (address in use or not local? pass another --listen)"));
+  }
+  if (options.metrics_port >= 0) {
+    LFT_ASSIGN_OR_RETURN(s->metrics_, MetricsHttpServer::Start(
+                                          options.metrics_host,
+                                          options.metrics_port, &s->registry_));
+  }
+  s->core_->StartBackgroundLoop(absl::Milliseconds(options.tick_ms));
+  LogInfo("coordinator serving",
+          {{"address", options.listen_address},
+           {"port", s->port_},
+           {"tls", options.security.insecure_loopback ? "off" : "on"},
+           {"auth", s->auth_->enabled() ? "bearer" : "none"},
+           {"metrics_port", s->metrics_port()}});
+  return s;
+}
+
+void CoordinatorServer::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Wake blocked Watch/AcquireTask/Rendezvous calls first so the server's
+  // shutdown does not wait for them.
+  core_->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    absl::ToChronoSeconds(grace));
+  metrics_.reset();
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(absl::Seconds(2)); }
+
+}  // namespace lft

@@ -1,0 +1,64 @@
+// lft-coordinator as a library: the Coordinator, its gRPC server and the
+// /metrics endpoint, started together. main() parses flags and calls Start.
+#ifndef LFT_COORDINATOR_SERVER_H_
+#define LFT_COORDINATOR_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/auth.h"
+#include "common/metrics.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/grpc_services.h"
+
+namespace lft {
+
+struct ServerOptions {
+  std::string listen_address = "127.0.0.1:7070";
+  std::string db_path;
+  ServerSecurityOptions security;
+  // -1 disables /metrics; 0 picks a free port.
+  int metrics_port = -1;
+  std::string metrics_host = "0.0.0.0";
+  CoordinatorOptions coordinator;
+  // Period of the lease reaper and planner.
+  int64_t tick_ms = 200;
+};
+
+// Thread-safe.
+class CoordinatorServer {
+ public:
+  // Opens the state, binds the gRPC and metrics ports and starts serving.
+  // InvalidArgument for inconsistent security flags; Unavailable if a port
+  // cannot be bound or the db is locked; errors of Coordinator::Open.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const ServerOptions& options);
+  ~CoordinatorServer();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_ ? metrics_->port() : -1; }
+  Coordinator* coordinator() { return core_.get(); }
+  // Stops accepting calls, ends streams within `grace` and stops the loops.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  CoordinatorServer() = default;
+
+  RealClock clock_;
+  LineCountSharding sharding_;
+  MetricsRegistry registry_;
+  std::unique_ptr<BearerTokenChecker> auth_;
+  std::unique_ptr<RpcGuard> guard_;
+  std::unique_ptr<Coordinator> core_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace lft
+
+#endif  // LFT_COORDINATOR_SERVER_H_

@@ -1,0 +1,74 @@
+#include "coordinator/state_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+
+namespace lft {
+namespace {
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return absl::UnavailableError(
+        absl::StrCat(what, ": ", s.ToString(),
+                     " (is another lft-coordinator using this --db?)"));
+  }
+  return absl::InternalError(absl::StrCat(what, ": ", s.ToString()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
+    const std::string& path) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.max_open_files = 256;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, path, &db);
+  if (!s.ok())
+    return FromRocks(s, absl::StrCat("opening coordinator state ", path));
+  return std::unique_ptr<StateStore>(new StateStore(db));
+}
+
+StateStore::~StateStore() { delete db_; }
+
+absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
+  rocksdb::WriteBatch batch;
+  for (const Mutation& m : mutations) {
+    if (m.value.has_value()) {
+      batch.Put(m.key, *m.value);
+    } else {
+      batch.Delete(m.key);
+    }
+  }
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch),
+                   "writing coordinator state");
+}
+
+absl::Status StateStore::Scan(
+    absl::string_view prefix,
+    const std::function<void(absl::string_view, absl::string_view)>& fn) {
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid();
+       it->Next()) {
+    absl::string_view key(it->key().data(), it->key().size());
+    if (key.substr(0, prefix.size()) != prefix) break;
+    fn(key, absl::string_view(it->value().data(), it->value().size()));
+  }
+  return FromRocks(it->status(), absl::StrCat("scanning ", prefix));
+}
+
+absl::StatusOr<std::string> StateStore::Get(absl::string_view key) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(),
+                               rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound())
+    return absl::NotFoundError(absl::StrCat(key, " not found"));
+  if (!s.ok()) return FromRocks(s, absl::StrCat("reading ", key));
+  return value;
+}
+
+}  // namespace lft

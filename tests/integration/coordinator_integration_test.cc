@@ -1,0 +1,533 @@
+// lft-coordinator, lft-fake-worker and lftctl as real processes on
+// 127.0.0.1: full job, a worker killed with SIGKILL mid-task, a coordinator
+// killed and restarted mid-job, cancellation, precise errors through lftctl
+// (exit codes and messages), bearer tokens, TLS and /metrics. Every wait is
+// bounded.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "tests/unit/coordinator/test_util.h"
+
+extern char** environ;
+
+namespace lft {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A child process with stdout and stderr in files.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& out_path,
+          const std::string& err_path)
+      : out_path_(out_path), err_path_(err_path) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::vector<char*> args;
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0)
+      pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Process() {
+    if (running()) {
+      Kill(SIGKILL);
+      Wait(absl::Seconds(5));
+    }
+  }
+  bool running() const { return pid_ > 0 && !exited_; }
+  void Kill(int sig) {
+    if (running()) kill(pid_, sig);
+  }
+  // The exit code (128 + signal if killed), or -1 if still running after
+  // `limit`.
+  int Wait(absl::Duration limit) {
+    const absl::Time deadline = absl::Now() + limit;
+    while (!exited_) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        code_ =
+            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (absl::Now() > deadline) return -1;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return code_;
+  }
+  std::string out() const { return ReadFile(out_path_); }
+  std::string err() const { return ReadFile(err_path_); }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int code_ = -1;
+  const std::string out_path_, err_path_;
+};
+
+struct CtlResult {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
+  (void)!write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, n);
+  close(fd);
+  const size_t body = resp.find("\r\n\r\n");
+  return body == std::string::npos ? resp : resp.substr(body + 4);
+}
+
+class CoordinatorIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    unsetenv("LFT_AUTH_TOKEN");
+    // 4 shards of 25 documents.
+    std::string text;
+    for (int i = 0; i < 100; ++i)
+      text += absl::StrCat("{\"text\": \"doc ", i, "\"}\n");
+    std::string z(ZSTD_compressBound(text.size()), '\0');
+    z.resize(ZSTD_compress(z.data(), z.size(), text.data(), text.size(), 1));
+    corpus_ = dir_.path() + "/pile.jsonl.zst";
+    std::ofstream(corpus_, std::ios::binary) << z;
+    teacher_ = dir_.path() + "/teacher";
+    std::filesystem::create_directories(teacher_);
+    std::ofstream(teacher_ + "/config.json")
+        << R"({"num_hidden_layers": 24, "max_position_embeddings": 2048})";
+    spec_ = dir_.path() + "/spec.json";
+    std::ofstream(spec_) << absl::StrCat(
+        R"({"name": "it-job", "teacher": {"path": ")", teacher_,
+        R"("}, "corpus": {"jsonlZstPaths": [")", corpus_,
+        R"("], "documentsPerShard": 25}, "block": {"firstLayer": 6, "endLayer": 12},)",
+        R"( "training": {"maxSteps": 30, "checkpointEverySteps": 10},)",
+        R"( "evaluation": {"maxSequences": 10}})");
+  }
+
+  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+
+  // Starts the coordinator and waits (bounded) for its port file.
+  std::unique_ptr<Process> StartCoordinator(std::vector<std::string> extra,
+                                            int port = 0) {
+    std::filesystem::remove(Path("port"));
+    std::vector<std::string> argv = {LFT_COORDINATOR_BIN,
+                                     "--db",
+                                     Path("db"),
+                                     "--listen",
+                                     absl::StrCat("127.0.0.1:", port),
+                                     "--port-file",
+                                     Path("port"),
+                                     "--heartbeat-interval-ms",
+                                     "100",
+                                     "--lease-ms",
+                                     "1000",
+                                     "--tick-ms",
+                                     "50"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = std::make_unique<Process>(argv, Path("coordinator.out"),
+                                       Path("coordinator.log"));
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < deadline && p->running()) {
+      std::vector<std::string> ports =
+          absl::StrSplit(ReadFile(Path("port")), ' ');
+      if (ports.size() == 2 && absl::SimpleAtoi(ports[0], &port_) &&
+          absl::SimpleAtoi(absl::StripAsciiWhitespace(ports[1]),
+                           &metrics_port_)) {
+        return p;
+      }
+      if (p->Wait(absl::Milliseconds(20)) >= 0) break;
+    }
+    ADD_FAILURE() << "coordinator did not start: " << p->err();
+    return p;
+  }
+
+  std::unique_ptr<Process> StartWorker(const std::string& role,
+                                       const std::string& name,
+                                       std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {LFT_FAKE_WORKER_BIN,
+                                     "--role",
+                                     role,
+                                     "--name",
+                                     name,
+                                     "--coordinator",
+                                     absl::StrCat("127.0.0.1:", port_),
+                                     "--record",
+                                     Path("completions.log")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, Path(name + ".out"),
+                                     Path(name + ".log"));
+  }
+
+  CtlResult Ctl(std::vector<std::string> args,
+                absl::Duration limit = absl::Seconds(30),
+                const std::string& server = "") {
+    static int n = 0;
+    const std::string out = Path(absl::StrCat("ctl", n, ".out"));
+    const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
+    std::vector<std::string> argv = {
+        LFT_LFTCTL_BIN, "--server",
+        server.empty() ? absl::StrCat("127.0.0.1:", port_) : server};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, out, err);
+    const int code = p.Wait(limit);
+    if (code < 0)
+      ADD_FAILURE() << "lftctl " << args[0] << " did not finish in time";
+    return {code, p.out(), p.err()};
+  }
+
+  // Waits (bounded) until `lftctl get` shows `state`.
+  bool WaitForState(const std::string& job, const std::string& state,
+                    absl::Duration limit) {
+    const absl::Time deadline = absl::Now() + limit;
+    while (absl::Now() < deadline) {
+      if (absl::StrContains(Ctl({"get", job}).out,
+                            absl::StrCat("  ", state, "\n")))
+        return true;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return false;
+  }
+
+  // Task id -> accepted completions, from the fake workers' record file.
+  std::map<std::string, int> Completions() {
+    std::map<std::string, int> out;
+    for (absl::string_view line : absl::StrSplit(
+             ReadFile(Path("completions.log")), '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ');
+      ++out[f[0]];
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  std::string corpus_, teacher_, spec_;
+  int port_ = 0;
+  int metrics_port_ = -1;
+};
+
+TEST_F(CoordinatorIntegrationTest,
+       TwoTeachersRunAllPhasesAndMetricsPassPromtool) {
+  auto coord = StartCoordinator({"--insecure-loopback", "--metrics-port", "0",
+                                 "--metrics-host", "127.0.0.1"});
+  auto t1 = StartWorker("teacher", "t1");
+  auto t2 = StartWorker("teacher", "t2");
+  auto tr = StartWorker("trainer", "tr");
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult submit = Ctl({"submit", spec_, "--trainer-ranks", "1"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  EXPECT_EQ(job, "j-1");
+  CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
+  EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
+  for (const char* s : {"EXTRACTING", "TRAINING", "EVALUATING", "SUCCEEDED"}) {
+    EXPECT_THAT(watch.out, HasSubstr(s));
+  }
+  EXPECT_THAT(watch.out, HasSubstr("corpus sharded into 4 extraction task(s)"));
+  CtlResult get = Ctl({"get", job});
+  EXPECT_THAT(get.out, HasSubstr("100%  30/30 steps"));
+  auto done = Completions();
+  EXPECT_EQ(done.size(), 6u);  // 4 shards + 1 trainer + 1 evaluation
+  for (const auto& [task, n] : done) EXPECT_EQ(n, 1) << task;
+  CtlResult list = Ctl({"list", "--state", "succeeded"});
+  EXPECT_THAT(list.out, HasSubstr("it-job"));
+
+  const std::string metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_THAT(metrics,
+              HasSubstr("lft_coordinator_jobs{state=\"SUCCEEDED\"} 1"));
+  EXPECT_THAT(metrics,
+              HasSubstr("lft_coordinator_workers{role=\"teacher\"} 2"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("lft_coordinator_rpcs_total{code=\"ok\",method=\"Submit\"} 1"));
+  if (system("command -v promtool >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "promtool not installed";
+  }
+  std::ofstream(Path("metrics.txt")) << metrics;
+  const std::string cmd =
+      absl::StrCat("promtool check metrics < ", Path("metrics.txt"), " > ",
+                   Path("promtool.out"), " 2>&1");
+  EXPECT_EQ(system(cmd.c_str()), 0) << ReadFile(Path("promtool.out"));
+}
+
+TEST_F(CoordinatorIntegrationTest,
+       KilledWorkerLosesLeaseAndEveryShardCompletesOnce) {
+  auto coord = StartCoordinator({"--insecure-loopback"});
+  // Slow teachers: 25 documents x 40 ms = 1 s per shard.
+  auto t1 = StartWorker("teacher", "t1", {"--ms-per-document", "40"});
+  auto t2 = StartWorker("teacher", "t2", {"--ms-per-document", "40"});
+  auto tr = StartWorker("trainer", "tr");
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  absl::SleepFor(absl::Milliseconds(500));  // both teachers are mid-shard
+  t1->Kill(SIGKILL);
+  EXPECT_EQ(t1->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
+  EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("lost its lease on task"));
+  auto done = Completions();
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ(done[absl::StrCat(job, "-x", s)], 1) << "shard " << s;
+  }
+}
+
+TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
+  const int port = FreePort();
+  auto coord = StartCoordinator({"--insecure-loopback"}, port);
+  auto t1 = StartWorker("teacher", "t1", {"--ms-per-document", "20"});
+  auto t2 = StartWorker("teacher", "t2", {"--ms-per-document", "20"});
+  auto tr = StartWorker("trainer", "tr", {"--ms-per-step", "20"});
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  // A watch started before the crash reconnects and resumes after the last
+  // event it saw.
+  Process watch({LFT_LFTCTL_BIN, "--server", absl::StrCat("127.0.0.1:", port),
+                 "watch", job},
+                Path("watch.out"), Path("watch.err"));
+  absl::SleepFor(absl::Milliseconds(700));
+  coord->Kill(SIGKILL);
+  ASSERT_EQ(coord->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  absl::SleepFor(absl::Milliseconds(300));
+  coord = StartCoordinator({"--insecure-loopback"}, port);
+  EXPECT_EQ(watch.Wait(absl::Seconds(60)), 0)
+      << watch.out() << watch.err() << coord->err();
+  EXPECT_THAT(watch.out(), HasSubstr("SUCCEEDED"));
+  // Each event is printed once although the stream was re-opened.
+  const std::string out = watch.out();
+  size_t n = 0;
+  for (size_t pos = out.find("submitted"); pos != std::string::npos;
+       pos = out.find("submitted", pos + 1)) {
+    ++n;
+  }
+  EXPECT_EQ(n, 1u) << out;
+  auto done = Completions();
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_GE(done[absl::StrCat(job, "-x", s)], 1) << "shard " << s;
+    EXPECT_LE(done[absl::StrCat(job, "-x", s)], 1) << "shard " << s;
+  }
+}
+
+TEST_F(CoordinatorIntegrationTest, LostTrainerRankReformsGroupAndJobCompletes) {
+  auto coord = StartCoordinator({"--insecure-loopback"});
+  auto t1 = StartWorker("teacher", "t1");
+  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "60"});
+  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "60"});
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult submit = Ctl({"submit", spec_, "--trainer-ranks", "2"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(20)));
+  absl::SleepFor(absl::Milliseconds(500));
+  r2->Kill(SIGKILL);
+  ASSERT_EQ(r2->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "60"});
+  CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
+  EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("trainer group re-formed as generation 2"));
+  EXPECT_THAT(watch.out, HasSubstr("resuming from fake://"));
+  EXPECT_THAT(r1->err(), HasSubstr("task stopped"));
+}
+
+TEST_F(CoordinatorIntegrationTest, CancelStopsWorkersWithinSeconds) {
+  auto coord = StartCoordinator({"--insecure-loopback"});
+  auto t1 = StartWorker("teacher", "t1", {"--ms-per-document", "1000"});
+  CtlResult submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string job(absl::StripAsciiWhitespace(submit.out));
+  ASSERT_TRUE(WaitForState(job, "EXTRACTING", absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  CtlResult cancel = Ctl({"cancel", job});
+  EXPECT_EQ(cancel.code, 0) << cancel.err;
+  EXPECT_THAT(cancel.out, HasSubstr("CANCELLED"));
+  while (!absl::StrContains(t1->err(), "task stopped") &&
+         absl::Now() - start < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(t1->err(), HasSubstr("task stopped"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  CtlResult watch = Ctl({"watch", job});
+  EXPECT_EQ(watch.code, 1);
+  EXPECT_THAT(watch.err, HasSubstr("job " + job + " CANCELLED"));
+  CtlResult again = Ctl({"cancel", job});
+  EXPECT_EQ(again.code, 5);
+  EXPECT_THAT(again.err, HasSubstr("failed precondition: job " + job +
+                                   " already finished (CANCELLED)"));
+}
+
+TEST_F(CoordinatorIntegrationTest,
+       MalformedSpecsAndUnknownJobsGetPreciseErrors) {
+  auto coord = StartCoordinator({"--insecure-loopback"});
+  CtlResult r = Ctl({"submit", spec_, "--block", "20:30"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(
+      r.err, HasSubstr("invalid argument: invalid job spec (1 problem): block: "
+                       "block [20, 30) is outside the teacher's 24 layers"));
+  r = Ctl({"submit", spec_, "--name", "Bad_Name", "--sequence-length", "1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("(2 problems): name: \"Bad_Name\""));
+  EXPECT_THAT(r.err,
+              HasSubstr("; sequence_length: must be in [2, 65536], got 1"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1)
+      << "one line: " << r.err;
+  std::ofstream(Path("broken.json")) << "{\"name\": ";
+  r = Ctl({"submit", Path("broken.json")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("broken.json: job spec is not valid JSON"));
+  r = Ctl({"submit", spec_, "--block", "6"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--block: \"6\" is not FIRST:END"));
+  r = Ctl({"get", "j-404"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_THAT(r.err, HasSubstr("not found: no job has id \"j-404\""));
+  r = Ctl({"watch", "j-404"});
+  EXPECT_EQ(r.code, 3);
+  r = Ctl({"cancel", "j-404"});
+  EXPECT_EQ(r.code, 3);
+  r = Ctl({"list"}, absl::Seconds(30), absl::StrCat("127.0.0.1:", FreePort()));
+  EXPECT_EQ(r.code, 4);
+  EXPECT_THAT(r.err, HasSubstr("unavailable:"));
+}
+
+TEST_F(CoordinatorIntegrationTest, BearerTokenIsRequiredAndChecked) {
+  auto coord = StartCoordinator({"--insecure-loopback", "--token", "s3cret"});
+  CtlResult r = Ctl({"list"});
+  EXPECT_EQ(r.code, 4);
+  EXPECT_THAT(
+      r.err,
+      HasSubstr("unauthenticated: missing bearer token: pass --token or set "
+                "LFT_AUTH_TOKEN"));
+  r = Ctl({"--token", "wrong", "list"});
+  EXPECT_EQ(r.code, 4);
+  EXPECT_THAT(r.err, HasSubstr("unauthenticated: invalid bearer token"));
+  r = Ctl({"--token", "s3cret", "list"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  // A worker with a wrong token stops with the reason.
+  auto w = StartWorker("teacher", "bad", {"--token", "nope"});
+  EXPECT_EQ(w->Wait(absl::Seconds(10)), 4);
+  EXPECT_THAT(w->err(), HasSubstr("invalid bearer token"));
+}
+
+TEST_F(CoordinatorIntegrationTest, InsecureModeRefusesNonLoopbackAddress) {
+  Process p({LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "0.0.0.0:0",
+             "--insecure-loopback"},
+            Path("c.out"), Path("c.err"));
+  EXPECT_EQ(p.Wait(absl::Seconds(10)), 2);
+  EXPECT_THAT(
+      p.err(),
+      HasSubstr("--insecure-loopback refuses to listen on non-loopback"));
+  Process q(
+      {LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0"},
+      Path("q.out"), Path("q.err"));
+  EXPECT_EQ(q.Wait(absl::Seconds(10)), 2);
+  EXPECT_THAT(q.err(), HasSubstr("pass --tls-cert and --tls-key"));
+}
+
+TEST_F(CoordinatorIntegrationTest, TlsWithTokenServesLftctl) {
+  if (system("command -v openssl >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "no openssl";
+  const std::string cmd = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      Path("key.pem"), " -out ", Path("cert.pem"), " > ", Path("openssl.log"),
+      " 2>&1");
+  ASSERT_EQ(system(cmd.c_str()), 0) << ReadFile(Path("openssl.log"));
+  auto coord = StartCoordinator({"--tls-cert", Path("cert.pem"), "--tls-key",
+                                 Path("key.pem"), "--token", "s3cret"});
+  const std::string server = absl::StrCat("localhost:", port_);
+  CtlResult r = Ctl({"--tls-ca", Path("cert.pem"), "--token", "s3cret", "list"},
+                    absl::Seconds(30), server);
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Ctl({"--tls-ca", Path("cert.pem"), "--token", "wrong", "list"},
+          absl::Seconds(30), server);
+  EXPECT_EQ(r.code, 4);
+  EXPECT_THAT(r.err, HasSubstr("invalid bearer token"));
+  r = Ctl({"--tls-ca", Path("cert.pem"), "list"}, absl::Seconds(30), server);
+  EXPECT_EQ(r.code, 4);
+  EXPECT_THAT(r.err, HasSubstr("missing bearer token"));
+  // A plaintext client cannot talk to the TLS server.
+  r = Ctl({"--insecure", "--token", "s3cret", "--timeout-s", "3", "list"},
+          absl::Seconds(30), server);
+  EXPECT_EQ(r.code, 4);
+  // And a TLS job runs with a TLS worker.
+  auto w = StartWorker("teacher", "tls-t",
+                       {"--tls-ca", Path("cert.pem"), "--token", "s3cret",
+                        "--coordinator", server});
+  r = Ctl({"--tls-ca", Path("cert.pem"), "--token", "s3cret", "submit", spec_},
+          absl::Seconds(30), server);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string job(absl::StripAsciiWhitespace(r.out));
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline &&
+         !absl::StrContains(Ctl({"--tls-ca", Path("cert.pem"), "--token",
+                                 "s3cret", "get", job},
+                                absl::Seconds(30), server)
+                                .out,
+                            "TRAINING")) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(Completions().size(), 4u);  // every shard, through TLS
+}
+
+}  // namespace
+}  // namespace lft

@@ -1,0 +1,426 @@
+// Coordinator core without gRPC: state machine, leases with a fake clock,
+// rendezvous, cancellation, retries and recovery from RocksDB.
+#include "coordinator/coordinator.h"
+
+#include <fstream>
+#include <thread>
+
+#include "common/metrics.h"
+#include "coordinator/teacher_config.h"
+#include "tests/unit/coordinator/test_util.h"
+
+namespace lft {
+namespace {
+
+using lft::v1::JobState;
+using ::testing::HasSubstr;
+
+constexpr int64_t kLeaseMs = 1000;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    core_.reset();
+    CoordinatorOptions o;
+    o.heartbeat_interval_ms = 100;
+    o.lease_duration_ms = kLeaseMs;
+    o.max_task_attempts = 3;
+    o.progress_event_interval_ms = 0;
+    auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_,
+                               &metrics_);
+    ASSERT_TRUE(c.ok()) << c.status();
+    core_ = std::move(*c);
+  }
+
+  std::string Register(lft::v1::WorkerRole role, const std::string& host) {
+    lft::v1::RegisterRequest r;
+    r.mutable_info()->set_role(role);
+    r.mutable_info()->set_hostname(host);
+    auto resp = core_->Register(r);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return resp.ok() ? resp->worker_id() : "";
+  }
+
+  lft::v1::Task Acquire(const std::string& worker) {
+    lft::v1::AcquireTaskRequest r;
+    r.set_worker_id(worker);
+    auto resp = core_->AcquireTask(r);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return resp.ok() ? resp->task() : lft::v1::Task();
+  }
+
+  absl::Status Complete(const std::string& worker, const std::string& task,
+                        const std::string& error = "",
+                        const std::string& checkpoint = "") {
+    lft::v1::CompleteTaskRequest r;
+    r.set_worker_id(worker);
+    r.set_task_id(task);
+    r.set_error(error);
+    r.set_checkpoint(checkpoint);
+    return core_->CompleteTask(r).status();
+  }
+
+  std::string SubmitAndPlan(lft::v1::JobSpec spec = ValidSpec()) {
+    lft::v1::SubmitJobRequest r;
+    *r.mutable_spec() = spec;
+    auto job = core_->Submit(r);
+    EXPECT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->state(), lft::v1::JOB_STATE_PENDING);
+    core_->Tick();
+    return job->id();
+  }
+
+  JobState State(const std::string& job) { return core_->GetJob(job)->state(); }
+
+  TempDir dir_;
+  FakeClock clock_;
+  FakeSharding sharding_{3, 10};
+  MetricsRegistry metrics_;
+  std::unique_ptr<Coordinator> core_;
+};
+
+TEST_F(CoordinatorTest, SubmitRejectsMalformedSpecListingEveryField) {
+  lft::v1::SubmitJobRequest r;
+  r.mutable_spec()->set_name("Bad Name");
+  auto job = core_->Submit(r);
+  EXPECT_THAT(
+      job, StatusIs(absl::StatusCode::kInvalidArgument, "name: \"Bad Name\""));
+  EXPECT_THAT(job,
+              StatusIs(absl::StatusCode::kInvalidArgument, "teacher.path:"));
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            "corpus: name jsonl_zst_paths"));
+}
+
+TEST_F(CoordinatorTest, SubmitChecksBlockAgainstTeacherConfig) {
+  const std::string teacher = dir_.path() + "/teacher";
+  std::filesystem::create_directories(teacher);
+  std::ofstream(teacher + "/config.json")
+      << R"({"num_hidden_layers": 24, "max_position_embeddings": 2048})";
+  lft::v1::JobSpec spec = ValidSpec(teacher);
+  spec.mutable_block()->set_first_layer(20);
+  spec.mutable_block()->set_end_layer(30);
+  spec.set_sequence_length(4096);
+  lft::v1::SubmitJobRequest r;
+  *r.mutable_spec() = spec;
+  auto job = core_->Submit(r);
+  EXPECT_THAT(
+      job,
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "block: block [20, 30) is outside the teacher's 24 layers"));
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            "4096 exceeds the teacher's 2048 positions"));
+}
+
+TEST_F(CoordinatorTest, MalformedTeacherConfigIsNamed) {
+  const std::string teacher = dir_.path() + "/teacher";
+  std::filesystem::create_directories(teacher);
+  std::ofstream(teacher + "/config.json") << R"({"hidden_size": 64})";
+  EXPECT_THAT(
+      ReadTeacherShape(teacher),
+      StatusIs(absl::StatusCode::kInvalidArgument, "num_hidden_layers"));
+  EXPECT_FALSE(ReadTeacherShape(dir_.path() + "/absent")->has_value());
+}
+
+TEST_F(CoordinatorTest, SubmitIsIdempotentPerRequestId) {
+  lft::v1::SubmitJobRequest r;
+  *r.mutable_spec() = ValidSpec();
+  r.set_request_id("abc");
+  auto a = core_->Submit(r);
+  auto b = core_->Submit(r);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->id(), b->id());
+  EXPECT_EQ(core_->ListJobs({})->jobs_size(), 1);
+}
+
+TEST_F(CoordinatorTest, JobRunsThroughEveryPhase) {
+  const std::string job = SubmitAndPlan();
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_EXTRACTING);
+  const std::string teacher = Register(lft::v1::WORKER_ROLE_TEACHER, "t");
+  for (int i = 0; i < 3; ++i) {
+    lft::v1::Task t = Acquire(teacher);
+    ASSERT_TRUE(t.has_extraction());
+    EXPECT_EQ(t.extraction().shard_index(), static_cast<uint32_t>(i));
+    lft::v1::ReportProgressRequest p;
+    p.set_worker_id(teacher);
+    p.set_task_id(t.task_id());
+    p.set_documents_done(5);
+    p.set_tokens_done(500);
+    clock_.AdvanceMs(1000);
+    EXPECT_TRUE(core_->ReportProgress(p)->keep_going());
+    if (i == 0) {
+      const lft::v1::PhaseProgress prog = core_->GetJob(job)->progress(0);
+      EXPECT_EQ(prog.unit(), "tokens");
+      EXPECT_EQ(prog.units_done(), 500u);
+      EXPECT_EQ(prog.units_total(), 3000u);  // 500 tokens per 5 of 30 docs
+      EXPECT_DOUBLE_EQ(prog.units_per_second(), 500.0);
+      EXPECT_DOUBLE_EQ(prog.eta_seconds(), 5.0);
+    }
+    ASSERT_TRUE(Complete(teacher, t.task_id()).ok());
+  }
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_TRAINING);
+  const std::string trainer = Register(lft::v1::WORKER_ROLE_TRAINER, "tr");
+  lft::v1::Task t = Acquire(trainer);
+  ASSERT_TRUE(t.has_training());
+  EXPECT_EQ(t.training().world_size(), 1u);
+  lft::v1::RendezvousRequest rv;
+  rv.set_worker_id(trainer);
+  rv.set_task_id(t.task_id());
+  rv.set_generation(t.training().generation());
+  EXPECT_THAT(
+      core_->Rendezvous(rv, absl::Seconds(1)),
+      StatusIs(absl::StatusCode::kInvalidArgument, "rank 0 must publish"));
+  rv.set_communicator_id("nccl-id");
+  auto joined = core_->Rendezvous(rv, absl::Seconds(1));
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->communicator_id(), "nccl-id");
+  ASSERT_TRUE(Complete(trainer, t.task_id(), "", "ckpt/step-20").ok());
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_EVALUATING);
+  const std::string evaluator = Register(lft::v1::WORKER_ROLE_EVALUATOR, "e");
+  t = Acquire(evaluator);
+  ASSERT_TRUE(t.has_evaluation());
+  EXPECT_EQ(t.evaluation().checkpoint(), "ckpt/step-20");
+  ASSERT_TRUE(Complete(evaluator, t.task_id()).ok());
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_SUCCEEDED);
+
+  bool finished = false;
+  auto events = core_->WaitForEvents(job, 0, absl::ZeroDuration(), &finished);
+  ASSERT_TRUE(events.ok());
+  EXPECT_TRUE(finished);
+  std::vector<JobState> states;
+  for (const auto& e : *events) {
+    if (states.empty() || states.back() != e.state())
+      states.push_back(e.state());
+  }
+  EXPECT_EQ(states,
+            (std::vector<JobState>{
+                lft::v1::JOB_STATE_PENDING, lft::v1::JOB_STATE_EXTRACTING,
+                lft::v1::JOB_STATE_TRAINING, lft::v1::JOB_STATE_EVALUATING,
+                lft::v1::JOB_STATE_SUCCEEDED}));
+  core_->Tick();  // gauges are refreshed by the background loop
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_jobs{state=\"SUCCEEDED\"} 1"));
+}
+
+TEST_F(CoordinatorTest, SilentWorkerLosesLeaseAndTaskIsRerunWithSameShard) {
+  const std::string job = SubmitAndPlan();
+  const std::string a = Register(lft::v1::WORKER_ROLE_TEACHER, "a");
+  lft::v1::Task first = Acquire(a);
+  clock_.AdvanceMs(kLeaseMs + 1);
+  const std::string b = Register(lft::v1::WORKER_ROLE_TEACHER, "b");
+  core_->Tick();
+  lft::v1::HeartbeatRequest hb;
+  hb.set_worker_id(a);
+  EXPECT_THAT(core_->Heartbeat(hb),
+              StatusIs(absl::StatusCode::kNotFound, "register again"));
+  lft::v1::Task again = Acquire(b);
+  EXPECT_EQ(again.task_id(), first.task_id());
+  EXPECT_EQ(again.extraction().shard_index(), first.extraction().shard_index());
+  EXPECT_THAT(Complete(a, first.task_id()),
+              StatusIs(absl::StatusCode::kNotFound, "is not registered"));
+  ASSERT_TRUE(Complete(b, again.task_id()).ok());
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_leases_expired_total 1"));
+  auto tasks = core_->TasksOfJob(job);
+  EXPECT_EQ(tasks[0].attempts(), 1u);
+  EXPECT_EQ(tasks[0].state(), lft::v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, HeartbeatRenewsLeaseAndStaleHolderCannotComplete) {
+  SubmitAndPlan();
+  const std::string a = Register(lft::v1::WORKER_ROLE_TEACHER, "a");
+  lft::v1::Task t = Acquire(a);
+  for (int i = 0; i < 5; ++i) {
+    clock_.AdvanceMs(kLeaseMs / 2);
+    lft::v1::HeartbeatRequest hb;
+    hb.set_worker_id(a);
+    hb.add_task_ids(t.task_id());
+    auto resp = core_->Heartbeat(hb);
+    ASSERT_TRUE(resp.ok());
+    EXPECT_TRUE(resp->revoked_task_ids().empty());
+    core_->Tick();
+  }
+  // The lease holds; a heartbeat listing a task we do not hold revokes it.
+  lft::v1::HeartbeatRequest hb;
+  hb.set_worker_id(a);
+  hb.add_task_ids("j-1-x2");
+  EXPECT_EQ(core_->Heartbeat(hb)->revoked_task_ids_size(), 1);
+  const std::string b = Register(lft::v1::WORKER_ROLE_TEACHER, "b");
+  EXPECT_THAT(Complete(b, t.task_id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "is no longer leased to worker"));
+  EXPECT_TRUE(Complete(a, t.task_id()).ok());
+}
+
+TEST_F(CoordinatorTest, CancelRevokesLeasesAndRefusesFinishedJobs) {
+  const std::string job = SubmitAndPlan();
+  const std::string a = Register(lft::v1::WORKER_ROLE_TEACHER, "a");
+  lft::v1::Task t = Acquire(a);
+  auto cancelled = core_->Cancel(job);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), lft::v1::JOB_STATE_CANCELLED);
+  lft::v1::HeartbeatRequest hb;
+  hb.set_worker_id(a);
+  hb.add_task_ids(t.task_id());
+  EXPECT_EQ(core_->Heartbeat(hb)->revoked_task_ids(0), t.task_id());
+  lft::v1::ReportProgressRequest p;
+  p.set_worker_id(a);
+  p.set_task_id(t.task_id());
+  EXPECT_FALSE(core_->ReportProgress(p)->keep_going());
+  EXPECT_FALSE(Acquire(a).has_extraction());
+  EXPECT_THAT(core_->Cancel(job),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "already finished (CANCELLED)"));
+  EXPECT_THAT(core_->Cancel("j-99"),
+              StatusIs(absl::StatusCode::kNotFound, "no job has id"));
+  EXPECT_THAT(core_->GetJob("j-99"),
+              StatusIs(absl::StatusCode::kNotFound, "\"j-99\""));
+}
+
+TEST_F(CoordinatorTest, TaskFailingBeyondBudgetFailsJobWithItsError) {
+  const std::string job = SubmitAndPlan();
+  const std::string a = Register(lft::v1::WORKER_ROLE_TEACHER, "a");
+  for (int i = 0; i < 3; ++i) {
+    lft::v1::Task t = Acquire(a);
+    EXPECT_EQ(t.task_id(), "j-1-x0");
+    ASSERT_TRUE(Complete(a, t.task_id(), "corrupt zstd frame at byte 17").ok());
+  }
+  auto j = core_->GetJob(job);
+  EXPECT_EQ(j->state(), lft::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(j->error(),
+              HasSubstr("failed 3 times; last error: corrupt zstd frame"));
+  EXPECT_THAT(j->error(), HasSubstr("shard 0"));
+}
+
+TEST_F(CoordinatorTest, ShardingErrorFailsJob) {
+  sharding_.error =
+      absl::NotFoundError("corpus.jsonl_zst_paths[0]: no such file");
+  const std::string job = SubmitAndPlan();
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(core_->GetJob(job)->error(), HasSubstr("no such file"));
+}
+
+TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {
+  lft::v1::JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_trainer_ranks(2);
+  spec.mutable_training()->set_global_batch_sequences(16);
+  spec.mutable_training()->set_streaming(true);  // training tasks exist at once
+  const std::string job = SubmitAndPlan(spec);
+  const std::string r0 = Register(lft::v1::WORKER_ROLE_TRAINER, "r0");
+  const std::string r1 = Register(lft::v1::WORKER_ROLE_TRAINER, "r1");
+  lft::v1::Task t0 = Acquire(r0);
+  lft::v1::Task t1 = Acquire(r1);
+  ASSERT_EQ(t0.training().rank(), 0u);
+  ASSERT_EQ(t1.training().rank(), 1u);
+  ASSERT_EQ(t0.training().generation(), 1u);
+  lft::v1::ReportProgressRequest p;
+  p.set_worker_id(r0);
+  p.set_task_id(t0.task_id());
+  p.set_steps_done(5);
+  p.set_checkpoint("ckpt/step-5");
+  ASSERT_TRUE(core_->ReportProgress(p)->keep_going());
+
+  absl::StatusOr<lft::v1::RendezvousResponse> waiting;
+  std::thread rank0([&] {
+    lft::v1::RendezvousRequest rv;
+    rv.set_worker_id(r0);
+    rv.set_task_id(t0.task_id());
+    rv.set_generation(1);
+    rv.set_communicator_id("id-g1");
+    waiting = core_->Rendezvous(rv, absl::Seconds(10));
+  });
+  // Rank 1 goes silent; rank 0 keeps heartbeating.
+  for (int i = 0; i < 3; ++i) {
+    clock_.AdvanceMs(kLeaseMs / 2);
+    lft::v1::HeartbeatRequest hb;
+    hb.set_worker_id(r0);
+    hb.add_task_ids(t0.task_id());
+    (void)core_->Heartbeat(hb);
+  }
+  core_->Tick();
+  rank0.join();
+  EXPECT_THAT(waiting, StatusIs(absl::StatusCode::kAborted, "generation 1"));
+  lft::v1::HeartbeatRequest hb;
+  hb.set_worker_id(r0);
+  hb.add_task_ids(t0.task_id());
+  EXPECT_EQ(core_->Heartbeat(hb)->revoked_task_ids_size(), 1);
+  // The re-formed group: generation 2, resuming from rank 0's checkpoint.
+  const std::string r2 = Register(lft::v1::WORKER_ROLE_TRAINER, "r2");
+  lft::v1::Task n0 = Acquire(r0);
+  lft::v1::Task n1 = Acquire(r2);
+  EXPECT_EQ(n0.training().generation(), 2u);
+  EXPECT_EQ(n1.training().generation(), 2u);
+  EXPECT_EQ(n0.training().resume_checkpoint(), "ckpt/step-5");
+  absl::StatusOr<lft::v1::RendezvousResponse> a, b;
+  std::thread ta([&] {
+    lft::v1::RendezvousRequest rv;
+    rv.set_worker_id(n0.training().rank() == 0 ? r0 : r2);
+    rv.set_task_id(n0.training().rank() == 0 ? n0.task_id() : n1.task_id());
+    rv.set_generation(2);
+    rv.set_communicator_id("id-g2");
+    a = core_->Rendezvous(rv, absl::Seconds(10));
+  });
+  lft::v1::RendezvousRequest rv;
+  rv.set_worker_id(n0.training().rank() == 0 ? r2 : r0);
+  rv.set_task_id(n0.training().rank() == 0 ? n1.task_id() : n0.task_id());
+  rv.set_generation(2);
+  b = core_->Rendezvous(rv, absl::Seconds(10));
+  ta.join();
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_EQ(b->communicator_id(), "id-g2");
+  EXPECT_EQ(b->world_size(), 2u);
+  (void)job;
+}
+
+TEST_F(CoordinatorTest, StateSurvivesRestart) {
+  const std::string job = SubmitAndPlan();
+  const std::string a = Register(lft::v1::WORKER_ROLE_TEACHER, "a");
+  lft::v1::Task t = Acquire(a);
+  ASSERT_TRUE(Complete(a, t.task_id()).ok());
+  lft::v1::Task t2 = Acquire(a);
+  Reopen();
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_EXTRACTING);
+  auto tasks = core_->TasksOfJob(job);
+  ASSERT_EQ(tasks.size(), 3u);
+  EXPECT_EQ(tasks[0].state(), lft::v1::TASK_STATE_SUCCEEDED);
+  EXPECT_EQ(tasks[1].state(), lft::v1::TASK_STATE_LEASED);
+  // The worker is still known and finishes its task.
+  ASSERT_TRUE(Complete(a, t2.task_id()).ok());
+  // Events continue their sequence.
+  bool finished = false;
+  auto events = core_->WaitForEvents(job, 0, absl::ZeroDuration(), &finished);
+  for (size_t i = 0; i < events->size(); ++i)
+    EXPECT_EQ((*events)[i].sequence(), i + 1);
+  // A new job gets a new id.
+  EXPECT_EQ(SubmitAndPlan(), "j-2");
+  // A worker silent across the restart is forgotten; its lease expires.
+  lft::v1::Task t3 = Acquire(a);
+  Reopen();
+  clock_.AdvanceMs(kLeaseMs + 1);
+  core_->Tick();
+  EXPECT_EQ(core_->TasksOfJob(job)[2].state(), lft::v1::TASK_STATE_QUEUED);
+  EXPECT_NE(Register(lft::v1::WORKER_ROLE_TEACHER, "a2"), a);
+  (void)t3;
+}
+
+TEST_F(CoordinatorTest, ListIsNewestFirstWithFiltersAndPages) {
+  for (int i = 0; i < 3; ++i) SubmitAndPlan();
+  ASSERT_TRUE(core_->Cancel("j-2").ok());
+  lft::v1::ListJobsRequest r;
+  r.set_page_size(2);
+  auto page = core_->ListJobs(r);
+  ASSERT_EQ(page->jobs_size(), 2);
+  EXPECT_EQ(page->jobs(0).id(), "j-3");
+  r.set_page_token(page->next_page_token());
+  EXPECT_EQ(core_->ListJobs(r)->jobs(0).id(), "j-1");
+  lft::v1::ListJobsRequest f;
+  f.add_states(lft::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(core_->ListJobs(f)->jobs_size(), 1);
+  f.set_page_token("zz");
+  EXPECT_THAT(core_->ListJobs(f),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_token"));
+}
+
+}  // namespace
+}  // namespace lft

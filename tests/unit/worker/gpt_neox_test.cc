@@ -325,8 +325,8 @@ TEST(TeacherFixtureTest, MatchesHuggingFaceWithin1e4) {
     }
     const double logit_diff = MaxDiff(out->logits, expected->at("logits"));
     EXPECT_LE(logit_diff, 1e-4);
-    std::printf("%s: logits max abs diff vs HF %.3g\n", entry.path().filename().c_str(),
-                logit_diff);
+    std::printf("%s: logits max abs diff vs HF %.3g\n",
+                entry.path().filename().c_str(), logit_diff);
     ++checked;
   }
   if (checked == 0)

@@ -3,27 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include <zlib.h>
+
 #include "common/safetensors.h"
 
 namespace lft {
 namespace {
-
-uint32_t Crc32(const uint8_t* data, size_t n, uint32_t crc = 0) {
-  static uint32_t table[256];
-  static bool init = false;
-  if (!init) {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-    init = true;
-  }
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i)
-    crc = table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 void PutBe32(std::string* out, uint32_t v) {
   out->push_back(static_cast<char>(v >> 24));
@@ -37,8 +22,8 @@ void Chunk(std::string* out, const char* type, const std::string& data) {
   std::string body(type, 4);
   body += data;
   out->append(body);
-  PutBe32(out,
-          Crc32(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+  PutBe32(out, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(body.data()),
+                                           static_cast<uInt>(body.size()))));
 }
 
 }  // namespace
@@ -94,26 +79,11 @@ std::string RgbImage::EncodePng() const {
                    &rgb_[static_cast<size_t>(y) * width_ * 3]),
                static_cast<size_t>(width_) * 3);
   }
-  // zlib stream of stored deflate blocks (max 65535 bytes each).
-  std::string z = {0x78, 0x01};
-  size_t pos = 0;
-  do {
-    const size_t len = std::min<size_t>(65535, raw.size() - pos);
-    const bool last = pos + len == raw.size();
-    z.push_back(last ? 1 : 0);
-    z.push_back(static_cast<char>(len & 0xff));
-    z.push_back(static_cast<char>(len >> 8));
-    z.push_back(static_cast<char>(~len & 0xff));
-    z.push_back(static_cast<char>((~len >> 8) & 0xff));
-    z.append(raw, pos, len);
-    pos += len;
-  } while (pos < raw.size());
-  uint32_t a = 1, b = 0;
-  for (unsigned char c : raw) {
-    a = (a + c) % 65521;
-    b = (b + a) % 65521;
-  }
-  PutBe32(&z, (b << 16) | a);
+  uLongf zlen = compressBound(static_cast<uLong>(raw.size()));
+  std::string z(zlen, '\0');
+  compress2(reinterpret_cast<Bytef*>(&z[0]), &zlen, reinterpret_cast<const Bytef*>(raw.data()),
+            static_cast<uLong>(raw.size()), 9);
+  z.resize(zlen);
 
   std::string png = "\x89PNG\r\n\x1a\n";
   std::string ihdr;

@@ -1,5 +1,5 @@
-// Minimal PNG encoder (8-bit RGB, zlib "stored" blocks, no compression) so
-// docs figures need no plotting package. Torch-free.
+// Minimal PNG encoder (8-bit RGB, one zlib-compressed IDAT) so docs figures
+// need no plotting package. Torch-free.
 #ifndef LFT_WORKER_MODEL_PNG_WRITER_H_
 #define LFT_WORKER_MODEL_PNG_WRITER_H_
 

@@ -197,8 +197,10 @@ TEST(PngWriterTest, WritesValidSignatureAndChunks) {
   EXPECT_NE(png.find("IHDR"), std::string::npos);
   EXPECT_NE(png.find("IDAT"), std::string::npos);
   EXPECT_EQ(png.substr(png.size() - 8, 4), "IEND");
-  // The stored block holds the raw scanlines: filter byte then RGB.
-  EXPECT_NE(png.find(std::string("\x00\xff\x00\x00", 4)), std::string::npos);
+  // IHDR: width 3, height 2, 8-bit RGB.
+  EXPECT_EQ(png.substr(16, 8), std::string("\0\0\0\x03\0\0\0\x02", 8));
+  EXPECT_EQ(png[24], 8);
+  EXPECT_EQ(png[25], 2);
 }
 
 }  // namespace

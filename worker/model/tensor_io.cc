@@ -50,8 +50,10 @@ absl::StatusOr<torch::ScalarType> ToTorch(DType d) {
       return torch::kChar;
     case DType::kBool:
       return torch::kBool;
+    default:
+      break;
   }
-  return absl::InvalidArgumentError("unknown dtype");
+  return absl::InvalidArgumentError(absl::StrCat("dtype ", DTypeName(d), " has no torch type"));
 }
 
 }  // namespace

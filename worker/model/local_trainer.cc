@@ -250,16 +250,18 @@ absl::StatusOr<LocalTrainReport> Run(const GptNeoX& teacher,
     LFT_ASSIGN_OR_RETURN(auto pair, teacher.Extract(b.ids, o.m, o.n));
     torch::Tensor x0 = pair.first, x1 = pair.second;
     torch::Tensor mask = b.mask;
+    // KL_x compares tail(x1) with tail(x1_hat); KL_PQ compares the teacher's
+    // full forward pass with the compressed model end to end (equal up to
+    // rounding for one replaced block, but computed independently).
     LFT_ASSIGN_OR_RETURN(torch::Tensor p_logits, teacher.Tail(x1, o.n));
-    // Full-teacher reference: identical to tail(x1) since layers < m are the
-    // teacher's own (KL_PQ's P).
+    LFT_ASSIGN_OR_RETURN(NeoXForwardResult full, teacher.Forward(b.ids));
     auto add = [&](const std::string& method, int64_t k, int64_t nfe,
                    const torch::Tensor& x1_hat) -> absl::Status {
       LFT_ASSIGN_OR_RETURN(torch::Tensor q_logits, teacher.Tail(x1_hat, o.n));
       Acc& a = acc_for(method, k, nfe);
       a.nmse.Add(x1_hat, x1, mask);
       a.klx.Add(p_logits, q_logits, mask);
-      a.klpq.Add(p_logits, q_logits, mask);
+      a.klpq.Add(full.logits, q_logits, mask);
       a.ppl.Add(q_logits, b.ids, mask);
       return absl::OkStatus();
     };

@@ -8,6 +8,7 @@
 #include "worker/model/gpt_neox.h"
 #include "worker/model/local_trainer.h"
 #include "worker/model/metrics.h"
+#include "worker/model/tensor_io.h"
 #include "worker/model/toy2d.h"
 
 namespace lft {
@@ -349,6 +350,8 @@ TEST(LocalTrainerTest, LossFallsAndFwBeatsSkip) {
   EXPECT_EQ(fw->nfe, 6);
   EXPECT_NE(report->FormatTable().find("| fw | 3 | 6 |"), std::string::npos);
 
+  EXPECT_LT(teacher->kl_pq, 1e-9);
+
   o.methods = {"flow"};
   EXPECT_THAT(RunLocalTraining(o),
               StatusIs(absl::StatusCode::kInvalidArgument, "method \"flow\""));
@@ -356,6 +359,46 @@ TEST(LocalTrainerTest, LossFallsAndFwBeatsSkip) {
   o.n = 9;
   EXPECT_THAT(RunLocalTraining(o),
               StatusIs(absl::StatusCode::kInvalidArgument, "block [1, 9)"));
+}
+
+TEST(LocalTrainerTest, ReadsIdsFileWithPadding) {
+  const std::string dir = SourceDir() + "/tests/fixtures/neox/tiny-sequential";
+  if (!std::filesystem::exists(dir + "/model.safetensors")) {
+    GTEST_SKIP() << "fixture " << dir << " absent";
+  }
+  const std::string tmp = MakeTempDir("ids");
+  auto gen = at::detail::createCPUGenerator(2);
+  torch::Tensor ids = at::randint(0, 128, {12, 10}, gen,
+                                  torch::TensorOptions().dtype(torch::kLong));
+  torch::Tensor mask = torch::ones({12, 10});
+  mask.narrow(1, 6, 4).zero_();  // right padding on every sequence
+  ASSERT_TRUE(SaveTensors({{"input_ids", ids}, {"mask", mask}},
+                          tmp + "/ids.safetensors")
+                  .ok());
+  LocalTrainOptions o;
+  o.teacher_dir = dir;
+  o.ids_file = tmp + "/ids.safetensors";
+  o.m = 0;
+  o.n = 2;
+  o.methods = {"hybrid"};
+  o.eval_k = {1};
+  o.steps = 5;
+  o.batch_size = 3;
+  o.eval_batches = 2;
+  o.init = "adaln-zero";
+  auto report = RunLocalTraining(o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const EvalRow* h = report->Find("hybrid", 1);
+  ASSERT_NE(h, nullptr);
+  EXPECT_TRUE(std::isfinite(h->nmse) && std::isfinite(h->ppl));
+  ASSERT_TRUE(SaveTensors({{"tokens", ids}}, tmp + "/bad.safetensors").ok());
+  o.ids_file = tmp + "/bad.safetensors";
+  EXPECT_THAT(RunLocalTraining(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            "needs an \"input_ids\""));
+  o.ids_file = tmp + "/ids.safetensors";
+  o.init = "zero";
+  EXPECT_THAT(RunLocalTraining(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, "init \"zero\""));
 }
 
 }  // namespace

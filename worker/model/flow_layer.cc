@@ -1,0 +1,192 @@
+// Latent flow layer, solvers and losses; see flow_layer.h.
+#include "worker/model/flow_layer.h"
+
+#include <cmath>
+
+namespace lft {
+namespace {
+
+// [B] -> [B, 1, ..., 1] with x's rank.
+torch::Tensor Bcast(const torch::Tensor& t, const torch::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  return t.to(x.scalar_type()).view(shape);
+}
+
+torch::Tensor Param(const torch::Tensor& t, const FlowLayerOptions& o) {
+  if (!t.defined()) return t;
+  return t.detach().to(o.device, o.dtype).clone();
+}
+
+}  // namespace
+
+torch::Tensor TimestepEmbedding(const torch::Tensor& t, int64_t dim) {
+  const int64_t half = dim / 2;
+  auto opts = torch::TensorOptions().dtype(t.scalar_type()).device(t.device());
+  torch::Tensor freqs =
+      torch::exp(-std::log(10000.0) * torch::arange(0, half, opts) /
+                 static_cast<double>(half));
+  torch::Tensor args = (t * 1000.0).unsqueeze(1) * freqs.unsqueeze(0);
+  return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+}
+
+FlowLayerImpl::FlowLayerImpl(const NeoXLayerWeights& tw,
+                             const NeoXLayerShape& shape,
+                             const FlowLayerOptions& o)
+    : shape_(shape), embed_dim_(o.time_embed_dim) {
+  torch::NoGradGuard no_grad;
+  w_.ln1_w = register_parameter("ln1_w", Param(tw.ln1_w, o));
+  w_.ln1_b = register_parameter("ln1_b", Param(tw.ln1_b, o));
+  w_.ln2_w = register_parameter("ln2_w", Param(tw.ln2_w, o));
+  w_.ln2_b = register_parameter("ln2_b", Param(tw.ln2_b, o));
+  w_.qkv_w = register_parameter("qkv_w", Param(tw.qkv_w, o));
+  if (tw.qkv_b.defined())
+    w_.qkv_b = register_parameter("qkv_b", Param(tw.qkv_b, o));
+  w_.dense_w = register_parameter("dense_w", Param(tw.dense_w, o));
+  if (tw.dense_b.defined())
+    w_.dense_b = register_parameter("dense_b", Param(tw.dense_b, o));
+  w_.fc1_w = register_parameter("fc1_w", Param(tw.fc1_w, o));
+  w_.fc1_b = register_parameter("fc1_b", Param(tw.fc1_b, o));
+  w_.fc2_w = register_parameter("fc2_w", Param(tw.fc2_w, o));
+  w_.fc2_b = register_parameter("fc2_b", Param(tw.fc2_b, o));
+
+  const int64_t h = shape.hidden;
+  ada_in_ = register_module("ada_in", torch::nn::Linear(embed_dim_, h));
+  ada_out_ = register_module("ada_out", torch::nn::Linear(h, 6 * h));
+  auto gen = at::detail::createCPUGenerator(o.seed);
+  ada_in_->weight.copy_(at::normal(0.0, 0.02, {h, embed_dim_}, gen));
+  ada_in_->bias.zero_();
+  ada_out_->weight.zero_();
+  torch::Tensor bias = torch::zeros({6, h});
+  if (o.init == FlowInit::kTeacherLayer) {
+    bias[2].fill_(1.0);  // alpha1
+    bias[5].fill_(1.0);  // alpha2
+  }
+  ada_out_->bias.copy_(bias.view({6 * h}));
+  ada_in_->to(o.device, o.dtype);
+  ada_out_->to(o.device, o.dtype);
+}
+
+torch::Tensor FlowLayerImpl::Factors(const torch::Tensor& t) {
+  torch::Tensor e = TimestepEmbedding(
+      t.to(ada_in_->weight.device(), ada_in_->weight.scalar_type()),
+      embed_dim_);
+  return ada_out_(torch::silu(ada_in_(e))).view({t.size(0), 6, shape_.hidden});
+}
+
+torch::Tensor FlowLayerImpl::Block(const torch::Tensor& x,
+                                   const torch::Tensor& t) {
+  torch::Tensor f = Factors(t).unsqueeze(2);       // [B, 6, 1, H]
+  auto g = [&](int i) { return f.select(1, i); };  // [B, 1, H]
+  const int64_t hd = shape_.hidden;
+  torch::Tensor a_in =
+      torch::layer_norm(x, {hd}, w_.ln1_w, w_.ln1_b, shape_.eps) * (1 + g(0)) +
+      g(1);
+  torch::Tensor attn = g(2) * NeoXAttention(w_, shape_, a_in, 0, nullptr);
+  if (shape_.parallel) {
+    torch::Tensor m_in =
+        torch::layer_norm(x, {hd}, w_.ln2_w, w_.ln2_b, shape_.eps) *
+            (1 + g(3)) +
+        g(4);
+    return x + attn + g(5) * NeoXMlp(w_, m_in);
+  }
+  torch::Tensor h = x + attn;
+  torch::Tensor m_in =
+      torch::layer_norm(h, {hd}, w_.ln2_w, w_.ln2_b, shape_.eps) * (1 + g(3)) +
+      g(4);
+  return h + g(5) * NeoXMlp(w_, m_in);
+}
+
+torch::Tensor SolverStep(const VelocityFn& u, const torch::Tensor& x,
+                         const torch::Tensor& t0, const torch::Tensor& t1,
+                         StepRule rule) {
+  torch::Tensor d = t1 - t0;
+  if (rule == StepRule::kEuler) return x + Bcast(d, x) * u(x, t0);
+  torch::Tensor half = d * 0.5;
+  torch::Tensor mid = x + Bcast(half, x) * u(x, t0);
+  return x + Bcast(d, x) * u(mid, t0 + half);
+}
+
+torch::Tensor Integrate(const VelocityFn& u, const torch::Tensor& x0,
+                        const std::vector<double>& grid, StepRule rule,
+                        std::vector<torch::Tensor>* path) {
+  torch::Tensor x = x0;
+  if (path) path->push_back(x);
+  auto opts =
+      torch::TensorOptions().dtype(x0.scalar_type()).device(x0.device());
+  for (size_t i = 0; i + 1 < grid.size(); ++i) {
+    torch::Tensor t0 = torch::full({x0.size(0)}, grid[i], opts);
+    torch::Tensor t1 = torch::full({x0.size(0)}, grid[i + 1], opts);
+    x = SolverStep(u, x, t0, t1, rule);
+    if (path) path->push_back(x);
+  }
+  return x;
+}
+
+std::vector<double> UniformGrid(int64_t k) {
+  std::vector<double> g(k + 1);
+  for (int64_t i = 0; i <= k; ++i)
+    g[i] = static_cast<double>(i) / static_cast<double>(k);
+  return g;
+}
+
+torch::Tensor MaskedMse(const torch::Tensor& a, const torch::Tensor& b,
+                        const torch::Tensor& mask) {
+  torch::Tensor sq = (a - b).pow(2);
+  if (!mask.defined()) return sq.mean();
+  torch::Tensor m = mask.to(sq.scalar_type());
+  torch::Tensor per_token = sq.sum(-1);  // [B, T]
+  return (per_token * m).sum() / (m.sum().clamp_min(1.0) * sq.size(-1));
+}
+
+namespace {
+torch::Tensor UniformTimes(std::vector<int64_t> shape,
+                           const torch::Tensor& like, at::Generator& gen) {
+  return at::rand(shape, gen, torch::TensorOptions().dtype(torch::kDouble))
+      .to(like.device(), like.scalar_type());
+}
+}  // namespace
+
+torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
+                      const torch::Tensor& x1, const torch::Tensor& mask,
+                      at::Generator& gen) {
+  torch::Tensor t = UniformTimes({x0.size(0)}, x0, gen);
+  torch::Tensor tb = Bcast(t, x0);
+  torch::Tensor xt = (1 - tb) * x0 + tb * x1;
+  return MaskedMse(u(xt, t), x1 - x0, mask);
+}
+
+torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
+                     const torch::Tensor& x1, const torch::Tensor& mask,
+                     int64_t k, StepRule rule, at::Generator& gen) {
+  const int64_t b = x0.size(0);
+  auto opts =
+      torch::TensorOptions().dtype(x0.scalar_type()).device(x0.device());
+  std::vector<torch::Tensor> cols = {torch::zeros({b, 1}, opts)};
+  if (k > 1)
+    cols.push_back(std::get<0>(UniformTimes({b, k - 1}, x0, gen).sort(1)));
+  cols.push_back(torch::ones({b, 1}, opts));
+  torch::Tensor grid = torch::cat(cols, 1);  // [B, k + 1]
+  torch::Tensor x = x0;
+  for (int64_t i = 0; i < k; ++i) {
+    x = SolverStep(u, x, grid.select(1, i), grid.select(1, i + 1), rule);
+  }
+  return MaskedMse(x, x1, mask);
+}
+
+torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,
+                       const torch::Tensor& x1, const torch::Tensor& mask,
+                       const FlowLossOptions& o, at::Generator& gen) {
+  switch (o.method) {
+    case FlowMethod::kSfm:
+      return SfmLoss(u, x0, x1, mask, gen);
+    case FlowMethod::kFw:
+      return FwLoss(u, x0, x1, mask, o.fw_steps, o.rule, gen);
+    case FlowMethod::kHybrid:
+      break;
+  }
+  return FwLoss(u, x0, x1, mask, o.fw_steps, o.rule, gen) +
+         o.alpha * SfmLoss(u, x0, x1, mask, gen);
+}
+
+}  // namespace lft

@@ -1,0 +1,117 @@
+// Latent flow layer (velocity estimator), ODE solvers and training losses.
+//
+// FlowLayer: a teacher-shaped GPT-NeoX layer (same rotary attention, causal,
+// positions 0..T-1) with AdaLN. t [B] (one time per sequence) -> sinusoidal
+// embedding (dim E) -> Linear(E, H) -> SiLU -> Linear(H, 6H) -> gamma1, beta1,
+// alpha1, gamma2, beta2, alpha2, each [B, 1, H]. Parallel form
+//   out = x + alpha1 * attn(LN1(x)(1 + gamma1) + beta1)
+//           + alpha2 * mlp(LN2(x)(1 + gamma2) + beta2),
+// sequential form (non-parallel teacher) h = x + alpha1 * attn(...(x));
+// out = h + alpha2 * mlp(LN2(h)(1 + gamma2) + beta2). Velocity u(x, t) = out -
+// x. Init kTeacherLayer copies teacher layer m and sets the last AdaLN Linear
+// to weight 0, bias (gates 1, scales/shifts 0), so it starts as that layer;
+// kAdaLnZero sets the gates to 0 too (velocity 0 at start).
+//
+// Solvers and losses work on any VelocityFn, x of shape [B, ...] and t [B],
+// so the 2D toy study reuses them. Masks are [B, T] (1 = valid token) or
+// undefined (all valid).
+#ifndef LFT_WORKER_MODEL_FLOW_LAYER_H_
+#define LFT_WORKER_MODEL_FLOW_LAYER_H_
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+#include "worker/model/gpt_neox.h"
+
+namespace lft {
+
+enum class FlowInit { kTeacherLayer, kAdaLnZero };
+enum class StepRule { kEuler, kMidpoint };
+enum class FlowMethod { kSfm, kFw, kHybrid };
+
+struct FlowLayerOptions {
+  FlowInit init = FlowInit::kTeacherLayer;
+  int64_t time_embed_dim = 128;
+  uint64_t seed = 0;
+  torch::ScalarType dtype = torch::kFloat;
+  torch::Device device = torch::kCPU;
+};
+
+class FlowLayerImpl : public torch::nn::Module {
+ public:
+  FlowLayerImpl(const NeoXLayerWeights& teacher_layer,
+                const NeoXLayerShape& shape, const FlowLayerOptions& options);
+  // [B, 6, H]: gamma1, beta1, alpha1, gamma2, beta2, alpha2.
+  torch::Tensor Factors(const torch::Tensor& t);
+  // x [B, T, H], t [B] -> block output [B, T, H].
+  torch::Tensor Block(const torch::Tensor& x, const torch::Tensor& t);
+  torch::Tensor Velocity(const torch::Tensor& x, const torch::Tensor& t) {
+    return Block(x, t) - x;
+  }
+  const NeoXLayerShape& shape() const { return shape_; }
+  const NeoXLayerWeights& weights() const { return w_; }
+  torch::nn::Linear ada_in() const { return ada_in_; }
+  torch::nn::Linear ada_out() const { return ada_out_; }
+  int64_t time_embed_dim() const { return embed_dim_; }
+
+ private:
+  NeoXLayerShape shape_;
+  NeoXLayerWeights w_;
+  int64_t embed_dim_;
+  torch::nn::Linear ada_in_{nullptr}, ada_out_{nullptr};
+};
+TORCH_MODULE(FlowLayer);
+
+// DiT-style sinusoidal embedding of t*1000: [B] -> [B, dim] (cos | sin).
+torch::Tensor TimestepEmbedding(const torch::Tensor& t, int64_t dim);
+
+using VelocityFn = std::function<torch::Tensor(const torch::Tensor& x,
+                                               const torch::Tensor& t)>;
+
+// One step from t0 to t1 (both [B]): Euler x + d u(x, t0) or midpoint
+// x + d u(x + d/2 u(x, t0), t0 + d/2).
+torch::Tensor SolverStep(const VelocityFn& u, const torch::Tensor& x,
+                         const torch::Tensor& t0, const torch::Tensor& t1,
+                         StepRule rule);
+// Integrates over a time grid shared by the batch (grid[0] -> grid.back()).
+// With `path`, every grid point's state is appended (including x0).
+torch::Tensor Integrate(const VelocityFn& u, const torch::Tensor& x0,
+                        const std::vector<double>& grid, StepRule rule,
+                        std::vector<torch::Tensor>* path = nullptr);
+// k + 1 evenly spaced points 0, 1/k, ..., 1.
+std::vector<double> UniformGrid(int64_t k);
+// Network evaluations of an integration with k steps.
+inline int64_t NetworkEvaluations(int64_t k, StepRule rule) {
+  return rule == StepRule::kMidpoint ? 2 * k : k;
+}
+
+// Mean over valid tokens (and over feature dims) of (a - b)^2.
+torch::Tensor MaskedMse(const torch::Tensor& a, const torch::Tensor& b,
+                        const torch::Tensor& mask);
+
+struct FlowLossOptions {
+  FlowMethod method = FlowMethod::kFw;
+  int64_t fw_steps = 3;
+  StepRule rule = StepRule::kMidpoint;
+  double alpha = 0.001;  // hybrid weight of the SFM term
+};
+
+// SFM (eq. 3): t ~ U[0,1] per sequence, x_t = (1-t) x0 + t x1, target x1 - x0.
+torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
+                      const torch::Tensor& x1, const torch::Tensor& mask,
+                      at::Generator& gen);
+// FW (eq. 8): sorted t_1 < ... < t_{k-1} ~ U per sequence, k solver steps,
+// MSE of the endpoint against x1 (gradients flow through the solver).
+torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
+                     const torch::Tensor& x1, const torch::Tensor& mask,
+                     int64_t k, StepRule rule, at::Generator& gen);
+// Dispatches on options.method; hybrid = FW + alpha * SFM.
+torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,
+                       const torch::Tensor& x1, const torch::Tensor& mask,
+                       const FlowLossOptions& options, at::Generator& gen);
+
+}  // namespace lft
+
+#endif  // LFT_WORKER_MODEL_FLOW_LAYER_H_

@@ -14,7 +14,8 @@ namespace lft {
 namespace {
 
 uint64_t Key(int32_t a, int32_t b) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) |
+         static_cast<uint32_t>(b);
 }
 int32_t First(uint64_t k) { return static_cast<int32_t>(k >> 32); }
 int32_t Second(uint64_t k) { return static_cast<int32_t>(k & 0xffffffffu); }
@@ -43,7 +44,8 @@ void BpeTrainer::AddText(absl::string_view text) {
 }
 
 absl::StatusOr<std::string> BpeTrainer::TrainToJson() const {
-  const int32_t num_specials = static_cast<int32_t>(options_.special_tokens.size());
+  const int32_t num_specials =
+      static_cast<int32_t>(options_.special_tokens.size());
   if (options_.vocab_size < num_specials + 256) {
     return absl::InvalidArgumentError(absl::StrCat(
         "vocab_size ", options_.vocab_size, " cannot hold ", num_specials,
@@ -58,7 +60,8 @@ absl::StatusOr<std::string> BpeTrainer::TrainToJson() const {
   }
 
   // Words in a deterministic order (the hash map's order is not).
-  std::vector<std::pair<std::string, int64_t>> sorted(word_counts_.begin(), word_counts_.end());
+  std::vector<std::pair<std::string, int64_t>> sorted(word_counts_.begin(),
+                                                      word_counts_.end());
   std::sort(sorted.begin(), sorted.end());
   std::vector<Word> words;
   words.reserve(sorted.size());
@@ -78,13 +81,15 @@ absl::StatusOr<std::string> BpeTrainer::TrainToJson() const {
       if (sign > 0) where[k].insert(wi);
     }
   };
-  for (int32_t wi = 0; wi < static_cast<int32_t>(words.size()); ++wi) count_word(wi, +1);
+  for (int32_t wi = 0; wi < static_cast<int32_t>(words.size()); ++wi)
+    count_word(wi, +1);
 
   std::priority_queue<Candidate> heap;
   for (const auto& [k, c] : pair_counts) heap.push({c, k});
 
   std::vector<std::pair<int32_t, int32_t>> merges;
-  while (static_cast<int32_t>(tokens.size()) < options_.vocab_size && !heap.empty()) {
+  while (static_cast<int32_t>(tokens.size()) < options_.vocab_size &&
+         !heap.empty()) {
     const Candidate top = heap.top();
     heap.pop();
     auto it = pair_counts.find(top.pair);
@@ -121,7 +126,8 @@ absl::StatusOr<std::string> BpeTrainer::TrainToJson() const {
       std::vector<int32_t> out;
       out.reserve(w.symbols.size());
       for (size_t i = 0; i < w.symbols.size(); ++i) {
-        if (i + 1 < w.symbols.size() && w.symbols[i] == a && w.symbols[i + 1] == b) {
+        if (i + 1 < w.symbols.size() && w.symbols[i] == a &&
+            w.symbols[i + 1] == b) {
           out.push_back(merged);
           ++i;
         } else {
@@ -149,7 +155,8 @@ absl::StatusOr<std::string> BpeTrainer::TrainToJson() const {
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (size_t id = 0; id < tokens.size(); ++id) vocab[tokens[id]] = id;
   nlohmann::ordered_json merge_list = nlohmann::ordered_json::array();
-  for (const auto& [a, b] : merges) merge_list.push_back({tokens[a], tokens[b]});
+  for (const auto& [a, b] : merges)
+    merge_list.push_back({tokens[a], tokens[b]});
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
   for (int32_t i = 0; i < num_specials; ++i) {
     added.push_back({{"id", i},

@@ -32,11 +32,14 @@ struct BpeTrainerOptions {
 // Not thread-safe.
 class BpeTrainer {
  public:
-  explicit BpeTrainer(BpeTrainerOptions options) : options_(std::move(options)) {}
+  explicit BpeTrainer(BpeTrainerOptions options)
+      : options_(std::move(options)) {}
 
   // Counts the pre-token words of `text`.
   void AddText(absl::string_view text);
-  int64_t distinct_words() const { return static_cast<int64_t>(word_counts_.size()); }
+  int64_t distinct_words() const {
+    return static_cast<int64_t>(word_counts_.size());
+  }
 
   // The trained tokenizer.json. InvalidArgument if vocab_size cannot hold
   // the specials and the byte alphabet.

@@ -17,7 +17,8 @@ std::string Corpus() {
   std::string text;
   for (int i = 0; i < 200; ++i) {
     text += "the quick brown fox jumps over the lazy dog. ";
-    text += "What is " + std::to_string(i) + " plus " + std::to_string(i * 7) + "? ";
+    text += "What is " + std::to_string(i) + " plus " + std::to_string(i * 7) +
+            "? ";
     text += "def f(x):\n    return x + " + std::to_string(i % 10) + "\n";
   }
   return text;
@@ -35,7 +36,8 @@ TEST(BpeTrainerTest, TrainedTokenizerLoadsAndRoundTrips) {
   EXPECT_EQ((*tok)->TokenToId("<|padding|>"), 1);
 
   for (const std::string& s :
-       {std::string("the quick brown fox"), std::string("unseen wörds ünïcode 🙂 and\ttabs"),
+       {std::string("the quick brown fox"),
+        std::string("unseen wörds ünïcode 🙂 and\ttabs"),
         Corpus().substr(0, 500)}) {
     auto ids = (*tok)->Encode(s);
     EXPECT_EQ((*tok)->Decode(ids), s);
@@ -68,7 +70,8 @@ TEST(BpeTrainerTest, StopsWhenNoPairIsFrequentEnough) {
 TEST(BpeTrainerTest, VocabTooSmallForTheAlphabetIsRejected) {
   BpeTrainer trainer({100, 2});
   EXPECT_THAT(trainer.TrainToJson(),
-              StatusIs(absl::StatusCode::kInvalidArgument, "cannot hold 2 special tokens"));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "cannot hold 2 special tokens"));
 }
 
 }  // namespace

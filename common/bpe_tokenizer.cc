@@ -57,8 +57,8 @@ uint64_t PairKey(int32_t a, int32_t b) {
          static_cast<uint32_t>(b);
 }
 
-// GPT-2's bytes_to_unicode(): printable bytes map to themselves, the rest to
-// U+0100 upwards in byte order.
+}  // namespace
+
 char32_t ByteToUnicode(int b) {
   auto printable = [](int x) {
     return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) ||
@@ -71,6 +71,8 @@ char32_t ByteToUnicode(int b) {
   }
   return static_cast<char32_t>(256 + n);
 }
+
+namespace {
 
 enum CharClass { kSpace = 0, kLetter = 1, kNumber = 2, kOther = 3 };
 

@@ -50,6 +50,11 @@ struct AddedToken {
 std::vector<std::pair<size_t, size_t>> SplitGpt2Pretokens(
     absl::string_view text);
 
+// GPT-2's bytes_to_unicode(): the printable character that stands for byte
+// `b` (0..255) in a byte-level vocabulary. Printable bytes map to themselves,
+// the rest to U+0100 upwards in byte order.
+char32_t ByteToUnicode(int b);
+
 class BpeTokenizer {
  public:
   // Parses a tokenizer.json file / its contents. NotFound etc. when the file

@@ -3,7 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/time/time.h"
 #include "common/status.h"
-#include "coordinator/grpc_status.h"
+#include "common/grpc_status.h"
 
 namespace lft {
 namespace {

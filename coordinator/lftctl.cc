@@ -17,7 +17,7 @@
 #include "common/job_spec.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/flags.h"
-#include "coordinator/grpc_status.h"
+#include "common/grpc_status.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "lft/v1/job.grpc.pb.h"

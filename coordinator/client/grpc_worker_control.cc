@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "common/auth.h"
-#include "coordinator/grpc_status.h"
+#include "common/grpc_status.h"
 
 namespace lft {
 namespace {

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/job_spec.h"
+#include "coordinator/client/grpc_worker_control.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/flags.h"
 #include "coordinator/grpc_status.h"
@@ -57,6 +58,7 @@ Exit codes:
 )";
 
 struct Client {
+  std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<lft::v1::JobService::Stub> stub;
   std::string token;
   int64_t timeout_s = 10;
@@ -385,7 +387,10 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
       }
       return kExitJobFailed;
     }
-    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    // A coordinator going down shows as UNAVAILABLE (crash) or CANCELLED
+    // (clean shutdown, e.g. a restart): both are worth reconnecting for.
+    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::CANCELLED) {
       return Report(FromGrpcStatus(s), err);
     }
     if (absl::Now() - last_ok > reconnect_for) {
@@ -393,7 +398,9 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
                            : FromGrpcStatus(s),
                     err);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Reconnect now rather than after gRPC's back-off.
+    c.channel->WaitForConnected(std::chrono::system_clock::now() +
+                                std::chrono::seconds(1));
   }
 }
 
@@ -419,7 +426,8 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
   auto creds = MakeChannelCredentials(cs, target);
   if (!creds.ok()) return Usage(std::string(creds.status().message()), err);
   Client c;
-  c.stub = lft::v1::JobService::NewStub(grpc::CreateChannel(target, *creds));
+  c.channel = MakeCoordinatorChannel(target, *creds);
+  c.stub = lft::v1::JobService::NewStub(c.channel);
   c.token = TokenFromFlagOrEnv(flags->Get("token"));
   auto timeout = flags->GetInt("timeout-s", 10);
   if (!timeout.ok() || *timeout <= 0)

@@ -334,7 +334,7 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
   auto coord = StartCoordinator({"--insecure-loopback"}, port);
   auto t1 = StartWorker("teacher", "t1", {"--ms-per-document", "20"});
   auto t2 = StartWorker("teacher", "t2", {"--ms-per-document", "20"});
-  auto tr = StartWorker("trainer", "tr", {"--ms-per-step", "20"});
+  auto tr = StartWorker("trainer", "tr", {"--ms-per-step", "60"});
   auto ev = StartWorker("evaluator", "ev");
   CtlResult submit = Ctl({"submit", spec_});
   ASSERT_EQ(submit.code, 0) << submit.err;
@@ -348,6 +348,11 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
   coord->Kill(SIGKILL);
   ASSERT_EQ(coord->Wait(absl::Seconds(5)), 128 + SIGKILL);
   absl::SleepFor(absl::Milliseconds(300));
+  coord = StartCoordinator({"--insecure-loopback"}, port);
+  // And a clean restart (SIGTERM) while the trainer runs.
+  ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(30)));
+  coord->Kill(SIGTERM);
+  ASSERT_EQ(coord->Wait(absl::Seconds(10)), 0);
   coord = StartCoordinator({"--insecure-loopback"}, port);
   EXPECT_EQ(watch.Wait(absl::Seconds(60)), 0)
       << watch.out() << watch.err() << coord->err();

@@ -375,17 +375,18 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
 TEST_F(CoordinatorIntegrationTest, LostTrainerRankReformsGroupAndJobCompletes) {
   auto coord = StartCoordinator({"--insecure-loopback"});
   auto t1 = StartWorker("teacher", "t1");
-  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "60"});
-  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "60"});
+  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "100"});
+  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "100"});
   auto ev = StartWorker("evaluator", "ev");
   CtlResult submit = Ctl({"submit", spec_, "--trainer-ranks", "2"});
   ASSERT_EQ(submit.code, 0) << submit.err;
   const std::string job(absl::StripAsciiWhitespace(submit.out));
   ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(20)));
-  absl::SleepFor(absl::Milliseconds(500));
+  // Past the checkpoint at step 10 (reported within 0.5 s).
+  absl::SleepFor(absl::Milliseconds(1600));
   r2->Kill(SIGKILL);
   ASSERT_EQ(r2->Wait(absl::Seconds(5)), 128 + SIGKILL);
-  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "60"});
+  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "100"});
   CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
   EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
   EXPECT_THAT(watch.out, HasSubstr("trainer group re-formed as generation 2"));

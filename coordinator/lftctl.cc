@@ -354,6 +354,16 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
           "%H:%M:%S", absl::FromUnixMillis(e.unix_ms()), absl::UTCTimeZone());
       if (tty) {
         if (!e.message().empty()) {
+          // Events carry the current phase only; refresh every phase's bar
+          // from the job on state changes and other messages.
+          grpc::ClientContext gctx;
+          c.Prepare(&gctx);
+          lft::v1::GetJobRequest greq;
+          greq.set_job_id(job_id);
+          lft::v1::GetJobResponse gresp;
+          if (c.stub->Get(&gctx, greq, &gresp).ok()) {
+            for (const auto& p : gresp.job().progress()) phases[p.phase()] = p;
+          }
           for (int i = 0; i < drawn; ++i) out << "\x1b[1A\x1b[2K";
           drawn = 0;
           out << when << "  " << e.message() << "\n";

@@ -135,7 +135,7 @@ class Coordinator {
   // Stops the loop and wakes every waiter (they return Unavailable).
   void Shutdown();
 
-  // ---- Introspection (tests, lftctl get --tasks) ----
+  // ---- Introspection (tests and benchmarks) ----
   std::vector<lft::v1::TaskRecord> TasksOfJob(const std::string& job_id);
   std::vector<lft::v1::WorkerRecord> Workers();
 

@@ -174,8 +174,8 @@ absl::Status Coordinator::Load() {
         if (!r.ParseFromArray(v.data(), static_cast<int>(v.size())))
           return corrupt(k);
         // Grace: a worker that survived our restart keeps its leases if it
-        // heartbeats within one lease.
-        r.set_last_seen_unix_ms(now);
+        // heartbeats within two leases (it first has to reconnect).
+        r.set_last_seen_unix_ms(now + options_.lease_duration_ms);
         workers_[r.worker_id()] = std::move(r);
       }));
   LFT_RETURN_IF_ERROR(store_->Scan(
@@ -186,10 +186,11 @@ absl::Status Coordinator::Load() {
         events_[e.job_id()].push_back(std::move(e));
       }));
   for (auto& [id, task] : tasks_) {
-    // Leases are measured from now: the coordinator was down meanwhile.
+    // Leases are measured from now, with one extra lease for reconnecting:
+    // the coordinator was down meanwhile.
     if (task.state() == lft::v1::TASK_STATE_LEASED) {
-      task.mutable_task()->set_lease_expiry_unix_ms(now +
-                                                    options_.lease_duration_ms);
+      task.mutable_task()->set_lease_expiry_unix_ms(
+          now + 2 * options_.lease_duration_ms);
     }
   }
   for (const char* key : {kMetaNextJob, kMetaNextWorker}) {

@@ -59,7 +59,8 @@ struct CoordinatorOptions {
 class Coordinator {
  public:
   // Opens the state in `db_path` and reloads every job, task, worker and
-  // event; workers found there get a fresh grace period of one lease.
+  // event; workers and leases found there get a fresh grace period of two
+  // leases (time to reconnect and heartbeat).
   // `clock` and `sharding` must outlive the coordinator; `metrics` may be
   // null. Errors of StateStore::Open, or DataLoss if a record is corrupt.
   static absl::StatusOr<std::unique_ptr<Coordinator>> Open(
@@ -134,7 +135,7 @@ class Coordinator {
   // Stops the loop and wakes every waiter (they return Unavailable).
   void Shutdown();
 
-  // ---- Introspection (tests, lftctl get --tasks) ----
+  // ---- Introspection (tests and benchmarks) ----
   std::vector<lft::v1::TaskRecord> TasksOfJob(const std::string& job_id);
   std::vector<lft::v1::WorkerRecord> Workers();
 

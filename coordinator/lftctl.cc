@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/job_spec.h"
+#include "coordinator/client/grpc_worker_control.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/flags.h"
 #include "common/grpc_status.h"
@@ -57,6 +58,7 @@ Exit codes:
 )";
 
 struct Client {
+  std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<lft::v1::JobService::Stub> stub;
   std::string token;
   int64_t timeout_s = 10;
@@ -352,6 +354,16 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
           "%H:%M:%S", absl::FromUnixMillis(e.unix_ms()), absl::UTCTimeZone());
       if (tty) {
         if (!e.message().empty()) {
+          // Events carry the current phase only; refresh every phase's bar
+          // from the job on state changes and other messages.
+          grpc::ClientContext gctx;
+          c.Prepare(&gctx);
+          lft::v1::GetJobRequest greq;
+          greq.set_job_id(job_id);
+          lft::v1::GetJobResponse gresp;
+          if (c.stub->Get(&gctx, greq, &gresp).ok()) {
+            for (const auto& p : gresp.job().progress()) phases[p.phase()] = p;
+          }
           for (int i = 0; i < drawn; ++i) out << "\x1b[1A\x1b[2K";
           drawn = 0;
           out << when << "  " << e.message() << "\n";
@@ -385,7 +397,10 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
       }
       return kExitJobFailed;
     }
-    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    // A coordinator going down shows as UNAVAILABLE (crash) or CANCELLED
+    // (clean shutdown, e.g. a restart): both are worth reconnecting for.
+    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::CANCELLED) {
       return Report(FromGrpcStatus(s), err);
     }
     if (absl::Now() - last_ok > reconnect_for) {
@@ -393,7 +408,9 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
                            : FromGrpcStatus(s),
                     err);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Reconnect now rather than after gRPC's back-off.
+    c.channel->WaitForConnected(std::chrono::system_clock::now() +
+                                std::chrono::seconds(1));
   }
 }
 
@@ -419,7 +436,8 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
   auto creds = MakeChannelCredentials(cs, target);
   if (!creds.ok()) return Usage(std::string(creds.status().message()), err);
   Client c;
-  c.stub = lft::v1::JobService::NewStub(grpc::CreateChannel(target, *creds));
+  c.channel = MakeCoordinatorChannel(target, *creds);
+  c.stub = lft::v1::JobService::NewStub(c.channel);
   c.token = TokenFromFlagOrEnv(flags->Get("token"));
   auto timeout = flags->GetInt("timeout-s", 10);
   if (!timeout.ok() || *timeout <= 0)

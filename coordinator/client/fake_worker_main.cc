@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
                  std::string(creds.status().message()).c_str());
     return 2;
   }
-  lft::GrpcWorkerControl control(grpc::CreateChannel(target, *creds),
+  lft::GrpcWorkerControl control(lft::MakeCoordinatorChannel(target, *creds),
                                  lft::TokenFromFlagOrEnv(flags->Get("token")));
   lft::FakeTaskRunner runner(fo);
   lft::WorkerAgent agent(&control, &runner, o);

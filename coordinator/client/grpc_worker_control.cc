@@ -14,6 +14,10 @@ absl::StatusOr<Resp> Call(lft::v1::WorkerService::Stub* stub,
                           Method method, const Req& request) {
   grpc::ClientContext context;
   AttachBearerToken(&context, token);
+  // Queue while the coordinator restarts instead of failing fast: this also
+  // makes the channel reconnect as soon as it is back (a fail-fast call on a
+  // channel in TRANSIENT_FAILURE does not trigger a new connection attempt).
+  context.set_wait_for_ready(true);
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(timeout_ms));
   Resp response;
@@ -25,6 +29,17 @@ absl::StatusOr<Resp> Call(lft::v1::WorkerService::Stub* stub,
 constexpr int64_t kCallTimeoutMs = 10000;
 
 }  // namespace
+
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(
+    const std::string& target,
+    std::shared_ptr<grpc::ChannelCredentials> creds) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: it also bounds each connection
+  // attempt, and a short one aborts handshakes of a busy coordinator.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return grpc::CreateCustomChannel(target, creds, args);
+}
 
 GrpcWorkerControl::GrpcWorkerControl(std::shared_ptr<grpc::Channel> channel,
                                      std::string token)

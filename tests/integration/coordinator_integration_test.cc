@@ -334,7 +334,7 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
   auto coord = StartCoordinator({"--insecure-loopback"}, port);
   auto t1 = StartWorker("teacher", "t1", {"--ms-per-document", "20"});
   auto t2 = StartWorker("teacher", "t2", {"--ms-per-document", "20"});
-  auto tr = StartWorker("trainer", "tr", {"--ms-per-step", "20"});
+  auto tr = StartWorker("trainer", "tr", {"--ms-per-step", "60"});
   auto ev = StartWorker("evaluator", "ev");
   CtlResult submit = Ctl({"submit", spec_});
   ASSERT_EQ(submit.code, 0) << submit.err;
@@ -348,6 +348,11 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
   coord->Kill(SIGKILL);
   ASSERT_EQ(coord->Wait(absl::Seconds(5)), 128 + SIGKILL);
   absl::SleepFor(absl::Milliseconds(300));
+  coord = StartCoordinator({"--insecure-loopback"}, port);
+  // And a clean restart (SIGTERM) while the trainer runs.
+  ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(30)));
+  coord->Kill(SIGTERM);
+  ASSERT_EQ(coord->Wait(absl::Seconds(10)), 0);
   coord = StartCoordinator({"--insecure-loopback"}, port);
   EXPECT_EQ(watch.Wait(absl::Seconds(60)), 0)
       << watch.out() << watch.err() << coord->err();
@@ -370,17 +375,18 @@ TEST_F(CoordinatorIntegrationTest, CoordinatorRestartMidJobAndJobCompletes) {
 TEST_F(CoordinatorIntegrationTest, LostTrainerRankReformsGroupAndJobCompletes) {
   auto coord = StartCoordinator({"--insecure-loopback"});
   auto t1 = StartWorker("teacher", "t1");
-  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "60"});
-  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "60"});
+  auto r1 = StartWorker("trainer", "r1", {"--ms-per-step", "100"});
+  auto r2 = StartWorker("trainer", "r2", {"--ms-per-step", "100"});
   auto ev = StartWorker("evaluator", "ev");
   CtlResult submit = Ctl({"submit", spec_, "--trainer-ranks", "2"});
   ASSERT_EQ(submit.code, 0) << submit.err;
   const std::string job(absl::StripAsciiWhitespace(submit.out));
   ASSERT_TRUE(WaitForState(job, "TRAINING", absl::Seconds(20)));
-  absl::SleepFor(absl::Milliseconds(500));
+  // Past the checkpoint at step 10 (reported within 0.5 s).
+  absl::SleepFor(absl::Milliseconds(1600));
   r2->Kill(SIGKILL);
   ASSERT_EQ(r2->Wait(absl::Seconds(5)), 128 + SIGKILL);
-  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "60"});
+  auto r3 = StartWorker("trainer", "r3", {"--ms-per-step", "100"});
   CtlResult watch = Ctl({"watch", job}, absl::Seconds(60));
   EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
   EXPECT_THAT(watch.out, HasSubstr("trainer group re-formed as generation 2"));
@@ -494,7 +500,8 @@ TEST_F(CoordinatorIntegrationTest, TlsWithTokenServesLftctl) {
   ASSERT_EQ(system(cmd.c_str()), 0) << ReadFile(Path("openssl.log"));
   auto coord = StartCoordinator({"--tls-cert", Path("cert.pem"), "--tls-key",
                                  Path("key.pem"), "--token", "s3cret"});
-  const std::string server = absl::StrCat("localhost:", port_);
+  // An IP literal (the certificate has IP:127.0.0.1): no DNS lookup.
+  const std::string server = absl::StrCat("127.0.0.1:", port_);
   CtlResult r = Ctl({"--tls-ca", Path("cert.pem"), "--token", "s3cret", "list"},
                     absl::Seconds(30), server);
   EXPECT_EQ(r.code, 0) << r.err;

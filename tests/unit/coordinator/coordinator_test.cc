@@ -397,7 +397,11 @@ TEST_F(CoordinatorTest, StateSurvivesRestart) {
   // A worker silent across the restart is forgotten; its lease expires.
   lft::v1::Task t3 = Acquire(a);
   Reopen();
-  clock_.AdvanceMs(kLeaseMs + 1);
+  // Grace after a restart is two leases.
+  clock_.AdvanceMs(2 * kLeaseMs - 10);
+  core_->Tick();
+  EXPECT_EQ(core_->TasksOfJob(job)[2].state(), lft::v1::TASK_STATE_LEASED);
+  clock_.AdvanceMs(11);
   core_->Tick();
   EXPECT_EQ(core_->TasksOfJob(job)[2].state(), lft::v1::TASK_STATE_QUEUED);
   EXPECT_NE(Register(lft::v1::WORKER_ROLE_TEACHER, "a2"), a);

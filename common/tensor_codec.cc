@@ -208,7 +208,11 @@ absl::Status EncodeRows(TensorCodec codec, absl::Span<const float> values,
   const size_t n = rows * cols;
   switch (codec) {
     case TensorCodec::kF32:
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      if (n > 0) std::memcpy(p, v, n * 4);
+#else
       for (size_t i = 0; i < n; ++i) StoreLe32(p + 4 * i, FloatBits(v[i]));
+#endif
       break;
     case TensorCodec::kBF16:
       for (size_t i = 0; i < n; ++i) StoreLe16(p + 2 * i, FloatToBf16(v[i]));
@@ -267,7 +271,11 @@ absl::Status DecodeRows(TensorCodec codec, absl::string_view encoded,
   const size_t n = rows * cols;
   switch (codec) {
     case TensorCodec::kF32:
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      if (n > 0) std::memcpy(o, p, n * 4);
+#else
       for (size_t i = 0; i < n; ++i) o[i] = BitsFloat(LoadLe32(p + 4 * i));
+#endif
       break;
     case TensorCodec::kBF16:
       for (size_t i = 0; i < n; ++i) o[i] = Bf16ToFloat(LoadLe16(p + 2 * i));

@@ -192,6 +192,9 @@ class CheckpointWriter {
   // one write batch.
   absl::StatusOr<CheckpointInfo> Commit();
   uint64_t bytes() const { return bytes_; }
+  // Test hook: makes the destructor leave the chunks and upload marker in
+  // place, as a crash would.
+  void TestOnlyAbandon() { done_ = true; }
 
  private:
   friend class LatentStore;

@@ -50,7 +50,7 @@ class RemotePairReader : public PairReader {
       }
       for (auto& p : *response.mutable_pairs()) buffer_.push_back(std::move(p));
     }
-    absl::Status s = PairFromProto(buffer_.front(), pair);
+    absl::Status s = PairFromProto(std::move(buffer_.front()), pair);
     buffer_.pop_front();
     if (!s.ok()) return absl::DataLossError(s.message());
     return true;

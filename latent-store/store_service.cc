@@ -83,6 +83,33 @@ void PairToProto(const LatentPairRecord& pair, lft::v1::LatentPair* proto) {
                                      pair.token_ids.end());
 }
 
+absl::Status PairFromProto(lft::v1::LatentPair&& proto,
+                           LatentPairRecord* pair) {
+  LFT_ASSIGN_OR_RETURN(pair->codec, CodecFromProto(proto.dtype()));
+  pair->shard = proto.shard();
+  pair->sequence = proto.sequence();
+  pair->chunk = proto.chunk();
+  pair->tokens = proto.tokens();
+  pair->hidden = proto.hidden();
+  pair->x0.swap(*proto.mutable_x0());
+  pair->x1.swap(*proto.mutable_x1());
+  pair->token_ids.assign(proto.token_ids().begin(), proto.token_ids().end());
+  return absl::OkStatus();
+}
+
+void PairToProto(LatentPairRecord&& pair, lft::v1::LatentPair* proto) {
+  proto->set_shard(pair.shard);
+  proto->set_sequence(pair.sequence);
+  proto->set_chunk(pair.chunk);
+  proto->set_tokens(pair.tokens);
+  proto->set_hidden(pair.hidden);
+  proto->set_dtype(CodecToProto(pair.codec));
+  proto->mutable_x0()->swap(pair.x0);
+  proto->mutable_x1()->swap(pair.x1);
+  proto->mutable_token_ids()->Assign(pair.token_ids.begin(),
+                                     pair.token_ids.end());
+}
+
 uint64_t PairWireBytes(const LatentPairRecord& pair) {
   return pair.x0.size() + pair.x1.size() + 5 * pair.token_ids.size() + 64;
 }
@@ -130,7 +157,8 @@ grpc::Status StoreService::PutPairs(
     batch.clear();
     batch.resize(static_cast<size_t>(request.pairs_size()));
     for (int i = 0; i < request.pairs_size(); ++i) {
-      absl::Status s = PairFromProto(request.pairs(i), &batch[i]);
+      absl::Status s =
+          PairFromProto(std::move(*request.mutable_pairs(i)), &batch[i]);
       if (!s.ok()) {
         return Err(Annotate(s, absl::StrCat("pair ", i)), "PutPairs");
       }
@@ -189,7 +217,7 @@ grpc::Status StoreService::ScanPairs(
       response.Clear();
       bytes = 0;
     }
-    PairToProto(pair, response.add_pairs());
+    PairToProto(std::move(pair), response.add_pairs());
     bytes += b;
   }
   if (response.pairs_size() > 0 && !writer->Write(response)) {

@@ -157,7 +157,12 @@ Result Put(const Args& a, lft::PairStore* store, const std::string& x,
     r.bytes += batch.size() * 2 * x.size();
   }
   // Count the flush to SST/blob files: it is the sustained cost.
+  const double t_flush = Now();
   if (flush != nullptr) Die(flush->Flush(), "Flush");
+  if (std::getenv("LFT_BENCH_VERBOSE") != nullptr) {
+    std::fprintf(stderr, "put %.2fs flush %.2fs\n", t_flush - t0,
+                 Now() - t_flush);
+  }
   r.seconds = Now() - t0;
   return r;
 }

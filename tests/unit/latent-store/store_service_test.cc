@@ -105,6 +105,26 @@ TEST_F(StoreServiceTest, PutAndScanOverGrpc) {
   EXPECT_EQ(remote_->Stats("job")->pending, 30u);
 }
 
+TEST_F(StoreServiceTest, ReaderDroppedMidScanLeavesTheServerServing) {
+  JobConfig c;
+  c.hidden = 256;
+  ASSERT_TRUE(remote_->CreateJob("job", c).ok());
+  std::vector<LatentPairRecord> batch;
+  for (uint64_t s = 0; s < 30; ++s)
+    batch.push_back(MakePair(0, s, 0, 128, 256));
+  ASSERT_TRUE(
+      remote_->PutPairs("job", batch, absl::Now() + absl::Seconds(20)).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto reader = remote_->Scan("job", ScanOptions());
+    ASSERT_TRUE(reader.ok());
+    LatentPairRecord p;
+    ASSERT_TRUE(*(*reader)->Next(&p));
+  }  // each reader cancels its stream here
+  auto stats = remote_->Stats("job");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->pairs, 30u);
+}
+
 TEST_F(StoreServiceTest, ErrorsKeepTheirCodeAndMessage) {
   EXPECT_THAT(remote_->Stats("nojob"), StatusIs(absl::StatusCode::kNotFound,
                                                 "'nojob' is not registered"));

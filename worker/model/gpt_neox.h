@@ -117,6 +117,10 @@ class GptNeoX {
   const NeoXLayerShape& layer_shape() const { return shape_; }
   const NeoXLayerWeights& layer(int64_t i) const { return layers_[i]; }
   const NeoXLoadOptions& options() const { return options_; }
+  const torch::Tensor& embed_in() const { return embed_in_; }
+  const torch::Tensor& final_ln_weight() const { return final_ln_w_; }
+  const torch::Tensor& final_ln_bias() const { return final_ln_b_; }
+  const torch::Tensor& embed_out() const { return embed_out_; }
 
   // --- Raw tensor API (may throw c10::Error) ---
   torch::Tensor Embed(const torch::Tensor& ids) const;

@@ -197,6 +197,9 @@ std::string NeoXConfigToJson(const NeoXConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rotary_pct"] = c.rotary_pct;
   j["rotary_emb_base"] = c.rotary_emb_base;
+  // transformers 5 reads these spellings; older versions the ones above.
+  j["partial_rotary_factor"] = c.rotary_pct;
+  j["rope_theta"] = c.rotary_emb_base;
   j["layer_norm_eps"] = c.layer_norm_eps;
   j["use_parallel_residual"] = c.use_parallel_residual;
   j["tie_word_embeddings"] = c.tie_word_embeddings;

@@ -1,9 +1,9 @@
 #include "worker/model/png_writer.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <zlib.h>
 
 #include "common/safetensors.h"
 
@@ -22,8 +22,9 @@ void Chunk(std::string* out, const char* type, const std::string& data) {
   std::string body(type, 4);
   body += data;
   out->append(body);
-  PutBe32(out, static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(body.data()),
-                                           static_cast<uInt>(body.size()))));
+  PutBe32(out, static_cast<uint32_t>(
+                   crc32(0L, reinterpret_cast<const Bytef*>(body.data()),
+                         static_cast<uInt>(body.size()))));
 }
 
 }  // namespace
@@ -81,7 +82,8 @@ std::string RgbImage::EncodePng() const {
   }
   uLongf zlen = compressBound(static_cast<uLong>(raw.size()));
   std::string z(zlen, '\0');
-  compress2(reinterpret_cast<Bytef*>(&z[0]), &zlen, reinterpret_cast<const Bytef*>(raw.data()),
+  compress2(reinterpret_cast<Bytef*>(&z[0]), &zlen,
+            reinterpret_cast<const Bytef*>(raw.data()),
             static_cast<uLong>(raw.size()), 9);
   z.resize(zlen);
 

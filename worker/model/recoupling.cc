@@ -154,7 +154,8 @@ absl::StatusOr<std::vector<double>> SinkhornPlan(
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t j = 0; j < n; ++j) tmp[j] = logk[i * n + j] + g[j];
       err = std::max(
-          err, std::abs(std::exp(f[i] + LogSumExp(tmp.data(), n, 1)) * n - 1.0));
+          err,
+          std::abs(std::exp(f[i] + LogSumExp(tmp.data(), n, 1)) * n - 1.0));
     }
     if (err < options.tolerance) break;
   }

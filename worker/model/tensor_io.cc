@@ -53,7 +53,8 @@ absl::StatusOr<torch::ScalarType> ToTorch(DType d) {
     default:
       break;
   }
-  return absl::InvalidArgumentError(absl::StrCat("dtype ", DTypeName(d), " has no torch type"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype ", DTypeName(d), " has no torch type"));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "tests/unit/worker/test_util.h"
+#include "worker/model/export.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/local_trainer.h"
@@ -94,6 +95,55 @@ TEST_P(FlowLayerTest, IsCausalAndPerSequenceInTime) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Residual, FlowLayerTest, ::testing::Bool());
+
+// A k-step Euler LFT folded into plain GPT-NeoX layers computes the same
+// logits as layers 0..m-1 + Integrate(Euler, k) + tail (fp32 reordering
+// only: 1e-4 on logits of scale ~10).
+TEST(ExportTest, EulerFlowFoldsIntoGptNeoXLayers) {
+  NeoXConfig c = SmallConfig(true);
+  c.num_hidden_layers = 4;
+  auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 6));
+  ASSERT_TRUE(teacher.ok());
+  FlowLayer layer((*teacher)->layer(1), (*teacher)->layer_shape(),
+                  FlowLayerOptions());
+  {
+    torch::NoGradGuard ng;
+    layer->ada_out()->weight.copy_(Normal({6 * 16, 16}, 5) * 0.2);
+    layer->ada_in()->weight.copy_(Normal({16, 128}, 6) * 0.5);
+  }
+  auto gen = at::detail::createCPUGenerator(1);
+  torch::Tensor ids = at::randint(0, c.vocab_size, {2, 7}, gen,
+                                  torch::TensorOptions().dtype(torch::kLong));
+  VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
+    return layer->Velocity(x, t);
+  };
+  for (int64_t k : {1, 3}) {
+    auto exported = ExportEulerModel(**teacher, *layer, 1, 3, k);
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    EXPECT_EQ(exported->config.num_hidden_layers, 4 - 2 + k);
+    const std::string dir = MakeTempDir("export" + std::to_string(k));
+    ASSERT_TRUE(WriteExportedModel(*exported, dir).ok());
+    auto loaded = GptNeoX::Load(dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    auto got = (*loaded)->Forward(ids);
+    ASSERT_TRUE(got.ok());
+    torch::NoGradGuard ng;
+    torch::Tensor x0 = (*teacher)->RunLayers((*teacher)->Embed(ids), 0, 1);
+    torch::Tensor x1 = Integrate(u, x0, UniformGrid(k), StepRule::kEuler);
+    auto want = (*teacher)->Tail(x1, 3);
+    ASSERT_TRUE(want.ok());
+    EXPECT_LT(MaxDiff(got->logits, *want), 1e-4) << "k = " << k;
+  }
+  EXPECT_THAT(ExportEulerModel(**teacher, *layer, 1, 3, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, "k >= 1"));
+  NeoXConfig sc = SmallConfig(false);
+  auto seq = GptNeoX::FromTensors(sc, GptNeoX::RandomTensors(sc, 6));
+  ASSERT_TRUE(seq.ok());
+  FlowLayer seq_layer((*seq)->layer(0), (*seq)->layer_shape(),
+                      FlowLayerOptions());
+  EXPECT_THAT(ExportEulerModel(**seq, *seq_layer, 0, 1, 2),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "sequential"));
+}
 
 TEST(SolverTest, LinearFieldMatchesClosedForm) {
   // u(x, t) = a x: Euler multiplies by (1 + a d), midpoint by

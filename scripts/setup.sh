@@ -9,6 +9,9 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache clang-format
   # model code (LibTorch 1.13, CPU) and CPU collectives
   libtorch-dev libgloo-dev
+  # an optimised BLAS: without it LibTorch falls back to the reference BLAS
+  # (measured 7.7x slower training on 2 cores)
+  libopenblas0-pthread
   # service stack
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev rocksdb-tools prometheus-cpp-dev libcivetweb-dev civetweb

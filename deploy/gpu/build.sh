@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 D=${LFT_DEPS_PREFIX:-/tmp/lft-deps}
-if [ ! -f "$D/.unpacked" ]; then
+debs=$(cd .carry/debs && ls *.deb | sort | tr '\n' ' ')
+if [ "$(cat "$D/.unpacked" 2>/dev/null)" != "$debs" ]; then
   echo "build.sh: unpacking $(ls .carry/debs/*.deb | wc -l) .debs into $D"
   rm -rf "$D" && mkdir -p "$D"
   for f in .carry/debs/*.deb; do dpkg -x "$f" "$D"; done
@@ -33,7 +34,7 @@ if [ ! -f "$D/.unpacked" ]; then
       ln -sf "/usr/lib/x86_64-linux-gnu/$lib.so.3" "$L/$lib.so.3"
     fi
   done
-  touch "$D/.unpacked"
+  echo "$debs" > "$D/.unpacked"
 fi
 
 PY=${PYTHON:-python3}

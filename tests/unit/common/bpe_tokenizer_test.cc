@@ -23,18 +23,8 @@ std::string TinyTokenizerJson(bool array_merges, bool add_prefix_space,
                               const std::string& extra_added = "") {
   nlohmann::json vocab = nlohmann::json::object();
   auto byte_char = [](int b) {
-    auto printable = [](int x) {
-      return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) ||
-             (x >= 0xAE && x <= 0xFF);
-    };
-    char32_t c = static_cast<char32_t>(b);
-    if (!printable(b)) {
-      int n = 0;
-      for (int x = 0; x < b; ++x) n += printable(x) ? 0 : 1;
-      c = 256 + n;
-    }
     std::string s;
-    AppendUtf8(c, &s);
+    AppendUtf8(ByteToUnicode(b), &s);
     return s;
   };
   for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bpe_tokenizer.h"
 #include "common/unicode.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -18,18 +19,8 @@ using ::testing::HasSubstr;
 std::unique_ptr<BpeTokenizer> ByteTokenizer() {
   nlohmann::json vocab = nlohmann::json::object();
   for (int b = 0; b < 256; ++b) {
-    auto printable = [](int x) {
-      return (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) ||
-             (x >= 0xAE && x <= 0xFF);
-    };
-    char32_t c = static_cast<char32_t>(b);
-    if (!printable(b)) {
-      int n = 0;
-      for (int x = 0; x < b; ++x) n += printable(x) ? 0 : 1;
-      c = 256 + n;
-    }
     std::string s;
-    AppendUtf8(c, &s);
+    AppendUtf8(ByteToUnicode(b), &s);
     vocab[s] = b;
   }
   nlohmann::json j = {

@@ -13,23 +13,13 @@
 #include "coordinator/corpus_sharding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 #include "lft/v1/job.pb.h"
 
 namespace lft {
 
-// StatusIs(code, substring) for absl::Status and absl::StatusOr.
-MATCHER_P2(StatusIs, code, substring, "") {
-  const absl::Status& s = [&]() -> absl::Status {
-    if constexpr (std::is_same_v<std::decay_t<decltype(arg)>, absl::Status>) {
-      return arg;
-    } else {
-      return arg.status();
-    }
-  }();
-  *result_listener << "status is " << s.ToString();
-  return s.code() == code &&
-         s.message().find(substring) != absl::string_view::npos;
-}
+// The project-wide matcher (tests/testing/status_matchers.h).
+using ::lft::testing::StatusIs;
 
 // A fresh directory under TMPDIR, removed on destruction.
 class TempDir {

@@ -9,20 +9,12 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace lft {
 
-MATCHER_P2(StatusIs, code, substring, "") {
-  const absl::Status& s = [&]() -> absl::Status {
-    if constexpr (std::is_same_v<std::decay_t<decltype(arg)>, absl::Status>) {
-      return arg;
-    } else {
-      return arg.status();
-    }
-  }();
-  *result_listener << "status is " << s;
-  return s.code() == code && s.message().find(substring) != std::string::npos;
-}
+// The project-wide matcher (tests/testing/status_matchers.h).
+using ::lft::testing::StatusIs;
 
 // A fresh directory under the test temp dir.
 inline std::string MakeTempDir(const std::string& name) {

@@ -4,9 +4,12 @@
 // must equal (keys, token ids, payload bytes) an in-process extraction of the
 // same shards. The second test SIGKILLs a teacher mid-shard. Every wait is
 // bounded.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -106,6 +109,27 @@ class Process {
   int code_ = -1;
   const std::string out_path_, err_path_;
 };
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
+  (void)!write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, n);
+  close(fd);
+  return resp;
+}
 
 std::string DocText(int64_t i) {
   return MakeSyntheticDocument(11, i).text.substr(0, 300);
@@ -316,7 +340,7 @@ class TeacherIntegrationTest : public ::testing::Test {
 TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   StartServices();
   auto t1 = StartTeacher("t1", {"--metrics-port", "0"});
-  auto t2 = StartTeacher("t2");
+  auto t2 = StartTeacher("t2", {"--metrics-port", "0"});
   auto tr = StartFake("trainer", "tr");
   auto ev = StartFake("evaluator", "ev");
   auto submit = Ctl({"submit", spec_});
@@ -326,6 +350,37 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   ASSERT_EQ(watch.first, 0) << watch.second << t1->err() << t2->err();
   EXPECT_NE(watch.second.find("SUCCEEDED"), std::string::npos);
   EXPECT_NE((t1->err() + t2->err()).find("shard extracted"), std::string::npos);
+  // The teachers' /metrics (ports from their log lines) together count
+  // every pair once.
+  double pairs_metric = 0;
+  for (Process* t : {t1.get(), t2.get()}) {
+    const std::string log = t->err();
+    const size_t at = log.find("metrics served port=");
+    ASSERT_NE(at, std::string::npos) << log;
+    int mport = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        log.substr(at + 20, log.find_first_of(" \n", at + 20) - at - 20),
+        &mport));
+    const std::string metrics = HttpGet(mport, "/metrics");
+    const std::string series = absl::StrCat(
+        "lft_teacher_pairs_written_total{job=\"", job, "\",role=\"teacher\"} ");
+    const size_t p = metrics.find(series);
+    if (p == std::string::npos) continue;  // this teacher got no task
+    double v = 0;
+    ASSERT_TRUE(absl::SimpleAtod(
+        metrics.substr(p + series.size(),
+                       metrics.find('\n', p) - p - series.size()),
+        &v))
+        << metrics;
+    pairs_metric += v;
+    EXPECT_NE(metrics.find("lft_teacher_tokens_total{"), std::string::npos);
+    EXPECT_NE(metrics.find("lft_teacher_tokens_per_second{"),
+              std::string::npos);
+  }
+  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto stats = client->Stats(job);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(pairs_metric, static_cast<double>(stats->pairs));
   ExpectSameAsReference(job);
 }
 
@@ -341,13 +396,23 @@ TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
   // Wait (bounded) until t1 has written some pairs, then kill it mid-shard.
   auto client = RemotePairStore::Connect(store_->address(), {});
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  uint64_t pairs_before_kill = 0;
   while (absl::Now() < deadline) {
     auto s = client->Stats(job);
-    if (s.ok() && s->pairs > 0) break;
+    if (s.ok() && s->pairs > 0) {
+      pairs_before_kill = s->pairs;
+      break;
+    }
     absl::SleepFor(absl::Milliseconds(20));
   }
   t1->Kill(SIGKILL);
   ASSERT_EQ(t1->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  // Killed inside its first shard (about 13 batches of 300 ms).
+  EXPECT_GT(pairs_before_kill, 0u);
+  auto after_kill = client->Stats(job);
+  ASSERT_TRUE(after_kill.ok()) << after_kill.status();
+  EXPECT_LT(after_kill->pairs, 40u) << "not mid-shard";
+  EXPECT_EQ(t1->err().find("shard extracted"), std::string::npos);
   auto t2 = StartTeacher("t2");
   auto watch = Ctl({"watch", job}, absl::Seconds(60));
   ASSERT_EQ(watch.first, 0) << watch.second << t2->err();

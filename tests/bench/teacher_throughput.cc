@@ -4,6 +4,7 @@
 // Prints one table row per teacher size.
 //
 //   teacher_throughput [--documents N] [--threads N] [--batch N]
+//                      [--device cpu|cuda]  (cuda: bf16 compute)
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -54,8 +55,13 @@ struct Row {
 
 int main(int argc, char** argv) {
   int64_t documents = 200, threads = 2, batch = 8;
+  std::string device = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i];
+    if (f == "--device") {
+      device = argv[i + 1];
+      continue;
+    }
     int64_t v = 0;
     if (!absl::SimpleAtoi(argv[i + 1], &v)) {
       std::fprintf(stderr, "bad value for %s\n", f.c_str());
@@ -117,10 +123,10 @@ int main(int argc, char** argv) {
                 static_cast<double>(tokens) / secs);
   }
   std::printf(
-      "threads %lld, batch %lld sequences, %lld documents, f32 "
-      "compute, bf16 storage, embedded store\n",
-      static_cast<long long>(threads), static_cast<long long>(batch),
-      static_cast<long long>(documents));
+      "device %s, threads %lld, batch %lld sequences, %lld documents, "
+      "bf16 storage, embedded store\n",
+      device.c_str(), static_cast<long long>(threads),
+      static_cast<long long>(batch), static_cast<long long>(documents));
   std::printf(
       "| hidden | layers (n) | seq | pairs | tokens | seconds | "
       "tokens/s |\n|---|---|---|---|---|---|---|\n");
@@ -147,6 +153,7 @@ int main(int argc, char** argv) {
     lft::TeacherRunnerOptions o;
     o.store_db = (root / absl::StrCat("store", k)).string();
     o.batch_sequences = batch;
+    o.device = device;
     lft::TeacherExtractionRunner runner(o);
     lft::v1::Task t;
     t.set_job_id("bench");

@@ -47,7 +47,9 @@ struct TeacherRunnerOptions {
   // lft_teacher_pairs_written_total and gauge lft_teacher_tokens_per_second,
   // labelled job and role="teacher". Must outlive the runner.
   MetricsRegistry* metrics = nullptr;
-  // How long one PutPairs may block on the store's back-pressure.
+  // How long one PutPairs may take, back-pressure included. Cancellation is
+  // not seen while a PutPairs blocks (RemotePairStore uses this as the gRPC
+  // deadline of the whole transfer, so it cannot be cut into short tries).
   absl::Duration put_timeout = absl::Minutes(10);
   // Tests only: an interruptible pause after every batch, so that a test
   // can kill a worker in the middle of a shard.

@@ -40,6 +40,18 @@ class LineCountSharding : public CorpusSharding {
       const lft::v1::CorpusSpec& corpus) override;
 };
 
+// The data library's sharder (common/corpus_sharder.h, docs/data.md):
+// jsonl.zst files are counted line by line like LineCountSharding (same
+// shards), and Megatron prefixes are counted from their .idx and cut into
+// documents_per_shard ranges too (instead of one whole-file task with
+// end_document 0). Shards never span files; files in the order jsonl paths,
+// then Megatron prefixes. Errors name the spec field and file.
+class CorpusSharderSharding : public CorpusSharding {
+ public:
+  absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
+      const lft::v1::CorpusSpec& corpus) override;
+};
+
 // Number of newline-terminated lines in a zstd-compressed file (a final line
 // without a newline counts too). NotFound if the file cannot be opened,
 // InvalidArgument if it is not valid zstd (with the offset).

@@ -46,7 +46,7 @@ class CoordinatorServer {
   CoordinatorServer() = default;
 
   RealClock clock_;
-  LineCountSharding sharding_;
+  CorpusSharderSharding sharding_;
   MetricsRegistry registry_;
   std::unique_ptr<BearerTokenChecker> auth_;
   std::unique_ptr<RpcGuard> guard_;

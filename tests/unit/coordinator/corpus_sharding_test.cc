@@ -73,5 +73,53 @@ TEST(CorpusShardingTest, MissingCorruptAndTruncatedFilesAreNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument, "truncated"));
 }
 
+// The coordinator's sharding (the data library's sharder) gives the same
+// tasks as LineCountSharding for jsonl files, including an unterminated last
+// line and an empty file.
+TEST(CorpusShardingTest, CorpusSharderShardingMatchesLineCountForJsonl) {
+  TempDir dir;
+  WriteZstd(dir.path() + "/a.jsonl.zst", Lines(25));
+  WriteZstd(dir.path() + "/e.jsonl.zst", "");
+  WriteZstd(dir.path() + "/b.jsonl.zst", Lines(13, false));
+  lft::v1::CorpusSpec c;
+  for (const char* f : {"/a.jsonl.zst", "/e.jsonl.zst", "/b.jsonl.zst"})
+    c.add_jsonl_zst_paths(dir.path() + f);
+  c.set_documents_per_shard(10);
+  LineCountSharding old_sharding;
+  CorpusSharderSharding new_sharding;
+  auto want = old_sharding.Shard(c);
+  auto got = new_sharding.Shard(c);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 5u);
+  ASSERT_EQ(got->size(), want->size());
+  for (size_t i = 0; i < got->size(); ++i) {
+    EXPECT_EQ((*got)[i].SerializeAsString(), (*want)[i].SerializeAsString())
+        << i;
+  }
+  EXPECT_EQ((*got)[4].end_document(), 13u);
+}
+
+TEST(CorpusShardingTest, CorpusSharderShardingNamesTheField) {
+  TempDir dir;
+  lft::v1::CorpusSpec c;
+  WriteZstd(dir.path() + "/a.jsonl.zst", Lines(3));
+  c.add_jsonl_zst_paths(dir.path() + "/a.jsonl.zst");
+  c.add_jsonl_zst_paths(dir.path() + "/absent.jsonl.zst");
+  CorpusSharderSharding s;
+  auto r = s.Shard(c);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("corpus.jsonl_zst_paths[1]: "));
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("absent.jsonl.zst"));
+  lft::v1::CorpusSpec empty;
+  WriteZstd(dir.path() + "/e.jsonl.zst", "");
+  empty.add_jsonl_zst_paths(dir.path() + "/e.jsonl.zst");
+  EXPECT_THAT(s.Shard(empty), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       "hold no documents"));
+}
+
 }  // namespace
 }  // namespace lft

@@ -1,0 +1,424 @@
+// lft-store + lft-coordinator + two `lft-worker --role teacher` processes
+// extract a small corpus with a tiny random teacher for a compress job whose
+// training and evaluation phases run on lft-fake-worker; the store's pairs
+// must equal (keys, token ids, payload bytes) an in-process extraction of the
+// same shards. The second test SIGKILLs a teacher mid-shard. Every wait is
+// bounded.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/bpe_trainer.h"
+#include "common/jsonl_zst.h"
+#include "common/synthetic_corpus.h"
+#include "gtest/gtest.h"
+#include "latent-store/latent_store.h"
+#include "latent-store/remote_pair_store.h"
+#include "tests/integration/store_process.h"
+#include "tests/unit/latent-store/test_util.h"
+#include "worker/model/gpt_neox.h"
+#include "worker/model/tensor_io.h"
+#include "worker/teacher/teacher_extraction_runner.h"
+
+extern char** environ;
+
+namespace lft {
+namespace {
+
+namespace fs = std::filesystem;
+using testing_util::StoreProcess;
+using testing_util::TempDir;
+
+constexpr int kDocs = 40;
+constexpr int kDocsPerShard = 8;
+constexpr int kSeqLen = 32;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A child process with stdout and stderr appended to files.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& out_path,
+          const std::string& err_path)
+      : out_path_(out_path), err_path_(err_path) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::vector<char*> args;
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0)
+      pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Process() {
+    if (running()) {
+      Kill(SIGKILL);
+      Wait(absl::Seconds(5));
+    }
+  }
+  bool running() const { return pid_ > 0 && !exited_; }
+  void Kill(int sig) {
+    if (running()) kill(pid_, sig);
+  }
+  // Exit code (128 + signal if killed), or -1 if still running at `limit`.
+  int Wait(absl::Duration limit) {
+    const absl::Time deadline = absl::Now() + limit;
+    while (!exited_) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        code_ =
+            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (absl::Now() > deadline) return -1;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return code_;
+  }
+  std::string err() const { return ReadFile(err_path_); }
+  std::string out() const { return ReadFile(out_path_); }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int code_ = -1;
+  const std::string out_path_, err_path_;
+};
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
+  (void)!write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, n);
+  close(fd);
+  return resp;
+}
+
+std::string DocText(int64_t i) {
+  return MakeSyntheticDocument(11, i).text.substr(0, 300);
+}
+
+std::string PairKey(const LatentPairRecord& p) {
+  return absl::StrCat(p.shard, "/", p.sequence, "/", p.chunk);
+}
+
+class TeacherIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    unsetenv("LFT_AUTH_TOKEN");
+    torch::set_num_threads(1);
+    teacher_ = Path("teacher");
+    fs::create_directories(teacher_);
+    NeoXConfig c;
+    c.vocab_size = 300;
+    c.hidden_size = 32;
+    c.num_hidden_layers = 3;
+    c.num_attention_heads = 4;
+    c.intermediate_size = 64;
+    c.max_position_embeddings = 128;
+    std::ofstream(teacher_ + "/config.json") << NeoXConfigToJson(c);
+    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 5),
+                            teacher_ + "/model.safetensors")
+                    .ok());
+    BpeTrainerOptions to;
+    to.vocab_size = 300;
+    BpeTrainer trainer(to);
+    for (int i = 0; i < kDocs; ++i) trainer.AddText(DocText(i));
+    auto json = trainer.TrainToJson();
+    ASSERT_TRUE(json.ok()) << json.status();
+    std::ofstream(teacher_ + "/tokenizer.json") << *json;
+    corpus_ = Path("pile.jsonl.zst");
+    auto w = JsonlZstWriter::Open(corpus_);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (int i = 0; i < kDocs; ++i)
+      ASSERT_TRUE((*w)->Write(DocText(i), "Synthetic").ok());
+    ASSERT_TRUE((*w)->Close().ok());
+    spec_ = Path("spec.json");
+    std::ofstream(spec_) << absl::StrCat(
+        R"({"name": "teacher-it", "teacher": {"path": ")", teacher_,
+        R"("}, "corpus": {"jsonlZstPaths": [")", corpus_,
+        R"("], "documentsPerShard": )", kDocsPerShard,
+        R"(}, "block": {"firstLayer": 1, "endLayer": 3}, "sequenceLength": )",
+        kSeqLen, R"(, "storageDtype": "STORAGE_DTYPE_BF16",)",
+        R"( "training": {"maxSteps": 10, "checkpointEverySteps": 5},)",
+        R"( "evaluation": {"maxSequences": 4}})");
+  }
+
+  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+
+  void StartServices() {
+    auto store = StoreProcess::Start(
+        LFT_STORE_BIN, {"--listen", "127.0.0.1:0", "--db", Path("store")},
+        absl::Seconds(20));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::make_unique<StoreProcess>(std::move(*store));
+    coord_ = std::make_unique<Process>(
+        std::vector<std::string>{
+            LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
+            "--port-file", Path("port"), "--insecure-loopback",
+            "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
+            "50", "--store-address", store_->address()},
+        Path("coordinator.out"), Path("coordinator.log"));
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < deadline && coord_->running()) {
+      std::string ports = ReadFile(Path("port"));
+      const size_t sp = ports.find(' ');
+      if (sp != std::string::npos &&
+          absl::SimpleAtoi(ports.substr(0, sp), &port_))
+        return;
+      if (coord_->Wait(absl::Milliseconds(20)) >= 0) break;
+    }
+    FAIL() << "coordinator did not start: " << coord_->err();
+  }
+
+  std::unique_ptr<Process> StartTeacher(const std::string& name,
+                                        std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {LFT_WORKER_BIN,
+                                     "--role",
+                                     "teacher",
+                                     "--name",
+                                     name,
+                                     "--coordinator",
+                                     absl::StrCat("127.0.0.1:", port_),
+                                     "--insecure-loopback",
+                                     "--threads",
+                                     "1",
+                                     "--batch-sequences",
+                                     "4"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, Path(name + ".out"),
+                                     Path(name + ".log"));
+  }
+  std::unique_ptr<Process> StartFake(const std::string& role,
+                                     const std::string& name) {
+    return std::make_unique<Process>(
+        std::vector<std::string>{LFT_FAKE_WORKER_BIN, "--role", role, "--name",
+                                 name, "--coordinator",
+                                 absl::StrCat("127.0.0.1:", port_)},
+        Path(name + ".out"), Path(name + ".log"));
+  }
+
+  // lftctl with a bounded wait; returns {exit code, stdout + stderr}.
+  std::pair<int, std::string> Ctl(std::vector<std::string> args,
+                                  absl::Duration limit = absl::Seconds(30)) {
+    static int n = 0;
+    const std::string out = Path(absl::StrCat("ctl", n, ".out"));
+    const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
+    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--server",
+                                     absl::StrCat("127.0.0.1:", port_)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, out, err);
+    const int code = p.Wait(limit);
+    return {code, p.out() + p.err()};
+  }
+
+  std::vector<LatentPairRecord> ReadAll(PairStore* store,
+                                        const std::string& job) {
+    std::vector<LatentPairRecord> out;
+    auto reader = store->Scan(job, ScanOptions{});
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    if (!reader.ok()) return out;
+    LatentPairRecord r;
+    while (true) {
+      auto more = (*reader)->Next(&r);
+      EXPECT_TRUE(more.ok()) << more.status();
+      if (!more.ok() || !*more) break;
+      out.push_back(r);
+    }
+    return out;
+  }
+
+  // The same shards extracted by one in-process runner (threads 1, batch 4,
+  // like the workers) into an embedded store.
+  std::vector<LatentPairRecord> Reference(const std::string& job) {
+    const std::string db = Path("ref-store");
+    {
+      TeacherRunnerOptions o;
+      o.store_db = db;
+      o.batch_sequences = 4;
+      TeacherExtractionRunner runner(o);
+      for (int s = 0; s * kDocsPerShard < kDocs; ++s) {
+        lft::v1::Task t;
+        t.set_task_id(absl::StrCat("ref", s));
+        t.set_job_id(job);
+        auto* spec = t.mutable_spec();
+        spec->mutable_teacher()->set_path(teacher_);
+        spec->mutable_block()->set_first_layer(1);
+        spec->mutable_block()->set_end_layer(3);
+        spec->set_sequence_length(kSeqLen);
+        spec->set_storage_dtype(lft::v1::STORAGE_DTYPE_BF16);
+        auto* ex = t.mutable_extraction();
+        ex->set_corpus_path(corpus_);
+        ex->set_first_document(s * kDocsPerShard);
+        ex->set_end_document(std::min(kDocs, (s + 1) * kDocsPerShard));
+        ex->set_shard_index(s);
+        NullContext ctx;
+        auto r = runner.Run(t, &ctx);
+        EXPECT_TRUE(r.ok()) << r.status();
+      }
+    }
+    auto store = LatentStore::Open(db, {});
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return {};
+    return ReadAll(store->get(), job);
+  }
+
+  class NullContext : public TaskContext {
+   public:
+    bool ReportProgress(const ProgressUpdate&) override { return true; }
+    const CancellationToken& cancellation() const override { return token_; }
+    absl::StatusOr<RendezvousResult> Rendezvous(const std::string&) override {
+      return absl::UnimplementedError("none");
+    }
+
+   private:
+    CancellationToken token_;
+  };
+
+  void ExpectSameAsReference(const std::string& job) {
+    auto client = RemotePairStore::Connect(store_->address(), {});
+    const auto got = ReadAll(client.get(), job);
+    const auto want = Reference(job);
+    ASSERT_FALSE(want.empty());
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(PairKey(got[i]), PairKey(want[i])) << i;
+      EXPECT_EQ(got[i].token_ids, want[i].token_ids) << PairKey(got[i]);
+      EXPECT_EQ(got[i].codec, want[i].codec);
+      EXPECT_TRUE(got[i].x0 == want[i].x0) << PairKey(got[i]);
+      EXPECT_TRUE(got[i].x1 == want[i].x1) << PairKey(got[i]);
+    }
+    auto stats = client->Stats(job);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->pairs, want.size());
+  }
+
+  TempDir dir_;
+  std::string teacher_, corpus_, spec_;
+  int port_ = 0;
+  std::unique_ptr<StoreProcess> store_;
+  std::unique_ptr<Process> coord_;
+};
+
+TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
+  StartServices();
+  auto t1 = StartTeacher("t1", {"--metrics-port", "0"});
+  auto t2 = StartTeacher("t2", {"--metrics-port", "0"});
+  auto tr = StartFake("trainer", "tr");
+  auto ev = StartFake("evaluator", "ev");
+  auto submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.first, 0) << submit.second;
+  const std::string job(absl::StripAsciiWhitespace(submit.second));
+  auto watch = Ctl({"watch", job}, absl::Seconds(60));
+  ASSERT_EQ(watch.first, 0) << watch.second << t1->err() << t2->err();
+  EXPECT_NE(watch.second.find("SUCCEEDED"), std::string::npos);
+  EXPECT_NE((t1->err() + t2->err()).find("shard extracted"), std::string::npos);
+  // The teachers' /metrics (ports from their log lines) together count
+  // every pair once.
+  double pairs_metric = 0;
+  for (Process* t : {t1.get(), t2.get()}) {
+    const std::string log = t->err();
+    const size_t at = log.find("metrics served port=");
+    ASSERT_NE(at, std::string::npos) << log;
+    int mport = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        log.substr(at + 20, log.find_first_of(" \n", at + 20) - at - 20),
+        &mport));
+    const std::string metrics = HttpGet(mport, "/metrics");
+    const std::string series = absl::StrCat(
+        "lft_teacher_pairs_written_total{job=\"", job, "\",role=\"teacher\"} ");
+    const size_t p = metrics.find(series);
+    if (p == std::string::npos) continue;  // this teacher got no task
+    double v = 0;
+    ASSERT_TRUE(absl::SimpleAtod(
+        metrics.substr(p + series.size(),
+                       metrics.find('\n', p) - p - series.size()),
+        &v))
+        << metrics;
+    pairs_metric += v;
+    EXPECT_NE(metrics.find("lft_teacher_tokens_total{"), std::string::npos);
+    EXPECT_NE(metrics.find("lft_teacher_tokens_per_second{"),
+              std::string::npos);
+  }
+  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto stats = client->Stats(job);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(pairs_metric, static_cast<double>(stats->pairs));
+  ExpectSameAsReference(job);
+}
+
+TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
+  StartServices();
+  // Slow teacher: 300 ms after every batch of 4 sequences.
+  auto t1 = StartTeacher("t1", {"--test-pause-ms-per-batch", "300"});
+  auto tr = StartFake("trainer", "tr");
+  auto ev = StartFake("evaluator", "ev");
+  auto submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.first, 0) << submit.second;
+  const std::string job(absl::StripAsciiWhitespace(submit.second));
+  // Wait (bounded) until t1 has written some pairs, then kill it mid-shard.
+  auto client = RemotePairStore::Connect(store_->address(), {});
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  uint64_t pairs_before_kill = 0;
+  while (absl::Now() < deadline) {
+    auto s = client->Stats(job);
+    if (s.ok() && s->pairs > 0) {
+      pairs_before_kill = s->pairs;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  t1->Kill(SIGKILL);
+  ASSERT_EQ(t1->Wait(absl::Seconds(5)), 128 + SIGKILL);
+  // Killed inside its first shard (about 13 batches of 300 ms).
+  EXPECT_GT(pairs_before_kill, 0u);
+  auto after_kill = client->Stats(job);
+  ASSERT_TRUE(after_kill.ok()) << after_kill.status();
+  EXPECT_LT(after_kill->pairs, 40u) << "not mid-shard";
+  EXPECT_EQ(t1->err().find("shard extracted"), std::string::npos);
+  auto t2 = StartTeacher("t2");
+  auto watch = Ctl({"watch", job}, absl::Seconds(60));
+  ASSERT_EQ(watch.first, 0) << watch.second << t2->err();
+  EXPECT_NE(watch.second.find("SUCCEEDED"), std::string::npos);
+  ExpectSameAsReference(job);
+}
+
+}  // namespace
+}  // namespace lft

@@ -1,0 +1,91 @@
+// TeacherExtractionRunner: the teacher worker's engine (issue 6). For one
+// ExtractionTask it reads the shard's documents as token ids, packs them
+// into sequences, runs the frozen GPT-NeoX teacher up to layer n and writes
+// one latent pair (x0 = hidden_states[m], x1 = hidden_states[n], the token
+// ids) per sequence into the job's store.
+//
+// Packing: documents in shard order, each followed by <|endoftext|>, cut
+// into sequences of exactly spec.sequence_length tokens; the last partial
+// sequence of a shard is DROPPED (never padded), so every stored pair has
+// sequence_length real tokens and no mask. Keys are (shard_index, sequence
+// index within the shard, chunk 0); the packing depends only on the shard,
+// so re-running a shard (after a crash or a lease loss) overwrites the same
+// keys with the same values and never duplicates.
+//
+// No torch type appears in this header; the .cc catches every torch
+// exception (GuardTorch).
+#ifndef LFT_WORKER_TEACHER_TEACHER_EXTRACTION_RUNNER_H_
+#define LFT_WORKER_TEACHER_TEACHER_EXTRACTION_RUNNER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "coordinator/client/task_runner.h"
+#include "latent-store/pair_store.h"
+
+namespace lft {
+
+class GptNeoX;
+
+struct TeacherRunnerOptions {
+  // "cpu" or "cuda" (or "cuda:N").
+  std::string device = "cpu";
+  // Directory of the embedded LatentStore used when a task's store_address
+  // is empty. Empty: such tasks fail with FailedPrecondition.
+  std::string store_db;
+  // Sequences per teacher forward (and per PutPairs batch).
+  int64_t batch_sequences = 8;
+  // Optional: counters lft_teacher_tokens_total and
+  // lft_teacher_pairs_written_total and gauge lft_teacher_tokens_per_second,
+  // labelled job and role="teacher". Must outlive the runner.
+  MetricsRegistry* metrics = nullptr;
+  // How long one PutPairs may take, back-pressure included. Cancellation is
+  // not seen while a PutPairs blocks (RemotePairStore uses this as the gRPC
+  // deadline of the whole transfer, so it cannot be cut into short tries).
+  absl::Duration put_timeout = absl::Minutes(10);
+  // Tests only: an interruptible pause after every batch, so that a test
+  // can kill a worker in the middle of a shard.
+  absl::Duration pause_per_batch = absl::ZeroDuration();
+};
+
+class TeacherExtractionRunner : public TaskRunner {
+ public:
+  explicit TeacherExtractionRunner(TeacherRunnerOptions options);
+  ~TeacherExtractionRunner() override;
+
+  // Runs one extraction task (other payloads: InvalidArgument). Returns
+  // pairs_written = sequences packed from the shard. Errors: NotFound /
+  // InvalidArgument from loading the teacher or its tokenizer.json (message
+  // names the file), reader errors naming the corpus file and shard,
+  // store errors naming the job and shard, Cancelled when the task's
+  // cancellation token was set (checked between batches).
+  absl::StatusOr<TaskResult> Run(const lft::v1::Task& task,
+                                 TaskContext* context) override;
+
+  // Teachers loaded so far (keyed by path and dtype); for tests.
+  size_t cached_teachers() const;
+
+ private:
+  struct LoadedTeacher;
+  absl::StatusOr<LoadedTeacher*> GetTeacher(const std::string& path, bool bf16);
+  absl::StatusOr<PairStore*> GetStore(const std::string& address);
+
+  const TeacherRunnerOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, bool>, std::unique_ptr<LoadedTeacher>>
+      teachers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<PairStore>> stores_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace lft
+
+#endif  // LFT_WORKER_TEACHER_TEACHER_EXTRACTION_RUNNER_H_

@@ -1,0 +1,170 @@
+// lft-worker: the real worker process. --role=teacher runs
+// TeacherExtractionRunner under the WorkerAgent (registration, heartbeats,
+// leases, progress); trainer and evaluator roles are not implemented yet.
+#include <signal.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "coordinator/client/grpc_worker_control.h"
+#include "coordinator/client/worker_agent.h"
+#include "coordinator/flags.h"
+#include "worker/teacher/teacher_extraction_runner.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    R"(usage: lft-worker --role teacher [flags]
+
+  --role ROLE               teacher (trainer, evaluator: not implemented yet)
+  --coordinator HOST:PORT   (default 127.0.0.1:7070)
+  --token TOKEN             bearer token (or env LFT_AUTH_TOKEN)
+  --tls-ca PEM              CA of the coordinator's certificate
+  --insecure-loopback       plaintext to a loopback coordinator
+  --name NAME               hostname reported at Register (default host-pid)
+  --store-db DIR            embedded latent store, for tasks that name no
+                            store address (the coordinator has no
+                            --store-address)
+  --device cpu|cuda[:N]     (default cpu)
+  --threads N               intra-op CPU threads (default: LibTorch's)
+  --batch-sequences N       sequences per teacher forward (default 8)
+  --metrics-port N          serve Prometheus /metrics on 127.0.0.1:N
+  --max-tasks N             exit after N tasks (default 0 = never)
+  --test-pause-ms-per-batch N  tests only: sleep N ms after every batch
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lft::SetLogComponent("worker");
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto flags = lft::Flags::Parse(
+      args,
+      {"role", "coordinator", "token", "tls-ca", "name", "store-db", "device",
+       "threads", "batch-sequences", "metrics-port", "max-tasks",
+       "test-pause-ms-per-batch"},
+      {"help", "insecure-loopback"});
+  if (!flags.ok() || flags->Has("help")) {
+    if (!flags.ok())
+      std::fprintf(stderr, "%s\n",
+                   std::string(flags.status().message()).c_str());
+    std::fputs(kUsage, flags.ok() ? stdout : stderr);
+    return flags.ok() ? 0 : 2;
+  }
+  const std::string role = flags->Get("role");
+  if (role == "trainer" || role == "evaluator") {
+    std::fprintf(stderr, "lft-worker: --role %s: role not implemented yet\n",
+                 role.c_str());
+    return 2;
+  }
+  if (role != "teacher") {
+    std::fprintf(stderr,
+                 "--role: \"%s\" is not teacher, trainer or evaluator\n%s",
+                 role.c_str(), kUsage);
+    return 2;
+  }
+  auto threads = flags->GetInt("threads", 0);
+  auto batch = flags->GetInt("batch-sequences", 8);
+  auto metrics_port = flags->GetInt("metrics-port", -1);
+  auto max_tasks = flags->GetInt("max-tasks", 0);
+  auto pause_ms = flags->GetInt("test-pause-ms-per-batch", 0);
+  for (const auto* v :
+       {&threads, &batch, &metrics_port, &max_tasks, &pause_ms}) {
+    if (!v->ok()) {
+      std::fprintf(stderr, "lft-worker: %s\n",
+                   std::string(v->status().message()).c_str());
+      return 2;
+    }
+  }
+  if (*batch < 1) {
+    std::fprintf(stderr, "lft-worker: --batch-sequences must be >= 1\n");
+    return 2;
+  }
+  const std::string device = flags->Get("device", "cpu");
+  if (device != "cpu" && device.rfind("cuda", 0) != 0) {
+    std::fprintf(stderr, "lft-worker: --device \"%s\" is not cpu or cuda\n",
+                 device.c_str());
+    return 2;
+  }
+  if (device.rfind("cuda", 0) == 0 && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "lft-worker: --device %s but CUDA is not available\n",
+                 device.c_str());
+    return 2;
+  }
+  if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
+
+  lft::MetricsRegistry registry;
+  std::unique_ptr<lft::MetricsHttpServer> metrics_server;
+  if (*metrics_port >= 0) {
+    auto server = lft::MetricsHttpServer::Start(
+        "127.0.0.1", static_cast<int>(*metrics_port), &registry);
+    if (!server.ok()) {
+      std::fprintf(stderr, "lft-worker: --metrics-port: %s\n",
+                   std::string(server.status().message()).c_str());
+      return 2;
+    }
+    metrics_server = std::move(*server);
+    lft::LogInfo("metrics served", {{"port", metrics_server->port()}});
+  }
+
+  lft::WorkerAgentOptions o;
+  o.info.set_role(lft::v1::WORKER_ROLE_TEACHER);
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  // The coordinator identifies a worker by hostname + role + device: keep
+  // every process distinct.
+  o.info.set_hostname(flags->Get("name", absl::StrCat(host, "-", getpid())));
+  o.info.set_device(device);
+  o.info.set_version("lft-worker");
+  o.max_tasks = static_cast<uint64_t>(*max_tasks);
+
+  lft::TeacherRunnerOptions ro;
+  ro.device = device;
+  ro.store_db = flags->Get("store-db");
+  ro.batch_sequences = *batch;
+  ro.metrics = &registry;
+  ro.pause_per_batch = absl::Milliseconds(*pause_ms);
+
+  const std::string target = flags->Get("coordinator", "127.0.0.1:7070");
+  lft::ClientSecurityOptions cs;
+  cs.tls_ca_path = flags->Get("tls-ca");
+  cs.insecure = flags->Has("insecure-loopback");
+  auto creds = lft::MakeChannelCredentials(cs, target);
+  if (!creds.ok()) {
+    std::fprintf(stderr, "lft-worker: %s\n",
+                 std::string(creds.status().message()).c_str());
+    return 2;
+  }
+  lft::GrpcWorkerControl control(lft::MakeCoordinatorChannel(target, *creds),
+                                 lft::TokenFromFlagOrEnv(flags->Get("token")));
+  lft::TeacherExtractionRunner runner(ro);
+  lft::WorkerAgent agent(&control, &runner, o);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop, &sig);
+    agent.Stop();
+  });
+  absl::Status s = agent.Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "lft-worker: %s\n", std::string(s.message()).c_str());
+  }
+  // Unblock the waiter thread so the process can exit.
+  kill(getpid(), SIGTERM);
+  waiter.join();
+  return s.ok() ? 0 : 4;
+}

@@ -29,12 +29,11 @@
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"
+#include "tests/testing/child_process.h"
 #include "tests/unit/latent-store/test_util.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 #include "worker/teacher/teacher_extraction_runner.h"
-
-extern char** environ;
 
 namespace lft {
 namespace {
@@ -47,88 +46,11 @@ constexpr int kDocs = 40;
 constexpr int kDocsPerShard = 8;
 constexpr int kSeqLen = 32;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// A child process with stdout and stderr appended to files.
-class Process {
- public:
-  Process(const std::vector<std::string>& argv, const std::string& out_path,
-          const std::string& err_path)
-      : out_path_(out_path), err_path_(err_path) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<char*> args;
-    for (const std::string& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0)
-      pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~Process() {
-    if (running()) {
-      Kill(SIGKILL);
-      Wait(absl::Seconds(5));
-    }
-  }
-  bool running() const { return pid_ > 0 && !exited_; }
-  void Kill(int sig) {
-    if (running()) kill(pid_, sig);
-  }
-  // Exit code (128 + signal if killed), or -1 if still running at `limit`.
-  int Wait(absl::Duration limit) {
-    const absl::Time deadline = absl::Now() + limit;
-    while (!exited_) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        code_ =
-            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      if (absl::Now() > deadline) return -1;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return code_;
-  }
-  std::string err() const { return ReadFile(err_path_); }
-  std::string out() const { return ReadFile(out_path_); }
-
- private:
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int code_ = -1;
-  const std::string out_path_, err_path_;
-};
+using Process = ::lft::testing::ChildProcess;
+using ::lft::testing::ReadFile;
 
 std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n");
-  (void)!write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, n);
-  close(fd);
-  return resp;
+  return ::lft::testing::LoopbackHttpBody(port, path);
 }
 
 std::string DocText(int64_t i) {

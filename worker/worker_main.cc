@@ -8,15 +8,12 @@
 #include <cstdio>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/auth.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "coordinator/client/grpc_worker_control.h"
-#include "coordinator/client/worker_agent.h"
+#include "coordinator/client/worker_process.h"
 #include "coordinator/flags.h"
 #include "worker/teacher/teacher_extraction_runner.h"
 
@@ -46,11 +43,7 @@ constexpr char kUsage[] =
 
 int main(int argc, char** argv) {
   lft::SetLogComponent("worker");
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  const sigset_t stop = lft::BlockStopSignals();
   std::vector<std::string> args(argv + 1, argv + argc);
   auto flags = lft::Flags::Parse(
       args,
@@ -123,11 +116,7 @@ int main(int argc, char** argv) {
 
   lft::WorkerAgentOptions o;
   o.info.set_role(lft::v1::WORKER_ROLE_TEACHER);
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  // The coordinator identifies a worker by hostname + role + device: keep
-  // every process distinct.
-  o.info.set_hostname(flags->Get("name", absl::StrCat(host, "-", getpid())));
+  o.info.set_hostname(flags->Get("name", lft::DefaultWorkerName()));
   o.info.set_device(device);
   o.info.set_version("lft-worker");
   o.max_tasks = static_cast<uint64_t>(*max_tasks);
@@ -139,32 +128,6 @@ int main(int argc, char** argv) {
   ro.metrics = &registry;
   ro.pause_per_batch = absl::Milliseconds(*pause_ms);
 
-  const std::string target = flags->Get("coordinator", "127.0.0.1:7070");
-  lft::ClientSecurityOptions cs;
-  cs.tls_ca_path = flags->Get("tls-ca");
-  cs.insecure = flags->Has("insecure-loopback");
-  auto creds = lft::MakeChannelCredentials(cs, target);
-  if (!creds.ok()) {
-    std::fprintf(stderr, "lft-worker: %s\n",
-                 std::string(creds.status().message()).c_str());
-    return 2;
-  }
-  lft::GrpcWorkerControl control(lft::MakeCoordinatorChannel(target, *creds),
-                                 lft::TokenFromFlagOrEnv(flags->Get("token")));
   lft::TeacherExtractionRunner runner(ro);
-  lft::WorkerAgent agent(&control, &runner, o);
-
-  std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&stop, &sig);
-    agent.Stop();
-  });
-  absl::Status s = agent.Run();
-  if (!s.ok()) {
-    std::fprintf(stderr, "lft-worker: %s\n", std::string(s.message()).c_str());
-  }
-  // Unblock the waiter thread so the process can exit.
-  kill(getpid(), SIGTERM);
-  waiter.join();
-  return s.ok() ? 0 : 4;
+  return lft::RunWorkerProcess("lft-worker", *flags, stop, &runner, o);
 }

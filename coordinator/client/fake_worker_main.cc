@@ -7,15 +7,12 @@
 
 #include <cstdio>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/auth.h"
 #include "common/log.h"
 #include "coordinator/client/fake_task_runner.h"
-#include "coordinator/client/grpc_worker_control.h"
-#include "coordinator/client/worker_agent.h"
+#include "coordinator/client/worker_process.h"
 #include "coordinator/flags.h"
 
 namespace {
@@ -39,13 +36,7 @@ constexpr char kUsage[] =
 
 int main(int argc, char** argv) {
   lft::SetLogComponent("fake-worker");
-  // Block the stop signals before any thread (gRPC's included) starts; a
-  // waiter thread takes them with sigwait.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  const sigset_t stop = lft::BlockStopSignals();
   std::vector<std::string> args(argv + 1, argv + argc);
   auto flags = lft::Flags::Parse(
       args,
@@ -73,9 +64,7 @@ int main(int argc, char** argv) {
                  role.c_str(), kUsage);
     return 2;
   }
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  o.info.set_hostname(flags->Get("name", absl::StrCat(host, "-", getpid())));
+  o.info.set_hostname(flags->Get("name", lft::DefaultWorkerName()));
   o.info.set_device("cpu");
   o.info.set_version("fake");
 
@@ -107,32 +96,6 @@ int main(int argc, char** argv) {
       }
     };
   }
-  const std::string target = flags->Get("coordinator", "127.0.0.1:7070");
-  lft::ClientSecurityOptions cs;
-  cs.tls_ca_path = flags->Get("tls-ca");
-  auto creds = lft::MakeChannelCredentials(cs, target);
-  if (!creds.ok()) {
-    std::fprintf(stderr, "lft-fake-worker: %s\n",
-                 std::string(creds.status().message()).c_str());
-    return 2;
-  }
-  lft::GrpcWorkerControl control(lft::MakeCoordinatorChannel(target, *creds),
-                                 lft::TokenFromFlagOrEnv(flags->Get("token")));
   lft::FakeTaskRunner runner(fo);
-  lft::WorkerAgent agent(&control, &runner, o);
-
-  std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&stop, &sig);
-    agent.Stop();
-  });
-  absl::Status s = agent.Run();
-  if (!s.ok()) {
-    std::fprintf(stderr, "lft-fake-worker: %s\n",
-                 std::string(s.message()).c_str());
-    // Unblock the waiter thread so the process can exit.
-    kill(getpid(), SIGTERM);
-  }
-  waiter.join();
-  return s.ok() ? 0 : 4;
+  return lft::RunWorkerProcess("lft-fake-worker", *flags, stop, &runner, o);
 }

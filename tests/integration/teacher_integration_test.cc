@@ -173,18 +173,7 @@ class TeacherIntegrationTest : public ::testing::Test {
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store,
                                         const std::string& job) {
-    std::vector<LatentPairRecord> out;
-    auto reader = store->Scan(job, ScanOptions{});
-    EXPECT_TRUE(reader.ok()) << reader.status();
-    if (!reader.ok()) return out;
-    LatentPairRecord r;
-    while (true) {
-      auto more = (*reader)->Next(&r);
-      EXPECT_TRUE(more.ok()) << more.status();
-      if (!more.ok() || !*more) break;
-      out.push_back(r);
-    }
-    return out;
+    return testing_util::ScanAll(store, job);
   }
 
   // The same shards extracted by one in-process runner (threads 1, batch 4,

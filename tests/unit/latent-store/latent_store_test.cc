@@ -55,18 +55,7 @@ class LatentStoreTest : public ::testing::Test {
   }
   std::vector<LatentPairRecord> ReadAll(const std::string& job,
                                         const ScanOptions& o) {
-    std::vector<LatentPairRecord> out;
-    auto reader = store_->Scan(job, o);
-    EXPECT_TRUE(reader.ok()) << reader.status();
-    if (!reader.ok()) return out;
-    LatentPairRecord p;
-    while (true) {
-      auto more = (*reader)->Next(&p);
-      EXPECT_TRUE(more.ok()) << more.status();
-      if (!more.ok() || !*more) break;
-      out.push_back(p);
-    }
-    return out;
+    return testing_util::ScanAll(store_.get(), job, o);
   }
   static std::vector<uint64_t> Sequences(
       const std::vector<LatentPairRecord>& v) {

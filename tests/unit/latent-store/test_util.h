@@ -1,5 +1,5 @@
-// Shared helpers for the store tests: a StatusIs matcher, temp dirs and
-// deterministic pairs.
+// Shared helpers for the store tests: temp dirs, deterministic pairs and a
+// full scan.
 #ifndef LFT_TESTS_UNIT_LATENT_STORE_TEST_UTIL_H_
 #define LFT_TESTS_UNIT_LATENT_STORE_TEST_UTIL_H_
 
@@ -18,22 +18,31 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "latent-store/pair_store.h"
+#include "tests/testing/status_matchers.h"
 
 namespace lft {
 namespace testing_util {
 
-inline absl::Status ToStatus(const absl::Status& s) { return s; }
-template <typename T>
-absl::Status ToStatus(const absl::StatusOr<T>& s) {
-  return s.status();
-}
+// The project-wide matcher (tests/testing/status_matchers.h).
+using ::lft::testing::StatusIs;
 
-MATCHER_P2(StatusIs, code, substring,
-           absl::StrCat("has code ", absl::StatusCodeToString(code),
-                        " and a message containing '", substring, "'")) {
-  const absl::Status s = ToStatus(arg);
-  *result_listener << "status is " << s.ToString();
-  return s.code() == code && absl::StrContains(s.message(), substring);
+// Every pair `store` yields for `job` under `options`, in scan order; a
+// failed Scan or Next is a test failure.
+inline std::vector<LatentPairRecord> ScanAll(PairStore* store,
+                                             const std::string& job,
+                                             const ScanOptions& options = {}) {
+  std::vector<LatentPairRecord> out;
+  auto reader = store->Scan(job, options);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return out;
+  LatentPairRecord p;
+  while (true) {
+    auto more = (*reader)->Next(&p);
+    EXPECT_TRUE(more.ok()) << more.status();
+    if (!more.ok() || !*more) break;
+    out.push_back(p);
+  }
+  return out;
 }
 
 // A fresh directory under $TMPDIR, removed on destruction.

@@ -17,6 +17,7 @@
 #include "common/synthetic_corpus.h"
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
+#include "tests/unit/latent-store/test_util.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 
@@ -134,18 +135,7 @@ class TeacherRunnerTest : public ::testing::Test {
   }
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store) {
-    std::vector<LatentPairRecord> out;
-    auto reader = store->Scan("job1", ScanOptions{});
-    EXPECT_TRUE(reader.ok()) << reader.status();
-    if (!reader.ok()) return out;
-    LatentPairRecord r;
-    while (true) {
-      auto more = (*reader)->Next(&r);
-      EXPECT_TRUE(more.ok()) << more.status();
-      if (!more.ok() || !*more) break;
-      out.push_back(r);
-    }
-    return out;
+    return testing_util::ScanAll(store, "job1");
   }
 
   fs::path root_;

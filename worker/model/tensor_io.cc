@@ -57,24 +57,64 @@ absl::StatusOr<torch::ScalarType> ToTorch(DType d) {
       absl::StrCat("dtype ", DTypeName(d), " has no torch type"));
 }
 
+absl::StatusOr<SafetensorsWriter> BuildWriter(
+    const std::map<std::string, torch::Tensor>& tensors,
+    absl::string_view where) {
+  SafetensorsWriter w;
+  for (const auto& [name, t] : tensors) {
+    auto dt = FromTorch(t.scalar_type());
+    if (!dt.ok())
+      return Annotate(dt.status(),
+                      absl::StrCat(where, ": tensor \"", name, "\""));
+    torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    LFT_RETURN_IF_ERROR(w.Add(
+        name, *dt, c.sizes().vec(),
+        absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),
+                                  c.numel() * c.element_size())));
+  }
+  return w;
+}
+
+absl::StatusOr<std::map<std::string, torch::Tensor>> ToTensors(
+    const SafetensorsFile& f) {
+  std::map<std::string, torch::Tensor> out;
+  for (const TensorView& v : f.tensors()) {
+    LFT_ASSIGN_OR_RETURN(torch::ScalarType st, ToTorch(v.dtype));
+    torch::Tensor t = torch::empty(v.shape, torch::TensorOptions().dtype(st));
+    if (!v.data.empty())
+      std::memcpy(t.data_ptr(), v.data.data(), v.data.size());
+    out[v.name] = t;
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::Status SaveTensors(const std::map<std::string, torch::Tensor>& tensors,
                          const std::string& path) {
   return GuardTorch("SaveTensors", [&]() -> absl::Status {
-    SafetensorsWriter w;
-    for (const auto& [name, t] : tensors) {
-      auto dt = FromTorch(t.scalar_type());
-      if (!dt.ok())
-        return Annotate(dt.status(),
-                        absl::StrCat(path, ": tensor \"", name, "\""));
-      torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
-      LFT_RETURN_IF_ERROR(w.Add(
-          name, *dt, c.sizes().vec(),
-          absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),
-                                    c.numel() * c.element_size())));
-    }
+    LFT_ASSIGN_OR_RETURN(SafetensorsWriter w, BuildWriter(tensors, path));
     return w.WriteFile(path);
+  });
+}
+
+absl::StatusOr<std::string> SerializeTensors(const TensorBundle& bundle) {
+  return GuardTorch("SerializeTensors", [&]() -> absl::StatusOr<std::string> {
+    LFT_ASSIGN_OR_RETURN(SafetensorsWriter w,
+                         BuildWriter(bundle.tensors, "bundle"));
+    for (const auto& [k, v] : bundle.metadata) w.SetMetadata(k, v);
+    return w.Serialize();
+  });
+}
+
+absl::StatusOr<TensorBundle> ParseTensors(absl::string_view bytes) {
+  LFT_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> f,
+                       SafetensorsFile::FromBytes(std::string(bytes)));
+  return GuardTorch("ParseTensors", [&]() -> absl::StatusOr<TensorBundle> {
+    TensorBundle b;
+    LFT_ASSIGN_OR_RETURN(b.tensors, ToTensors(*f));
+    b.metadata = f->metadata();
+    return b;
   });
 }
 
@@ -85,16 +125,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> LoadTensors(
   return GuardTorch(
       "LoadTensors",
       [&]() -> absl::StatusOr<std::map<std::string, torch::Tensor>> {
-        std::map<std::string, torch::Tensor> out;
-        for (const TensorView& v : f->tensors()) {
-          LFT_ASSIGN_OR_RETURN(torch::ScalarType st, ToTorch(v.dtype));
-          torch::Tensor t =
-              torch::empty(v.shape, torch::TensorOptions().dtype(st));
-          if (!v.data.empty())
-            std::memcpy(t.data_ptr(), v.data.data(), v.data.size());
-          out[v.name] = t;
-        }
-        return out;
+        return ToTensors(*f);
       });
 }
 

@@ -22,6 +22,17 @@ absl::Status SaveTensors(const std::map<std::string, torch::Tensor>& tensors,
 absl::StatusOr<std::map<std::string, torch::Tensor>> LoadTensors(
     const std::string& path);
 
+// In-memory forms of the same, with the file's "__metadata__" string map:
+// for blobs kept in the latent store (checkpoints) rather than in files.
+struct TensorBundle {
+  std::map<std::string, torch::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+absl::StatusOr<std::string> SerializeTensors(const TensorBundle& bundle);
+// Errors of SafetensorsFile::FromBytes (truncated or malformed bytes) and
+// InvalidArgument for a dtype torch lacks here.
+absl::StatusOr<TensorBundle> ParseTensors(absl::string_view bytes);
+
 }  // namespace lft
 
 #endif  // LFT_WORKER_MODEL_TENSOR_IO_H_

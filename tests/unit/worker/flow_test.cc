@@ -5,6 +5,7 @@
 
 #include "tests/unit/worker/test_util.h"
 #include "worker/model/export.h"
+#include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/local_trainer.h"
@@ -143,6 +144,72 @@ TEST(ExportTest, EulerFlowFoldsIntoGptNeoXLayers) {
                       FlowLayerOptions());
   EXPECT_THAT(ExportEulerModel(**seq, *seq_layer, 0, 1, 2),
               StatusIs(absl::StatusCode::kFailedPrecondition, "sequential"));
+}
+
+TEST(FlowCheckpointTest, RoundTripRestoresTheLayerExactly) {
+  NeoXConfig c = SmallConfig(true);
+  c.num_hidden_layers = 4;
+  auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 6));
+  ASSERT_TRUE(teacher.ok());
+  FlowLayerOptions fo;
+  fo.init = FlowInit::kAdaLnZero;
+  FlowLayer layer((*teacher)->layer(1), (*teacher)->layer_shape(), fo);
+  {
+    torch::NoGradGuard ng;
+    layer->ada_out()->weight.copy_(Normal({6 * 16, 16}, 5) * 0.2);
+  }
+  FlowCheckpoint ck;
+  ck.header.first_layer = 1;
+  ck.header.end_layer = 3;
+  ck.header.method = "fw";
+  ck.header.init = "adaln-zero";
+  ck.header.step = 50;
+  ck.header.tokens = 12345;
+  ck.header.epoch = 2;
+  ck.header.blocks_consumed = 17;
+  ck.header.seed = 9;
+  ck.header.world_size = 2;
+  ck.header.losses = {1.5, 0.25, 1e-7};
+  ck.weights = FlowLayerWeights(*layer);
+  ck.optimizer["exp_avg/ada_in.weight"] = Normal({16, 128}, 3);
+  auto bytes = SerializeFlowCheckpoint(ck);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto back = ParseFlowCheckpoint(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->header.step, 50u);
+  EXPECT_EQ(back->header.tokens, 12345u);
+  EXPECT_EQ(back->header.epoch, 2u);
+  EXPECT_EQ(back->header.blocks_consumed, 17u);
+  EXPECT_EQ(back->header.world_size, 2u);
+  EXPECT_EQ(back->header.method, "fw");
+  EXPECT_EQ(back->header.losses, ck.header.losses);
+  EXPECT_EQ(MaxDiff(back->optimizer["exp_avg/ada_in.weight"],
+                    ck.optimizer["exp_avg/ada_in.weight"]),
+            0.0);
+  auto restored = RestoreFlowLayer(**teacher, *back, FlowLayerOptions());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  torch::Tensor x = Normal({2, 5, 16}, 4);
+  torch::Tensor t = torch::tensor({0.2f, 0.7f});
+  torch::NoGradGuard ng;
+  EXPECT_EQ(MaxDiff((*restored)->Velocity(x, t), layer->Velocity(x, t)), 0.0);
+
+  // Another teacher's width, a foreign blob and a block outside the teacher.
+  NeoXConfig wide = c;
+  wide.hidden_size = 32;
+  auto other = GptNeoX::FromTensors(wide, GptNeoX::RandomTensors(wide, 1));
+  ASSERT_TRUE(other.ok());
+  EXPECT_THAT(RestoreFlowLayer(**other, *back, FlowLayerOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, "another teacher"));
+  TensorBundle foreign;
+  foreign.tensors["x"] = torch::zeros({2});
+  EXPECT_THAT(ParseFlowCheckpoint(*SerializeTensors(foreign)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "not an lft flow checkpoint"));
+  FlowCheckpoint far = *back;
+  far.header.end_layer = 9;
+  EXPECT_THAT(RestoreFlowLayer(**teacher, far, FlowLayerOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, "outside"));
+  EXPECT_FALSE(ParseFlowCheckpoint(bytes->substr(0, 40)).ok());
 }
 
 TEST(SolverTest, LinearFieldMatchesClosedForm) {

@@ -100,7 +100,13 @@ absl::Status ExtractBatch(const GptNeoX& model, int64_t m, int64_t n,
 }  // namespace
 
 TeacherExtractionRunner::TeacherExtractionRunner(TeacherRunnerOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)),
+      owned_stores_(options_.stores != nullptr
+                        ? nullptr
+                        : std::make_unique<PairStorePool>(
+                              options_.store_db, RemotePairStoreOptions())),
+      stores_(options_.stores != nullptr ? options_.stores
+                                         : owned_stores_.get()) {}
 
 TeacherExtractionRunner::~TeacherExtractionRunner() = default;
 
@@ -146,32 +152,6 @@ TeacherExtractionRunner::GetTeacher(const std::string& path, bool bf16) {
   return raw;
 }
 
-absl::StatusOr<PairStore*> TeacherExtractionRunner::GetStore(
-    const std::string& address) {
-  absl::MutexLock lock(&mu_);
-  auto it = stores_.find(address);
-  if (it != stores_.end()) return it->second.get();
-  std::unique_ptr<PairStore> store;
-  if (address.empty()) {
-    if (options_.store_db.empty()) {
-      return absl::FailedPreconditionError(
-          "the task names no store address and the worker has no --store-db "
-          "for an embedded store");
-    }
-    auto local = LatentStore::Open(options_.store_db, LatentStoreOptions{});
-    if (!local.ok()) {
-      return Annotate(local.status(),
-                      absl::StrCat("store ", options_.store_db));
-    }
-    store = std::move(*local);
-  } else {
-    store = RemotePairStore::Connect(address, {});
-  }
-  PairStore* raw = store.get();
-  stores_[address] = std::move(store);
-  return raw;
-}
-
 absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
     const lft::v1::Task& task, TaskContext* context) {
   if (!task.has_extraction()) {
@@ -198,7 +178,7 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
 
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
                        GetTeacher(spec.teacher().path(), bf16));
-  LFT_ASSIGN_OR_RETURN(PairStore * store, GetStore(task.store_address()));
+  LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
 
   // Create the store job once; an existing job keeps its settings
   // (back-pressure bound included) and PutPairs checks hidden and codec.

@@ -30,6 +30,7 @@
 #include "common/metrics.h"
 #include "coordinator/client/task_runner.h"
 #include "latent-store/pair_store.h"
+#include "latent-store/pair_store_pool.h"
 
 namespace lft {
 
@@ -41,6 +42,9 @@ struct TeacherRunnerOptions {
   // Directory of the embedded LatentStore used when a task's store_address
   // is empty. Empty: such tasks fail with FailedPrecondition.
   std::string store_db;
+  // Shared connections (embedded and remote, with credentials); when set,
+  // store_db is ignored. Must outlive the runner.
+  PairStorePool* stores = nullptr;
   // Sequences per teacher forward (and per PutPairs batch).
   int64_t batch_sequences = 8;
   // Optional: counters lft_teacher_tokens_total and
@@ -76,14 +80,14 @@ class TeacherExtractionRunner : public TaskRunner {
  private:
   struct LoadedTeacher;
   absl::StatusOr<LoadedTeacher*> GetTeacher(const std::string& path, bool bf16);
-  absl::StatusOr<PairStore*> GetStore(const std::string& address);
 
   const TeacherRunnerOptions options_;
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, bool>, std::unique_ptr<LoadedTeacher>>
       teachers_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::unique_ptr<PairStore>> stores_
-      ABSL_GUARDED_BY(mu_);
+  // options_.stores, or a pool of its own over options_.store_db.
+  std::unique_ptr<PairStorePool> owned_stores_;
+  PairStorePool* const stores_;
 };
 
 }  // namespace lft

@@ -1,0 +1,40 @@
+#include "latent-store/pair_store_pool.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "latent-store/latent_store.h"
+
+namespace lft {
+
+PairStorePool::PairStorePool(std::string store_db,
+                             RemotePairStoreOptions remote)
+    : store_db_(std::move(store_db)), remote_(std::move(remote)) {}
+
+PairStorePool::~PairStorePool() = default;
+
+absl::StatusOr<PairStore*> PairStorePool::Get(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  auto it = stores_.find(address);
+  if (it != stores_.end()) return it->second.get();
+  std::unique_ptr<PairStore> store;
+  if (address.empty()) {
+    if (store_db_.empty()) {
+      return absl::FailedPreconditionError(
+          "the task names no store address and the worker has no --store-db "
+          "for an embedded store");
+    }
+    auto local = LatentStore::Open(store_db_, LatentStoreOptions{});
+    if (!local.ok())
+      return Annotate(local.status(), absl::StrCat("store ", store_db_));
+    store = std::move(*local);
+  } else {
+    store = RemotePairStore::Connect(address, remote_);
+  }
+  PairStore* raw = store.get();
+  stores_[address] = std::move(store);
+  return raw;
+}
+
+}  // namespace lft

@@ -140,31 +140,24 @@ torch::Tensor MaskedMse(const torch::Tensor& a, const torch::Tensor& b,
 }
 
 namespace {
-torch::Tensor UniformTimes(std::vector<int64_t> shape,
-                           const torch::Tensor& like, at::Generator& gen) {
-  return at::rand(shape, gen, torch::TensorOptions().dtype(torch::kDouble))
-      .to(like.device(), like.scalar_type());
-}
-}  // namespace
 
-torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
-                      const torch::Tensor& x1, const torch::Tensor& mask,
-                      at::Generator& gen) {
-  torch::Tensor t = UniformTimes({x0.size(0)}, x0, gen);
+torch::Tensor SfmLossAt(const VelocityFn& u, const torch::Tensor& x0,
+                        const torch::Tensor& x1, const torch::Tensor& mask,
+                        const torch::Tensor& times) {
+  torch::Tensor t = times.to(x0.device(), x0.scalar_type());
   torch::Tensor tb = Bcast(t, x0);
   torch::Tensor xt = (1 - tb) * x0 + tb * x1;
   return MaskedMse(u(xt, t), x1 - x0, mask);
 }
 
-torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
-                     const torch::Tensor& x1, const torch::Tensor& mask,
-                     int64_t k, StepRule rule, at::Generator& gen) {
+torch::Tensor FwLossAt(const VelocityFn& u, const torch::Tensor& x0,
+                       const torch::Tensor& x1, const torch::Tensor& mask,
+                       int64_t k, StepRule rule, const torch::Tensor& inner) {
   const int64_t b = x0.size(0);
   auto opts =
       torch::TensorOptions().dtype(x0.scalar_type()).device(x0.device());
   std::vector<torch::Tensor> cols = {torch::zeros({b, 1}, opts)};
-  if (k > 1)
-    cols.push_back(std::get<0>(UniformTimes({b, k - 1}, x0, gen).sort(1)));
+  if (k > 1) cols.push_back(inner.to(x0.device(), x0.scalar_type()));
   cols.push_back(torch::ones({b, 1}, opts));
   torch::Tensor grid = torch::cat(cols, 1);  // [B, k + 1]
   torch::Tensor x = x0;
@@ -174,19 +167,59 @@ torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
   return MaskedMse(x, x1, mask);
 }
 
-torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,
-                       const torch::Tensor& x1, const torch::Tensor& mask,
-                       const FlowLossOptions& o, at::Generator& gen) {
+torch::Tensor SortedInner(int64_t b, int64_t k, at::Generator& gen) {
+  if (k <= 1) return torch::Tensor();
+  return std::get<0>(
+      at::rand({b, k - 1}, gen, torch::TensorOptions().dtype(torch::kDouble))
+          .sort(1));
+}
+
+torch::Tensor Uniform(int64_t b, at::Generator& gen) {
+  return at::rand({b}, gen, torch::TensorOptions().dtype(torch::kDouble));
+}
+
+}  // namespace
+
+torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
+                      const torch::Tensor& x1, const torch::Tensor& mask,
+                      at::Generator& gen) {
+  return SfmLossAt(u, x0, x1, mask, Uniform(x0.size(0), gen));
+}
+
+torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
+                     const torch::Tensor& x1, const torch::Tensor& mask,
+                     int64_t k, StepRule rule, at::Generator& gen) {
+  return FwLossAt(u, x0, x1, mask, k, rule, SortedInner(x0.size(0), k, gen));
+}
+
+FlowTimes DrawFlowTimes(int64_t batch, const FlowLossOptions& o,
+                        at::Generator& gen) {
+  FlowTimes t;
+  if (o.method != FlowMethod::kSfm)
+    t.fw_inner = SortedInner(batch, o.fw_steps, gen);
+  if (o.method != FlowMethod::kFw) t.sfm = Uniform(batch, gen);
+  return t;
+}
+
+torch::Tensor FlowLossAt(const VelocityFn& u, const torch::Tensor& x0,
+                         const torch::Tensor& x1, const torch::Tensor& mask,
+                         const FlowLossOptions& o, const FlowTimes& times) {
   switch (o.method) {
     case FlowMethod::kSfm:
-      return SfmLoss(u, x0, x1, mask, gen);
+      return SfmLossAt(u, x0, x1, mask, times.sfm);
     case FlowMethod::kFw:
-      return FwLoss(u, x0, x1, mask, o.fw_steps, o.rule, gen);
+      return FwLossAt(u, x0, x1, mask, o.fw_steps, o.rule, times.fw_inner);
     case FlowMethod::kHybrid:
       break;
   }
-  return FwLoss(u, x0, x1, mask, o.fw_steps, o.rule, gen) +
-         o.alpha * SfmLoss(u, x0, x1, mask, gen);
+  return FwLossAt(u, x0, x1, mask, o.fw_steps, o.rule, times.fw_inner) +
+         o.alpha * SfmLossAt(u, x0, x1, mask, times.sfm);
+}
+
+torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,
+                       const torch::Tensor& x1, const torch::Tensor& mask,
+                       const FlowLossOptions& o, at::Generator& gen) {
+  return FlowLossAt(u, x0, x1, mask, o, DrawFlowTimes(x0.size(0), o, gen));
 }
 
 }  // namespace lft

@@ -107,6 +107,25 @@ torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
 torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
                      const torch::Tensor& x1, const torch::Tensor& mask,
                      int64_t k, StepRule rule, at::Generator& gen);
+// The random times of one loss evaluation, one row per sequence: FW's inner
+// grid points [B, k - 1] (sorted ascending; undefined when k == 1) and SFM's
+// t [B] (undefined when unused). Data-parallel trainers draw them per
+// sequence from (seed, step, sequence key) so that the times of a sequence do
+// not depend on which rank holds it.
+struct FlowTimes {
+  torch::Tensor fw_inner;
+  torch::Tensor sfm;
+};
+// Draws the times `options.method` needs for a batch of `batch` sequences:
+// the FW grid first, then SFM's t (FlowLoss's order), as float64 on the CPU.
+FlowTimes DrawFlowTimes(int64_t batch, const FlowLossOptions& options,
+                        at::Generator& gen);
+// FlowLoss with given times (moved to x0's device and dtype).
+torch::Tensor FlowLossAt(const VelocityFn& u, const torch::Tensor& x0,
+                         const torch::Tensor& x1, const torch::Tensor& mask,
+                         const FlowLossOptions& options,
+                         const FlowTimes& times);
+
 // Dispatches on options.method; hybrid = FW + alpha * SFM.
 torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,
                        const torch::Tensor& x1, const torch::Tensor& mask,

@@ -1,0 +1,86 @@
+// TrainerRunner: one data-parallel rank of a job's trainer group, as a
+// TaskRunner under the WorkerAgent. For a TrainingTask it
+//   1. forms the group: rank 0 creates the communicator id (a Gloo
+//      rendezvous address on CPUs, an NCCL unique id on GPUs), the
+//      coordinator's Rendezvous relays it, every rank joins;
+//   2. resumes from the newest checkpoint (the task's resume_checkpoint or a
+//      newer step-N one in the store, chosen by rank 0 and broadcast);
+//   3. each step reads its B / W pairs (B = global_batch_sequences) from
+//      its strided slice of the store's shuffled pair order (ScanOptions
+//      with block_pairs 1, so the global batch of a step is the same set of
+//      pairs for any W), computes gradients, sums gradients and loss with
+//      one all-reduce, clips, takes an AdamW step at the warm-up + cosine
+//      learning rate, and every checkpoint_every_steps steps (and at the
+//      end) rank 0 stores checkpoint "step-<10 digits>" atomically.
+// Streaming mode (training.streaming): training starts while teachers still
+// write; each epoch reads the pairs stored when it begins, the rank
+// acknowledges consumed pairs so the store's back-pressure releases
+// teachers, and it waits (cancellably) for a global batch of pairs.
+// Torch-free: the numerics are a TrainingEngine.
+#ifndef LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
+#define LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "coordinator/client/task_runner.h"
+#include "latent-store/pair_store_pool.h"
+#include "worker/trainer/training_engine.h"
+
+namespace lft {
+
+struct TrainerRunnerOptions {
+  // "cpu" (Gloo) or "cuda" / "cuda:N" (NCCL).
+  std::string device = "cpu";
+  // Required; must outlive the runner.
+  PairStorePool* stores = nullptr;
+  // Required: makes the engine (NewFlowTrainingEngine in lft-worker).
+  TrainingEngineFactory engine_factory;
+  // Address this rank's Gloo endpoints (and rank 0's rendezvous server)
+  // listen on; peers must reach it.
+  std::string listen_host = "127.0.0.1";
+  // Bound on forming the group and on every collective call.
+  absl::Duration collective_timeout = absl::Seconds(60);
+  // After a collective fails (a peer died), how long to wait for the
+  // coordinator to revoke the task (the group re-forms) before reporting
+  // the failure as the task's own.
+  absl::Duration regroup_wait = absl::Seconds(30);
+  // step-N checkpoints kept in the store (older ones are deleted).
+  uint32_t keep_checkpoints = 3;
+  // Optional: lft_trainer_* metrics labelled job and role. Must outlive
+  // the runner.
+  MetricsRegistry* metrics = nullptr;
+  // Tests only: an interruptible pause after every step.
+  absl::Duration pause_per_step = absl::ZeroDuration();
+};
+
+// "step-0000000042".
+std::string TrainingCheckpointName(uint64_t step);
+// Learning rate of optimizer step `step` (0-based): linear warm-up over
+// warmup steps, then cosine decay to min_ratio * lr at total_steps.
+double ScheduledLearningRate(double lr, uint64_t warmup, uint64_t total_steps,
+                             uint64_t step, double min_ratio = 0.1);
+
+class TrainerRunner : public TaskRunner {
+ public:
+  explicit TrainerRunner(TrainerRunnerOptions options);
+
+  // Trains until the job's step budget; returns the final checkpoint's name.
+  // Errors: InvalidArgument for a task that is not training or a batch not
+  // divisible by the world size; FailedPrecondition when the job has fewer
+  // pairs than one global batch; Aborted when the group was dissolved;
+  // Cancelled when the task was revoked; store, engine and collective
+  // errors annotated with the job, rank and step.
+  absl::StatusOr<TaskResult> Run(const lft::v1::Task& task,
+                                 TaskContext* context) override;
+
+ private:
+  const TrainerRunnerOptions options_;
+};
+
+}  // namespace lft
+
+#endif  // LFT_WORKER_TRAINER_TRAINER_RUNNER_H_

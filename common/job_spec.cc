@@ -97,6 +97,20 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
   if (t.checkpoint_every_steps() == 0) {
     p->Add("training.checkpoint_every_steps", "must be at least 1");
   }
+  if (t.streaming() && t.trainer_ranks() > 1) {
+    p->Add("training.streaming",
+           absl::StrCat("streaming mode trains with one rank; set "
+                        "trainer_ranks to 1 (got ",
+                        t.trainer_ranks(), ") or turn streaming off"));
+  }
+  if (t.streaming() && t.streaming_buffer_pairs() > 0 &&
+      t.streaming_buffer_pairs() < t.global_batch_sequences()) {
+    p->Add("training.streaming_buffer_pairs",
+           absl::StrCat("buffer of ", t.streaming_buffer_pairs(),
+                        " pairs is smaller than one global batch of ",
+                        t.global_batch_sequences(),
+                        "; the trainer could never fill a batch"));
+  }
 }
 
 void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
@@ -171,6 +185,9 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
   if (t->gradient_clip_norm() == 0) t->set_gradient_clip_norm(1.0);
   if (t->checkpoint_every_steps() == 0) t->set_checkpoint_every_steps(200);
   if (t->trainer_ranks() == 0) t->set_trainer_ranks(1);
+  if (t->streaming() && t->streaming_buffer_pairs() == 0) {
+    t->set_streaming_buffer_pairs(4ull * t->global_batch_sequences());
+  }
   if (t->estimator_init() == lft::v1::ESTIMATOR_INIT_UNSPECIFIED) {
     t->set_estimator_init(lft::v1::ESTIMATOR_INIT_TEACHER_LAYER);
   }

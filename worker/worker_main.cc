@@ -1,6 +1,7 @@
-// lft-worker: the real worker process. --role=teacher runs
-// TeacherExtractionRunner under the WorkerAgent (registration, heartbeats,
-// leases, progress); trainer and evaluator roles are not implemented yet.
+// lft-worker: the real worker process. Under the WorkerAgent (registration,
+// heartbeats, leases, progress) it runs TeacherExtractionRunner
+// (--role=teacher) or TrainerRunner (--role=trainer); the evaluator role is
+// not implemented yet.
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -15,14 +16,17 @@
 #include "common/metrics.h"
 #include "coordinator/client/worker_process.h"
 #include "coordinator/flags.h"
+#include "latent-store/pair_store_pool.h"
 #include "worker/teacher/teacher_extraction_runner.h"
+#include "worker/trainer/flow_training_engine.h"
+#include "worker/trainer/trainer_runner.h"
 
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: lft-worker --role teacher [flags]
+    R"(usage: lft-worker --role teacher|trainer [flags]
 
-  --role ROLE               teacher (trainer, evaluator: not implemented yet)
+  --role ROLE               teacher or trainer (evaluator: not yet)
   --coordinator HOST:PORT   (default 127.0.0.1:7070)
   --token TOKEN             bearer token (or env LFT_AUTH_TOKEN)
   --tls-ca PEM              CA of the coordinator's certificate
@@ -34,9 +38,12 @@ constexpr char kUsage[] =
   --device cpu|cuda[:N]     (default cpu)
   --threads N               intra-op CPU threads (default: LibTorch's)
   --batch-sequences N       sequences per teacher forward (default 8)
+  --listen-host HOST        trainer: address its Gloo endpoints listen on
+                            (default 127.0.0.1; peers must reach it)
   --metrics-port N          serve Prometheus /metrics on 127.0.0.1:N
   --max-tasks N             exit after N tasks (default 0 = never)
-  --test-pause-ms-per-batch N  tests only: sleep N ms after every batch
+  --test-pause-ms-per-batch N  tests only: sleep N ms after every teacher
+                            batch or trainer step
 )";
 
 }  // namespace
@@ -48,7 +55,7 @@ int main(int argc, char** argv) {
   auto flags = lft::Flags::Parse(
       args,
       {"role", "coordinator", "token", "tls-ca", "name", "store-db", "device",
-       "threads", "batch-sequences", "metrics-port", "max-tasks",
+       "threads", "batch-sequences", "metrics-port", "max-tasks", "listen-host",
        "test-pause-ms-per-batch"},
       {"help", "insecure-loopback"});
   if (!flags.ok() || flags->Has("help")) {
@@ -59,12 +66,12 @@ int main(int argc, char** argv) {
     return flags.ok() ? 0 : 2;
   }
   const std::string role = flags->Get("role");
-  if (role == "trainer" || role == "evaluator") {
+  if (role == "evaluator") {
     std::fprintf(stderr, "lft-worker: --role %s: role not implemented yet\n",
                  role.c_str());
     return 2;
   }
-  if (role != "teacher") {
+  if (role != "teacher" && role != "trainer") {
     std::fprintf(stderr,
                  "--role: \"%s\" is not teacher, trainer or evaluator\n%s",
                  role.c_str(), kUsage);
@@ -115,19 +122,33 @@ int main(int argc, char** argv) {
   }
 
   lft::WorkerAgentOptions o;
-  o.info.set_role(lft::v1::WORKER_ROLE_TEACHER);
+  o.info.set_role(role == "trainer" ? lft::v1::WORKER_ROLE_TRAINER
+                                    : lft::v1::WORKER_ROLE_TEACHER);
   o.info.set_hostname(flags->Get("name", lft::DefaultWorkerName()));
   o.info.set_device(device);
   o.info.set_version("lft-worker");
   o.max_tasks = static_cast<uint64_t>(*max_tasks);
 
-  lft::TeacherRunnerOptions ro;
-  ro.device = device;
-  ro.store_db = flags->Get("store-db");
-  ro.batch_sequences = *batch;
-  ro.metrics = &registry;
-  ro.pause_per_batch = absl::Milliseconds(*pause_ms);
-
-  lft::TeacherExtractionRunner runner(ro);
-  return lft::RunWorkerProcess("lft-worker", *flags, stop, &runner, o);
+  lft::PairStorePool stores(flags->Get("store-db"),
+                            lft::RemotePairStoreOptions());
+  std::unique_ptr<lft::TaskRunner> runner;
+  if (role == "trainer") {
+    lft::TrainerRunnerOptions to;
+    to.device = device;
+    to.stores = &stores;
+    to.engine_factory = lft::NewFlowTrainingEngine;
+    to.listen_host = flags->Get("listen-host", "127.0.0.1");
+    to.metrics = &registry;
+    to.pause_per_step = absl::Milliseconds(*pause_ms);
+    runner = std::make_unique<lft::TrainerRunner>(to);
+  } else {
+    lft::TeacherRunnerOptions ro;
+    ro.device = device;
+    ro.stores = &stores;
+    ro.batch_sequences = *batch;
+    ro.metrics = &registry;
+    ro.pause_per_batch = absl::Milliseconds(*pause_ms);
+    runner = std::make_unique<lft::TeacherExtractionRunner>(ro);
+  }
+  return lft::RunWorkerProcess("lft-worker", *flags, stop, runner.get(), o);
 }

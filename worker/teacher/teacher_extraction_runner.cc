@@ -189,6 +189,9 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
     JobConfig jc;
     jc.hidden = hidden;
     jc.codec = codec;
+    // Streaming: teachers run at most this far ahead of the trainer.
+    if (spec.training().streaming())
+      jc.max_pending_pairs = spec.training().streaming_buffer_pairs();
     absl::Status s = store->CreateJob(task.job_id(), jc);
     if (!s.ok())
       return Annotate(s, absl::StrCat(where, ": creating store job"));

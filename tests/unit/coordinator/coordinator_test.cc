@@ -301,12 +301,28 @@ TEST_F(CoordinatorTest, ShardingErrorFailsJob) {
   EXPECT_THAT(core_->GetJob(job)->error(), HasSubstr("no such file"));
 }
 
+TEST_F(CoordinatorTest, StreamingJobTrainsWhileExtracting) {
+  lft::v1::JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_streaming(true);
+  const std::string job = SubmitAndPlan(spec);
+  EXPECT_EQ(State(job), lft::v1::JOB_STATE_EXTRACTING);
+  const std::string trainer = Register(lft::v1::WORKER_ROLE_TRAINER, "tr");
+  lft::v1::Task t = Acquire(trainer);
+  ASSERT_TRUE(t.has_training());
+  EXPECT_EQ(t.spec().training().streaming_buffer_pairs(),
+            4ull * spec.training().global_batch_sequences());
+}
+
 TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {
   lft::v1::JobSpec spec = ValidSpec();
   spec.mutable_training()->set_trainer_ranks(2);
   spec.mutable_training()->set_global_batch_sequences(16);
-  spec.mutable_training()->set_streaming(true);  // training tasks exist at once
   const std::string job = SubmitAndPlan(spec);
+  const std::string teacher = Register(lft::v1::WORKER_ROLE_TEACHER, "x");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Complete(teacher, Acquire(teacher).task_id()).ok());
+  }
+  ASSERT_EQ(State(job), lft::v1::JOB_STATE_TRAINING);
   const std::string r0 = Register(lft::v1::WORKER_ROLE_TRAINER, "r0");
   const std::string r1 = Register(lft::v1::WORKER_ROLE_TRAINER, "r1");
   lft::v1::Task t0 = Acquire(r0);

@@ -310,7 +310,7 @@ TEST_F(CoordinatorTest, StreamingJobTrainsWhileExtracting) {
   lft::v1::Task t = Acquire(trainer);
   ASSERT_TRUE(t.has_training());
   EXPECT_EQ(t.spec().training().streaming_buffer_pairs(),
-            4ull * spec.training().global_batch_sequences());
+            4ull * t.spec().training().global_batch_sequences());
 }
 
 TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {

@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
+#include "tests/integration/local_cluster.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
 #include "tests/unit/latent-store/test_util.h"
@@ -42,7 +43,6 @@ namespace fs = std::filesystem;
 using testing_util::StoreProcess;
 using testing_util::TempDir;
 
-constexpr int kDocs = 40;
 constexpr int kDocsPerShard = 8;
 constexpr int kSeqLen = 32;
 
@@ -53,45 +53,14 @@ std::string HttpGet(int port, const std::string& path) {
   return ::lft::testing::LoopbackHttpBody(port, path);
 }
 
-std::string DocText(int64_t i) {
-  return MakeSyntheticDocument(11, i).text.substr(0, 300);
-}
-
 std::string PairKey(const LatentPairRecord& p) {
   return absl::StrCat(p.shard, "/", p.sequence, "/", p.chunk);
 }
 
-class TeacherIntegrationTest : public ::testing::Test {
+class TeacherIntegrationTest : public testing_util::LocalClusterTest {
  protected:
   void SetUp() override {
-    unsetenv("LFT_AUTH_TOKEN");
-    torch::set_num_threads(1);
-    teacher_ = Path("teacher");
-    fs::create_directories(teacher_);
-    NeoXConfig c;
-    c.vocab_size = 300;
-    c.hidden_size = 32;
-    c.num_hidden_layers = 3;
-    c.num_attention_heads = 4;
-    c.intermediate_size = 64;
-    c.max_position_embeddings = 128;
-    std::ofstream(teacher_ + "/config.json") << NeoXConfigToJson(c);
-    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 5),
-                            teacher_ + "/model.safetensors")
-                    .ok());
-    BpeTrainerOptions to;
-    to.vocab_size = 300;
-    BpeTrainer trainer(to);
-    for (int i = 0; i < kDocs; ++i) trainer.AddText(DocText(i));
-    auto json = trainer.TrainToJson();
-    ASSERT_TRUE(json.ok()) << json.status();
-    std::ofstream(teacher_ + "/tokenizer.json") << *json;
-    corpus_ = Path("pile.jsonl.zst");
-    auto w = JsonlZstWriter::Open(corpus_);
-    ASSERT_TRUE(w.ok()) << w.status();
-    for (int i = 0; i < kDocs; ++i)
-      ASSERT_TRUE((*w)->Write(DocText(i), "Synthetic").ok());
-    ASSERT_TRUE((*w)->Close().ok());
+    LocalClusterTest::SetUp();
     spec_ = Path("spec.json");
     std::ofstream(spec_) << absl::StrCat(
         R"({"name": "teacher-it", "teacher": {"path": ")", teacher_,
@@ -101,74 +70,6 @@ class TeacherIntegrationTest : public ::testing::Test {
         kSeqLen, R"(, "storageDtype": "STORAGE_DTYPE_BF16",)",
         R"( "training": {"maxSteps": 10, "checkpointEverySteps": 5},)",
         R"( "evaluation": {"maxSequences": 4}})");
-  }
-
-  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
-
-  void StartServices() {
-    auto store = StoreProcess::Start(
-        LFT_STORE_BIN, {"--listen", "127.0.0.1:0", "--db", Path("store")},
-        absl::Seconds(20));
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::make_unique<StoreProcess>(std::move(*store));
-    coord_ = std::make_unique<Process>(
-        std::vector<std::string>{
-            LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
-            "--port-file", Path("port"), "--insecure-loopback",
-            "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
-            "50", "--store-address", store_->address()},
-        Path("coordinator.out"), Path("coordinator.log"));
-    const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    while (absl::Now() < deadline && coord_->running()) {
-      std::string ports = ReadFile(Path("port"));
-      const size_t sp = ports.find(' ');
-      if (sp != std::string::npos &&
-          absl::SimpleAtoi(ports.substr(0, sp), &port_))
-        return;
-      if (coord_->Wait(absl::Milliseconds(20)) >= 0) break;
-    }
-    FAIL() << "coordinator did not start: " << coord_->err();
-  }
-
-  std::unique_ptr<Process> StartTeacher(const std::string& name,
-                                        std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {LFT_WORKER_BIN,
-                                     "--role",
-                                     "teacher",
-                                     "--name",
-                                     name,
-                                     "--coordinator",
-                                     absl::StrCat("127.0.0.1:", port_),
-                                     "--insecure-loopback",
-                                     "--threads",
-                                     "1",
-                                     "--batch-sequences",
-                                     "4"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return std::make_unique<Process>(argv, Path(name + ".out"),
-                                     Path(name + ".log"));
-  }
-  std::unique_ptr<Process> StartFake(const std::string& role,
-                                     const std::string& name) {
-    return std::make_unique<Process>(
-        std::vector<std::string>{LFT_FAKE_WORKER_BIN, "--role", role, "--name",
-                                 name, "--coordinator",
-                                 absl::StrCat("127.0.0.1:", port_)},
-        Path(name + ".out"), Path(name + ".log"));
-  }
-
-  // lftctl with a bounded wait; returns {exit code, stdout + stderr}.
-  std::pair<int, std::string> Ctl(std::vector<std::string> args,
-                                  absl::Duration limit = absl::Seconds(30)) {
-    static int n = 0;
-    const std::string out = Path(absl::StrCat("ctl", n, ".out"));
-    const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
-    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--server",
-                                     absl::StrCat("127.0.0.1:", port_)};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Process p(argv, out, err);
-    const int code = p.Wait(limit);
-    return {code, p.out() + p.err()};
   }
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store,
@@ -241,11 +142,7 @@ class TeacherIntegrationTest : public ::testing::Test {
     EXPECT_EQ(stats->pairs, want.size());
   }
 
-  TempDir dir_;
-  std::string teacher_, corpus_, spec_;
-  int port_ = 0;
-  std::unique_ptr<StoreProcess> store_;
-  std::unique_ptr<Process> coord_;
+  std::string spec_;
 };
 
 TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {

@@ -251,7 +251,8 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
   context->ReportProgress(progress);
 
   std::unique_ptr<PairReader> reader;
-  uint64_t epoch_pairs = 0;  // usable pairs of the current epoch
+  uint64_t epoch_pairs = 0;     // usable pairs of the current epoch
+  uint64_t epoch_snapshot = 0;  // pairs stored when it began
   std::vector<LatentPairRecord> pairs(per_rank);
   const auto run_start = std::chrono::steady_clock::now();
   const uint64_t start_step = pos.step;
@@ -263,13 +264,20 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
     // ---- This rank's share of the global batch.
     if (reader == nullptr) {
       uint64_t stored = 0;
+      // Streaming: a new epoch waits (boundedly: extraction may be over)
+      // for at least one global batch of pairs it has not seen, so training
+      // follows the teachers instead of cycling over the first few pairs.
+      const absl::Time fresh_deadline = absl::Now() + options_.streaming_wait;
       while (true) {
         auto stats = store->Stats(job);
         if (stats.ok()) stored = stats->pairs;
-        if (stats.ok() && stored >= batch) break;
+        const bool fresh = !ts.streaming() || epoch_snapshot == 0 ||
+                           stored >= epoch_snapshot + batch ||
+                           absl::Now() >= fresh_deadline;
+        if (stats.ok() && stored >= batch && fresh) break;
         if (!stats.ok() && !absl::IsNotFound(stats.status()))
           return Annotate(stats.status(), where);
-        if (!ts.streaming()) {
+        if (!ts.streaming() && stored < batch) {
           return absl::FailedPreconditionError(
               absl::StrCat(where, ": the store holds ", stored,
                            " pairs, fewer than one global batch of ", batch,
@@ -280,6 +288,7 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
           return cancelled();
       }
       epoch_pairs = stored / batch * batch;
+      epoch_snapshot = stored;
       if (pos.pairs_consumed + batch > epoch_pairs) {
         ++pos.epoch;
         pos.pairs_consumed = 0;
@@ -391,6 +400,18 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
         context->cancellation().WaitFor(options_.pause_per_step)) {
       return cancelled();
     }
+  }
+  if (ts.streaming() && rank == 0 && !pairs.empty() && pairs[0].hidden > 0) {
+    // Training is over: lift the back-pressure so teachers still extracting
+    // finish their shards instead of waiting for a consumer.
+    LogInfo("streaming training done; lifting back-pressure", {{"job", job}});
+    JobConfig open;
+    open.hidden = pairs[0].hidden;
+    open.codec = pairs[0].codec;
+    open.max_pending_pairs = 0;
+    absl::Status s = store->CreateJob(job, open);
+    if (!s.ok())
+      return Annotate(s, absl::StrCat(where, ": releasing back-pressure"));
   }
   LogInfo("training finished", {{"job", job},
                                 {"rank", static_cast<int64_t>(rank)},

@@ -15,7 +15,9 @@
 // Streaming mode (training.streaming): training starts while teachers still
 // write; each epoch reads the pairs stored when it begins, the rank
 // acknowledges consumed pairs so the store's back-pressure releases
-// teachers, and it waits (cancellably) for a global batch of pairs.
+// teachers, and it waits (cancellably) for a global batch of pairs; a new
+// epoch waits up to streaming_wait for pairs it has not seen yet. When
+// training ends the bound is lifted so teachers still extracting finish.
 // Torch-free: the numerics are a TrainingEngine.
 #ifndef LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
 #define LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
@@ -48,6 +50,9 @@ struct TrainerRunnerOptions {
   // coordinator to revoke the task (the group re-forms) before reporting
   // the failure as the task's own.
   absl::Duration regroup_wait = absl::Seconds(30);
+  // Streaming: how long a new epoch waits for a global batch of pairs it
+  // has not seen before it re-reads what is there.
+  absl::Duration streaming_wait = absl::Seconds(5);
   // step-N checkpoints kept in the store (older ones are deleted).
   uint32_t keep_checkpoints = 3;
   // Optional: lft_trainer_* metrics labelled job and role. Must outlive

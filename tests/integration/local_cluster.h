@@ -1,0 +1,159 @@
+// A small lft cluster on loopback for integration tests: a tiny random
+// GPT-NeoX teacher (3 layers x 32, BPE vocabulary 300) with its tokenizer, a
+// Pile-format corpus of 40 synthetic documents, and helpers that start
+// lft-store, lft-coordinator, lft-worker / lft-fake-worker processes and run
+// lftctl. Every wait is bounded. The binaries come from the including
+// test's LFT_*_BIN definitions.
+#ifndef LFT_TESTS_INTEGRATION_LOCAL_CLUSTER_H_
+#define LFT_TESTS_INTEGRATION_LOCAL_CLUSTER_H_
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/bpe_trainer.h"
+#include "common/jsonl_zst.h"
+#include "common/synthetic_corpus.h"
+#include "gtest/gtest.h"
+#include "tests/integration/store_process.h"
+#include "tests/testing/child_process.h"
+#include "tests/unit/latent-store/test_util.h"
+#include "worker/model/gpt_neox.h"
+#include "worker/model/tensor_io.h"
+
+namespace lft {
+namespace testing_util {
+
+inline std::string ClusterDocText(int64_t i) {
+  return MakeSyntheticDocument(11, i).text.substr(0, 300);
+}
+
+class LocalClusterTest : public ::testing::Test {
+ protected:
+  using Process = ::lft::testing::ChildProcess;
+  static constexpr int kDocs = 40;
+
+  void SetUp() override {
+    unsetenv("LFT_AUTH_TOKEN");
+    torch::set_num_threads(1);
+    teacher_ = Path("teacher");
+    std::filesystem::create_directories(teacher_);
+    NeoXConfig c;
+    c.vocab_size = 300;
+    c.hidden_size = 32;
+    c.num_hidden_layers = 3;
+    c.num_attention_heads = 4;
+    c.intermediate_size = 64;
+    c.max_position_embeddings = 128;
+    std::ofstream(teacher_ + "/config.json") << NeoXConfigToJson(c);
+    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 5),
+                            teacher_ + "/model.safetensors")
+                    .ok());
+    BpeTrainerOptions to;
+    to.vocab_size = 300;
+    BpeTrainer trainer(to);
+    for (int i = 0; i < kDocs; ++i) trainer.AddText(ClusterDocText(i));
+    auto json = trainer.TrainToJson();
+    ASSERT_TRUE(json.ok()) << json.status();
+    std::ofstream(teacher_ + "/tokenizer.json") << *json;
+    corpus_ = Path("pile.jsonl.zst");
+    auto w = JsonlZstWriter::Open(corpus_);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (int i = 0; i < kDocs; ++i)
+      ASSERT_TRUE((*w)->Write(ClusterDocText(i), "Synthetic").ok());
+    ASSERT_TRUE((*w)->Close().ok());
+  }
+
+  std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
+
+  void StartServices() {
+    auto store = StoreProcess::Start(
+        LFT_STORE_BIN, {"--listen", "127.0.0.1:0", "--db", Path("store")},
+        absl::Seconds(20));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::make_unique<StoreProcess>(std::move(*store));
+    coord_ = std::make_unique<Process>(
+        std::vector<std::string>{
+            LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
+            "--port-file", Path("port"), "--insecure-loopback",
+            "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
+            "50", "--store-address", store_->address()},
+        Path("coordinator.out"), Path("coordinator.log"));
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < deadline && coord_->running()) {
+      std::string ports = ::lft::testing::ReadFile(Path("port"));
+      const size_t sp = ports.find(' ');
+      if (sp != std::string::npos &&
+          absl::SimpleAtoi(ports.substr(0, sp), &port_))
+        return;
+      if (coord_->Wait(absl::Milliseconds(20)) >= 0) break;
+    }
+    FAIL() << "coordinator did not start: " << coord_->err();
+  }
+
+  std::unique_ptr<Process> StartTeacher(const std::string& name,
+                                        std::vector<std::string> extra = {}) {
+    return StartWorker("teacher", name, std::move(extra));
+  }
+  // lft-worker --role ROLE with one thread and teacher batches of 4.
+  std::unique_ptr<Process> StartWorker(const std::string& role,
+                                       const std::string& name,
+                                       std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {LFT_WORKER_BIN,
+                                     "--role",
+                                     role,
+                                     "--name",
+                                     name,
+                                     "--coordinator",
+                                     absl::StrCat("127.0.0.1:", port_),
+                                     "--insecure-loopback",
+                                     "--threads",
+                                     "1",
+                                     "--batch-sequences",
+                                     "4"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, Path(name + ".out"),
+                                     Path(name + ".log"));
+  }
+  std::unique_ptr<Process> StartFake(const std::string& role,
+                                     const std::string& name) {
+    return std::make_unique<Process>(
+        std::vector<std::string>{LFT_FAKE_WORKER_BIN, "--role", role, "--name",
+                                 name, "--coordinator",
+                                 absl::StrCat("127.0.0.1:", port_)},
+        Path(name + ".out"), Path(name + ".log"));
+  }
+
+  // lftctl with a bounded wait; returns {exit code, stdout + stderr}.
+  std::pair<int, std::string> Ctl(std::vector<std::string> args,
+                                  absl::Duration limit = absl::Seconds(30)) {
+    static int n = 0;
+    const std::string out = Path(absl::StrCat("ctl", n, ".out"));
+    const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
+    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--server",
+                                     absl::StrCat("127.0.0.1:", port_)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, out, err);
+    const int code = p.Wait(limit);
+    return {code, p.out() + p.err()};
+  }
+
+  TempDir dir_;
+  std::string teacher_, corpus_;
+  int port_ = 0;
+  std::unique_ptr<StoreProcess> store_;
+  std::unique_ptr<Process> coord_;
+};
+
+}  // namespace testing_util
+}  // namespace lft
+
+#endif  // LFT_TESTS_INTEGRATION_LOCAL_CLUSTER_H_

@@ -54,4 +54,10 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$D/usr" \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DLFT_NCCL_ROOT="$D/nccl" \
   -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DLFT_BUILD_BENCH=ON "$@"
-cmake --build build-gpu -j "$(nproc)"
+# LFT_BUILD_TARGETS="a b": build only those (quick device calls).
+if [ -n "${LFT_BUILD_TARGETS:-}" ]; then
+  # shellcheck disable=SC2086
+  cmake --build build-gpu -j "$(nproc)" --target ${LFT_BUILD_TARGETS}
+else
+  cmake --build build-gpu -j "$(nproc)"
+fi

@@ -50,7 +50,15 @@ export PATH=$D/usr/bin:$PATH
 export PKG_CONFIG_PATH=$D/usr/lib/x86_64-linux-gnu/pkgconfig:$D/usr/share/pkgconfig
 export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu:$D/nccl/lib:${LD_LIBRARY_PATH:-}
 
+# PyTorch's libtorch.so exports its own std::filesystem (64 symbols) and
+# libtorch_cpu.so its own Gloo; an executable lists libtorch before
+# libstdc++ and Gloo in DT_NEEDED, so those calls bound to PyTorch's copies
+# and crashed (std::filesystem::remove_all jumped to address 0; README,
+# "Known problem"). Naming libstdc++ and Debian's Gloo first makes every
+# executable bind to them; LibTorch keeps its own internal references.
+LINK_FIRST="-Wl,--no-as-needed -lstdc++ $(ls "$D"/usr/lib/libgloo.so.0 2>/dev/null)"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_EXE_LINKER_FLAGS="$LINK_FIRST" \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$D/usr" \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DLFT_NCCL_ROOT="$D/nccl" \
   -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DLFT_BUILD_BENCH=ON "$@"

@@ -48,7 +48,7 @@ ln -sf "$NCCL_ROOT/lib/libnccl.so.2" "$D/nccl/lib/libnccl.so.2"
 
 export PATH=$D/usr/bin:$PATH
 export PKG_CONFIG_PATH=$D/usr/lib/x86_64-linux-gnu/pkgconfig:$D/usr/share/pkgconfig
-export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu:$D/nccl/lib:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu:$D/usr/lib:$D/nccl/lib:${LD_LIBRARY_PATH:-}
 
 # PyTorch's libtorch.so exports its own std::filesystem (64 symbols) and
 # libtorch_cpu.so its own Gloo; an executable lists libtorch before

@@ -56,7 +56,7 @@ export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu:$D/usr/lib:$D/nccl/lib:${LD_L
 # and crashed (std::filesystem::remove_all jumped to address 0; README,
 # "Known problem"). Naming libstdc++ and Debian's Gloo first makes every
 # executable bind to them; LibTorch keeps its own internal references.
-LINK_FIRST="-Wl,--no-as-needed -lstdc++ $(ls "$D"/usr/lib/libgloo.so.0 2>/dev/null)"
+LINK_FIRST="-Wl,--no-as-needed $(${CXX:-c++} -print-file-name=libstdc++.so.6) $(ls "$D"/usr/lib/libgloo.so.0 2>/dev/null)"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_EXE_LINKER_FLAGS="$LINK_FIRST" \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$D/usr" \

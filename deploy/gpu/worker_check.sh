@@ -12,7 +12,7 @@ start=$(date +%s)
 bash deploy/gpu/build.sh >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build took $(( $(date +%s) - start )) s"
 source deploy/gpu/env.sh
-readelf -d build-gpu/worker/lft-worker | grep NEEDED | head -4
+readelf -d build-gpu/worker/lft-worker | grep NEEDED | head -5
 ctest --test-dir build-gpu -L 'gpu|model|trainer|coordinator|store|evaluator' \
   --output-on-failure -j 4 2>&1 | grep -v "^20[0-9][0-9]-" | tail -60
 build-gpu/tests/unit/worker/trainer_runner_test --gtest_filter='*Cuda*:*Fifty*' 2>&1 | grep -E "ranks:|cpu vs|OK|FAIL"

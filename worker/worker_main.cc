@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "coordinator/client/worker_process.h"
@@ -24,9 +25,10 @@ constexpr char kUsage[] =
 
   --role ROLE               teacher (trainer, evaluator: not implemented yet)
   --coordinator HOST:PORT   (default 127.0.0.1:7070)
-  --token TOKEN             bearer token (or env LFT_AUTH_TOKEN)
-  --tls-ca PEM              CA of the coordinator's certificate
-  --insecure-loopback       plaintext to a loopback coordinator
+  --token TOKEN             bearer token (or env LFT_AUTH_TOKEN), sent to
+                            the coordinator and the latent store
+  --tls-ca PEM              CA of the coordinator's and store's certificates
+  --insecure-loopback       plaintext to a loopback coordinator and store
   --name NAME               hostname reported at Register (default host-pid)
   --store-db DIR            embedded latent store, for tasks that name no
                             store address (the coordinator has no
@@ -38,6 +40,16 @@ constexpr char kUsage[] =
   --max-tasks N             exit after N tasks (default 0 = never)
   --test-pause-ms-per-batch N  tests only: sleep N ms after every batch
 )";
+
+// The latent store is reached with the coordinator's credentials (every
+// role's runner takes these).
+lft::StoreClientCredentials StoreCredentials(const lft::Flags& flags) {
+  lft::StoreClientCredentials c;
+  c.token = lft::TokenFromFlagOrEnv(flags.Get("token"));
+  c.tls_ca_path = flags.Get("tls-ca");
+  c.insecure = flags.Has("insecure-loopback");
+  return c;
+}
 
 }  // namespace
 
@@ -124,6 +136,7 @@ int main(int argc, char** argv) {
   lft::TeacherRunnerOptions ro;
   ro.device = device;
   ro.store_db = flags->Get("store-db");
+  ro.store_credentials = StoreCredentials(*flags);
   ro.batch_sequences = *batch;
   ro.metrics = &registry;
   ro.pause_per_batch = absl::Milliseconds(*pause_ms);

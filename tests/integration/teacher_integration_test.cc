@@ -45,6 +45,9 @@ using testing_util::TempDir;
 constexpr int kDocs = 40;
 constexpr int kDocsPerShard = 8;
 constexpr int kSeqLen = 32;
+// Every process (store, coordinator, workers, lftctl) runs with this token:
+// the teachers must hand their --token to the store as well.
+constexpr char kToken[] = "teacher-it-token";
 
 using Process = ::lft::testing::ChildProcess;
 using ::lft::testing::ReadFile;
@@ -106,17 +109,19 @@ class TeacherIntegrationTest : public ::testing::Test {
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
 
   void StartServices() {
-    auto store = StoreProcess::Start(
-        LFT_STORE_BIN, {"--listen", "127.0.0.1:0", "--db", Path("store")},
-        absl::Seconds(20));
+    auto store =
+        StoreProcess::Start(LFT_STORE_BIN,
+                            {"--listen", "127.0.0.1:0", "--insecure-loopback",
+                             "--token", kToken, "--db", Path("store")},
+                            absl::Seconds(20));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::make_unique<StoreProcess>(std::move(*store));
     coord_ = std::make_unique<Process>(
         std::vector<std::string>{
             LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
-            "--port-file", Path("port"), "--insecure-loopback",
-            "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
-            "50", "--store-address", store_->address()},
+            "--port-file", Path("port"), "--insecure-loopback", "--token",
+            kToken, "--heartbeat-interval-ms", "100", "--lease-ms", "1000",
+            "--tick-ms", "50", "--store-address", store_->address()},
         Path("coordinator.out"), Path("coordinator.log"));
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
     while (absl::Now() < deadline && coord_->running()) {
@@ -140,6 +145,8 @@ class TeacherIntegrationTest : public ::testing::Test {
                                      "--coordinator",
                                      absl::StrCat("127.0.0.1:", port_),
                                      "--insecure-loopback",
+                                     "--token",
+                                     kToken,
                                      "--threads",
                                      "1",
                                      "--batch-sequences",
@@ -151,9 +158,9 @@ class TeacherIntegrationTest : public ::testing::Test {
   std::unique_ptr<Process> StartFake(const std::string& role,
                                      const std::string& name) {
     return std::make_unique<Process>(
-        std::vector<std::string>{LFT_FAKE_WORKER_BIN, "--role", role, "--name",
-                                 name, "--coordinator",
-                                 absl::StrCat("127.0.0.1:", port_)},
+        std::vector<std::string>{
+            LFT_FAKE_WORKER_BIN, "--token", kToken, "--role", role, "--name",
+            name, "--coordinator", absl::StrCat("127.0.0.1:", port_)},
         Path(name + ".out"), Path(name + ".log"));
   }
 
@@ -163,12 +170,20 @@ class TeacherIntegrationTest : public ::testing::Test {
     static int n = 0;
     const std::string out = Path(absl::StrCat("ctl", n, ".out"));
     const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
-    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--server",
+    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--token", kToken,
+                                     "--server",
                                      absl::StrCat("127.0.0.1:", port_)};
     argv.insert(argv.end(), args.begin(), args.end());
     Process p(argv, out, err);
     const int code = p.Wait(limit);
     return {code, p.out() + p.err()};
+  }
+
+  // A store client with the token.
+  std::unique_ptr<RemotePairStore> Client() {
+    RemotePairStoreOptions o;
+    o.credentials.token = kToken;
+    return RemotePairStore::Connect(store_->address(), o).value();
   }
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store,
@@ -224,7 +239,7 @@ class TeacherIntegrationTest : public ::testing::Test {
   };
 
   void ExpectSameAsReference(const std::string& job) {
-    auto client = RemotePairStore::Connect(store_->address(), {});
+    auto client = Client();
     const auto got = ReadAll(client.get(), job);
     const auto want = Reference(job);
     ASSERT_FALSE(want.empty());
@@ -288,7 +303,7 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
     EXPECT_NE(metrics.find("lft_teacher_tokens_per_second{"),
               std::string::npos);
   }
-  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto client = Client();
   auto stats = client->Stats(job);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(pairs_metric, static_cast<double>(stats->pairs));
@@ -305,7 +320,7 @@ TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
   ASSERT_EQ(submit.first, 0) << submit.second;
   const std::string job(absl::StripAsciiWhitespace(submit.second));
   // Wait (bounded) until t1 has written some pairs, then kill it mid-shard.
-  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto client = Client();
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   uint64_t pairs_before_kill = 0;
   while (absl::Now() < deadline) {

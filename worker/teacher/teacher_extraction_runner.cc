@@ -165,7 +165,11 @@ absl::StatusOr<PairStore*> TeacherExtractionRunner::GetStore(
     }
     store = std::move(*local);
   } else {
-    store = RemotePairStore::Connect(address, {});
+    RemotePairStoreOptions remote;
+    remote.credentials = options_.store_credentials;
+    auto connected = RemotePairStore::Connect(address, remote);
+    if (!connected.ok()) return connected.status();
+    store = std::move(*connected);
   }
   PairStore* raw = store.get();
   stores_[address] = std::move(store);

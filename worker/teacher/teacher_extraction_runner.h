@@ -30,6 +30,7 @@
 #include "common/metrics.h"
 #include "coordinator/client/task_runner.h"
 #include "latent-store/pair_store.h"
+#include "latent-store/remote_pair_store.h"
 
 namespace lft {
 
@@ -41,6 +42,8 @@ struct TeacherRunnerOptions {
   // Directory of the embedded LatentStore used when a task's store_address
   // is empty. Empty: such tasks fail with FailedPrecondition.
   std::string store_db;
+  // Token and CA for tasks whose store_address names a remote lft-store.
+  StoreClientCredentials store_credentials;
   // Sequences per teacher forward (and per PutPairs batch).
   int64_t batch_sequences = 8;
   // Optional: counters lft_teacher_tokens_total and

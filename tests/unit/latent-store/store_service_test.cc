@@ -47,8 +47,8 @@ class StoreServiceTest : public ::testing::Test {
     ro.max_message_bytes = kMaxMessage;
     ro.rpc_timeout = absl::Seconds(20);
     ro.checkpoint_chunk_bytes = 100 << 10;
-    remote_ =
-        RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro);
+    remote_ = RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro)
+                  .value();
   }
   void TearDown() override {
     remote_.reset();

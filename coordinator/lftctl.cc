@@ -14,11 +14,12 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/grpc_status.h"
 #include "common/job_spec.h"
 #include "coordinator/client/grpc_worker_control.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/flags.h"
-#include "common/grpc_status.h"
+#include "coordinator/job_spec_yaml.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "lft/v1/job.grpc.pb.h"
@@ -29,8 +30,9 @@ namespace {
 constexpr char kHelp[] = R"(usage: lftctl [global flags] COMMAND [args]
 
 Commands:
-  submit SPEC.json [overrides] [--request-id ID] [--watch]
-                        create a job from a JSON JobSpec; prints its id
+  submit SPEC [overrides] [--request-id ID] [--watch]
+                        create a job from a JobSpec in YAML (.yaml, .yml) or
+                        JSON (.json; other names: by content); prints its id
       overrides: --name NAME --teacher DIR --corpus FILE.jsonl.zst --block M:N
                  --method sfm|fw|hybrid|regression --trainer-ranks N
                  --max-steps N --sequence-length N --documents-per-shard N
@@ -277,13 +279,14 @@ namespace {
 int Submit(const Client& c, const Flags& f, std::ostream& out,
            std::ostream& err, bool tty) {
   if (f.positional().size() != 2)
-    return Usage("submit takes one SPEC.json", err);
+    return Usage("submit takes one SPEC file (.yaml, .yml or .json)", err);
   const std::string& path = f.positional()[1];
   std::ifstream in(path);
   if (!in) return Usage(absl::StrCat("cannot read spec file ", path), err);
   std::stringstream buf;
   buf << in.rdbuf();
-  absl::StatusOr<lft::v1::JobSpec> spec = ParseJobSpecJson(buf.str());
+  absl::StatusOr<lft::v1::JobSpec> spec =
+      ParseJobSpecFileContent(path, buf.str());
   if (!spec.ok()) {
     err << "lftctl: " << path << ": " << OneLine(spec.status().message())
         << "\n";

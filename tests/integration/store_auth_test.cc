@@ -1,7 +1,8 @@
 // lft-store's transport security as a real process on 127.0.0.1: bearer
 // tokens in --insecure-loopback mode and over TLS (a certificate made by
 // openssl in the test), the flag combinations it refuses, and the
-// credentials RemotePairStore carries.
+// credentials RemotePairStore carries. Also: its /metrics after real
+// traffic passes `promtool check metrics`.
 #include <signal.h>
 
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/promtool.h"
 #include "tests/unit/latent-store/test_util.h"
 
 namespace lft {
@@ -166,6 +168,30 @@ TEST_F(StoreAuthTest, TlsRoundTripNeedsCaAndToken) {
   o.credentials.tls_ca_path = dir_.Sub("missing.pem");
   EXPECT_THAT(RemotePairStore::Connect(store->address(), o).status(),
               StatusIs(absl::StatusCode::kNotFound, "--tls-ca"));
+}
+
+TEST_F(StoreAuthTest, MetricsAfterTrafficPassPromtool) {
+  auto store = Start({"--listen", "127.0.0.1:0", "--insecure-loopback",
+                      "--token", kToken, "--metrics-port", "0"});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_NE(store->metrics_port(), 0);
+  auto client = Client(store->address(), kToken);
+  ExpectRoundTrip(client.get());
+  ASSERT_TRUE(client->AckConsumed("job", 5).ok());
+  const std::string metrics =
+      ::lft::testing::LoopbackHttpBody(store->metrics_port(), "/metrics");
+  for (const char* family :
+       {"lft_store_pairs_written_total", "lft_store_written_bytes_total",
+        "lft_store_pairs_read_total", "lft_store_read_bytes_total",
+        "lft_store_pending_pairs{job=\"job\"}",
+        "lft_store_checkpoint_written_bytes_total"}) {
+    EXPECT_THAT(metrics, HasSubstr(family));
+  }
+  if (!::lft::testing::HavePromtool()) {
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
+  absl::Status check = ::lft::testing::PromtoolCheckMetrics(metrics);
+  EXPECT_TRUE(check.ok()) << check << "\n" << metrics;
 }
 
 TEST_F(StoreAuthTest, RefusesPlaintextOffLoopbackAndTlsWithoutToken) {

@@ -30,6 +30,7 @@
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/promtool.h"
 #include "tests/unit/latent-store/test_util.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
@@ -109,11 +110,11 @@ class TeacherIntegrationTest : public ::testing::Test {
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
 
   void StartServices() {
-    auto store =
-        StoreProcess::Start(LFT_STORE_BIN,
-                            {"--listen", "127.0.0.1:0", "--insecure-loopback",
-                             "--token", kToken, "--db", Path("store")},
-                            absl::Seconds(20));
+    auto store = StoreProcess::Start(
+        LFT_STORE_BIN,
+        {"--listen", "127.0.0.1:0", "--insecure-loopback", "--token", kToken,
+         "--db", Path("store"), "--metrics-port", "0"},
+        absl::Seconds(20));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::make_unique<StoreProcess>(std::move(*store));
     coord_ = std::make_unique<Process>(
@@ -279,6 +280,7 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   // The teachers' /metrics (ports from their log lines) together count
   // every pair once.
   double pairs_metric = 0;
+  std::vector<std::pair<int, std::string>> expositions;  // pid, body
   for (Process* t : {t1.get(), t2.get()}) {
     const std::string log = t->err();
     const size_t at = log.find("metrics served port=");
@@ -302,12 +304,32 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
     EXPECT_NE(metrics.find("lft_teacher_tokens_total{"), std::string::npos);
     EXPECT_NE(metrics.find("lft_teacher_tokens_per_second{"),
               std::string::npos);
+    expositions.push_back({t->pid(), metrics});
   }
   auto client = Client();
   auto stats = client->Stats(job);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(pairs_metric, static_cast<double>(stats->pairs));
   ExpectSameAsReference(job);
+
+  // Every populated /metrics passes promtool: the teachers' and the store's
+  // (after the pairs went in and were scanned out).
+  ASSERT_FALSE(expositions.empty());
+  const std::string store_metrics = HttpGet(store_->metrics_port(), "/metrics");
+  EXPECT_NE(store_metrics.find("lft_store_pairs_written_total"),
+            std::string::npos)
+      << store_metrics;
+  if (!::lft::testing::HavePromtool()) {
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
+  for (const auto& [pid, body] : expositions) {
+    EXPECT_TRUE(::lft::testing::PromtoolCheckMetrics(body).ok())
+        << "teacher pid " << pid << ": "
+        << ::lft::testing::PromtoolCheckMetrics(body);
+  }
+  absl::Status store_check =
+      ::lft::testing::PromtoolCheckMetrics(store_metrics);
+  EXPECT_TRUE(store_check.ok()) << "lft-store: " << store_check;
 }
 
 TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {

@@ -10,6 +10,8 @@ find_package(absl CONFIG REQUIRED)
 find_package(RocksDB CONFIG REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED)
 find_package(nlohmann_json CONFIG REQUIRED)
+# YAML job specs for lftctl (Debian libyaml-cpp-dev; target yaml-cpp).
+find_package(yaml-cpp CONFIG REQUIRED)
 
 # Protobuf and gRPC through pkg-config: their CMake configs are not relocatable
 # when the .debs are unpacked outside /usr.

@@ -8,6 +8,9 @@ namespace lft {
 inline constexpr char kEnvLogLevel[] = "LFT_LOG_LEVEL";
 // Bearer token that clients send and servers require (unset: see --token).
 inline constexpr char kEnvAuthToken[] = "LFT_AUTH_TOKEN";
+// Latent store address for `lftctl pull` when --store is not given
+// (HOST:PORT; unset: 127.0.0.1:7071, lft-store's default).
+inline constexpr char kEnvStoreAddress[] = "LFT_STORE_ADDRESS";
 // Root of the source tree; tests find committed fixtures through it.
 inline constexpr char kEnvTestSourceDir[] = "LFT_TEST_SRCDIR";
 

@@ -1,12 +1,18 @@
 #include "coordinator/lftctl.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -14,13 +20,17 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/env.h"
+#include "common/grpc_status.h"
 #include "common/job_spec.h"
+#include "common/status.h"
 #include "coordinator/client/grpc_worker_control.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/flags.h"
-#include "common/grpc_status.h"
+#include "coordinator/job_spec_yaml.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "latent-store/remote_pair_store.h"
 #include "lft/v1/job.grpc.pb.h"
 
 namespace lft {
@@ -29,8 +39,9 @@ namespace {
 constexpr char kHelp[] = R"(usage: lftctl [global flags] COMMAND [args]
 
 Commands:
-  submit SPEC.json [overrides] [--request-id ID] [--watch]
-                        create a job from a JSON JobSpec; prints its id
+  submit SPEC [overrides] [--request-id ID] [--watch]
+                        create a job from a JobSpec in YAML (.yaml, .yml) or
+                        JSON (.json; other names: by content); prints its id
       overrides: --name NAME --teacher DIR --corpus FILE.jsonl.zst --block M:N
                  --method sfm|fw|hybrid|regression --trainer-ranks N
                  --max-steps N --sequence-length N --documents-per-shard N
@@ -38,6 +49,12 @@ Commands:
   list [--state STATE]  list jobs, newest first (STATE: pending, extracting, ...)
   watch JOB             stream progress until the job ends (bars on a terminal)
   cancel JOB            cancel a job that has not finished
+  pull JOB [NAME] [--out PATH] [--store HOST:PORT]
+                        download a checkpoint or report blob of JOB from the
+                        latent store (default: the newest checkpoint) to PATH
+                        (default ./NAME), verifying its sha256
+  pull JOB --list [--store HOST:PORT]
+                        list JOB's blobs: name, bytes, sha256, creation time
 
 Global flags:
   --server HOST:PORT    coordinator address (default 127.0.0.1:7070)
@@ -45,16 +62,21 @@ Global flags:
   --tls-ca PEM          CA that signed the coordinator's certificate (TLS)
   --insecure            plaintext (coordinator runs --insecure-loopback);
                         implied for loopback addresses without --tls-ca
-  --timeout-s N         per-call deadline in seconds (default 10)
+  --timeout-s N         per-call deadline in seconds (default 10; pull:
+                        the whole download, default 600)
+  --store HOST:PORT     latent store for pull (default: env LFT_STORE_ADDRESS,
+                        else 127.0.0.1:7071); --token, --tls-ca and
+                        --insecure apply to it as to the coordinator
 
 Exit codes:
   0  success (watch: the job SUCCEEDED)
   1  watch: the job ended FAILED or CANCELLED
   2  usage error, or the coordinator rejected the spec (invalid argument)
-  3  job not found
+  3  job not found (pull: no such job, blob, or no checkpoint yet)
   4  coordinator unavailable, timed out, or authentication failed
   5  failed precondition (e.g. cancelling a finished job)
   6  internal error
+  7  pull: the download did not match the store's sha256 (file removed)
 )";
 
 struct Client {
@@ -160,6 +182,7 @@ int Submit(const Client& c, const Flags& f, std::ostream& out,
            std::ostream& err, bool tty);
 int Watch(const Client& c, const std::string& job_id, std::ostream& out,
           std::ostream& err, bool tty);
+int Pull(const Flags& f, std::ostream& out, std::ostream& err);
 
 }  // namespace
 
@@ -182,6 +205,8 @@ int ExitCodeFor(const absl::Status& s) {
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kAborted:
       return kExitFailedPrecondition;
+    case absl::StatusCode::kDataLoss:
+      return kExitDataLoss;
     default:
       return kExitInternal;
   }
@@ -277,13 +302,14 @@ namespace {
 int Submit(const Client& c, const Flags& f, std::ostream& out,
            std::ostream& err, bool tty) {
   if (f.positional().size() != 2)
-    return Usage("submit takes one SPEC.json", err);
+    return Usage("submit takes one SPEC file (.yaml, .yml or .json)", err);
   const std::string& path = f.positional()[1];
   std::ifstream in(path);
   if (!in) return Usage(absl::StrCat("cannot read spec file ", path), err);
   std::stringstream buf;
   buf << in.rdbuf();
-  absl::StatusOr<lft::v1::JobSpec> spec = ParseJobSpecJson(buf.str());
+  absl::StatusOr<lft::v1::JobSpec> spec =
+      ParseJobSpecFileContent(path, buf.str());
   if (!spec.ok()) {
     err << "lftctl: " << path << ": " << OneLine(spec.status().message())
         << "\n";
@@ -414,6 +440,118 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
   }
 }
 
+// Names starting with "report" are evaluation reports; pull without NAME
+// takes the newest of the others (a training checkpoint).
+bool IsReportName(absl::string_view name) {
+  return absl::StartsWith(name, "report");
+}
+
+std::string FormatUnixMs(int64_t ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms),
+                          absl::UTCTimeZone());
+}
+
+int Pull(const Flags& f, std::ostream& out, std::ostream& err) {
+  const std::vector<std::string>& pos = f.positional();
+  if (pos.size() < 2 || pos.size() > 3 || (f.Has("list") && pos.size() != 2)) {
+    return Usage("pull takes JOB [NAME], or JOB --list", err);
+  }
+  const std::string& job = pos[1];
+  std::string target = f.Get("store");
+  if (target.empty()) {
+    const char* env = std::getenv(kEnvStoreAddress);
+    target = env != nullptr && *env != '\0' ? env : kDefaultStoreAddress;
+  }
+  auto timeout = f.GetInt("timeout-s", 600);
+  if (!timeout.ok() || *timeout <= 0)
+    return Usage("--timeout-s must be a positive integer", err);
+  RemotePairStoreOptions o;
+  o.rpc_timeout = absl::Seconds(*timeout);
+  o.credentials.token = TokenFromFlagOrEnv(f.Get("token"));
+  o.credentials.tls_ca_path = f.Get("tls-ca");
+  o.credentials.insecure = f.Has("insecure");
+  auto store = RemotePairStore::Connect(target, o);
+  if (!store.ok()) return Usage(std::string(store.status().message()), err);
+
+  auto list = (*store)->ListCheckpoints(job);
+  if (!list.ok()) {
+    return Report(Annotate(list.status(), absl::StrCat("store ", target)), err);
+  }
+  if (f.Has("list")) {
+    out << absl::StrFormat("%-32s %12s %-64s %s\n", "NAME", "BYTES", "SHA256",
+                           "CREATED");
+    for (const CheckpointInfo& c : *list) {
+      out << absl::StrFormat("%-32s %12d %-64s %s\n", c.name, c.bytes, c.sha256,
+                             FormatUnixMs(c.created_unix_ms));
+    }
+    return kExitOk;
+  }
+  const CheckpointInfo* want = nullptr;
+  if (pos.size() == 3) {
+    for (const CheckpointInfo& c : *list) {
+      if (c.name == pos[2]) want = &c;
+    }
+    if (want == nullptr) {
+      return Report(
+          absl::NotFoundError(absl::StrCat(
+              "job '", job, "' has no blob named '", pos[2], "' in store ",
+              target, " (lftctl pull ", job, " --list shows the names)")),
+          err);
+    }
+  } else {
+    for (const CheckpointInfo& c : *list) {  // oldest first
+      if (!IsReportName(c.name) &&
+          (want == nullptr || c.created_unix_ms >= want->created_unix_ms)) {
+        want = &c;
+      }
+    }
+    if (want == nullptr) {
+      return Report(
+          absl::NotFoundError(absl::StrCat(
+              "job '", job, "' has no checkpoint in store ", target, " yet")),
+          err);
+    }
+  }
+  const std::string path = f.Get("out", want->name);
+  // Written next to the destination and renamed into place only once the
+  // digest matched, so PATH never holds a partial or corrupt blob.
+  const std::string partial = absl::StrCat(path, ".partial");
+  std::FILE* file = std::fopen(partial.c_str(), "wb");
+  if (file == nullptr) {
+    return Report(
+        ErrnoToStatus(errno, absl::StrCat("--out: cannot create ", partial)),
+        err);
+  }
+  auto info = (*store)->ReadCheckpoint(
+      job, want->name,
+      [&](const CheckpointInfo&, absl::string_view chunk) -> absl::Status {
+        if (std::fwrite(chunk.data(), 1, chunk.size(), file) != chunk.size()) {
+          return ErrnoToStatus(errno, absl::StrCat("writing ", partial));
+        }
+        return absl::OkStatus();
+      });
+  absl::Status s = info.status();
+  if (std::fflush(file) != 0 || fsync(fileno(file)) != 0) {
+    if (s.ok()) s = ErrnoToStatus(errno, absl::StrCat("writing ", partial));
+  }
+  std::fclose(file);
+  if (s.ok() && info->sha256 != absl::AsciiStrToLower(want->sha256)) {
+    // The blob was replaced between the listing and the download.
+    s = absl::AbortedError(absl::StrCat(
+        "blob '", want->name, "' changed during the download (listed sha256 ",
+        want->sha256, ", downloaded ", info->sha256, "); pull again"));
+  }
+  if (s.ok() && std::rename(partial.c_str(), path.c_str()) != 0) {
+    s = ErrnoToStatus(errno, absl::StrCat("renaming ", partial, " to ", path));
+  }
+  if (!s.ok()) {
+    std::remove(partial.c_str());
+    return Report(s, err);
+  }
+  out << path << "  " << info->bytes << " bytes  sha256 " << info->sha256
+      << "\n";
+  return kExitOk;
+}
 }  // namespace
 
 int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
@@ -422,13 +560,14 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
       args,
       {"server", "token", "tls-ca", "timeout-s", "name", "teacher", "corpus",
        "block", "method", "trainer-ranks", "max-steps", "sequence-length",
-       "documents-per-shard", "request-id", "state"},
-      {"insecure", "help", "json", "watch"});
+       "documents-per-shard", "request-id", "state", "store", "out"},
+      {"insecure", "help", "json", "watch", "list"});
   if (!flags.ok()) return Usage(std::string(flags.status().message()), err);
   if (flags->Has("help") || flags->positional().empty()) {
     (flags->Has("help") ? out : err) << kHelp;
     return flags->Has("help") ? kExitOk : kExitUsage;
   }
+  if (flags->positional()[0] == "pull") return Pull(*flags, out, err);
   const std::string target = flags->Get("server", "127.0.0.1:7070");
   ClientSecurityOptions cs;
   cs.tls_ca_path = flags->Get("tls-ca");

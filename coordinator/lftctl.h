@@ -1,6 +1,7 @@
 // lftctl, the user's client, as a library function so tests call it
 // in-process as well as through the binary. Commands: submit, get, list,
-// watch, cancel (docs/api.md). Exit codes (kExit*) are part of the interface.
+// watch, cancel, and pull (from the latent store) (docs/api.md). Exit codes
+// (kExit*) are part of the interface.
 #ifndef LFT_COORDINATOR_LFTCTL_H_
 #define LFT_COORDINATOR_LFTCTL_H_
 
@@ -26,6 +27,13 @@ inline constexpr int kExitUnavailable = 4;
 // The request does not fit the job's state (e.g. cancel a finished job).
 inline constexpr int kExitFailedPrecondition = 5;
 inline constexpr int kExitInternal = 6;
+// pull: the bytes received do not hash to the sha256 the store recorded
+// (DATA_LOSS); nothing is left at the output path.
+inline constexpr int kExitDataLoss = 7;
+
+// Where `lftctl pull` looks for the store without --store: $LFT_STORE_ADDRESS,
+// else this (lft-store's default --listen).
+inline constexpr char kDefaultStoreAddress[] = "127.0.0.1:7071";
 
 // The exit code for a failed call with this status.
 int ExitCodeFor(const absl::Status& status);

@@ -1,10 +1,14 @@
 // lft-store: serves lft.v1.LatentStoreService over a RocksDB directory.
 //
-//   lft-store --listen 127.0.0.1:0 --db /data/store [--metrics-port 9464]
+//   lft-store --listen 127.0.0.1:0 --db /data/store --insecure-loopback
+//   lft-store --listen 0.0.0.0:7071 --db /data/store --tls-cert store.pem
+//       --tls-key store.key --token T [--metrics-port 9464]
 //
-// With port 0 the chosen port is printed on stdout as
-// "listening on 127.0.0.1:NNNN" (tests read it). SIGINT/SIGTERM shut down
-// gracefully; a kill -9 loses nothing that was acknowledged (WAL).
+// Security is the coordinator's (common/auth.h): TLS plus a bearer token,
+// or plaintext with --insecure-loopback on a loopback address only (a token,
+// if given, is still required). With port 0 the chosen port is printed on
+// stdout as "listening on 127.0.0.1:NNNN" (tests read it). SIGINT/SIGTERM shut
+// down gracefully; a kill -9 loses nothing that was acknowledged (WAL).
 #include <signal.h>
 
 #include <algorithm>
@@ -16,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "grpcpp/security/server_credentials.h"
@@ -24,8 +29,17 @@
 #include "latent-store/latent_store.h"
 #include "latent-store/store_service.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+ABSL_FLAG(std::string, listen, "127.0.0.1:7071",
           "host:port for gRPC; port 0 picks a free port");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA for client certificates (optional, with TLS)");
+ABSL_FLAG(std::string, token, "",
+          "bearer token clients must send (default: env LFT_AUTH_TOKEN); "
+          "required with TLS");
+ABSL_FLAG(bool, insecure_loopback, false,
+          "plaintext, allowed only on a loopback --listen address");
 ABSL_FLAG(std::string, db, "", "directory of the RocksDB store (required)");
 ABSL_FLAG(int, metrics_port, -1,
           "port for GET /metrics on the --listen host; 0 picks one, -1 none");
@@ -45,6 +59,19 @@ int Run() {
   const int max_mib = absl::GetFlag(FLAGS_max_message_mib);
   if (max_mib < 1 || max_mib > 1024) {
     lft::LogError("--max_message_mib must be in 1..1024", {{"got", max_mib}});
+    return 2;
+  }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  lft::ServerSecurityOptions security;
+  security.tls_cert_path = absl::GetFlag(FLAGS_tls_cert);
+  security.tls_key_path = absl::GetFlag(FLAGS_tls_key);
+  security.tls_ca_path = absl::GetFlag(FLAGS_tls_ca);
+  security.token = lft::TokenFromFlagOrEnv(absl::GetFlag(FLAGS_token));
+  security.insecure_loopback = absl::GetFlag(FLAGS_insecure_loopback);
+  auto credentials = lft::MakeServerCredentials(security, listen);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "lft-store: %s\n",
+                 std::string(credentials.status().message()).c_str());
     return 2;
   }
   // Signals are taken by sigwait below; block them before threads start.
@@ -68,11 +95,11 @@ int Run() {
 
   lft::StoreServiceOptions service_options;
   service_options.max_message_bytes = static_cast<uint64_t>(max_mib) << 20;
+  service_options.auth_token = security.token;
   lft::StoreService service(store->get(), service_options);
   grpc::ServerBuilder builder;
   int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(max_mib << 20);
   builder.SetMaxSendMessageSize(max_mib << 20);
   builder.RegisterService(&service);
@@ -97,7 +124,10 @@ int Run() {
   std::printf("listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
   lft::LogInfo("lft-store serving",
-               {{"address", absl::StrCat(host, ":", port)}, {"db", db_path}});
+               {{"address", absl::StrCat(host, ":", port)},
+                {"db", db_path},
+                {"tls", security.insecure_loopback ? "off" : "on"},
+                {"auth", security.token.empty() ? "none" : "bearer"}});
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

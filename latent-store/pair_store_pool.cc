@@ -30,7 +30,10 @@ absl::StatusOr<PairStore*> PairStorePool::Get(const std::string& address) {
       return Annotate(local.status(), absl::StrCat("store ", store_db_));
     store = std::move(*local);
   } else {
-    store = RemotePairStore::Connect(address, remote_);
+    auto remote = RemotePairStore::Connect(address, remote_);
+    if (!remote.ok())
+      return Annotate(remote.status(), absl::StrCat("store ", address));
+    store = std::move(*remote);
   }
   PairStore* raw = store.get();
   stores_[address] = std::move(store);

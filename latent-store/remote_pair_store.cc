@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/auth.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
 #include "grpcpp/client_context.h"
@@ -23,7 +24,9 @@ namespace {
 class RemotePairReader : public PairReader {
  public:
   RemotePairReader(lft::v1::LatentStoreService::Stub* stub,
-                   const lft::v1::ScanPairsRequest& request) {
+                   const lft::v1::ScanPairsRequest& request,
+                   const std::string& token) {
+    AttachBearerToken(&context_, token);
     stream_ = stub->ScanPairs(&context_, request);
   }
   ~RemotePairReader() override {
@@ -66,13 +69,19 @@ class RemotePairReader : public PairReader {
 
 }  // namespace
 
-std::unique_ptr<RemotePairStore> RemotePairStore::Connect(
+absl::StatusOr<std::unique_ptr<RemotePairStore>> RemotePairStore::Connect(
     const std::string& target, const RemotePairStoreOptions& options) {
+  ClientSecurityOptions security;
+  security.tls_ca_path = options.credentials.tls_ca_path;
+  security.insecure = options.credentials.insecure;
+  auto creds = MakeChannelCredentials(security, target);
+  if (!creds.ok()) {
+    return Annotate(creds.status(), absl::StrCat("store ", target));
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-  auto channel = grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(target, *creds, args);
   return std::unique_ptr<RemotePairStore>(
       new RemotePairStore(std::move(channel), options));
 }
@@ -84,6 +93,7 @@ RemotePairStore::RemotePairStore(std::shared_ptr<grpc::Channel> channel,
       stub_(lft::v1::LatentStoreService::NewStub(channel_)) {}
 
 void RemotePairStore::SetDeadline(grpc::ClientContext* context) const {
+  AttachBearerToken(context, options_.credentials.token);
   context->set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
 }
 
@@ -113,6 +123,7 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
     }
   }
   grpc::ClientContext context;
+  AttachBearerToken(&context, options_.credentials.token);
   if (deadline != absl::InfiniteFuture()) {
     context.set_deadline(absl::ToChronoTime(deadline));
   }
@@ -171,7 +182,7 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   request.set_skip_pairs(options.skip_pairs);
   request.set_block_pairs(options.block_pairs);
   return std::unique_ptr<PairReader>(
-      new RemotePairReader(stub_.get(), request));
+      new RemotePairReader(stub_.get(), request, options_.credentials.token));
 }
 
 absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {
@@ -225,37 +236,68 @@ absl::StatusOr<CheckpointInfo> RemotePairStore::PutCheckpoint(
   return info;
 }
 
-absl::StatusOr<std::string> RemotePairStore::GetCheckpoint(
-    absl::string_view job, absl::string_view name) {
+absl::StatusOr<CheckpointInfo> RemotePairStore::ReadCheckpoint(
+    absl::string_view job, absl::string_view name,
+    const std::function<absl::Status(const CheckpointInfo& info,
+                                     absl::string_view chunk)>& sink) {
   grpc::ClientContext context;
   SetDeadline(&context);
   lft::v1::GetCheckpointRequest request;
   request.set_job_id(std::string(job));
   request.set_name(std::string(name));
   auto stream = stub_->GetCheckpoint(&context, request);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(),
+                                                              &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
   lft::v1::CheckpointChunk chunk;
-  std::string out;
-  std::string sha;
+  CheckpointInfo info;
+  uint64_t received = 0;
   bool first = true;
+  absl::Status sink_status;
   while (stream->Read(&chunk)) {
     if (first) {
-      sha = chunk.sha256();
-      out.reserve(chunk.total_bytes());
+      info.name = chunk.name();
+      info.sha256 = absl::AsciiStrToLower(chunk.sha256());
+      info.bytes = chunk.total_bytes();
       first = false;
     }
-    out.append(chunk.data());
+    EVP_DigestUpdate(sha.get(), chunk.data().data(), chunk.data().size());
+    received += chunk.data().size();
+    sink_status = sink(info, chunk.data());
+    if (!sink_status.ok()) {
+      context.TryCancel();
+      while (stream->Read(&chunk)) {
+      }
+      stream->Finish().error_code();  // cancelled by us: the sink's error wins
+      return sink_status;
+    }
   }
   LFT_RETURN_IF_ERROR(FromGrpcStatus(stream->Finish()));
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(out.data(), out.size(), digest, &len, EVP_sha256(), nullptr);
+  EVP_DigestFinal_ex(sha.get(), digest, &len);
   const std::string hex = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), len));
-  if (hex != absl::AsciiStrToLower(sha)) {
-    return absl::DataLossError(absl::StrCat("checkpoint '", name,
-                                            "' arrived with sha256 ", hex,
-                                            " but the store declared ", sha));
+  if (hex != info.sha256 || received != info.bytes) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", name, "' of job '", job, "' arrived as ", received,
+        " bytes with sha256 ", hex, " but the store recorded ", info.bytes,
+        " bytes with sha256 ", info.sha256));
   }
+  return info;
+}
+
+absl::StatusOr<std::string> RemotePairStore::GetCheckpoint(
+    absl::string_view job, absl::string_view name) {
+  std::string out;
+  LFT_RETURN_IF_ERROR(ReadCheckpoint(job, name,
+                                     [&out](const CheckpointInfo& info,
+                                            absl::string_view data) {
+                                       if (out.empty()) out.reserve(info.bytes);
+                                       out.append(data.data(), data.size());
+                                       return absl::OkStatus();
+                                     })
+                          .status());
   return out;
 }
 

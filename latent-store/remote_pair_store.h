@@ -1,13 +1,16 @@
 // RemotePairStore: the PairStore interface over gRPC, talking to lft-store
 // (or anything serving lft.v1.LatentStoreService). Errors come back with
 // the server's code and message (common/grpc_status.h); transport failures
-// are Unavailable / DeadlineExceeded.
+// are Unavailable / DeadlineExceeded; a missing or wrong bearer token is
+// Unauthenticated.
 #ifndef LFT_LATENT_STORE_REMOTE_PAIR_STORE_H_
 #define LFT_LATENT_STORE_REMOTE_PAIR_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "latent-store/pair_store.h"
@@ -15,7 +18,23 @@
 
 namespace lft {
 
+// How a client authenticates to lft-store. One struct for every store
+// client (teacher, trainer and evaluator runners, lftctl pull), filled from
+// the same flags they use for the coordinator: --token (or LFT_AUTH_TOKEN),
+// --tls-ca, --insecure-loopback.
+struct StoreClientCredentials {
+  // Sent as "authorization: Bearer <token>" on every call; empty sends none.
+  std::string token;
+  // PEM CA that signed the store's certificate: TLS. Empty: plaintext to a
+  // loopback address, TLS with the system's roots otherwise.
+  std::string tls_ca_path;
+  // Plaintext even to a non-loopback address (a store run
+  // --insecure-loopback behind a tunnel).
+  bool insecure = false;
+};
+
 struct RemotePairStoreOptions {
+  StoreClientCredentials credentials;
   // Must not exceed the server's; PutPairs packs messages under it.
   uint64_t max_message_bytes = 64ull << 20;
   // Deadline of unary calls and of each checkpoint transfer.
@@ -28,8 +47,9 @@ struct RemotePairStoreOptions {
 class RemotePairStore : public PairStore {
  public:
   // Creates a channel to `target` ("127.0.0.1:PORT"); does not wait for a
-  // connection (the first call does, up to its deadline).
-  static std::unique_ptr<RemotePairStore> Connect(
+  // connection (the first call does, up to its deadline). NotFound or
+  // InvalidArgument when credentials.tls_ca_path is not a readable PEM file.
+  static absl::StatusOr<std::unique_ptr<RemotePairStore>> Connect(
       const std::string& target, const RemotePairStoreOptions& options);
 
   absl::Status CreateJob(absl::string_view job,
@@ -52,6 +72,16 @@ class RemotePairStore : public PairStore {
   // Verifies the sha256 the server sent on the client too (DataLoss).
   absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
                                             absl::string_view name) override;
+  // Streams a checkpoint into `sink` chunk by chunk (no copy of the whole
+  // blob in memory) and checks the sha256 of everything received against
+  // the digest the store recorded: DataLoss on mismatch (the sink has then
+  // seen bad bytes and must discard them). `info` carries the store's name,
+  // size and sha256 (created_unix_ms is not sent). A sink error cancels the
+  // call and is returned. NotFound for an unknown job or checkpoint.
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name,
+      const std::function<absl::Status(const CheckpointInfo& info,
+                                       absl::string_view chunk)>& sink);
   absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
       absl::string_view job) override;
   absl::Status DeleteCheckpoint(absl::string_view job,
@@ -63,6 +93,7 @@ class RemotePairStore : public PairStore {
  private:
   RemotePairStore(std::shared_ptr<grpc::Channel> channel,
                   const RemotePairStoreOptions& options);
+  // Attaches the bearer token and the unary deadline.
   void SetDeadline(grpc::ClientContext* context) const;
 
   const RemotePairStoreOptions options_;

@@ -116,11 +116,17 @@ uint64_t PairWireBytes(const LatentPairRecord& pair) {
 
 StoreService::StoreService(LatentStore* store,
                            const StoreServiceOptions& options)
-    : store_(store), options_(options) {}
+    : store_(store), options_(options), auth_(options.auth_token) {}
+
+grpc::Status StoreService::Authorize(grpc::ServerContext* context,
+                                     absl::string_view rpc) const {
+  return Err(auth_.Check(context->client_metadata()), rpc);
+}
 
 grpc::Status StoreService::CreateJob(
-    grpc::ServerContext*, const lft::v1::CreateStoreJobRequest* request,
+    grpc::ServerContext* context, const lft::v1::CreateStoreJobRequest* request,
     lft::v1::CreateStoreJobResponse*) {
+  if (grpc::Status a = Authorize(context, "CreateJob"); !a.ok()) return a;
   auto codec = CodecFromProto(request->dtype());
   if (!codec.ok()) return Err(codec.status(), "CreateJob");
   JobConfig config;
@@ -134,6 +140,7 @@ grpc::Status StoreService::PutPairs(
     grpc::ServerContext* context,
     grpc::ServerReader<lft::v1::PutPairsRequest>* reader,
     lft::v1::PutPairsResponse* response) {
+  if (grpc::Status a = Authorize(context, "PutPairs"); !a.ok()) return a;
   lft::v1::PutPairsRequest request;
   std::string job;
   uint64_t pairs_written = 0;
@@ -177,6 +184,7 @@ grpc::Status StoreService::PutPairs(
 grpc::Status StoreService::ScanPairs(
     grpc::ServerContext* context, const lft::v1::ScanPairsRequest* request,
     grpc::ServerWriter<lft::v1::ScanPairsResponse>* writer) {
+  if (grpc::Status a = Authorize(context, "ScanPairs"); !a.ok()) return a;
   if (request->decode_to() != lft::v1::TENSOR_DTYPE_UNSPECIFIED) {
     return Err(absl::InvalidArgumentError(
                    "decode_to is not supported; leave it unspecified and "
@@ -227,9 +235,10 @@ grpc::Status StoreService::ScanPairs(
   return grpc::Status::OK;
 }
 
-grpc::Status StoreService::Stats(grpc::ServerContext*,
+grpc::Status StoreService::Stats(grpc::ServerContext* context,
                                  const lft::v1::StoreStatsRequest* request,
                                  lft::v1::StoreStatsResponse* response) {
+  if (grpc::Status a = Authorize(context, "Stats"); !a.ok()) return a;
   auto stats = store_->Stats(request->job_id());
   if (!stats.ok()) return Err(stats.status(), "Stats");
   response->set_pairs(stats->pairs);
@@ -242,8 +251,10 @@ grpc::Status StoreService::Stats(grpc::ServerContext*,
 }
 
 grpc::Status StoreService::PutCheckpoint(
-    grpc::ServerContext*, grpc::ServerReader<lft::v1::CheckpointChunk>* reader,
+    grpc::ServerContext* context,
+    grpc::ServerReader<lft::v1::CheckpointChunk>* reader,
     lft::v1::PutCheckpointResponse* response) {
+  if (grpc::Status a = Authorize(context, "PutCheckpoint"); !a.ok()) return a;
   lft::v1::CheckpointChunk chunk;
   std::unique_ptr<CheckpointWriter> writer;
   while (reader->Read(&chunk)) {
@@ -271,8 +282,9 @@ grpc::Status StoreService::PutCheckpoint(
 }
 
 grpc::Status StoreService::GetCheckpoint(
-    grpc::ServerContext*, const lft::v1::GetCheckpointRequest* request,
+    grpc::ServerContext* context, const lft::v1::GetCheckpointRequest* request,
     grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) {
+  if (grpc::Status a = Authorize(context, "GetCheckpoint"); !a.ok()) return a;
   bool first = true;
   auto info = store_->ReadCheckpoint(
       request->job_id(), request->name(),
@@ -304,8 +316,10 @@ grpc::Status StoreService::GetCheckpoint(
 }
 
 grpc::Status StoreService::ListCheckpoints(
-    grpc::ServerContext*, const lft::v1::ListCheckpointsRequest* request,
+    grpc::ServerContext* context,
+    const lft::v1::ListCheckpointsRequest* request,
     lft::v1::ListCheckpointsResponse* response) {
+  if (grpc::Status a = Authorize(context, "ListCheckpoints"); !a.ok()) return a;
   auto list = store_->ListCheckpoints(request->job_id());
   if (!list.ok()) return Err(list.status(), "ListCheckpoints");
   for (const auto& c : *list) {
@@ -319,15 +333,21 @@ grpc::Status StoreService::ListCheckpoints(
 }
 
 grpc::Status StoreService::DeleteCheckpoint(
-    grpc::ServerContext*, const lft::v1::DeleteCheckpointRequest* request,
+    grpc::ServerContext* context,
+    const lft::v1::DeleteCheckpointRequest* request,
     lft::v1::DeleteCheckpointResponse*) {
+  if (grpc::Status a = Authorize(context, "DeleteCheckpoint"); !a.ok())
+    return a;
   return Err(store_->DeleteCheckpoint(request->job_id(), request->name()),
              "DeleteCheckpoint");
 }
 
 grpc::Status StoreService::KeepLastCheckpoints(
-    grpc::ServerContext*, const lft::v1::KeepLastCheckpointsRequest* request,
+    grpc::ServerContext* context,
+    const lft::v1::KeepLastCheckpointsRequest* request,
     lft::v1::KeepLastCheckpointsResponse* response) {
+  if (grpc::Status a = Authorize(context, "KeepLastCheckpoints"); !a.ok())
+    return a;
   auto deleted =
       store_->KeepLastCheckpoints(request->job_id(), request->keep());
   if (!deleted.ok()) return Err(deleted.status(), "KeepLastCheckpoints");
@@ -335,16 +355,18 @@ grpc::Status StoreService::KeepLastCheckpoints(
   return grpc::Status::OK;
 }
 
-grpc::Status StoreService::AckPairs(grpc::ServerContext*,
+grpc::Status StoreService::AckPairs(grpc::ServerContext* context,
                                     const lft::v1::AckPairsRequest* request,
                                     lft::v1::AckPairsResponse*) {
+  if (grpc::Status a = Authorize(context, "AckPairs"); !a.ok()) return a;
   return Err(store_->AckConsumed(request->job_id(), request->pairs()),
              "AckPairs");
 }
 
 grpc::Status StoreService::DeleteJob(
-    grpc::ServerContext*, const lft::v1::DeleteStoreJobRequest* request,
+    grpc::ServerContext* context, const lft::v1::DeleteStoreJobRequest* request,
     lft::v1::DeleteStoreJobResponse*) {
+  if (grpc::Status a = Authorize(context, "DeleteJob"); !a.ok()) return a;
   return Err(store_->DeleteJob(request->job_id()), "DeleteJob");
 }
 

@@ -1,6 +1,9 @@
 // LatentStoreService: thin gRPC handlers over a LatentStore. Each handler
 // converts protos, calls the library, and maps its Status with
-// common/grpc_status.h; nothing here holds state of its own.
+// common/grpc_status.h; nothing here holds state of its own. Every handler
+// first checks the bearer token (common/auth.h): on TLS servers gRPC's auth
+// processor already did, but plaintext --insecure-loopback servers with a
+// token rely on this check.
 #ifndef LFT_LATENT_STORE_STORE_SERVICE_H_
 #define LFT_LATENT_STORE_STORE_SERVICE_H_
 
@@ -8,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "latent-store/latent_store.h"
 #include "lft/v1/store.grpc.pb.h"
 
@@ -33,6 +37,10 @@ struct StoreServiceOptions {
   // Longest a PutPairs call waits on back-pressure when the client set no
   // deadline.
   absl::Duration max_put_wait = absl::Minutes(10);
+  // Bearer token every call must carry; empty accepts every call (plaintext
+  // on loopback without a token). UNAUTHENTICATED otherwise, saying how to
+  // pass one.
+  std::string auth_token;
 };
 
 class StoreService final : public lft::v1::LatentStoreService::Service {
@@ -80,8 +88,13 @@ class StoreService final : public lft::v1::LatentStoreService::Service {
                          lft::v1::DeleteStoreJobResponse* response) override;
 
  private:
+  // OK, or UNAUTHENTICATED naming `rpc` and how to fix the token.
+  grpc::Status Authorize(grpc::ServerContext* context,
+                         absl::string_view rpc) const;
+
   LatentStore* const store_;
   const StoreServiceOptions options_;
+  const BearerTokenChecker auth_;
 };
 
 }  // namespace lft

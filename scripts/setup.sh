@@ -16,6 +16,8 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev rocksdb-tools prometheus-cpp-dev libcivetweb-dev civetweb
   libssl-dev libzstd-dev zstd nlohmann-json3-dev zlib1g-dev
+  # YAML job specs (lftctl submit spec.yaml)
+  libyaml-cpp-dev
   # tests and their tools (promtool comes with the prometheus package)
   libgtest-dev libgmock-dev prometheus curl
 )

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "coordinator/client/worker_process.h"
@@ -28,9 +29,10 @@ constexpr char kUsage[] =
 
   --role ROLE               teacher or trainer (evaluator: not yet)
   --coordinator HOST:PORT   (default 127.0.0.1:7070)
-  --token TOKEN             bearer token (or env LFT_AUTH_TOKEN)
-  --tls-ca PEM              CA of the coordinator's certificate
-  --insecure-loopback       plaintext to a loopback coordinator
+  --token TOKEN             bearer token (or env LFT_AUTH_TOKEN), sent to
+                            the coordinator and the latent store
+  --tls-ca PEM              CA of the coordinator's and store's certificates
+  --insecure-loopback       plaintext to a loopback coordinator and store
   --name NAME               hostname reported at Register (default host-pid)
   --store-db DIR            embedded latent store, for tasks that name no
                             store address (the coordinator has no
@@ -45,6 +47,16 @@ constexpr char kUsage[] =
   --test-pause-ms-per-batch N  tests only: sleep N ms after every teacher
                             batch or trainer step
 )";
+
+// The latent store is reached with the coordinator's credentials (every
+// role's runner takes these).
+lft::StoreClientCredentials StoreCredentials(const lft::Flags& flags) {
+  lft::StoreClientCredentials c;
+  c.token = lft::TokenFromFlagOrEnv(flags.Get("token"));
+  c.tls_ca_path = flags.Get("tls-ca");
+  c.insecure = flags.Has("insecure-loopback");
+  return c;
+}
 
 }  // namespace
 
@@ -129,8 +141,9 @@ int main(int argc, char** argv) {
   o.info.set_version("lft-worker");
   o.max_tasks = static_cast<uint64_t>(*max_tasks);
 
-  lft::PairStorePool stores(flags->Get("store-db"),
-                            lft::RemotePairStoreOptions());
+  lft::RemotePairStoreOptions remote;
+  remote.credentials = StoreCredentials(*flags);
+  lft::PairStorePool stores(flags->Get("store-db"), remote);
   std::unique_ptr<lft::TaskRunner> runner;
   if (role == "trainer") {
     lft::TrainerRunnerOptions to;

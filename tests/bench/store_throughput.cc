@@ -330,8 +330,10 @@ int main(int argc, char** argv) {
       builder.RegisterService(&service);
       auto server = builder.BuildAndStart();
       {
-        auto remote = lft::RemotePairStore::Connect(
-            "127.0.0.1:" + std::to_string(port), lft::RemotePairStoreOptions());
+        auto remote =
+            lft::RemotePairStore::Connect("127.0.0.1:" + std::to_string(port),
+                                          lft::RemotePairStoreOptions())
+                .value();
         const Result w = Put(a, remote.get(), x, pairs, store->get());
         Row("gRPC loopback, BlobDB", "put", w);
         const Result r = Scan(remote.get(), dir);

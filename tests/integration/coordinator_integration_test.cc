@@ -359,6 +359,21 @@ TEST_F(CoordinatorIntegrationTest,
   r = Ctl({"submit", Path("broken.json")});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("broken.json: job spec is not valid JSON"));
+  // YAML specs: the same validation, flags override, errors name the line.
+  std::ofstream(Path("spec.yaml"))
+      << absl::StrCat("name: yaml-job\nteacher: {path: ", teacher_,
+                      "}\ncorpus:\n", "  jsonl_zst_paths: [", corpus_,
+                      "]\nblock: {first_layer: 6, ", "end_layer: 12}\n");
+  r = Ctl({"submit", Path("spec.yaml"), "--block", "20:30"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("block: block [20, 30) is outside the "
+                               "teacher's 24 layers"));
+  std::ofstream(Path("broken.yaml")) << "name: x\nblock:\n  first: 1\n";
+  r = Ctl({"submit", Path("broken.yaml")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("broken.yaml: job spec is not valid YAML for "
+                               "lft.v1.JobSpec: line 3, column 3: "
+                               "block.first: unknown field"));
   r = Ctl({"submit", spec_, "--block", "6"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("--block: \"6\" is not FIRST:END"));

@@ -23,6 +23,7 @@
 #include "common/jsonl_zst.h"
 #include "common/synthetic_corpus.h"
 #include "gtest/gtest.h"
+#include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
 #include "tests/unit/latent-store/test_util.h"
@@ -40,6 +41,9 @@ class LocalClusterTest : public ::testing::Test {
  protected:
   using Process = ::lft::testing::ChildProcess;
   static constexpr int kDocs = 40;
+  // Every process (store, coordinator, workers, lftctl) runs with this
+  // token: workers must hand their --token to the store as well.
+  static constexpr char kToken[] = "cluster-token";
 
   void SetUp() override {
     unsetenv("LFT_AUTH_TOKEN");
@@ -76,16 +80,18 @@ class LocalClusterTest : public ::testing::Test {
 
   void StartServices() {
     auto store = StoreProcess::Start(
-        LFT_STORE_BIN, {"--listen", "127.0.0.1:0", "--db", Path("store")},
+        LFT_STORE_BIN,
+        {"--listen", "127.0.0.1:0", "--insecure-loopback", "--token", kToken,
+         "--db", Path("store"), "--metrics-port", "0"},
         absl::Seconds(20));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::make_unique<StoreProcess>(std::move(*store));
     coord_ = std::make_unique<Process>(
         std::vector<std::string>{
             LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
-            "--port-file", Path("port"), "--insecure-loopback",
-            "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
-            "50", "--store-address", store_->address()},
+            "--port-file", Path("port"), "--insecure-loopback", "--token",
+            kToken, "--heartbeat-interval-ms", "100", "--lease-ms", "1000",
+            "--tick-ms", "50", "--store-address", store_->address()},
         Path("coordinator.out"), Path("coordinator.log"));
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
     while (absl::Now() < deadline && coord_->running()) {
@@ -115,6 +121,8 @@ class LocalClusterTest : public ::testing::Test {
                                      "--coordinator",
                                      absl::StrCat("127.0.0.1:", port_),
                                      "--insecure-loopback",
+                                     "--token",
+                                     kToken,
                                      "--threads",
                                      "1",
                                      "--batch-sequences",
@@ -126,9 +134,9 @@ class LocalClusterTest : public ::testing::Test {
   std::unique_ptr<Process> StartFake(const std::string& role,
                                      const std::string& name) {
     return std::make_unique<Process>(
-        std::vector<std::string>{LFT_FAKE_WORKER_BIN, "--role", role, "--name",
-                                 name, "--coordinator",
-                                 absl::StrCat("127.0.0.1:", port_)},
+        std::vector<std::string>{
+            LFT_FAKE_WORKER_BIN, "--token", kToken, "--role", role, "--name",
+            name, "--coordinator", absl::StrCat("127.0.0.1:", port_)},
         Path(name + ".out"), Path(name + ".log"));
   }
 
@@ -138,12 +146,20 @@ class LocalClusterTest : public ::testing::Test {
     static int n = 0;
     const std::string out = Path(absl::StrCat("ctl", n, ".out"));
     const std::string err = Path(absl::StrCat("ctl", n++, ".err"));
-    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--server",
+    std::vector<std::string> argv = {LFT_LFTCTL_BIN, "--token", kToken,
+                                     "--server",
                                      absl::StrCat("127.0.0.1:", port_)};
     argv.insert(argv.end(), args.begin(), args.end());
     Process p(argv, out, err);
     const int code = p.Wait(limit);
     return {code, p.out() + p.err()};
+  }
+
+  // A store client with the token.
+  std::unique_ptr<RemotePairStore> Client() {
+    RemotePairStoreOptions o;
+    o.credentials.token = kToken;
+    return RemotePairStore::Connect(store_->address(), o).value();
   }
 
   TempDir dir_;

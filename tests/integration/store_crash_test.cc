@@ -33,10 +33,10 @@ RemotePairStoreOptions ClientOptions() {
 }
 
 absl::StatusOr<StoreProcess> Start(const std::string& db) {
-  return StoreProcess::Start(
-      LFT_STORE_BINARY,
-      {"--listen", "127.0.0.1:0", "--db", db, "--metrics-port", "0"},
-      absl::Seconds(20));
+  return StoreProcess::Start(LFT_STORE_BINARY,
+                             {"--listen", "127.0.0.1:0", "--insecure-loopback",
+                              "--db", db, "--metrics-port", "0"},
+                             absl::Seconds(20));
 }
 
 // Streams batches from kWriters threads (writer w owns shard w; batch b is
@@ -45,7 +45,8 @@ absl::StatusOr<StoreProcess> Start(const std::string& db) {
 std::set<std::pair<uint32_t, uint64_t>> WriteUntilKilled(StoreProcess* store,
                                                          uint64_t first_batch,
                                                          int kill_after_acks) {
-  auto client = RemotePairStore::Connect(store->address(), ClientOptions());
+  auto client =
+      RemotePairStore::Connect(store->address(), ClientOptions()).value();
   std::mutex mu;
   std::set<std::pair<uint32_t, uint64_t>> acked;
   std::atomic<int> acks{0};
@@ -86,7 +87,8 @@ TEST(StoreCrashTest, AcknowledgedBatchesSurviveKillNine) {
     auto store = Start(db);
     ASSERT_TRUE(store.ok()) << store.status();
     if (round == 0) {
-      auto client = RemotePairStore::Connect(store->address(), ClientOptions());
+      auto client =
+          RemotePairStore::Connect(store->address(), ClientOptions()).value();
       JobConfig c;
       c.hidden = kHidden;
       c.codec = TensorCodec::kBF16;
@@ -98,7 +100,8 @@ TEST(StoreCrashTest, AcknowledgedBatchesSurviveKillNine) {
 
   auto store = Start(db);
   ASSERT_TRUE(store.ok()) << store.status();
-  auto client = RemotePairStore::Connect(store->address(), ClientOptions());
+  auto client =
+      RemotePairStore::Connect(store->address(), ClientOptions()).value();
   auto reader = client->Scan("job", ScanOptions());
   ASSERT_TRUE(reader.ok());
   std::map<std::pair<uint32_t, uint64_t>, int> pairs_per_batch;

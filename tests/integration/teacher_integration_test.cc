@@ -31,6 +31,7 @@
 #include "tests/integration/local_cluster.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/promtool.h"
 #include "tests/unit/latent-store/test_util.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
@@ -125,7 +126,7 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
   };
 
   void ExpectSameAsReference(const std::string& job) {
-    auto client = RemotePairStore::Connect(store_->address(), {});
+    auto client = Client();
     const auto got = ReadAll(client.get(), job);
     const auto want = Reference(job);
     ASSERT_FALSE(want.empty());
@@ -161,6 +162,7 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   // The teachers' /metrics (ports from their log lines) together count
   // every pair once.
   double pairs_metric = 0;
+  std::vector<std::pair<int, std::string>> expositions;  // pid, body
   for (Process* t : {t1.get(), t2.get()}) {
     const std::string log = t->err();
     const size_t at = log.find("metrics served port=");
@@ -184,12 +186,32 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
     EXPECT_NE(metrics.find("lft_teacher_tokens_total{"), std::string::npos);
     EXPECT_NE(metrics.find("lft_teacher_tokens_per_second{"),
               std::string::npos);
+    expositions.push_back({t->pid(), metrics});
   }
-  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto client = Client();
   auto stats = client->Stats(job);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(pairs_metric, static_cast<double>(stats->pairs));
   ExpectSameAsReference(job);
+
+  // Every populated /metrics passes promtool: the teachers' and the store's
+  // (after the pairs went in and were scanned out).
+  ASSERT_FALSE(expositions.empty());
+  const std::string store_metrics = HttpGet(store_->metrics_port(), "/metrics");
+  EXPECT_NE(store_metrics.find("lft_store_pairs_written_total"),
+            std::string::npos)
+      << store_metrics;
+  if (!::lft::testing::HavePromtool()) {
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
+  for (const auto& [pid, body] : expositions) {
+    EXPECT_TRUE(::lft::testing::PromtoolCheckMetrics(body).ok())
+        << "teacher pid " << pid << ": "
+        << ::lft::testing::PromtoolCheckMetrics(body);
+  }
+  absl::Status store_check =
+      ::lft::testing::PromtoolCheckMetrics(store_metrics);
+  EXPECT_TRUE(store_check.ok()) << "lft-store: " << store_check;
 }
 
 TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
@@ -202,7 +224,7 @@ TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
   ASSERT_EQ(submit.first, 0) << submit.second;
   const std::string job(absl::StripAsciiWhitespace(submit.second));
   // Wait (bounded) until t1 has written some pairs, then kill it mid-shard.
-  auto client = RemotePairStore::Connect(store_->address(), {});
+  auto client = Client();
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   uint64_t pairs_before_kill = 0;
   while (absl::Now() < deadline) {

@@ -104,7 +104,7 @@ TEST_F(TrainerIntegrationTest,
       << w2.second;
   EXPECT_NE(a->err().find("trainer resumed"), std::string::npos) << a->err();
 
-  auto store = RemotePairStore::Connect(store_->address(), {});
+  auto store = Client();
   FlowCheckpoint ref = Final(store.get(), whole);
   FlowCheckpoint got = Final(store.get(), killed);
   ASSERT_EQ(ref.header.losses.size(), static_cast<size_t>(kSteps));
@@ -125,7 +125,7 @@ TEST_F(TrainerIntegrationTest,
   auto trainer = StartWorker("trainer", "trainer");
   auto ev = StartFake("evaluator", "ev");
   const std::string job = Submit(WriteSpec("stream", true));
-  auto store = RemotePairStore::Connect(store_->address(), {});
+  auto store = Client();
   bool trained_while_extracting = false;
   uint64_t max_pending = 0;
   const absl::Time deadline = absl::Now() + absl::Seconds(120);

@@ -97,6 +97,12 @@ absl::Status ExtractBatch(const GptNeoX& model, int64_t m, int64_t n,
   });
 }
 
+RemotePairStoreOptions RemoteOptions(const StoreClientCredentials& c) {
+  RemotePairStoreOptions o;
+  o.credentials = c;
+  return o;
+}
+
 }  // namespace
 
 TeacherExtractionRunner::TeacherExtractionRunner(TeacherRunnerOptions options)
@@ -104,7 +110,8 @@ TeacherExtractionRunner::TeacherExtractionRunner(TeacherRunnerOptions options)
       owned_stores_(options_.stores != nullptr
                         ? nullptr
                         : std::make_unique<PairStorePool>(
-                              options_.store_db, RemotePairStoreOptions())),
+                              options_.store_db,
+                              RemoteOptions(options_.store_credentials))),
       stores_(options_.stores != nullptr ? options_.stores
                                          : owned_stores_.get()) {}
 

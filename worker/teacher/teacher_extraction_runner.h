@@ -31,6 +31,7 @@
 #include "coordinator/client/task_runner.h"
 #include "latent-store/pair_store.h"
 #include "latent-store/pair_store_pool.h"
+#include "latent-store/remote_pair_store.h"
 
 namespace lft {
 
@@ -45,6 +46,8 @@ struct TeacherRunnerOptions {
   // Shared connections (embedded and remote, with credentials); when set,
   // store_db is ignored. Must outlive the runner.
   PairStorePool* stores = nullptr;
+  // Token and CA for remote stores when the runner opens its own pool.
+  StoreClientCredentials store_credentials;
   // Sequences per teacher forward (and per PutPairs batch).
   int64_t batch_sequences = 8;
   // Optional: counters lft_teacher_tokens_total and

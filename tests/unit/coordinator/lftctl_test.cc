@@ -52,6 +52,7 @@ TEST(LftctlTest, ExitCodes) {
   EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("x")),
             kExitFailedPrecondition);
   EXPECT_EQ(ExitCodeFor(absl::InternalError("x")), kExitInternal);
+  EXPECT_EQ(ExitCodeFor(absl::DataLossError("x")), kExitDataLoss);
 }
 
 TEST(LftctlTest, UsageErrorsExitTwo) {
@@ -63,6 +64,17 @@ TEST(LftctlTest, UsageErrorsExitTwo) {
   EXPECT_THAT(err.str(), ::testing::HasSubstr("unknown flag --bogus"));
   EXPECT_EQ(LftctlMain({"--help"}, out, err, false), kExitOk);
   EXPECT_THAT(out.str(), ::testing::HasSubstr("Exit codes:"));
+  EXPECT_THAT(out.str(), ::testing::HasSubstr("pull JOB [NAME]"));
+  EXPECT_EQ(LftctlMain({"pull"}, out, err, false), kExitUsage);
+  EXPECT_THAT(err.str(),
+              ::testing::HasSubstr("pull takes JOB [NAME], or JOB --list"));
+  EXPECT_EQ(LftctlMain({"pull", "j-1", "step-1", "--list"}, out, err, false),
+            kExitUsage);
+  EXPECT_EQ(LftctlMain({"pull", "j-1", "--store", "127.0.0.1:1", "--tls-ca",
+                        "/nonexistent/ca.pem"},
+                       out, err, false),
+            kExitUsage);
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("--tls-ca /nonexistent/ca.pem"));
 }
 
 }  // namespace

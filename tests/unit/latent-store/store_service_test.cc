@@ -47,8 +47,8 @@ class StoreServiceTest : public ::testing::Test {
     ro.max_message_bytes = kMaxMessage;
     ro.rpc_timeout = absl::Seconds(20);
     ro.checkpoint_chunk_bytes = 100 << 10;
-    remote_ =
-        RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro);
+    remote_ = RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro)
+                  .value();
   }
   void TearDown() override {
     remote_.reset();
@@ -242,6 +242,51 @@ TEST_F(StoreServiceTest, CheckpointsOverGrpc) {
   ASSERT_TRUE(remote_->DeleteJob("job").ok());
   EXPECT_THAT(remote_->Stats("job"),
               StatusIs(absl::StatusCode::kNotFound, "job"));
+}
+
+TEST_F(StoreServiceTest, ReadCheckpointStreamsChunksAndStopsOnSinkError) {
+  JobConfig c;
+  c.hidden = 8;
+  ASSERT_TRUE(remote_->CreateJob("job", c).ok());
+  std::string blob(300 << 10, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 7);
+  ASSERT_TRUE(remote_->PutCheckpoint("job", "step-1", blob, "").ok());
+  // The store reads in 64 KiB chunks: the sink sees them one by one, each
+  // with the store's name, size and digest.
+  std::string got;
+  int calls = 0;
+  auto info = remote_->ReadCheckpoint(
+      "job", "step-1", [&](const CheckpointInfo& i, absl::string_view data) {
+        EXPECT_EQ(i.bytes, blob.size());
+        EXPECT_EQ(i.sha256.size(), 64u);
+        got.append(data.data(), data.size());
+        ++calls;
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->name, "step-1");
+  EXPECT_TRUE(got == blob);
+  EXPECT_GE(calls, 4);
+  // A sink error ends the transfer and comes back as is.
+  calls = 0;
+  EXPECT_THAT(
+      remote_
+          ->ReadCheckpoint("job", "step-1",
+                           [&](const CheckpointInfo&, absl::string_view) {
+                             ++calls;
+                             return absl::ResourceExhaustedError("disk full");
+                           })
+          .status(),
+      StatusIs(absl::StatusCode::kResourceExhausted, "disk full"));
+  EXPECT_EQ(calls, 1);
+  EXPECT_THAT(
+      remote_
+          ->ReadCheckpoint("job", "nope",
+                           [](const CheckpointInfo&, absl::string_view) {
+                             return absl::OkStatus();
+                           })
+          .status(),
+      StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
 
 TEST(GrpcStatusTest, RoundTripsEveryCode) {

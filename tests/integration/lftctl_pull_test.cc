@@ -1,0 +1,254 @@
+// `lftctl pull` against a real lft-store process on 127.0.0.1 (with a
+// bearer token): listing, the newest checkpoint, a named blob, the exit codes
+// and messages scripts see for unknown jobs and names, and, against a fake
+// store that declares a wrong sha256, that nothing is left at --out.
+#include <signal.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "coordinator/lftctl.h"
+#include "gmock/gmock.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "latent-store/remote_pair_store.h"
+#include "tests/integration/store_process.h"
+#include "tests/testing/child_process.h"
+#include "tests/unit/latent-store/test_util.h"
+
+namespace lft {
+namespace {
+
+namespace fs = std::filesystem;
+using ::lft::testing::ChildProcess;
+using ::lft::testing::ReadFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing_util::StoreProcess;
+using testing_util::TempDir;
+
+constexpr char kToken[] = "pull-token";
+
+// The sha256 of "abc".
+constexpr char kShaAbc[] =
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+struct CtlResult {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+class LftctlPullTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    unsetenv("LFT_AUTH_TOKEN");
+    unsetenv("LFT_STORE_ADDRESS");
+    auto store =
+        StoreProcess::Start(LFT_STORE_BINARY,
+                            {"--listen", "127.0.0.1:0", "--insecure-loopback",
+                             "--token", kToken, "--db", dir_.Sub("store")},
+                            absl::Seconds(20));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::make_unique<StoreProcess>(std::move(*store));
+    RemotePairStoreOptions o;
+    o.credentials.token = kToken;
+    o.checkpoint_chunk_bytes = 64 << 10;  // several chunks per blob
+    client_ = RemotePairStore::Connect(store_->address(), o).value();
+    JobConfig c;
+    c.hidden = 8;
+    ASSERT_TRUE(client_->CreateJob("j-1", c).ok());
+    ASSERT_TRUE(client_->CreateJob("j-empty", c).ok());
+    step10_ = Blob(300000, 1);
+    step20_ = Blob(200001, 2);
+    for (const auto& [name, data] :
+         std::vector<std::pair<std::string, std::string>>{
+             {"step-10", step10_},
+             {"step-20", step20_},
+             {"report-eval", "{}"}}) {
+      ASSERT_TRUE(client_->PutCheckpoint("j-1", name, data, "").ok());
+      absl::SleepFor(absl::Milliseconds(5));  // distinct creation times
+    }
+  }
+
+  static std::string Blob(size_t n, int seed) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i)
+      s[i] = static_cast<char>((i * 131 + seed * 7) & 0xff);
+    return s;
+  }
+
+  CtlResult Ctl(std::vector<std::string> args, bool with_store = true) {
+    std::vector<std::string> argv = {LFT_LFTCTL_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (with_store) {
+      argv.push_back("--store");
+      argv.push_back(store_->address());
+    }
+    static int n = 0;
+    const std::string base = dir_.Sub(absl::StrCat("ctl", n++));
+    ChildProcess p(argv, base + ".out", base + ".err");
+    const int code = p.Wait(absl::Seconds(30));
+    EXPECT_GE(code, 0) << "lftctl did not finish in time";
+    return {code, p.out(), p.err()};
+  }
+
+  TempDir dir_;
+  std::unique_ptr<StoreProcess> store_;
+  std::unique_ptr<RemotePairStore> client_;
+  std::string step10_, step20_;
+};
+
+TEST_F(LftctlPullTest, ListShowsNamesSizesDigestsAndTimes) {
+  CtlResult r = Ctl({"pull", "j-1", "--list", "--token", kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("NAME"));
+  EXPECT_THAT(r.out, HasSubstr("SHA256"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("step-10 +300000 [0-9a-f]{64} "
+                                              "20[0-9-]+T[0-9:]+Z"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("step-20 +200001 "));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("report-eval +2 "));
+}
+
+TEST_F(LftctlPullTest, PullsNewestCheckpointAndNamedBlobsVerified) {
+  const std::string out = dir_.Sub("latest.bin");
+  CtlResult r = Ctl({"pull", "j-1", "--out", out, "--token", kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The newest checkpoint, not the report written after it.
+  EXPECT_TRUE(ReadFile(out) == step20_);
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat(out, "  200001 bytes  sha256 ")));
+  EXPECT_FALSE(fs::exists(out + ".partial"));
+
+  const std::string named = dir_.Sub("s10.bin");
+  r = Ctl({"pull", "j-1", "step-10", "--out", named, "--token", kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadFile(named) == step10_);
+  r = Ctl({"pull", "j-1", "report-eval", "--out", dir_.Sub("r.json"), "--token",
+           kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ReadFile(dir_.Sub("r.json")), "{}");
+
+  // The address and token may come from the environment.
+  setenv("LFT_STORE_ADDRESS", store_->address().c_str(), 1);
+  setenv("LFT_AUTH_TOKEN", kToken, 1);
+  r = Ctl({"pull", "j-1", "step-10", "--out", dir_.Sub("env.bin")},
+          /*with_store=*/false);
+  unsetenv("LFT_STORE_ADDRESS");
+  unsetenv("LFT_AUTH_TOKEN");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadFile(dir_.Sub("env.bin")) == step10_);
+}
+
+TEST_F(LftctlPullTest, StoreErrorsGetScriptableExitCodes) {
+  const std::string out = dir_.Sub("x.bin");
+  CtlResult r = Ctl({"pull", "nope", "--out", out, "--token", kToken});
+  EXPECT_EQ(r.code, kExitNotFound);
+  EXPECT_THAT(r.err, HasSubstr("lftctl: not found: store 127.0.0.1:"));
+  EXPECT_THAT(r.err, HasSubstr("job 'nope' is not registered with the store"));
+  r = Ctl({"pull", "j-1", "step-99", "--out", out, "--token", kToken});
+  EXPECT_EQ(r.code, kExitNotFound);
+  EXPECT_THAT(r.err, HasSubstr("job 'j-1' has no blob named 'step-99'"));
+  r = Ctl({"pull", "j-empty", "--out", out, "--token", kToken});
+  EXPECT_EQ(r.code, kExitNotFound);
+  EXPECT_THAT(r.err, HasSubstr("job 'j-empty' has no checkpoint in store"));
+  EXPECT_FALSE(fs::exists(out));
+  r = Ctl({"pull", "j-1", "--out", out});
+  EXPECT_EQ(r.code, kExitUnavailable);
+  EXPECT_THAT(r.err, HasSubstr("unauthenticated: store 127.0.0.1:"));
+  EXPECT_THAT(r.err, HasSubstr("missing bearer token"));
+  r = Ctl({"pull", "j-1", "--out", out, "--token", "wrong"});
+  EXPECT_EQ(r.code, kExitUnavailable);
+  EXPECT_THAT(r.err, HasSubstr("invalid bearer token"));
+  r = Ctl({"pull", "j-1", "a", "b", "--token", kToken});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_THAT(r.err, HasSubstr("pull takes JOB [NAME], or JOB --list"));
+  // Without --store and LFT_STORE_ADDRESS: lft-store's default address.
+  r = Ctl({"pull", "j-1", "--token", kToken, "--timeout-s", "3"},
+          /*with_store=*/false);
+  EXPECT_NE(r.code, kExitOk);
+  EXPECT_THAT(r.err, HasSubstr("store 127.0.0.1:7071"));
+  EXPECT_FALSE(fs::exists(out));
+}
+
+// Serves one blob "abc" whose declared sha256 (in the listing and the first
+// chunk) is `declared`.
+class FakeStore : public lft::v1::LatentStoreService::Service {
+ public:
+  explicit FakeStore(std::string declared) : declared_(std::move(declared)) {}
+  grpc::Status ListCheckpoints(grpc::ServerContext*,
+                               const lft::v1::ListCheckpointsRequest*,
+                               lft::v1::ListCheckpointsResponse* r) override {
+    auto* c = r->add_checkpoints();
+    c->set_name("step-1");
+    c->set_bytes(3);
+    c->set_sha256(declared_);
+    c->set_created_unix_ms(1);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetCheckpoint(
+      grpc::ServerContext*, const lft::v1::GetCheckpointRequest*,
+      grpc::ServerWriter<lft::v1::CheckpointChunk>* w) override {
+    lft::v1::CheckpointChunk chunk;
+    chunk.set_name("step-1");
+    chunk.set_sha256(declared_);
+    chunk.set_total_bytes(3);
+    chunk.set_data("ab");
+    w->Write(chunk);
+    chunk.Clear();
+    chunk.set_data("c");
+    w->Write(chunk);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const std::string declared_;
+};
+
+TEST(LftctlPullDigestTest, MismatchRemovesPartialFileAndKeepsOldOne) {
+  TempDir dir;
+  for (const std::string& declared :
+       {std::string(64, '0'), std::string(kShaAbc)}) {
+    FakeStore fake(declared);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&fake);
+    auto server = builder.BuildAndStart();
+    ASSERT_NE(port, 0);
+    const std::string out = dir.Sub("ckpt.bin");
+    std::ofstream(out) << "old";
+    std::ostringstream o, e;
+    const int code =
+        LftctlMain({"pull", "j", "--store", absl::StrCat("127.0.0.1:", port),
+                    "--out", out},
+                   o, e, false);
+    if (declared == kShaAbc) {
+      EXPECT_EQ(code, kExitOk) << e.str();
+      EXPECT_EQ(ReadFile(out), "abc");
+    } else {
+      EXPECT_EQ(code, kExitDataLoss);
+      EXPECT_THAT(e.str(), HasSubstr("lftctl: data loss: checkpoint 'step-1' "
+                                     "of job 'j' arrived as 3 bytes with "
+                                     "sha256 ba7816bf"));
+      EXPECT_THAT(e.str(), HasSubstr("but the store recorded 3 bytes with "
+                                     "sha256 0000"));
+      EXPECT_EQ(ReadFile(out), "old");  // not replaced
+      EXPECT_THAT(o.str(), Not(HasSubstr("bytes  sha256")));
+    }
+    EXPECT_FALSE(fs::exists(out + ".partial"));
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::seconds(1));
+  }
+}
+
+}  // namespace
+}  // namespace lft

@@ -19,6 +19,7 @@
 #   LFT_PRETRAIN_SECONDS  teacher pretraining budget (default 150)
 #   LFT_PRETRAIN_STEPS    teacher pretraining steps (default 400)
 #   LFT_CORPUS_DOCUMENTS  synthetic documents for pretraining (default 20000)
+#   LFT_TOKENIZER_BYTES   text the BPE tokenizer trains on (default 8000000)
 #   LFT_JOB_DOCUMENTS     documents the job extracts (default 1200)
 #   LFT_TRAIN_STEPS       flow-layer training steps (default 240)
 #   LFT_EVAL_SEQUENCES    held-out sequences scored (default 48)
@@ -32,6 +33,7 @@ PRETRAIN_SECONDS="${LFT_PRETRAIN_SECONDS:-150}"
 PRETRAIN_STEPS="${LFT_PRETRAIN_STEPS:-400}"
 CORPUS_DOCUMENTS="${LFT_CORPUS_DOCUMENTS:-20000}"
 JOB_DOCUMENTS="${LFT_JOB_DOCUMENTS:-1200}"
+TOKENIZER_BYTES="${LFT_TOKENIZER_BYTES:-8000000}"
 TRAIN_STEPS="${LFT_TRAIN_STEPS:-240}"
 EVAL_SEQUENCES="${LFT_EVAL_SEQUENCES:-48}"
 
@@ -81,7 +83,7 @@ if [ ! -f "$WORK/teacher/model.safetensors" ]; then
   say "pretraining the embedded-default teacher (8 x 128, <= ${PRETRAIN_SECONDS} s)"
   rm -rf "$WORK/teacher.tmp"
   "$BUILD/worker/pretrain/lft-pretrain" --corpus "$WORK/corpus" \
-    --out "$WORK/teacher.tmp" --vocab_size 2048 --tokenizer_train_bytes 8000000 \
+    --out "$WORK/teacher.tmp" --vocab_size 2048 --tokenizer_train_bytes "$TOKENIZER_BYTES" \
     --layers 8 --hidden 128 --heads 4 --seq 128 --batch 16 \
     --steps "$PRETRAIN_STEPS" --warmup 30 --lr 2e-3 \
     --max_seconds "$PRETRAIN_SECONDS" --eval_every 100 --threads 2
@@ -114,7 +116,7 @@ wait_for() {  # FILE PATTERN SECONDS WHAT
   done
 }
 
-"$BIN_STORE" --listen 127.0.0.1:0 --db "$RUN/store" --sync=false \
+"$BIN_STORE" --listen 127.0.0.1:0 --insecure-loopback --db "$RUN/store" --sync=false \
   >"$RUN/store.out" 2>"$RUN/store.log" &
 PIDS+=($!)
 wait_for "$RUN/store.out" "listening on" 20 lft-store

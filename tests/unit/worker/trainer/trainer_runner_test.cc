@@ -18,6 +18,7 @@
 #include "latent-store/latent_store.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/worker/trainer/in_process_group.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/neox_config.h"
@@ -29,57 +30,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::lft::testing::StatusIs;
+using FakeContext = InProcessRankContext;
 
 constexpr int kHidden = 16;
 constexpr int kTokens = 8;
 constexpr int kPairs = 48;
-
-// Rendezvous of W in-process ranks: rank 0's id reaches everyone.
-class FakeRendezvous {
- public:
-  explicit FakeRendezvous(uint32_t world) : world_(world) {}
-  absl::StatusOr<RendezvousResult> Join(uint32_t rank, const std::string& id) {
-    absl::MutexLock lock(&mu_);
-    if (rank == 0) id_ = id;
-    ++joined_;
-    auto ready = [this]() { return joined_ >= world_ && !id_.empty(); };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30)))
-      return absl::DeadlineExceededError("rendezvous timed out");
-    RendezvousResult r;
-    r.rank = rank;
-    r.world_size = world_;
-    r.communicator_id = id_;
-    return r;
-  }
-
- private:
-  const uint32_t world_;
-  absl::Mutex mu_;
-  uint32_t joined_ = 0;
-  std::string id_;
-};
-
-class FakeContext : public TaskContext {
- public:
-  FakeContext(FakeRendezvous* rv, uint32_t rank) : rv_(rv), rank_(rank) {}
-  bool ReportProgress(const ProgressUpdate& update) override {
-    last = update;
-    if (stop_at_step > 0 && update.steps_done >= stop_at_step)
-      token.Cancel("test stop");
-    return !token.cancelled();
-  }
-  const CancellationToken& cancellation() const override { return token; }
-  absl::StatusOr<RendezvousResult> Rendezvous(const std::string& id) override {
-    return rv_->Join(rank_, id);
-  }
-  CancellationToken token;
-  ProgressUpdate last;
-  uint64_t stop_at_step = 0;
-
- private:
-  FakeRendezvous* rv_;
-  uint32_t rank_;
-};
 
 class TrainerRunnerTest : public ::testing::Test {
  protected:

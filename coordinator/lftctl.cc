@@ -55,6 +55,13 @@ Commands:
                         (default ./NAME), verifying its sha256
   pull JOB --list [--store HOST:PORT]
                         list JOB's blobs: name, bytes, sha256, creation time
+  analyze --teacher DIR --heldout FILE.jsonl.zst [...]
+                        recoupling-ratio matrix over all (m, n) of a teacher:
+                        prints it, writes JSON and a heatmap PNG (runs
+                        lft-analyze; `lftctl analyze --help`)
+  export --teacher DIR --checkpoint FILE --k K --out DIR
+                        fold a pulled flow checkpoint into a plain GPT-NeoX
+                        directory with k Euler layers (runs lft-export)
 
 Global flags:
   --server HOST:PORT    coordinator address (default 127.0.0.1:7070)

@@ -328,7 +328,9 @@ absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
   a.x_max = static_cast<double>(k_min == k_max ? k_max + 1 : k_max);
   a.y_min = 0;
   a.y_max = y_max > 0 ? y_max * 1.1 : 1;
-  DrawAxes(&img, a, "k (solver steps)", "KL");
+  // One tick per integer k when that stays readable.
+  const int span = static_cast<int>(a.x_max - a.x_min);
+  DrawAxes(&img, a, "k (solver steps)", "KL", span <= 12 ? span + 1 : 5);
   img.Text(a.left + 60, 8,
            absl::StrCat(Upper(report.method), " block [", report.first_layer,
                         ", ", report.end_layer, "): KL_PQ solid, KL_x dashed"),

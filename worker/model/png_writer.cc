@@ -190,10 +190,6 @@ double PlotArea::Y(double y) const {
 void DrawAxes(RgbImage* image, const PlotArea& a, const std::string& x_title,
               const std::string& y_title, int x_ticks, int y_ticks) {
   const int l = a.left, t = a.top, r = a.left + a.width, b = a.top + a.height;
-  image->Line(l, t, r, t, 0, 0, 0);
-  image->Line(l, b, r, b, 0, 0, 0);
-  image->Line(l, t, l, b, 0, 0, 0);
-  image->Line(r, t, r, b, 0, 0, 0);
   char buf[32];
   for (int i = 0; i < x_ticks; ++i) {
     const double v =
@@ -214,6 +210,11 @@ void DrawAxes(RgbImage* image, const PlotArea& a, const std::string& x_title,
     image->Text(l - 7 - RgbImage::TextWidth(buf), static_cast<int>(py) - 3, buf,
                 0, 0, 0);
   }
+  // The frame last, so grid lines do not cover it.
+  image->Line(l, t, r, t, 0, 0, 0);
+  image->Line(l, b, r, b, 0, 0, 0);
+  image->Line(l, t, l, b, 0, 0, 0);
+  image->Line(r, t, r, b, 0, 0, 0);
   image->Text(l + a.width / 2 - RgbImage::TextWidth(x_title) / 2, b + 20,
               x_title, 0, 0, 0);
   image->Text(l - 40 > 2 ? l - 40 : 2, t - 14, y_title, 0, 0, 0);

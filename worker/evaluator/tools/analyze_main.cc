@@ -3,7 +3,8 @@
 //
 //   lft-analyze --teacher DIR --heldout FILE.jsonl.zst [--tokens 256]
 //     [--seq 128] [--out-json F] [--out-png F] [--sinkhorn]
-//     [--device cpu|cuda] [--dtype float32|bfloat16]
+//     [--epsilon 0.001] [--iterations 5000] [--device cpu|cuda]
+//     [--dtype float32|bfloat16]
 //
 // Prints the matrix as a table; writes JSON (RecouplingMatrix::ToJson) and a
 // heatmap PNG when asked. Exit codes: 0 ok, 2 usage error, 1 failure (with a
@@ -25,8 +26,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: lft-analyze --teacher DIR --heldout FILE.jsonl.zst [--tokens 256] "
-    "[--seq 128] [--out-json F] [--out-png F] [--sinkhorn] [--device cpu|cuda] "
-    "[--dtype float32|bfloat16]\n";
+    "[--seq 128] [--out-json F] [--out-png F] [--sinkhorn] [--epsilon 0.001] "
+    "[--iterations 5000] [--device cpu|cuda] [--dtype float32|bfloat16]\n";
 
 int Usage(const std::string& problem) {
   std::fprintf(stderr, "lft-analyze: %s\n%s", problem.c_str(), kUsage);
@@ -43,11 +44,11 @@ int Fail(const std::string& what) {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> v;
   std::set<std::string> sw;
-  const std::string problem =
-      lft::ParseCliFlags(argc, argv,
-                         {"teacher", "heldout", "tokens", "seq", "out-json",
-                          "out-png", "device", "dtype"},
-                         {"sinkhorn", "help"}, &v, &sw);
+  const std::string problem = lft::ParseCliFlags(
+      argc, argv,
+      {"teacher", "heldout", "tokens", "seq", "out-json", "out-png", "device",
+       "dtype", "epsilon", "iterations"},
+      {"sinkhorn", "help"}, &v, &sw);
   if (!problem.empty()) return Usage(problem);
   if (sw.count("help")) {
     std::printf("%s", kUsage);
@@ -63,6 +64,20 @@ int main(int argc, char** argv) {
   }
   if (v.count("seq") && (!absl::SimpleAtoi(v["seq"], &seq) || seq < 2)) {
     return Usage("--seq must be an integer >= 2");
+  }
+  // Sinkhorn's entropic blur, relative to the mean cost. Hidden states of
+  // neighbouring tokens sit far closer than the mean distance, so the
+  // library default (0.01) spreads the plan over them; see
+  // docs/algorithms.md for the measured agreement with the exact ratio.
+  double epsilon = 0.001;
+  int64_t iterations = 5000;
+  if (v.count("epsilon") &&
+      (!absl::SimpleAtod(v["epsilon"], &epsilon) || !(epsilon > 0))) {
+    return Usage("--epsilon must be a positive number");
+  }
+  if (v.count("iterations") &&
+      (!absl::SimpleAtoi(v["iterations"], &iterations) || iterations < 1)) {
+    return Usage("--iterations must be an integer >= 1");
   }
   const std::string device = v.count("device") ? v["device"] : "cpu";
   if (device != "cpu" && device.rfind("cuda", 0) != 0) {
@@ -94,6 +109,8 @@ int main(int argc, char** argv) {
   lft::RecouplingMatrixOptions mo;
   mo.max_tokens = tokens;
   mo.sinkhorn = sw.count("sinkhorn") > 0;
+  mo.sinkhorn_options.epsilon = epsilon;
+  mo.sinkhorn_options.max_iterations = static_cast<int>(iterations);
   const int64_t layers = (*teacher)->model->config().num_hidden_layers;
   mo.progress = [&](int64_t m) {
     std::fprintf(stderr, "\rlft-analyze: row m=%lld of %lld done",

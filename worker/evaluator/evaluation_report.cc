@@ -93,8 +93,8 @@ std::string EvaluationReport::Verdict() const {
       removed == 0 ? std::string(
                          "the teacher (the block is one layer, so nothing is "
                          "removed)")
-                   : absl::StrFormat("skip-%d (%d layers removed by each)",
-                                     removed, removed);
+                   : absl::StrFormat("skip-%d (%d layer%s removed by each)",
+                                     removed, removed, removed == 1 ? "" : "s");
   const bool kl = cand->kl_pq < ref->kl_pq;
   const bool ppl = cand->ppl < ref->ppl;
   const std::string kl_nums =

@@ -449,8 +449,11 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
 
 // Names starting with "report" are evaluation reports; pull without NAME
 // takes the newest of the others (a training checkpoint).
-bool IsReportName(absl::string_view name) {
-  return absl::StartsWith(name, "report");
+// Trainer checkpoints are "step-<10 digits>" (worker/trainer); everything
+// else a job stores (report.json, report.md, loss.png, kl_vs_k.png) is an
+// evaluation artifact.
+bool IsTrainingCheckpoint(absl::string_view name) {
+  return absl::StartsWith(name, "step-");
 }
 
 std::string FormatUnixMs(int64_t ms) {
@@ -507,7 +510,7 @@ int Pull(const Flags& f, std::ostream& out, std::ostream& err) {
     }
   } else {
     for (const CheckpointInfo& c : *list) {  // oldest first
-      if (!IsReportName(c.name) &&
+      if (IsTrainingCheckpoint(c.name) &&
           (want == nullptr || c.created_unix_ms >= want->created_unix_ms)) {
         want = &c;
       }

@@ -1,7 +1,7 @@
 // lft-worker: the real worker process. Under the WorkerAgent (registration,
 // heartbeats, leases, progress) it runs TeacherExtractionRunner
-// (--role=teacher) or TrainerRunner (--role=trainer); the evaluator role is
-// not implemented yet.
+// (--role=teacher), TrainerRunner (--role=trainer) or EvaluationRunner
+// (--role=evaluator).
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -18,6 +18,7 @@
 #include "coordinator/client/worker_process.h"
 #include "coordinator/flags.h"
 #include "latent-store/pair_store_pool.h"
+#include "worker/evaluator/evaluation_runner.h"
 #include "worker/teacher/teacher_extraction_runner.h"
 #include "worker/trainer/flow_training_engine.h"
 #include "worker/trainer/trainer_runner.h"
@@ -25,9 +26,9 @@
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: lft-worker --role teacher|trainer [flags]
+    R"(usage: lft-worker --role teacher|trainer|evaluator [flags]
 
-  --role ROLE               teacher or trainer (evaluator: not yet)
+  --role ROLE               teacher, trainer or evaluator
   --coordinator HOST:PORT   (default 127.0.0.1:7070)
   --token TOKEN             bearer token (or env LFT_AUTH_TOKEN), sent to
                             the coordinator and the latent store
@@ -39,7 +40,8 @@ constexpr char kUsage[] =
                             --store-address)
   --device cpu|cuda[:N]     (default cpu)
   --threads N               intra-op CPU threads (default: LibTorch's)
-  --batch-sequences N       sequences per teacher forward (default 8)
+  --batch-sequences N       sequences per teacher / evaluator forward
+                            (default 8)
   --listen-host HOST        trainer: address its Gloo endpoints listen on
                             (default 127.0.0.1; peers must reach it)
   --metrics-port N          serve Prometheus /metrics on 127.0.0.1:N
@@ -78,12 +80,7 @@ int main(int argc, char** argv) {
     return flags.ok() ? 0 : 2;
   }
   const std::string role = flags->Get("role");
-  if (role == "evaluator") {
-    std::fprintf(stderr, "lft-worker: --role %s: role not implemented yet\n",
-                 role.c_str());
-    return 2;
-  }
-  if (role != "teacher" && role != "trainer") {
+  if (role != "teacher" && role != "trainer" && role != "evaluator") {
     std::fprintf(stderr,
                  "--role: \"%s\" is not teacher, trainer or evaluator\n%s",
                  role.c_str(), kUsage);
@@ -134,8 +131,9 @@ int main(int argc, char** argv) {
   }
 
   lft::WorkerAgentOptions o;
-  o.info.set_role(role == "trainer" ? lft::v1::WORKER_ROLE_TRAINER
-                                    : lft::v1::WORKER_ROLE_TEACHER);
+  o.info.set_role(role == "trainer"     ? lft::v1::WORKER_ROLE_TRAINER
+                  : role == "evaluator" ? lft::v1::WORKER_ROLE_EVALUATOR
+                                        : lft::v1::WORKER_ROLE_TEACHER);
   o.info.set_hostname(flags->Get("name", lft::DefaultWorkerName()));
   o.info.set_device(device);
   o.info.set_version("lft-worker");
@@ -154,6 +152,13 @@ int main(int argc, char** argv) {
     to.metrics = &registry;
     to.pause_per_step = absl::Milliseconds(*pause_ms);
     runner = std::make_unique<lft::TrainerRunner>(to);
+  } else if (role == "evaluator") {
+    lft::EvaluationRunnerOptions eo;
+    eo.device = device;
+    eo.stores = &stores;
+    eo.batch_sequences = *batch;
+    eo.metrics = &registry;
+    runner = std::make_unique<lft::EvaluationRunner>(eo);
   } else {
     lft::TeacherRunnerOptions ro;
     ro.device = device;

@@ -12,8 +12,8 @@
 #include "common/status.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
+#include "worker/model/lr_schedule.h"
 #include "worker/model/metrics.h"
-#include "worker/model/recoupling.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/torch_guard.h"
 
@@ -110,12 +110,7 @@ class BatchSource {
 };
 
 double LearningRate(const LocalTrainOptions& o, int64_t step) {
-  if (step < o.warmup_steps)
-    return o.lr * static_cast<double>(step + 1) / o.warmup_steps;
-  const double span = std::max<int64_t>(1, o.steps - o.warmup_steps);
-  const double p = std::min(1.0, (step - o.warmup_steps) / span);
-  return o.lr * (o.min_lr_ratio +
-                 (1 - o.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * p)));
+  return WarmupCosineLr(o.lr, o.min_lr_ratio, o.warmup_steps, o.steps, step);
 }
 
 struct Trained {
@@ -226,9 +221,7 @@ absl::StatusOr<LocalTrainReport> Run(const GptNeoX& teacher,
   torch::NoGradGuard ng;
   struct Acc {
     EvalRow row;
-    NmseAccumulator nmse;
-    KlAccumulator klx, klpq;
-    PerplexityAccumulator ppl;
+    ReplacementMetrics metrics;
   };
   std::vector<Acc> accs;
   auto acc_for = [&](const std::string& method, int64_t k,
@@ -242,9 +235,8 @@ absl::StatusOr<LocalTrainReport> Run(const GptNeoX& teacher,
     accs.back().row.nfe = nfe;
     return accs.back();
   };
-  std::vector<double> rc_x0, rc_x1;
-  int64_t rc_count = 0;
-  double ang = 0, bi = 0;
+  RecouplingSample recoupling(256);
+  BlockSignalAccumulator signals;
   for (int64_t i = 0; i < o.eval_batches; ++i) {
     Batch b = data.Eval(i);
     LFT_ASSIGN_OR_RETURN(auto pair, teacher.Extract(b.ids, o.m, o.n));
@@ -259,10 +251,7 @@ absl::StatusOr<LocalTrainReport> Run(const GptNeoX& teacher,
                    const torch::Tensor& x1_hat) -> absl::Status {
       LFT_ASSIGN_OR_RETURN(torch::Tensor q_logits, teacher.Tail(x1_hat, o.n));
       Acc& a = acc_for(method, k, nfe);
-      a.nmse.Add(x1_hat, x1, mask);
-      a.klx.Add(p_logits, q_logits, mask);
-      a.klpq.Add(full.logits, q_logits, mask);
-      a.ppl.Add(q_logits, b.ids, mask);
+      a.metrics.Add(x1_hat, x1, p_logits, full.logits, q_logits, b.ids, mask);
       return absl::OkStatus();
     };
     LFT_RETURN_IF_ERROR(add("teacher", 0, 0, x1));
@@ -288,41 +277,21 @@ absl::StatusOr<LocalTrainReport> Run(const GptNeoX& teacher,
                                 x1_hat.to(x1.dtype())));
       }
     }
-    BlockSignals sig = ComputeBlockSignals(x0, x1, mask);
-    ang += sig.angular_distance / o.eval_batches;
-    bi += sig.block_influence / o.eval_batches;
+    signals.Add(x0, x1, mask);
     // Recoupling ratio over up to 256 valid tokens of the held-out set.
-    torch::Tensor a0 =
-        x0.to(torch::kCPU, torch::kDouble).reshape({-1, x0.size(-1)});
-    torch::Tensor a1 =
-        x1.to(torch::kCPU, torch::kDouble).reshape({-1, x1.size(-1)});
-    torch::Tensor mflat = mask.reshape({-1});
-    for (int64_t r = 0; r < a0.size(0) && rc_count < 256; ++r) {
-      if (mflat[r].item<double>() <= 0) continue;
-      torch::Tensor r0 = a0[r].contiguous(), r1 = a1[r].contiguous();
-      rc_x0.insert(rc_x0.end(), r0.data_ptr<double>(),
-                   r0.data_ptr<double>() + r0.numel());
-      rc_x1.insert(rc_x1.end(), r1.data_ptr<double>(),
-                   r1.data_ptr<double>() + r1.numel());
-      ++rc_count;
-    }
+    recoupling.Add(x0, x1, mask);
   }
   for (Acc& a : accs) {
-    a.row.nmse = a.nmse.Value();
-    a.row.kl_x = a.klx.Value();
-    a.row.kl_pq = a.klpq.Value();
-    a.row.ppl = a.ppl.Value();
+    a.row.nmse = a.metrics.nmse();
+    a.row.kl_x = a.metrics.kl_x();
+    a.row.kl_pq = a.metrics.kl_pq();
+    a.row.ppl = a.metrics.ppl();
     report.rows.push_back(a.row);
   }
-  report.angular_distance = ang;
-  report.block_influence = bi;
-  if (rc_count > 0) {
-    LFT_ASSIGN_OR_RETURN(
-        CostMatrix cost,
-        EuclideanCost(rc_x0, rc_x1, rc_count, teacher.config().hidden_size));
-    LFT_ASSIGN_OR_RETURN(std::vector<int64_t> assignment,
-                         SolveAssignment(cost));
-    report.recoupling_ratio = RecouplingRatioFromAssignment(assignment);
+  report.angular_distance = signals.Value().angular_distance;
+  report.block_influence = signals.Value().block_influence;
+  if (recoupling.tokens() > 0) {
+    LFT_ASSIGN_OR_RETURN(report.recoupling_ratio, recoupling.Ratio());
   }
   return report;
 }

@@ -14,6 +14,10 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/recoupling.h"
 
 namespace lft {
 
@@ -66,6 +70,72 @@ struct BlockSignals {
 BlockSignals ComputeBlockSignals(const torch::Tensor& x0,
                                  const torch::Tensor& x1,
                                  const torch::Tensor& mask);
+
+// ComputeBlockSignals over many batches, weighted by valid tokens.
+class BlockSignalAccumulator {
+ public:
+  void Add(const torch::Tensor& x0, const torch::Tensor& x1,
+           const torch::Tensor& mask);
+  BlockSignals Value() const;
+
+ private:
+  double angular_ = 0, influence_ = 0, tokens_ = 0;
+};
+
+// One row of the evaluation table: a replacement x_hat of the teacher's own
+// state x_ref entering layer r, accumulated over batches.
+//   ref_logits  = Tail(x_ref, r)        (KL_x's P: latent matching)
+//   full_logits = the teacher's forward (KL_PQ's P: end to end)
+//   q_logits    = Tail(x_hat, r)        (Q of both, and the perplexity)
+// Pass an undefined x_hat (and x_ref) for a row with no latent to compare
+// (the teacher itself): NMSE then stays 0.
+class ReplacementMetrics {
+ public:
+  void Add(const torch::Tensor& x_hat, const torch::Tensor& x_ref,
+           const torch::Tensor& ref_logits, const torch::Tensor& full_logits,
+           const torch::Tensor& q_logits, const torch::Tensor& ids,
+           const torch::Tensor& mask);
+  double nmse() const { return nmse_.Value(); }
+  double kl_x() const { return kl_x_.Value(); }
+  double kl_pq() const { return kl_pq_.Value(); }
+  double ppl() const { return ppl_.Value(); }
+  const PerplexityAccumulator& perplexity() const { return ppl_; }
+
+ private:
+  NmseAccumulator nmse_;
+  KlAccumulator kl_x_, kl_pq_;
+  PerplexityAccumulator ppl_;
+};
+
+// Recoupling ratio (recoupling.h) of paired rows x0 [N, D], x1 [N, D] (any
+// float dtype or device; computed in float64 on the CPU, cost by cdist).
+// Exact: Hungarian assignment with the diagonal preferred among plans of
+// equal cost (a cost of 1e-9 * mean cost is taken off the diagonal), so
+// duplicate rows (the same token's embedding twice) do not count as
+// re-coupled. Otherwise log-domain Sinkhorn with `sinkhorn`.
+// InvalidArgument if N == 0 or the shapes differ.
+absl::StatusOr<double> RecouplingRatioOfRows(
+    const torch::Tensor& x0, const torch::Tensor& x1, bool exact = true,
+    const SinkhornOptions& sinkhorn = {});
+
+// The first `max_tokens` valid token rows of (x0, x1) [B, T, H] batches, in
+// order, for the recoupling ratio of a block over a held-out set.
+class RecouplingSample {
+ public:
+  explicit RecouplingSample(int64_t max_tokens = 256)
+      : max_tokens_(max_tokens) {}
+  void Add(const torch::Tensor& x0, const torch::Tensor& x1,
+           const torch::Tensor& mask);
+  int64_t tokens() const { return count_; }
+  // RecouplingRatioOfRows over the sample; FailedPrecondition if empty.
+  absl::StatusOr<double> Ratio(bool exact = true,
+                               const SinkhornOptions& sinkhorn = {}) const;
+
+ private:
+  int64_t max_tokens_;
+  int64_t count_ = 0;
+  std::vector<torch::Tensor> x0_, x1_;  // [rows, H] float64 CPU pieces
+};
 
 // Training-free least-squares affine map x1 ~ [x0, 1] W (ReplaceMe-style),
 // fitted over valid tokens with a small ridge (relative to the Gram trace)

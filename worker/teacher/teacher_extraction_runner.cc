@@ -24,15 +24,10 @@
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
 #include "worker/model/gpt_neox.h"
+#include "worker/model/teacher_loader.h"
 #include "worker/model/torch_guard.h"
 
 namespace lft {
-
-struct TeacherExtractionRunner::LoadedTeacher {
-  std::unique_ptr<GptNeoX> model;
-  std::unique_ptr<BpeTokenizer> tokenizer;
-  int32_t eos_id = 0;
-};
 
 namespace {
 
@@ -122,38 +117,14 @@ size_t TeacherExtractionRunner::cached_teachers() const {
   return teachers_.size();
 }
 
-absl::StatusOr<TeacherExtractionRunner::LoadedTeacher*>
-TeacherExtractionRunner::GetTeacher(const std::string& path, bool bf16) {
+absl::StatusOr<LoadedTeacher*> TeacherExtractionRunner::GetTeacher(
+    const std::string& path, bool bf16) {
   absl::MutexLock lock(&mu_);
   auto key = std::make_pair(path, bf16);
   auto it = teachers_.find(key);
   if (it != teachers_.end()) return it->second.get();
-  auto loaded = std::make_unique<LoadedTeacher>();
-  absl::Status s = GuardTorch("loading teacher", [&]() -> absl::Status {
-    NeoXLoadOptions lo;
-    lo.device = torch::Device(options_.device);
-    lo.dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
-    LFT_ASSIGN_OR_RETURN(loaded->model, GptNeoX::Load(path, lo));
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return Annotate(s, absl::StrCat("teacher ", path));
-  const std::string tok_path = path + "/tokenizer.json";
-  LFT_ASSIGN_OR_RETURN(loaded->tokenizer, BpeTokenizer::FromFile(tok_path));
-  const auto eos = loaded->tokenizer->TokenToId("<|endoftext|>");
-  if (!eos.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(tok_path, ": has no <|endoftext|> token"));
-  }
-  loaded->eos_id = *eos;
-  const int64_t vocab = loaded->model->config().vocab_size;
-  if (*eos >= vocab) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(tok_path, ": <|endoftext|> id ", *eos,
-                     " is outside the teacher's ", "vocabulary of ", vocab));
-  }
-  LogInfo("teacher loaded", {{"path", path},
-                             {"dtype", bf16 ? "bfloat16" : "float32"},
-                             {"device", options_.device}});
+  LFT_ASSIGN_OR_RETURN(std::unique_ptr<LoadedTeacher> loaded,
+                       LoadTeacherWithTokenizer(path, options_.device, bf16));
   LoadedTeacher* raw = loaded.get();
   teachers_[key] = std::move(loaded);
   return raw;
@@ -171,9 +142,8 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
       absl::StrCat("job ", task.job_id(), " shard ", ex.shard_index(), " (",
                    ex.corpus_path(), " documents [", ex.first_document(), ", ",
                    ex.end_document(), "))");
-  const bool on_cuda = options_.device.rfind("cuda", 0) == 0;
-  const std::string& dt = spec.teacher().compute_dtype();
-  const bool bf16 = dt.empty() ? on_cuda : dt == "bfloat16";
+  const bool bf16 =
+      TeacherUsesBf16(options_.device, spec.teacher().compute_dtype());
   LFT_ASSIGN_OR_RETURN(TensorCodec codec, CodecOf(spec.storage_dtype()));
   const int64_t m = spec.block().first_layer();
   const int64_t n = spec.block().end_layer();

@@ -36,6 +36,7 @@
 namespace lft {
 
 class GptNeoX;
+struct LoadedTeacher;
 
 struct TeacherRunnerOptions {
   // "cpu" or "cuda" (or "cuda:N").
@@ -81,7 +82,6 @@ class TeacherExtractionRunner : public TaskRunner {
   size_t cached_teachers() const;
 
  private:
-  struct LoadedTeacher;
   absl::StatusOr<LoadedTeacher*> GetTeacher(const std::string& path, bool bf16);
 
   const TeacherRunnerOptions options_;

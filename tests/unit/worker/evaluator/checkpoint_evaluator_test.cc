@@ -1,0 +1,421 @@
+// EvaluateCheckpoint and the recoupling-ratio matrix on tiny random
+// teachers built in memory (vocab 64, hidden 16, 4 layers). Exactness
+// tests use layers made identities (zero output projections), so an
+// AdaLN-Zero flow layer (velocity 0) reproduces the block bit for bit;
+// hand-computed values use GptNeoX::Forward / Extract / Tail, a code path
+// independent of the evaluator's single layer-by-layer pass. Tolerances:
+// 1e-9 relative where both sides sum the same float64 values in another
+// order, 1e-5 where float32 activations differ in rounding.
+#include "worker/evaluator/checkpoint_evaluator.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
+#include "worker/evaluator/recoupling_matrix.h"
+#include "worker/model/flow_checkpoint.h"
+#include "worker/model/flow_layer.h"
+#include "worker/model/gpt_neox.h"
+
+namespace lft {
+namespace {
+
+using ::lft::testing::StatusIs;
+
+constexpr int64_t kVocab = 64, kHidden = 16, kLayers = 4, kSeq = 12;
+
+NeoXConfig TinyConfig() {
+  NeoXConfig c;
+  c.vocab_size = kVocab;
+  c.hidden_size = kHidden;
+  c.num_hidden_layers = kLayers;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 32;
+  c.max_position_embeddings = 64;
+  c.rotary_pct = 0.5;
+  return c;
+}
+
+// A random teacher whose layers in `identity` add nothing (zero attention
+// and MLP output projections).
+std::unique_ptr<GptNeoX> MakeTeacher(uint64_t seed,
+                                     const std::vector<int>& identity = {}) {
+  auto t = GptNeoX::RandomTensors(TinyConfig(), seed);
+  for (int i : identity) {
+    const std::string p = "gpt_neox.layers." + std::to_string(i) + ".";
+    for (const char* w : {"attention.dense.weight", "attention.dense.bias",
+                          "mlp.dense_4h_to_h.weight", "mlp.dense_4h_to_h.bias"})
+      t[p + w].zero_();
+  }
+  auto model = GptNeoX::FromTensors(TinyConfig(), t);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return std::move(*model);
+}
+
+// `n` random sequences; the last one keeps only its first `valid_last`
+// tokens (the rest is padding with id `pad`).
+HeldOutSet RandomHeldOut(int n, int64_t valid_last, int32_t pad = 5,
+                         uint64_t seed = 11) {
+  HeldOutSet h;
+  h.sequence_length = kSeq;
+  auto gen = at::detail::createCPUGenerator(seed);
+  torch::Tensor ids = at::randint(0, kVocab, {n, kSeq}, gen,
+                                  torch::TensorOptions().dtype(torch::kLong));
+  for (int i = 0; i < n; ++i) {
+    PackedSequence s;
+    s.index = i;
+    const int64_t valid = i + 1 == n ? valid_last : kSeq;
+    for (int64_t j = 0; j < kSeq; ++j) {
+      s.tokens.push_back(
+          j < valid ? static_cast<int32_t>(ids[i][j].item<int64_t>()) : pad);
+      s.mask.push_back(j < valid ? 1 : 0);
+    }
+    s.real_tokens = valid;
+    h.sequences.push_back(s);
+  }
+  return h;
+}
+
+FlowCheckpoint MakeCheckpoint(const GptNeoX& teacher, int64_t m, int64_t n,
+                              FlowInit init, const std::string& method = "fw") {
+  FlowLayerOptions fo;
+  fo.init = init;
+  FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
+  FlowCheckpoint c;
+  c.header.first_layer = m;
+  c.header.end_layer = n;
+  c.header.method = method;
+  c.header.init = init == FlowInit::kAdaLnZero ? "adaln-zero" : "teacher";
+  c.header.step = 7;
+  c.header.tokens = 7 * 4 * kSeq;
+  c.header.losses = {2.0, 1.5, 1.0};
+  c.weights = FlowLayerWeights(*layer);
+  return c;
+}
+
+torch::Tensor Ids(const HeldOutSet& h) {
+  std::vector<int64_t> v;
+  for (const auto& s : h.sequences)
+    v.insert(v.end(), s.tokens.begin(), s.tokens.end());
+  return torch::tensor(v).view(
+      {static_cast<int64_t>(h.sequences.size()), kSeq});
+}
+
+torch::Tensor Mask(const HeldOutSet& h) {
+  std::vector<float> v;
+  for (const auto& s : h.sequences)
+    v.insert(v.end(), s.mask.begin(), s.mask.end());
+  return torch::tensor(v).view(
+      {static_cast<int64_t>(h.sequences.size()), kSeq});
+}
+
+// Pairs (h_m, h_n) of random sequences, float32 codec.
+class VectorPairSource : public TrainingPairSource {
+ public:
+  VectorPairSource(const GptNeoX& teacher, int64_t m, int64_t n, int count) {
+    if (count == 0) return;
+    HeldOutSet h = RandomHeldOut(count, kSeq, 5, 99);
+    auto pair = teacher.Extract(Ids(h), m, n);
+    EXPECT_TRUE(pair.ok());
+    for (int i = 0; i < count; ++i) {
+      LatentPairRecord r;
+      r.sequence = i;
+      r.tokens = kSeq;
+      r.hidden = kHidden;
+      r.codec = TensorCodec::kF32;
+      torch::Tensor a = pair->first[i].contiguous(),
+                    b = pair->second[i].contiguous();
+      EXPECT_TRUE(
+          EncodeRows(TensorCodec::kF32,
+                     absl::MakeConstSpan(a.data_ptr<float>(), kSeq * kHidden),
+                     kSeq, kHidden, &r.x0)
+              .ok());
+      EXPECT_TRUE(
+          EncodeRows(TensorCodec::kF32,
+                     absl::MakeConstSpan(b.data_ptr<float>(), kSeq * kHidden),
+                     kSeq, kHidden, &r.x1)
+              .ok());
+      pairs_.push_back(r);
+    }
+  }
+  absl::StatusOr<bool> Next(LatentPairRecord* pair) override {
+    if (pairs_.empty()) return false;
+    *pair = pairs_[next_++ % pairs_.size()];
+    return true;
+  }
+  std::vector<LatentPairRecord> pairs_;
+  size_t next_ = 0;
+};
+
+EvaluationPlan Plan() {
+  EvaluationPlan p;
+  p.steps = {1, 3};
+  p.skip_baselines = 3;
+  p.regression_baseline = false;
+  p.batch_sequences = 2;
+  return p;
+}
+
+TEST(CheckpointEvaluatorTest,
+     ExactFlowLayerGivesZeroErrorAndTeacherPerplexity) {
+  // Layers 1 and 2 are identities, so h_3 == h_1 and a zero velocity is exact.
+  auto teacher = MakeTeacher(1, {1, 2});
+  const HeldOutSet h = RandomHeldOut(3, 7);
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kAdaLnZero), h, Plan(),
+      {}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_NE(report->Find("fw", 3, "midpoint"), nullptr);
+  int flow_rows = 0;
+  for (const EvaluationRow& r : report->rows) {
+    if (!r.is_flow()) continue;
+    ++flow_rows;
+    EXPECT_EQ(r.nmse, 0.0) << r.Label();
+    EXPECT_EQ(r.kl_x, 0.0) << r.Label();
+    EXPECT_EQ(r.kl_pq, 0.0) << r.Label();
+    EXPECT_EQ(r.ppl, report->teacher_ppl) << r.Label();
+    EXPECT_EQ(r.layers_removed, 1);
+    EXPECT_EQ(r.nfe, r.solver == "midpoint" ? 2 * r.k : r.k);
+  }
+  EXPECT_EQ(flow_rows, 4);
+  // Skipping the identity layers is exact too.
+  EXPECT_EQ(report->Find("skip", 2)->kl_pq, 0.0);
+  // acos of a cosine rounded just below 1 is ~1e-8, not 0.
+  EXPECT_NEAR(report->angular_distance, 0.0, 1e-6);
+  EXPECT_EQ(report->recoupling_ratio, 0.0);
+  EXPECT_EQ(report->heldout_tokens, 2 * kSeq + 7);
+  // Position j predicts j + 1 when both are valid: 11 + 11 + 6.
+  EXPECT_EQ(report->predicted_tokens, 28);
+  EXPECT_GT(report->teacher_ppl, 1.0);
+}
+
+TEST(CheckpointEvaluatorTest,
+     TeacherLayerInitReproducesAOneLayerBlockWithEuler1) {
+  // Initialised from teacher layer 1, the flow layer is layer 1 at every t;
+  // one Euler step x + (layer(x) - x) is layer 1's output up to rounding.
+  auto teacher = MakeTeacher(2);
+  const HeldOutSet h = RandomHeldOut(2, kSeq);
+  EvaluationPlan plan = Plan();
+  plan.steps = {1};
+  plan.solvers = {"euler"};
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 2, FlowInit::kTeacherLayer), h,
+      plan, {}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const EvaluationRow* r = report->Find("fw", 1, "euler");
+  ASSERT_NE(r, nullptr);
+  EXPECT_LT(r->nmse, 1e-10);
+  EXPECT_LT(r->kl_pq, 1e-8);
+  EXPECT_NEAR(r->ppl, report->teacher_ppl, 1e-5 * report->teacher_ppl);
+  EXPECT_EQ(r->layers_removed, 0);
+  // A one-layer block has no skip row of equal removal; skip-1..3 remain.
+  EXPECT_NE(report->Find("skip", 3), nullptr);
+  EXPECT_EQ(report->Find("skip", 4), nullptr);  // m + 4 > L
+}
+
+TEST(CheckpointEvaluatorTest, SkipRowsMatchHandComputedValues) {
+  auto teacher = MakeTeacher(3);
+  const HeldOutSet h = RandomHeldOut(3, 5);
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer), h,
+      Plan(), {}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  torch::NoGradGuard ng;
+  const torch::Tensor ids = Ids(h), mask = Mask(h).to(torch::kDouble);
+  auto full = teacher->Forward(ids);
+  ASSERT_TRUE(full.ok());
+  const torch::Tensor lp =
+      torch::log_softmax(full->logits.to(torch::kDouble), -1);
+  const double valid = mask.sum().item<double>();
+  const torch::Tensor pred_valid =
+      mask.narrow(1, 0, kSeq - 1) * mask.narrow(1, 1, kSeq - 1);
+  const torch::Tensor h1 = full->hidden_states[1];
+  for (int64_t j = 1; j <= 3; ++j) {
+    SCOPED_TRACE(j);
+    const EvaluationRow* row = report->Find("skip", j);
+    ASSERT_NE(row, nullptr);
+    EXPECT_EQ(row->layers_removed, j);
+    EXPECT_EQ(row->nfe, 0);
+    // h_{1+j}: HF hidden_states for 1 + j < L, else the raw last output.
+    torch::Tensor target = 1 + j < kLayers
+                               ? full->hidden_states[1 + j]
+                               : teacher->Extract(ids, 1, kLayers)->second;
+    const torch::Tensor d = (h1 - target).to(torch::kDouble);
+    const double nmse =
+        (d.pow(2).sum(-1) * mask).sum().item<double>() /
+        (target.to(torch::kDouble).pow(2).sum(-1) * mask).sum().item<double>();
+    auto q = teacher->Tail(h1, 1 + j);
+    ASSERT_TRUE(q.ok());
+    const torch::Tensor lq = torch::log_softmax(q->to(torch::kDouble), -1);
+    const double kl =
+        ((lp.exp() * (lp - lq)).sum(-1) * mask).sum().item<double>() / valid;
+    auto ref = teacher->Tail(target, 1 + j);
+    ASSERT_TRUE(ref.ok());
+    const torch::Tensor lr = torch::log_softmax(ref->to(torch::kDouble), -1);
+    const double kl_x =
+        ((lr.exp() * (lr - lq)).sum(-1) * mask).sum().item<double>() / valid;
+    const torch::Tensor nll =
+        -lq.narrow(1, 0, kSeq - 1)
+             .gather(-1, ids.narrow(1, 1, kSeq - 1).unsqueeze(-1))
+             .squeeze(-1);
+    const double ppl = std::exp((nll * pred_valid).sum().item<double>() /
+                                pred_valid.sum().item<double>());
+    EXPECT_NEAR(row->nmse, nmse, 1e-5 * nmse);
+    EXPECT_NEAR(row->kl_pq, kl, 1e-5 * kl + 1e-9);
+    EXPECT_NEAR(row->kl_x, kl_x, 1e-5 * kl_x + 1e-9);
+    EXPECT_NEAR(row->ppl, ppl, 1e-5 * ppl);
+    EXPECT_GT(kl, 1e-4);  // the test can fail: skipping changes the output
+  }
+}
+
+TEST(CheckpointEvaluatorTest, PaddingIsIgnored) {
+  auto teacher = MakeTeacher(4);
+  const FlowCheckpoint c =
+      MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
+  auto a = EvaluateCheckpoint(*teacher, c, RandomHeldOut(3, 6, 5), Plan(), {},
+                              nullptr);
+  auto b = EvaluateCheckpoint(*teacher, c, RandomHeldOut(3, 6, 40), Plan(), {},
+                              nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->rows.size(), b->rows.size());
+  for (size_t i = 0; i < a->rows.size(); ++i) {
+    SCOPED_TRACE(a->rows[i].Label());
+    EXPECT_DOUBLE_EQ(a->rows[i].nmse, b->rows[i].nmse);
+    EXPECT_DOUBLE_EQ(a->rows[i].kl_pq, b->rows[i].kl_pq);
+    EXPECT_DOUBLE_EQ(a->rows[i].ppl, b->rows[i].ppl);
+  }
+  // Batching does not change token-weighted means.
+  EvaluationPlan one = Plan();
+  one.batch_sequences = 3;
+  auto c3 =
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(3, 6, 5), one, {}, nullptr);
+  ASSERT_TRUE(c3.ok());
+  EXPECT_NEAR(c3->rows.back().ppl, a->rows.back().ppl,
+              1e-9 * a->rows.back().ppl);
+}
+
+TEST(CheckpointEvaluatorTest, RegressionBaselineTrainsOnPairs) {
+  auto teacher = MakeTeacher(5);
+  const FlowCheckpoint c =
+      MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
+  EvaluationPlan plan = Plan();
+  plan.regression_baseline = true;
+  RegressionOptions ro;
+  ro.batch_sequences = 4;
+  ro.learning_rate = 3e-3;
+  ro.warmup_steps = 2;
+  ro.steps = 1;
+  VectorPairSource pairs(*teacher, 1, 3, 32);
+  auto short_run =
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &pairs);
+  ASSERT_TRUE(short_run.ok()) << short_run.status();
+  ro.steps = 60;
+  auto long_run =
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &pairs);
+  ASSERT_TRUE(long_run.ok()) << long_run.status();
+  EXPECT_EQ(long_run->regression_steps, 60);
+  const EvaluationRow* r1 = short_run->Find("regression");
+  const EvaluationRow* r60 = long_run->Find("regression");
+  ASSERT_NE(r60, nullptr);
+  EXPECT_EQ(r60->layers_removed, 1);
+  EXPECT_EQ(r60->nfe, 1);
+  EXPECT_LT(r60->nmse, r1->nmse);
+  // Rows in the order of the paper's table.
+  std::vector<std::string> labels;
+  for (const auto& r : long_run->rows) labels.push_back(r.Label());
+  EXPECT_EQ(labels, (std::vector<std::string>{
+                        "teacher", "skip-1", "skip-2", "skip-3", "regression",
+                        "FW k=1 euler", "FW k=3 euler", "FW k=1 midpoint",
+                        "FW k=3 midpoint"}));
+
+  VectorPairSource none(*teacher, 1, 3, 0);
+  EXPECT_THAT(
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &none),
+      StatusIs(absl::StatusCode::kFailedPrecondition, "has none"));
+}
+
+TEST(CheckpointEvaluatorTest, RejectsCheckpointsOfOtherTeachersAndBadPlans) {
+  auto teacher = MakeTeacher(6);
+  const HeldOutSet h = RandomHeldOut(1, kSeq);
+  FlowCheckpoint c = MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
+  c.header.end_layer = kLayers + 2;
+  EXPECT_THAT(EvaluateCheckpoint(*teacher, c, h, Plan(), {}, nullptr),
+              StatusIs(absl::StatusCode::kInvalidArgument, "outside"));
+  NeoXConfig wide = TinyConfig();
+  wide.hidden_size = 32;
+  auto other = GptNeoX::FromTensors(wide, GptNeoX::RandomTensors(wide, 1));
+  ASSERT_TRUE(other.ok());
+  EXPECT_THAT(
+      EvaluateCheckpoint(*teacher,
+                         MakeCheckpoint(**other, 1, 3, FlowInit::kTeacherLayer),
+                         h, Plan(), {}, nullptr),
+      StatusIs(absl::StatusCode::kInvalidArgument, "another teacher"));
+  EvaluationPlan bad = Plan();
+  bad.solvers = {"rk4"};
+  EXPECT_THAT(
+      EvaluateCheckpoint(
+          *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer), h,
+          bad, {}, nullptr),
+      StatusIs(absl::StatusCode::kInvalidArgument, "rk4"));
+}
+
+TEST(CheckpointEvaluatorTest, CancellationStopsBetweenUnitsOfWork) {
+  auto teacher = MakeTeacher(7);
+  int polls = 0;
+  EvaluationHooks hooks;
+  hooks.cancelled = [&]() { return ++polls > 3; };
+  int64_t progress = 0;
+  hooks.progress = [&](int64_t s, int64_t) { progress = s; };
+  EXPECT_THAT(
+      EvaluateCheckpoint(
+          *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer),
+          RandomHeldOut(4, kSeq), Plan(), {}, nullptr, hooks),
+      StatusIs(absl::StatusCode::kCancelled, "cancelled"));
+  EXPECT_EQ(progress, 0);
+}
+
+TEST(RecouplingMatrixTest,
+     UpperTriangularWithinUnitIntervalAndZeroForIdentityBlock) {
+  auto teacher = MakeTeacher(8, {2});  // layer 2 adds nothing: h_3 == h_2
+  RecouplingMatrixOptions o;
+  o.max_tokens = 30;
+  auto m = ComputeRecouplingMatrix(*teacher, RandomHeldOut(3, 4), o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->tokens, 28);
+  EXPECT_EQ(m->solver, "hungarian");
+  ASSERT_EQ(m->ratio.size(), static_cast<size_t>(kLayers));
+  for (int64_t a = 0; a < kLayers; ++a) {
+    ASSERT_EQ(m->ratio[a].size(), static_cast<size_t>(kLayers + 1));
+    for (int64_t b = 0; b <= kLayers; ++b) {
+      if (b <= a) {
+        EXPECT_TRUE(std::isnan(m->ratio[a][b])) << a << "," << b;
+        continue;
+      }
+      EXPECT_GE(m->ratio[a][b], 0.0);
+      EXPECT_LE(m->ratio[a][b], 1.0);
+      EXPECT_GE(m->block_influence[a][b], 0.0);
+    }
+  }
+  EXPECT_EQ(m->ratio[2][3], 0.0);
+  EXPECT_NEAR(m->block_influence[2][3], 0.0, 1e-12);
+  auto json = nlohmann::json::parse(m->ToJson());
+  EXPECT_TRUE(json["ratio"][1][0].is_null());
+  EXPECT_EQ(json["ratio"][2][3].get<double>(), 0.0);
+  EXPECT_EQ(m->RenderHeatmapPng().substr(0, 4), "\x89PNG");
+  EXPECT_NE(m->FormatTable().find("0.000"), std::string::npos);
+
+  o.sinkhorn = true;
+  auto s = ComputeRecouplingMatrix(*teacher, RandomHeldOut(3, 4), o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_NEAR(s->ratio[2][3], 0.0, 0.2);
+}
+
+}  // namespace
+}  // namespace lft

@@ -1,0 +1,414 @@
+// Evaluation of one checkpoint on held-out text.
+//
+// Per batch of held-out sequences (ids [B, T], mask [B, T]) the teacher runs
+// once, layer by layer: h_m = layers 0..m-1 of the embeddings, then h_r for
+// every r in (m, max(n, m + J)] that a row needs, then layers up to L - 1,
+// the final LayerNorm and the head: P = the teacher's logits [B, T, V]. Since
+// every h_r is the teacher's own state on that pass, Tail(h_r, r) = P for
+// each r, so P serves both as KL_x's reference Tail(x_ref, r) and as KL_PQ's
+// teacher distribution (tests check this against GptNeoX::Forward). Then
+// each row's replacement x_hat of the state entering layer r is pushed
+// through Tail(x_hat, r) -> Q [B, T, V]:
+//   skip-j      x_hat = h_m at r = m + j (layers m..m+j-1 skipped),
+//               NMSE against h_{m+j}
+//   regression  x_hat = Block(h_m, t = 0) at r = n, NMSE against h_n
+//   flow        x_hat = k solver steps from h_m on the grid i/k, at r = n
+// The flow / regression layer runs in float32 whatever the teacher's dtype
+// (its output is cast back for the tail). All sums are float64 over valid
+// tokens (metrics.h), so every number is a token-weighted mean over the
+// whole held-out set and perplexity is exp(mean NLL).
+#include "worker/evaluator/checkpoint_evaluator.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "common/tensor_codec.h"
+#include "worker/model/flow_checkpoint.h"
+#include "worker/model/flow_layer.h"
+#include "worker/model/gpt_neox.h"
+#include "worker/model/lr_schedule.h"
+#include "worker/model/metrics.h"
+#include "worker/model/torch_guard.h"
+
+namespace lft {
+
+StorePairSource::StorePairSource(PairStore* store, std::string job,
+                                 uint64_t seed)
+    : store_(store), job_(std::move(job)), seed_(seed) {}
+
+StorePairSource::~StorePairSource() = default;
+
+absl::StatusOr<bool> StorePairSource::Next(LatentPairRecord* pair) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (reader_ == nullptr) {
+      ScanOptions so;
+      so.shuffle = true;
+      so.seed = seed_;
+      so.epoch = epoch_;
+      auto reader = store_->Scan(job_, so);
+      if (!reader.ok()) {
+        return Annotate(reader.status(),
+                        absl::StrCat("reading training pairs of job ", job_));
+      }
+      reader_ = std::move(*reader);
+    }
+    auto more = reader_->Next(pair);
+    if (!more.ok()) {
+      return Annotate(more.status(),
+                      absl::StrCat("reading training pairs of job ", job_));
+    }
+    if (*more) {
+      any_ = true;
+      return true;
+    }
+    reader_.reset();
+    ++epoch_;
+    if (!any_) return false;
+  }
+  return false;
+}
+
+namespace {
+
+absl::Status CancelledStatus() {
+  return absl::CancelledError("evaluation cancelled");
+}
+
+bool Cancelled(const EvaluationHooks& hooks) {
+  return hooks.cancelled && hooks.cancelled();
+}
+
+absl::StatusOr<StepRule> RuleOf(const std::string& solver) {
+  if (solver == "euler") return StepRule::kEuler;
+  if (solver == "midpoint") return StepRule::kMidpoint;
+  return absl::InvalidArgumentError(
+      absl::StrCat("solver \"", solver, "\" is not euler or midpoint"));
+}
+
+// One batch of training pairs, right-padded to the longest, on `device`.
+struct PairBatch {
+  torch::Tensor x0, x1, mask;
+};
+
+absl::StatusOr<PairBatch> NextPairBatch(TrainingPairSource* source,
+                                        int64_t batch, int64_t hidden,
+                                        torch::Device device) {
+  std::vector<LatentPairRecord> records;
+  LatentPairRecord rec;
+  while (static_cast<int64_t>(records.size()) < batch) {
+    LFT_ASSIGN_OR_RETURN(bool more, source->Next(&rec));
+    if (!more) {
+      return absl::FailedPreconditionError(
+          "the regression baseline needs stored training pairs, and the job "
+          "has none");
+    }
+    if (static_cast<int64_t>(rec.hidden) != hidden) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "training pair (shard ", rec.shard, ", sequence ", rec.sequence,
+          ") has hidden width ", rec.hidden, " but the teacher's is ", hidden));
+    }
+    records.push_back(std::move(rec));
+  }
+  int64_t t_max = 0;
+  for (const auto& r : records) t_max = std::max<int64_t>(t_max, r.tokens);
+  PairBatch out;
+  out.x0 = torch::zeros({batch, t_max, hidden});
+  out.x1 = torch::zeros({batch, t_max, hidden});
+  out.mask = torch::zeros({batch, t_max});
+  for (int64_t i = 0; i < batch; ++i) {
+    const LatentPairRecord& r = records[i];
+    for (int side = 0; side < 2; ++side) {
+      LFT_ASSIGN_OR_RETURN(std::vector<float> v,
+                           DecodeRowsToVector(r.codec, side == 0 ? r.x0 : r.x1,
+                                              r.tokens, r.hidden));
+      (side == 0 ? out.x0 : out.x1)
+          .select(0, i)
+          .narrow(0, 0, r.tokens)
+          .copy_(torch::from_blob(v.data(),
+                                  {static_cast<int64_t>(r.tokens), hidden})
+                     .clone());
+    }
+    out.mask.select(0, i).narrow(0, 0, r.tokens).fill_(1);
+  }
+  out.x0 = out.x0.to(device);
+  out.x1 = out.x1.to(device);
+  out.mask = out.mask.to(device);
+  return out;
+}
+
+// The regression baseline: teacher layer m trained with MSE x0 -> x1.
+absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
+                                          const RegressionOptions& o,
+                                          TrainingPairSource* source,
+                                          const EvaluationHooks& hooks,
+                                          std::vector<double>* losses) {
+  FlowLayerOptions fo;
+  fo.init = FlowInit::kTeacherLayer;
+  fo.seed = o.seed;
+  fo.device = teacher.options().device;
+  fo.dtype = torch::kFloat;
+  FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
+  torch::optim::AdamW opt(
+      layer->parameters(),
+      torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
+  const int64_t hidden = teacher.config().hidden_size;
+  const int64_t batch = std::max<int64_t>(1, o.batch_sequences);
+  for (int64_t step = 0; step < o.steps; ++step) {
+    if (Cancelled(hooks)) return CancelledStatus();
+    LFT_ASSIGN_OR_RETURN(PairBatch b, NextPairBatch(source, batch, hidden,
+                                                    teacher.options().device));
+    static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[0].options())
+        .lr(WarmupCosineLr(o.learning_rate, o.min_lr_ratio, o.warmup_steps,
+                           o.steps, step));
+    opt.zero_grad();
+    torch::Tensor loss = MaskedMse(
+        layer->Block(b.x0, torch::zeros({b.x0.size(0)}, b.x0.options())), b.x1,
+        b.mask);
+    loss.backward();
+    if (o.gradient_clip_norm > 0) {
+      torch::nn::utils::clip_grad_norm_(layer->parameters(),
+                                        o.gradient_clip_norm);
+    }
+    opt.step();
+    losses->push_back(loss.item<double>());
+  }
+  return layer;
+}
+
+struct RowState {
+  EvaluationRow row;
+  ReplacementMetrics metrics;
+};
+
+absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
+                                          const FlowCheckpoint& checkpoint,
+                                          const HeldOutSet& heldout,
+                                          const EvaluationPlan& plan,
+                                          const RegressionOptions& reg_options,
+                                          TrainingPairSource* pairs,
+                                          const EvaluationHooks& hooks) {
+  const FlowCheckpointHeader& h = checkpoint.header;
+  const int64_t L = teacher.config().num_hidden_layers;
+  const int64_t m = h.first_layer, n = h.end_layer;
+  const bool regression_checkpoint = h.method == "regression";
+  if (!regression_checkpoint && (plan.steps.empty() || plan.solvers.empty())) {
+    return absl::InvalidArgumentError(
+        "evaluation plan: list at least one k and one solver");
+  }
+  std::vector<std::pair<std::string, StepRule>> solvers;
+  for (const std::string& s : plan.solvers) {
+    LFT_ASSIGN_OR_RETURN(StepRule rule, RuleOf(s));
+    solvers.emplace_back(s, rule);
+  }
+  for (int64_t k : plan.steps) {
+    if (k < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("evaluation plan: k = ", k, " is below 1"));
+    }
+  }
+  if (heldout.sequences.empty()) {
+    return absl::InvalidArgumentError("no held-out sequences to score");
+  }
+  const torch::Device device = teacher.options().device;
+  const torch::ScalarType dtype = teacher.options().dtype;
+
+  FlowLayerOptions fo;
+  fo.device = device;
+  fo.dtype = torch::kFloat;
+  LFT_ASSIGN_OR_RETURN(FlowLayer layer,
+                       RestoreFlowLayer(teacher, checkpoint, fo));
+  layer->eval();
+
+  EvaluationReport report;
+  report.num_layers = L;
+  report.first_layer = m;
+  report.end_layer = n;
+  report.method = h.method;
+  report.checkpoint_step = h.step;
+  report.checkpoint_tokens = h.tokens;
+  report.losses = h.losses;
+  report.sequence_length = heldout.sequence_length;
+  report.heldout_sequences = static_cast<int64_t>(heldout.sequences.size());
+  report.heldout_tokens = heldout.valid_tokens();
+
+  // Skip rows: 1..N and n - m - 1, those with m + j <= L.
+  std::set<int64_t> skips;
+  for (int64_t j = 1; j <= plan.skip_baselines; ++j) skips.insert(j);
+  if (n - m - 1 >= 1) skips.insert(n - m - 1);
+  for (auto it = skips.begin(); it != skips.end();) {
+    it = m + *it > L ? skips.erase(it) : std::next(it);
+  }
+
+  FlowLayer regression{nullptr};
+  if (!regression_checkpoint && plan.regression_baseline && pairs != nullptr &&
+      reg_options.steps > 0) {
+    std::vector<double> losses;
+    LFT_ASSIGN_OR_RETURN(regression, TrainRegression(teacher, m, reg_options,
+                                                     pairs, hooks, &losses));
+    regression->eval();
+    report.regression_steps = static_cast<int64_t>(losses.size());
+    report.regression_final_loss = losses.empty() ? 0 : losses.back();
+  }
+
+  std::vector<RowState> rows;
+  auto add_row = [&](EvaluationRow row) {
+    rows.emplace_back();
+    rows.back().row = std::move(row);
+    return rows.size() - 1;
+  };
+  EvaluationRow teacher_row;
+  teacher_row.method = "teacher";
+  const size_t teacher_index = add_row(teacher_row);
+  std::map<int64_t, size_t> skip_index;
+  for (int64_t j : skips) {
+    EvaluationRow r;
+    r.method = "skip";
+    r.skip = j;
+    r.layers_removed = j;
+    skip_index[j] = add_row(r);
+  }
+  constexpr size_t kNoRow = static_cast<size_t>(-1);
+  size_t regression_index = kNoRow;
+  if (regression_checkpoint || regression) {
+    EvaluationRow r;
+    r.method = "regression";
+    r.layers_removed = n - m - 1;
+    r.nfe = 1;
+    regression_index = add_row(r);
+  }
+  std::vector<std::pair<size_t, std::pair<int64_t, StepRule>>> flow_rows;
+  if (!regression_checkpoint) {
+    for (const auto& [name, rule] : solvers) {
+      for (int64_t k : plan.steps) {
+        EvaluationRow r;
+        r.method = h.method;
+        r.solver = name;
+        r.k = k;
+        r.nfe = NetworkEvaluations(k, rule);
+        r.layers_removed = n - m - 1;
+        flow_rows.push_back({add_row(r), {k, rule}});
+      }
+    }
+  }
+
+  BlockSignalAccumulator signals;
+  RecouplingSample recoupling(plan.recoupling_tokens);
+  const int64_t deepest = std::max(n, skips.empty() ? n : m + *skips.rbegin());
+  const int64_t vocab = teacher.config().vocab_size;
+  const int64_t T = heldout.sequence_length;
+  const int64_t total = static_cast<int64_t>(heldout.sequences.size());
+  const int64_t bs = std::max<int64_t>(1, plan.batch_sequences);
+  int64_t tokens_done = 0;
+  torch::NoGradGuard no_grad;
+  for (int64_t first = 0; first < total; first += bs) {
+    if (Cancelled(hooks)) return CancelledStatus();
+    const int64_t b = std::min(bs, total - first);
+    torch::Tensor ids = torch::empty({b, T}, torch::kLong);
+    torch::Tensor mask = torch::empty({b, T}, torch::kFloat);
+    auto ia = ids.accessor<int64_t, 2>();
+    auto ma = mask.accessor<float, 2>();
+    for (int64_t i = 0; i < b; ++i) {
+      const PackedSequence& s = heldout.sequences[first + i];
+      if (static_cast<int64_t>(s.tokens.size()) != T ||
+          static_cast<int64_t>(s.mask.size()) != T) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "held-out sequence ", first + i, " is not ", T, " tokens long"));
+      }
+      for (int64_t j = 0; j < T; ++j) {
+        if (s.tokens[j] < 0 || s.tokens[j] >= vocab) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "held-out token id ", s.tokens[j], " is outside the teacher's ",
+              "vocabulary of ", vocab, " (a tokenizer of another model?)"));
+        }
+        ia[i][j] = s.tokens[j];
+        ma[i][j] = s.mask[j];
+      }
+    }
+    torch::Tensor ids_d = ids.to(device);
+    // The teacher's pass, keeping the states the rows need.
+    std::map<int64_t, torch::Tensor> state;
+    torch::Tensor cur = teacher.RunLayers(teacher.Embed(ids_d), 0, m);
+    state[m] = cur;
+    for (int64_t r = m; r < deepest; ++r) {
+      cur = teacher.RunLayers(cur, r, r + 1);
+      if (r + 1 == n || skips.count(r + 1 - m)) state[r + 1] = cur;
+    }
+    if (Cancelled(hooks)) return CancelledStatus();
+    const torch::Tensor p = teacher.Head(teacher.RunLayers(cur, deepest, L));
+    const torch::Tensor& h_m = state[m];
+    const torch::Tensor& h_n = state[n];
+    rows[teacher_index].metrics.Add(torch::Tensor(), torch::Tensor(), p, p, p,
+                                    ids, mask);
+    signals.Add(h_m, h_n, mask);
+    recoupling.Add(h_m, h_n, mask);
+
+    auto tail = [&](const torch::Tensor& x,
+                    int64_t r) -> absl::StatusOr<torch::Tensor> {
+      if (Cancelled(hooks)) return CancelledStatus();
+      return teacher.Tail(x.to(dtype), r);
+    };
+    for (const auto& [j, index] : skip_index) {
+      LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(h_m, m + j));
+      rows[index].metrics.Add(h_m, state[m + j], p, p, q, ids, mask);
+    }
+    const torch::Tensor x0 = h_m.to(torch::kFloat);
+    const torch::Tensor t0 = torch::zeros({b}, x0.options());
+    if (regression_index != kNoRow) {
+      FlowLayer& reg = regression_checkpoint ? layer : regression;
+      const torch::Tensor x1_hat = reg->Block(x0, t0);
+      LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(x1_hat, n));
+      rows[regression_index].metrics.Add(x1_hat, h_n, p, p, q, ids, mask);
+    }
+    VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
+      return layer->Velocity(x, t);
+    };
+    for (const auto& [index, setting] : flow_rows) {
+      if (Cancelled(hooks)) return CancelledStatus();
+      const torch::Tensor x1_hat =
+          Integrate(u, x0, UniformGrid(setting.first), setting.second);
+      LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(x1_hat, n));
+      rows[index].metrics.Add(x1_hat, h_n, p, p, q, ids, mask);
+    }
+    tokens_done += static_cast<int64_t>(mask.sum().item<double>());
+    if (hooks.progress) hooks.progress(first + b, tokens_done);
+  }
+
+  for (RowState& r : rows) {
+    r.row.nmse = r.metrics.nmse();
+    r.row.kl_x = r.metrics.kl_x();
+    r.row.kl_pq = r.metrics.kl_pq();
+    r.row.ppl = r.metrics.ppl();
+    report.rows.push_back(r.row);
+  }
+  report.teacher_ppl = rows[teacher_index].metrics.ppl();
+  report.predicted_tokens = rows[teacher_index].metrics.perplexity().tokens();
+  report.angular_distance = signals.Value().angular_distance;
+  report.block_influence = signals.Value().block_influence;
+  report.recoupling_tokens = recoupling.tokens();
+  if (recoupling.tokens() > 0) {
+    LFT_ASSIGN_OR_RETURN(report.recoupling_ratio, recoupling.Ratio());
+  }
+  return report;
+}
+
+}  // namespace
+
+absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
+    const GptNeoX& teacher, const FlowCheckpoint& checkpoint,
+    const HeldOutSet& heldout, const EvaluationPlan& plan,
+    const RegressionOptions& regression, TrainingPairSource* pairs,
+    const EvaluationHooks& hooks) {
+  return GuardTorch("evaluating checkpoint",
+                    [&]() -> absl::StatusOr<EvaluationReport> {
+                      return Evaluate(teacher, checkpoint, heldout, plan,
+                                      regression, pairs, hooks);
+                    });
+}
+
+}  // namespace lft

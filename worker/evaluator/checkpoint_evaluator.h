@@ -1,0 +1,111 @@
+// EvaluateCheckpoint: scores a trained latent flow layer (or regression
+// layer) on held-out text beside the teacher, skip-j and the regression
+// baseline, producing the rows of the LFT paper's Table 1
+// (docs/algorithms.md, "Evaluation", states every row's exact semantics).
+//
+// Torch-free interface (the teacher and checkpoint are only forward-
+// declared), so the runner and tools share it; the .cc catches every torch
+// exception.
+#ifndef LFT_WORKER_EVALUATOR_CHECKPOINT_EVALUATOR_H_
+#define LFT_WORKER_EVALUATOR_CHECKPOINT_EVALUATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "latent-store/pair_store.h"
+#include "worker/evaluator/evaluation_report.h"
+#include "worker/evaluator/heldout.h"
+
+namespace lft {
+
+class GptNeoX;
+struct FlowCheckpoint;
+
+struct EvaluationPlan {
+  // Solver step counts k scored for a flow checkpoint.
+  std::vector<int64_t> steps = {1, 3, 8};
+  // "euler" and/or "midpoint".
+  std::vector<std::string> solvers = {"euler", "midpoint"};
+  // Score skip-1 .. skip-N (those with m + j <= L). skip-(n - m - 1), the
+  // baseline removing as many layers as the flow layer, is always scored.
+  int64_t skip_baselines = 3;
+  // Train and score the regression baseline (needs a TrainingPairSource).
+  bool regression_baseline = true;
+  // Held-out sequences per forward pass.
+  int64_t batch_sequences = 4;
+  // Valid held-out tokens of the block's recoupling ratio.
+  int64_t recoupling_tokens = 256;
+};
+
+// Settings of the regression baseline: one layer initialised from teacher
+// layer m, trained with MSE from x0 to x1 (AdamW, warm-up then cosine).
+struct RegressionOptions {
+  int64_t steps = 100;
+  int64_t batch_sequences = 16;
+  double learning_rate = 3e-4;
+  double min_lr_ratio = 0.1;
+  double weight_decay = 0.01;
+  int64_t warmup_steps = 10;
+  double gradient_clip_norm = 1.0;  // 0 disables clipping
+  uint64_t seed = 0;
+};
+
+// Where the regression baseline's training pairs come from. Not thread-safe.
+class TrainingPairSource {
+ public:
+  virtual ~TrainingPairSource() = default;
+  // Fills *pair with the next training pair and returns true; the stream
+  // may repeat (epochs). false only if there are no pairs at all.
+  virtual absl::StatusOr<bool> Next(LatentPairRecord* pair) = 0;
+};
+
+// A job's stored pairs, shuffled with (seed, epoch), epoch after epoch.
+// Errors of PairStore::Scan and PairReader::Next, naming the job.
+class StorePairSource : public TrainingPairSource {
+ public:
+  StorePairSource(PairStore* store, std::string job, uint64_t seed);
+  ~StorePairSource() override;
+  absl::StatusOr<bool> Next(LatentPairRecord* pair) override;
+
+ private:
+  PairStore* const store_;
+  const std::string job_;
+  const uint64_t seed_;
+  uint64_t epoch_ = 0;
+  bool any_ = false;
+  std::unique_ptr<PairReader> reader_;
+};
+
+// Called between units of work (one tail pass, one training step, one
+// batch), so that cancellation is seen within about a second on a GPU.
+struct EvaluationHooks {
+  // Returns true to stop: EvaluateCheckpoint then returns Cancelled.
+  std::function<bool()> cancelled;
+  // Held-out sequences fully scored so far.
+  std::function<void(int64_t sequences_done, int64_t tokens_done)> progress;
+};
+
+// Scores `checkpoint` (for block [m, n) of `teacher`) on `heldout`.
+// Rows, in order: teacher; skip-j; regression (if planned and `pairs` is
+// given, or if the checkpoint itself is a regression layer); then for a
+// flow checkpoint one row per (solver, k). All metrics are masked and token
+// weighted over the whole held-out set. The report's job/checkpoint/teacher
+// names and held-out file list are left for the caller.
+// Errors: InvalidArgument for a bad plan (k < 1, unknown solver, empty),
+// a checkpoint of another block or teacher (RestoreFlowLayer's message),
+// held-out token ids outside the vocabulary, or training pairs of another
+// width; FailedPrecondition if the regression baseline has no pairs;
+// Cancelled when hooks.cancelled says so; Internal for torch errors.
+absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
+    const GptNeoX& teacher, const FlowCheckpoint& checkpoint,
+    const HeldOutSet& heldout, const EvaluationPlan& plan,
+    const RegressionOptions& regression, TrainingPairSource* pairs,
+    const EvaluationHooks& hooks = {});
+
+}  // namespace lft
+
+#endif  // LFT_WORKER_EVALUATOR_CHECKPOINT_EVALUATOR_H_

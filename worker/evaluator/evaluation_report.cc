@@ -1,0 +1,389 @@
+// Report renderings; see evaluation_report.h.
+#include "worker/evaluator/evaluation_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/png_writer.h"
+
+namespace lft {
+namespace {
+
+constexpr char kFormat[] = "lft-eval-report-1";
+
+std::string Upper(const std::string& s) { return absl::AsciiStrToUpper(s); }
+
+// The row the candidate must beat: the skip row removing as many layers
+// (the teacher when the block is a single layer, nothing removed).
+const EvaluationRow* EqualRemovalReference(const EvaluationReport& r) {
+  const int64_t removed = r.end_layer - r.first_layer - 1;
+  if (removed == 0) return r.Find("teacher");
+  return r.Find("skip", removed);
+}
+
+const EvaluationRow* Candidate(const EvaluationReport& r) {
+  const EvaluationRow* best = r.BestFlowRow();
+  if (best != nullptr) return best;
+  if (r.method == "regression") return r.Find("regression");
+  return nullptr;
+}
+
+void DashedLine(RgbImage* img, double x0, double y0, double x1, double y1,
+                uint8_t r, uint8_t g, uint8_t b) {
+  const double len = std::hypot(x1 - x0, y1 - y0);
+  const int pieces = std::max(1, static_cast<int>(len / 6));
+  for (int i = 0; i < pieces; i += 2) {
+    const double f0 = static_cast<double>(i) / pieces;
+    const double f1 = static_cast<double>(i + 1) / pieces;
+    img->Line(x0 + f0 * (x1 - x0), y0 + f0 * (y1 - y0), x0 + f1 * (x1 - x0),
+              y0 + f1 * (y1 - y0), r, g, b);
+  }
+}
+
+}  // namespace
+
+std::string EvaluationRow::Label() const {
+  if (method == "skip") return absl::StrCat("skip-", skip);
+  if (is_flow()) return absl::StrCat(Upper(method), " k=", k, " ", solver);
+  return method;
+}
+
+const EvaluationRow* EvaluationReport::Find(const std::string& m, int64_t k,
+                                            const std::string& solver) const {
+  for (const EvaluationRow& r : rows) {
+    const int64_t rk = r.method == "skip" ? r.skip : r.k;
+    if (r.method == m && rk == k && r.solver == solver) return &r;
+  }
+  return nullptr;
+}
+
+const EvaluationRow* EvaluationReport::BestFlowRow() const {
+  const EvaluationRow* best = nullptr;
+  for (const EvaluationRow& r : rows) {
+    if (!r.is_flow()) continue;
+    if (best == nullptr || r.kl_pq < best->kl_pq ||
+        (r.kl_pq == best->kl_pq && r.nfe < best->nfe)) {
+      best = &r;
+    }
+  }
+  return best;
+}
+
+std::string EvaluationReport::Verdict() const {
+  const EvaluationRow* cand = Candidate(*this);
+  const EvaluationRow* ref = EqualRemovalReference(*this);
+  const int64_t removed = end_layer - first_layer - 1;
+  if (cand == nullptr || ref == nullptr) {
+    return "No comparison at equal layers removed: the report lacks the "
+           "trained layer's rows or the matching skip row.";
+  }
+  std::string who = cand->is_flow()
+                        ? absl::StrFormat(
+                              "At its best setting (k=%d, %s, %d NFE) the %s "
+                              "flow layer",
+                              cand->k, cand->solver, cand->nfe, Upper(method))
+                        : std::string("The regression layer");
+  std::string against =
+      removed == 0 ? std::string(
+                         "the teacher (the block is one layer, so nothing is "
+                         "removed)")
+                   : absl::StrFormat("skip-%d (%d layer%s removed by each)",
+                                     removed, removed, removed == 1 ? "" : "s");
+  const bool kl = cand->kl_pq < ref->kl_pq;
+  const bool ppl = cand->ppl < ref->ppl;
+  const std::string kl_nums =
+      absl::StrFormat("KL_PQ (%.4f vs %.4f)", cand->kl_pq, ref->kl_pq);
+  const std::string ppl_nums =
+      absl::StrFormat("PPL (%.3f vs %.3f)", cand->ppl, ref->ppl);
+  if (kl && ppl) {
+    return absl::StrCat(who, " beats ", against, " on both ", kl_nums, " and ",
+                        ppl_nums, ".");
+  }
+  if (!kl && !ppl) {
+    return absl::StrCat(who, " does not beat ", against, " on ", kl_nums,
+                        " nor on ", ppl_nums, ".");
+  }
+  return absl::StrCat(who, " beats ", against, " on ", kl ? kl_nums : ppl_nums,
+                      " but not on ", kl ? ppl_nums : kl_nums, ".");
+}
+
+std::string EvaluationReport::ToJson() const {
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["job"] = job;
+  j["checkpoint"] = checkpoint;
+  j["teacher"] = teacher;
+  j["num_layers"] = num_layers;
+  j["block"] = {{"first_layer", first_layer}, {"end_layer", end_layer}};
+  j["method"] = method;
+  j["checkpoint_step"] = checkpoint_step;
+  j["checkpoint_tokens"] = checkpoint_tokens;
+  j["losses"] = losses;
+  j["heldout"] = {{"files", heldout_files},
+                  {"sequence_length", sequence_length},
+                  {"sequences", heldout_sequences},
+                  {"tokens", heldout_tokens},
+                  {"predicted_tokens", predicted_tokens}};
+  j["teacher_perplexity"] = teacher_ppl;
+  j["block_signals"] = {{"angular_distance", angular_distance},
+                        {"block_influence", block_influence},
+                        {"recoupling_ratio", recoupling_ratio},
+                        {"recoupling_tokens", recoupling_tokens}};
+  j["regression"] = {{"steps", regression_steps},
+                     {"final_loss", regression_final_loss}};
+  nlohmann::json rs = nlohmann::json::array();
+  for (const EvaluationRow& r : rows) {
+    rs.push_back({{"method", r.method},
+                  {"label", r.Label()},
+                  {"solver", r.solver},
+                  {"layers_removed", r.layers_removed},
+                  {"skip", r.skip},
+                  {"k", r.k},
+                  {"nfe", r.nfe},
+                  {"kl_x", r.kl_x},
+                  {"nmse", r.nmse},
+                  {"kl_pq", r.kl_pq},
+                  {"ppl", r.ppl}});
+  }
+  j["rows"] = rs;
+  j["verdict"] = Verdict();
+  return j.dump(2) + "\n";
+}
+
+absl::StatusOr<EvaluationReport> ParseEvaluationReport(absl::string_view text) {
+  nlohmann::json j = nlohmann::json::parse(std::string(text), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("evaluation report: not a JSON object");
+  }
+  if (j.value("format", "") != kFormat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation report: \"format\" is not \"", kFormat, "\""));
+  }
+  EvaluationReport r;
+  try {
+    r.job = j.at("job").get<std::string>();
+    r.checkpoint = j.at("checkpoint").get<std::string>();
+    r.teacher = j.at("teacher").get<std::string>();
+    r.num_layers = j.at("num_layers").get<int64_t>();
+    r.first_layer = j.at("block").at("first_layer").get<int64_t>();
+    r.end_layer = j.at("block").at("end_layer").get<int64_t>();
+    r.method = j.at("method").get<std::string>();
+    r.checkpoint_step = j.at("checkpoint_step").get<uint64_t>();
+    r.checkpoint_tokens = j.at("checkpoint_tokens").get<uint64_t>();
+    r.losses = j.at("losses").get<std::vector<double>>();
+    const auto& h = j.at("heldout");
+    r.heldout_files = h.at("files").get<std::vector<std::string>>();
+    r.sequence_length = h.at("sequence_length").get<int64_t>();
+    r.heldout_sequences = h.at("sequences").get<int64_t>();
+    r.heldout_tokens = h.at("tokens").get<int64_t>();
+    r.predicted_tokens = h.at("predicted_tokens").get<int64_t>();
+    r.teacher_ppl = j.at("teacher_perplexity").get<double>();
+    const auto& b = j.at("block_signals");
+    r.angular_distance = b.at("angular_distance").get<double>();
+    r.block_influence = b.at("block_influence").get<double>();
+    r.recoupling_ratio = b.at("recoupling_ratio").get<double>();
+    r.recoupling_tokens = b.at("recoupling_tokens").get<int64_t>();
+    r.regression_steps = j.at("regression").at("steps").get<int64_t>();
+    r.regression_final_loss = j.at("regression").at("final_loss").get<double>();
+    for (const auto& x : j.at("rows")) {
+      EvaluationRow row;
+      row.method = x.at("method").get<std::string>();
+      row.solver = x.at("solver").get<std::string>();
+      row.layers_removed = x.at("layers_removed").get<int64_t>();
+      row.skip = x.at("skip").get<int64_t>();
+      row.k = x.at("k").get<int64_t>();
+      row.nfe = x.at("nfe").get<int64_t>();
+      row.kl_x = x.at("kl_x").get<double>();
+      row.nmse = x.at("nmse").get<double>();
+      row.kl_pq = x.at("kl_pq").get<double>();
+      row.ppl = x.at("ppl").get<double>();
+      r.rows.push_back(row);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation report: ", e.what()));
+  }
+  return r;
+}
+
+std::string EvaluationReport::ToMarkdown() const {
+  std::string s = absl::StrFormat(
+      "# Evaluation of checkpoint `%s` (job `%s`)\n\n"
+      "Teacher `%s` (%d layers); block [%d, %d) replaced by one %s layer "
+      "(checkpoint step %d, %d training tokens). Held-out text: %d "
+      "sequences of %d tokens (%d valid tokens, %d predicted) from %s.\n\n",
+      checkpoint, job, teacher, num_layers, first_layer, end_layer,
+      Upper(method), checkpoint_step, checkpoint_tokens, heldout_sequences,
+      sequence_length, heldout_tokens, predicted_tokens,
+      absl::StrJoin(heldout_files, ", ",
+                    [](std::string* out, const std::string& f) {
+                      absl::StrAppend(out, "`", f, "`");
+                    }));
+  s += "| method | layers removed | k | NFE | KL_x | NMSE | KL_PQ | PPL |\n";
+  s += "|---|---|---|---|---|---|---|---|\n";
+  for (const EvaluationRow& r : rows) {
+    const bool teacher_row = r.method == "teacher";
+    auto num = [&](double v) {
+      return teacher_row ? std::string("-") : absl::StrFormat("%.4f", v);
+    };
+    absl::StrAppendFormat(&s, "| %s | %d | %s | %s | %s | %s | %s | %.3f |\n",
+                          r.Label(), r.layers_removed,
+                          r.k ? absl::StrCat(r.k) : "-",
+                          r.nfe ? absl::StrCat(r.nfe) : "-", num(r.kl_x),
+                          num(r.nmse), num(r.kl_pq), r.ppl);
+  }
+  absl::StrAppend(&s, "\n", Verdict(), "\n");
+  absl::StrAppendFormat(
+      &s,
+      "\nBlock signals of [%d, %d) on the held-out text: angular distance "
+      "%.4f, block influence (1 - cos) %.4f, recoupling ratio %.4f (exact "
+      "assignment over %d tokens).\n",
+      first_layer, end_layer, angular_distance, block_influence,
+      recoupling_ratio, recoupling_tokens);
+  if (regression_steps > 0) {
+    absl::StrAppendFormat(&s,
+                          "\nRegression baseline: %d AdamW steps on the job's "
+                          "stored pairs, final training loss %.6g.\n",
+                          regression_steps, regression_final_loss);
+  }
+  return s;
+}
+
+absl::StatusOr<std::string> RenderLossPlot(const EvaluationReport& report) {
+  if (report.losses.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", report.checkpoint, " has no loss curve"));
+  }
+  RgbImage img(640, 400);
+  PlotArea a;
+  a.left = 80;
+  a.top = 40;
+  a.width = 520;
+  a.height = 300;
+  a.x_min = 1;
+  a.x_max = std::max<double>(2, static_cast<double>(report.losses.size()));
+  double lo = report.losses[0], hi = report.losses[0];
+  for (double l : report.losses) {
+    if (!std::isfinite(l)) continue;
+    lo = std::min(lo, l);
+    hi = std::max(hi, l);
+  }
+  a.y_min = std::min(0.0, lo);
+  a.y_max = hi > a.y_min ? hi * 1.05 : a.y_min + 1;
+  DrawAxes(&img, a, "step", "training loss");
+  img.Text(a.left + 120, 8,
+           absl::StrCat(Upper(report.method), " block [", report.first_layer,
+                        ", ", report.end_layer, ") job ", report.job),
+           0, 0, 0);
+  for (size_t i = 1; i < report.losses.size(); ++i) {
+    if (!std::isfinite(report.losses[i - 1]) ||
+        !std::isfinite(report.losses[i]))
+      continue;
+    img.Line(a.X(static_cast<double>(i)), a.Y(report.losses[i - 1]),
+             a.X(static_cast<double>(i + 1)), a.Y(report.losses[i]), 31, 119,
+             180);
+  }
+  if (report.losses.size() == 1) {
+    img.Dot(a.X(1), a.Y(report.losses[0]), 3, 31, 119, 180);
+  }
+  return img.EncodePng();
+}
+
+absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
+  std::map<std::string, std::vector<const EvaluationRow*>> by_solver;
+  int64_t k_min = 0, k_max = 0;
+  double y_max = 0;
+  for (const EvaluationRow& r : report.rows) {
+    if (!r.is_flow()) continue;
+    by_solver[r.solver].push_back(&r);
+    k_min = k_min == 0 ? r.k : std::min(k_min, r.k);
+    k_max = std::max(k_max, r.k);
+    y_max = std::max({y_max, r.kl_pq, r.kl_x});
+  }
+  if (by_solver.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("report of checkpoint ", report.checkpoint,
+                     " has no flow rows to plot against k"));
+  }
+  std::vector<const EvaluationRow*> levels;
+  for (const EvaluationRow& r : report.rows) {
+    if (r.method == "skip" || (r.method == "regression" && !r.is_flow())) {
+      levels.push_back(&r);
+      y_max = std::max(y_max, r.kl_pq);
+    }
+  }
+  RgbImage img(760, 420);
+  PlotArea a;
+  a.left = 70;
+  a.top = 40;
+  a.width = 440;
+  a.height = 300;
+  a.x_min = static_cast<double>(k_min == k_max ? k_min - 1 : k_min);
+  a.x_max = static_cast<double>(k_min == k_max ? k_max + 1 : k_max);
+  a.y_min = 0;
+  a.y_max = y_max > 0 ? y_max * 1.1 : 1;
+  // One tick per integer k when that stays readable.
+  const int span = static_cast<int>(a.x_max - a.x_min);
+  DrawAxes(&img, a, "k (solver steps)", "KL", span <= 12 ? span + 1 : 5);
+  img.Text(a.left + 60, 8,
+           absl::StrCat(Upper(report.method), " block [", report.first_layer,
+                        ", ", report.end_layer, "): KL_PQ solid, KL_x dashed"),
+           0, 0, 0);
+  int legend_y = a.top;
+  const int legend_x = a.left + a.width + 20;
+  auto legend = [&](const std::string& text, uint8_t r, uint8_t g, uint8_t b,
+                    bool dashed) {
+    if (dashed) {
+      DashedLine(&img, legend_x, legend_y + 3, legend_x + 24, legend_y + 3, r,
+                 g, b);
+    } else {
+      img.Line(legend_x, legend_y + 3, legend_x + 24, legend_y + 3, r, g, b);
+      img.Line(legend_x, legend_y + 4, legend_x + 24, legend_y + 4, r, g, b);
+    }
+    img.Text(legend_x + 30, legend_y, text, 0, 0, 0);
+    legend_y += 14;
+  };
+  static constexpr uint8_t kSolverColors[][3] = {
+      {31, 119, 180}, {214, 39, 40}, {148, 103, 189}};
+  size_t ci = 0;
+  for (auto& [solver, rows] : by_solver) {
+    std::sort(rows.begin(), rows.end(),
+              [](const EvaluationRow* x, const EvaluationRow* y) {
+                return x->k < y->k;
+              });
+    const uint8_t* c = kSolverColors[std::min<size_t>(ci++, 2)];
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const double x = a.X(static_cast<double>(rows[i]->k));
+      img.Dot(x, a.Y(rows[i]->kl_pq), 3, c[0], c[1], c[2]);
+      img.Dot(x, a.Y(rows[i]->kl_x), 2, c[0], c[1], c[2]);
+      if (i == 0) continue;
+      const double xp = a.X(static_cast<double>(rows[i - 1]->k));
+      img.Line(xp, a.Y(rows[i - 1]->kl_pq), x, a.Y(rows[i]->kl_pq), c[0], c[1],
+               c[2]);
+      DashedLine(&img, xp, a.Y(rows[i - 1]->kl_x), x, a.Y(rows[i]->kl_x), c[0],
+                 c[1], c[2]);
+    }
+    legend(absl::StrCat(solver, " KL_PQ"), c[0], c[1], c[2], false);
+    legend(absl::StrCat(solver, " KL_x"), c[0], c[1], c[2], true);
+  }
+  for (const EvaluationRow* r : levels) {
+    const bool reg = r->method == "regression";
+    const uint8_t shade =
+        reg ? 0
+            : static_cast<uint8_t>(std::min<int64_t>(60 + 30 * r->skip, 200));
+    const uint8_t g = reg ? 160 : shade;
+    const double y = a.Y(r->kl_pq);
+    img.Line(a.left + 1, y, a.left + a.width - 1, y, shade, g, shade);
+    legend(absl::StrFormat("%s KL_PQ %.3g", r->Label(), r->kl_pq), shade, g,
+           shade, false);
+  }
+  return img.EncodePng();
+}
+
+}  // namespace lft

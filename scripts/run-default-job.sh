@@ -130,7 +130,9 @@ wait_for "$RUN/coordinator.port" "[0-9]" 20 lft-coordinator
 COORD="127.0.0.1:$(cut -d' ' -f1 "$RUN/coordinator.port")"
 
 worker() {  # ROLE NAME THREADS
-  "$BIN_WORKER" --role "$1" --name "$2" --coordinator "$COORD" \
+  # OpenBLAS threads on top of LibTorch's oversubscribe the cores and
+  # serialise concurrent callers (docs/benchmarks.md, "Trainer").
+  OPENBLAS_NUM_THREADS=1 "$BIN_WORKER" --role "$1" --name "$2" --coordinator "$COORD" \
     --insecure-loopback --threads "$3" \
     >"$RUN/$2.out" 2>"$RUN/$2.log" &
   PIDS+=($!)

@@ -3,7 +3,10 @@
 // (in-process threads, Gloo on CPU / one rank on CUDA), reading random pairs
 // from an embedded store. Step time = (wall of a run of S + 3 steps - wall
 // of a run of 3 steps) / S, so loading, group forming and checkpoints of
-// both runs cancel. Prints a table; never pass/fail.
+// both runs cancel (after one discarded warm-up run). Prints a table; never
+// pass/fail. On CPU run it with OPENBLAS_NUM_THREADS=1: the in-process
+// ranks call BLAS concurrently, and OpenBLAS' own thread pool serialises
+// them (measured: 2 ranks 0.46x of 1 rank with it, 1.48x without).
 //
 //   trainer_throughput [--device cpu|cuda] [--hidden 128] [--seq 128]
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
@@ -175,11 +178,7 @@ int main(int argc, char** argv) {
     const double shortrun =
         RunSeconds(c, &pool, (root / "teacher").string(), job, world, 3);
     // The short run's final checkpoint would let the long run resume.
-    auto listed = store->ListCheckpoints(job);
-    if (listed.ok()) {
-      for (const lft::CheckpointInfo& ck : *listed)
-        (void)store->DeleteCheckpoint(job, ck.name);
-    }
+    clear();
     const double longrun = RunSeconds(c, &pool, (root / "teacher").string(),
                                       job, world, 3 + c.steps);
     if (shortrun < 0 || longrun < 0) return 1;

@@ -138,7 +138,9 @@ int main(int argc, char** argv) {
                         (root / "teacher" / "model.safetensors").string())
            .ok())
     return 1;
-  lft::PairStorePool pool((root / "store").string(), {});
+  auto pool_owner = std::make_unique<lft::PairStorePool>(
+      (root / "store").string(), lft::RemotePairStoreOptions());
+  lft::PairStorePool& pool = *pool_owner;
   lft::PairStore* store = *pool.Get("");
   const int pairs = c.batch * (c.steps + 3);
   for (int world : c.ranks) {
@@ -197,7 +199,10 @@ int main(int argc, char** argv) {
     if (base == 0) base = step;
     std::printf("| %d | %.4f | %.0f | %.2fx |\n", world, step,
                 c.batch * c.seq / step, base / step);
+    std::fflush(stdout);
   }
-  fs::remove_all(root);
+  pool_owner.reset();  // RocksDB's background threads stop first
+  std::error_code ec;
+  fs::remove_all(root, ec);
   return 0;
 }

@@ -155,6 +155,20 @@ class LocalClusterTest : public ::testing::Test {
     return {code, p.out() + p.err()};
   }
 
+  // The /metrics body of a worker started with --metrics-port 0 (its port
+  // from the "metrics served port=N" log line); "" when it has none.
+  std::string ScrapeWorkerMetrics(Process* worker) {
+    const std::string log = worker->err();
+    const size_t at = log.find("metrics served port=");
+    if (at == std::string::npos) return "";
+    int port = 0;
+    if (!absl::SimpleAtoi(
+            log.substr(at + 20, log.find_first_of(" \n", at + 20) - at - 20),
+            &port))
+      return "";
+    return ::lft::testing::LoopbackHttpBody(port, "/metrics");
+  }
+
   // A store client with the token.
   std::unique_ptr<RemotePairStore> Client() {
     RemotePairStoreOptions o;

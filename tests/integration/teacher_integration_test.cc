@@ -164,14 +164,8 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   double pairs_metric = 0;
   std::vector<std::pair<int, std::string>> expositions;  // pid, body
   for (Process* t : {t1.get(), t2.get()}) {
-    const std::string log = t->err();
-    const size_t at = log.find("metrics served port=");
-    ASSERT_NE(at, std::string::npos) << log;
-    int mport = 0;
-    ASSERT_TRUE(absl::SimpleAtoi(
-        log.substr(at + 20, log.find_first_of(" \n", at + 20) - at - 20),
-        &mport));
-    const std::string metrics = HttpGet(mport, "/metrics");
+    const std::string metrics = ScrapeWorkerMetrics(t);
+    ASSERT_FALSE(metrics.empty()) << t->err();
     const std::string series = absl::StrCat(
         "lft_teacher_pairs_written_total{job=\"", job, "\",role=\"teacher\"} ");
     const size_t p = metrics.find(series);

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/local_cluster.h"
+#include "tests/testing/promtool.h"
 #include "worker/model/flow_checkpoint.h"
 
 namespace lft {
@@ -36,7 +37,8 @@ class TrainerIntegrationTest : public testing_util::LocalClusterTest {
         streaming ? 1 : 2, R"(, "seed": 3, "streaming": )",
         streaming ? "true" : "false",
         streaming ? R"(, "streamingBufferPairs": 8)" : "",
-        R"(}, "evaluation": {"maxSequences": 4}})");
+        R"(}, "evaluation": {"maxSequences": 4, "heldoutPaths": [")", corpus_,
+        R"("], "steps": [1, 3]}})");
     return path;
   }
 
@@ -122,8 +124,9 @@ TEST_F(TrainerIntegrationTest,
        StreamingTrainsDuringExtractionUnderBackPressure) {
   StartServices();
   auto teacher = StartTeacher("teacher", {"--test-pause-ms-per-batch", "150"});
-  auto trainer = StartWorker("trainer", "trainer");
-  auto ev = StartFake("evaluator", "ev");
+  auto trainer = StartWorker("trainer", "trainer", {"--metrics-port", "0"});
+  // The real evaluator this time: the job ends with its report.
+  auto ev = StartWorker("evaluator", "ev", {"--metrics-port", "0"});
   const std::string job = Submit(WriteSpec("stream", true));
   auto store = Client();
   bool trained_while_extracting = false;
@@ -153,6 +156,22 @@ TEST_F(TrainerIntegrationTest,
   auto stats = store->Stats(job);
   ASSERT_TRUE(stats.ok());
   EXPECT_GT(stats->pairs, 8u);  // more than the buffer went through
+  auto report = store->GetCheckpoint(job, "report.md");
+  ASSERT_TRUE(report.ok()) << report.status() << ev->err();
+  EXPECT_NE(report->find("| skip-1 |"), std::string::npos) << *report;
+
+  // The trainer's and the evaluator's /metrics pass promtool.
+  const std::string trainer_metrics = ScrapeWorkerMetrics(trainer.get());
+  const std::string eval_metrics = ScrapeWorkerMetrics(ev.get());
+  EXPECT_NE(trainer_metrics.find("lft_trainer_loss{"), std::string::npos)
+      << trainer_metrics;
+  EXPECT_NE(eval_metrics.find("lft_eval_kl{"), std::string::npos)
+      << eval_metrics;
+  if (!::lft::testing::HavePromtool()) GTEST_SKIP() << "promtool not installed";
+  for (const std::string* body : {&trainer_metrics, &eval_metrics}) {
+    absl::Status s = ::lft::testing::PromtoolCheckMetrics(*body);
+    EXPECT_TRUE(s.ok()) << s;
+  }
 }
 
 }  // namespace

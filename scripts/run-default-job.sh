@@ -181,11 +181,15 @@ if [ "$WATCH" != 0 ]; then
   exit 1
 fi
 
-"$BIN_CTL" --store "$STORE" pull "$JOB" report.md --out "$RUN/report.md" >/dev/null
-"$BIN_CTL" --store "$STORE" pull "$JOB" report.json --out "$RUN/report.json" >/dev/null
+for blob in report.md report.json loss.png kl_vs_k.png; do
+  "$BIN_CTL" --store "$STORE" pull "$JOB" "$blob" --out "$RUN/$blob" >/dev/null
+done
+"$BIN_CTL" --store "$STORE" pull "$JOB" --out "$RUN/flow-checkpoint.safetensors" >/dev/null
 say "results (held-out text; from the store's report.md)"
 cat "$RUN/report.md"
 echo
 echo "corpus ${CORPUS_S} s, teacher ${PRETRAIN_S} s, compression job ${JOB_S} s," \
   "total $(seconds_since "$START") s after setup and build."
-echo "report, plots and logs: $RUN (lftctl --store $STORE pull $JOB --list)"
+echo "report, plots (loss.png, kl_vs_k.png), the final checkpoint and logs: $RUN"
+echo "(the services stop now; 'lftctl export --teacher $WORK/teacher --checkpoint"
+echo " $RUN/flow-checkpoint.safetensors --k 3 --out DIR' makes a plain GPT-NeoX of it)"

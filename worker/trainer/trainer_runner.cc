@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -21,8 +20,6 @@ namespace lft {
 namespace {
 
 constexpr char kCheckpointPrefix[] = "step-";
-// Broadcast size of a checkpoint name (names are at most 200 bytes).
-constexpr size_t kNameBytes = 256;
 
 // Step of a "step-N" name; nullopt for other names.
 std::optional<uint64_t> StepOf(absl::string_view name) {
@@ -31,6 +28,27 @@ std::optional<uint64_t> StepOf(absl::string_view name) {
   if (!absl::SimpleAtoi(name.substr(sizeof(kCheckpointPrefix) - 1), &step))
     return std::nullopt;
   return step;
+}
+
+// What rank 0 publishes through the coordinator: "<length>:<resume
+// checkpoint name><communicator id>" (the id may be any bytes).
+std::string PackRendezvousPayload(const std::string& resume,
+                                  const std::string& id) {
+  return absl::StrCat(resume.size(), ":", resume, id);
+}
+
+bool UnpackRendezvousPayload(const std::string& payload, std::string* resume,
+                             std::string* id) {
+  const size_t colon = payload.find(':');
+  size_t n = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(payload.substr(0, colon), &n) ||
+      colon + 1 + n > payload.size()) {
+    return false;
+  }
+  *resume = payload.substr(colon + 1, n);
+  *id = payload.substr(colon + 1 + n);
+  return true;
 }
 
 int CudaOrdinal(const std::string& device) {
@@ -143,6 +161,29 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
   if (!engine_or.ok()) return Annotate(engine_or.status(), where);
   std::unique_ptr<TrainingEngine> engine = std::move(*engine_or);
 
+  // ---- Resume point: rank 0 picks the newest checkpoint (the task's or a
+  // newer step-N in the store) and sends its name with the communicator id
+  // through the coordinator, so every rank loads the same one whatever the
+  // transport (NCCL broadcasts device memory only).
+  TrainingPosition pos;
+  std::string resume;
+  if (rank == 0) {
+    resume = tt.resume_checkpoint();
+    auto list = store->ListCheckpoints(job);
+    if (list.ok()) {
+      uint64_t best = StepOf(resume).value_or(0);
+      for (const CheckpointInfo& c : *list) {
+        auto s = StepOf(c.name);
+        if (s.has_value() && *s > best) {
+          best = *s;
+          resume = c.name;
+        }
+      }
+    } else if (!absl::IsNotFound(list.status())) {
+      return Annotate(list.status(),
+                      absl::StrCat(where, ": listing checkpoints"));
+    }
+  }
   // ---- Form the group.
   std::unique_ptr<GlooRendezvousHost> host;
   std::string my_id;
@@ -158,8 +199,16 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
   } else if (rank == 0) {
     my_id = "single-rank";
   }
-  auto rv = context->Rendezvous(my_id);
+  auto rv = context->Rendezvous(rank == 0 ? PackRendezvousPayload(resume, my_id)
+                                          : "");
   if (!rv.ok()) return Annotate(rv.status(), where);
+  std::string communicator_id;
+  if (!UnpackRendezvousPayload(rv->communicator_id, &resume,
+                               &communicator_id)) {
+    return absl::InternalError(
+        absl::StrCat(where, ": malformed rendezvous payload from rank 0 (",
+                     rv->communicator_id.size(), " bytes)"));
+  }
   std::unique_ptr<Collective> collective;
   if (world > 1) {
     absl::StatusOr<std::unique_ptr<Collective>> c;
@@ -169,7 +218,7 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
       NcclOptions no;
       no.rank = static_cast<int>(rank);
       no.world_size = static_cast<int>(world);
-      no.communicator_id = rv->communicator_id;
+      no.communicator_id = communicator_id;
       no.device = CudaOrdinal(options_.device);
       no.timeout = timeout;
       c = CreateNcclCollective(no);
@@ -177,7 +226,7 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
       GlooOptions go;
       go.rank = static_cast<int>(rank);
       go.world_size = static_cast<int>(world);
-      go.communicator_id = rv->communicator_id;
+      go.communicator_id = communicator_id;
       go.listen_host = options_.listen_host;
       go.timeout = timeout;
       go.group_prefix = absl::StrCat(job, "-g", tt.generation());
@@ -200,34 +249,6 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
     return Annotate(s, where);
   };
 
-  // ---- Resume: rank 0 picks the newest checkpoint, everyone loads it.
-  TrainingPosition pos;
-  std::string resume;
-  if (rank == 0) {
-    resume = tt.resume_checkpoint();
-    auto list = store->ListCheckpoints(job);
-    if (list.ok()) {
-      uint64_t best = StepOf(resume).value_or(0);
-      for (const CheckpointInfo& c : *list) {
-        auto s = StepOf(c.name);
-        if (s.has_value() && *s > best) {
-          best = *s;
-          resume = c.name;
-        }
-      }
-    } else if (!absl::IsNotFound(list.status())) {
-      return Annotate(list.status(),
-                      absl::StrCat(where, ": listing checkpoints"));
-    }
-  }
-  if (collective != nullptr) {
-    std::string buf(kNameBytes, '\0');
-    std::memcpy(buf.data(), resume.data(),
-                std::min(resume.size(), kNameBytes - 1));
-    absl::Status s = collective->Broadcast(buf.data(), buf.size(), 0);
-    if (!s.ok()) return collective_failed(s);
-    resume = std::string(buf.c_str());
-  }
   if (!resume.empty()) {
     auto blob = store->GetCheckpoint(job, resume);
     if (!blob.ok())

@@ -4,7 +4,8 @@
 //      rendezvous address on CPUs, an NCCL unique id on GPUs), the
 //      coordinator's Rendezvous relays it, every rank joins;
 //   2. resumes from the newest checkpoint (the task's resume_checkpoint or a
-//      newer step-N one in the store, chosen by rank 0 and broadcast);
+//      newer step-N one in the store, chosen by rank 0 and sent to the
+//      other ranks with the communicator id);
 //   3. each step reads its B / W pairs (B = global_batch_sequences) from
 //      its strided slice of the store's shuffled pair order (ScanOptions
 //      with block_pairs 1, so the global batch of a step is the same set of

@@ -9,6 +9,8 @@
 // Prints the matrix as a table; writes JSON (RecouplingMatrix::ToJson) and a
 // heatmap PNG when asked. Exit codes: 0 ok, 2 usage error, 1 failure (with a
 // message on stderr). `lftctl analyze` runs this binary; keep flags stable.
+#include <unistd.h>
+
 #include <cstdio>
 #include <map>
 #include <set>
@@ -112,10 +114,13 @@ int main(int argc, char** argv) {
   mo.sinkhorn_options.epsilon = epsilon;
   mo.sinkhorn_options.max_iterations = static_cast<int>(iterations);
   const int64_t layers = (*teacher)->model->config().num_hidden_layers;
+  // One line rewritten in place on a terminal; a line per row in logs.
+  const bool tty = isatty(STDERR_FILENO) == 1;
   mo.progress = [&](int64_t m) {
-    std::fprintf(stderr, "\rlft-analyze: row m=%lld of %lld done",
-                 static_cast<long long>(m), static_cast<long long>(layers - 1));
-    if (m + 1 == layers) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "%slft-analyze: row %lld of %lld done%s",
+                 tty ? "\r" : "", static_cast<long long>(m + 1),
+                 static_cast<long long>(layers),
+                 tty && m + 1 < layers ? "" : "\n");
   };
   auto matrix = lft::ComputeRecouplingMatrix(*(*teacher)->model, *heldout, mo);
   if (!matrix.ok()) return Fail(matrix.status().ToString());

@@ -228,6 +228,10 @@ if yaml is not None:
                 fail(f"{rel}: a document without apiVersion/kind")
                 continue
             kinds.append(d["kind"])
+            if d["kind"] == "Kustomization":
+                for r in d.get("resources", []):
+                    if not os.path.exists(os.path.join(os.path.dirname(path), r)):
+                        fail(f"{rel}: resource {r} does not exist")
             spec = d.get("spec", {}).get("template", {}).get("spec", {})
             for c in spec.get("containers", []):
                 binary = (c.get("command") or [""])[0]

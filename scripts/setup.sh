@@ -20,6 +20,8 @@ PACKAGES=(
   libyaml-cpp-dev
   # tests and their tools (promtool comes with the prometheus package)
   libgtest-dev libgmock-dev prometheus curl
+  # tests/deploy_check.sh: Kubernetes manifests (python3 yaml) and the SLURM script
+  python3-yaml shellcheck
 )
 
 missing=()

@@ -44,7 +44,9 @@ constexpr char kUsage[] =
                             (default 8)
   --listen-host HOST        trainer: address its Gloo endpoints listen on
                             (default 127.0.0.1; peers must reach it)
-  --metrics-port N          serve Prometheus /metrics on 127.0.0.1:N
+  --metrics-port N          serve Prometheus /metrics on port N (0 picks one)
+  --metrics-host HOST       address for /metrics (default 127.0.0.1; 0.0.0.0
+                            lets a Prometheus on another host scrape it)
   --max-tasks N             exit after N tasks (default 0 = never)
   --test-pause-ms-per-batch N  tests only: sleep N ms after every teacher
                             batch or trainer step
@@ -69,8 +71,8 @@ int main(int argc, char** argv) {
   auto flags = lft::Flags::Parse(
       args,
       {"role", "coordinator", "token", "tls-ca", "name", "store-db", "device",
-       "threads", "batch-sequences", "metrics-port", "max-tasks", "listen-host",
-       "test-pause-ms-per-batch"},
+       "threads", "batch-sequences", "metrics-port", "metrics-host",
+       "max-tasks", "listen-host", "test-pause-ms-per-batch"},
       {"help", "insecure-loopback"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok())
@@ -120,7 +122,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<lft::MetricsHttpServer> metrics_server;
   if (*metrics_port >= 0) {
     auto server = lft::MetricsHttpServer::Start(
-        "127.0.0.1", static_cast<int>(*metrics_port), &registry);
+        flags->Get("metrics-host", "127.0.0.1"),
+        static_cast<int>(*metrics_port), &registry);
     if (!server.ok()) {
       std::fprintf(stderr, "lft-worker: --metrics-port: %s\n",
                    std::string(server.status().message()).c_str());

@@ -12,26 +12,21 @@
 #include "absl/strings/str_format.h"
 #include "common/jsonl_zst.h"
 #include "common/safetensors.h"
+#include "common/split_mix64.h"
 #include "common/status.h"
 
 namespace lft {
 namespace {
 
-// SplitMix64: small, fast and identical on every platform (std
-// distributions are not, so we never use them here).
-uint64_t Mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
+// Draws come from SplitMix64 (common/split_mix64.h): identical on every
+// platform (std distributions are not, so we never use them here).
 
 class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed) {}
   uint64_t Next() {
-    state_ += 0x9E3779B97F4A7C15ull;
-    return Mix(state_);
+    state_ += kSplitMix64Gamma;
+    return SplitMix64Hash(state_);
   }
   // Uniform in [0, n), n > 0.
   int Uniform(int n) {
@@ -318,7 +313,8 @@ std::string MakeCode(Rng& rng) {
 }  // namespace
 
 SyntheticDocument MakeSyntheticDocument(uint64_t seed, int64_t index) {
-  Rng rng(Mix(seed ^ Mix(static_cast<uint64_t>(index) + 0x5EEDull)));
+  Rng rng(SplitMix64Hash(
+      seed ^ SplitMix64Hash(static_cast<uint64_t>(index) + 0x5EEDull)));
   SyntheticDocument doc;
   int pick = rng.Uniform(100);
   if (pick < 30) {
@@ -342,8 +338,9 @@ SyntheticDocument MakeSyntheticDocument(uint64_t seed, int64_t index) {
 }
 
 int SyntheticDocumentSplit(uint64_t seed, int64_t index) {
-  uint64_t h =
-      Mix(Mix(seed + 0xC0FFEEull) ^ static_cast<uint64_t>(index)) % 100;
+  uint64_t h = SplitMix64Hash(SplitMix64Hash(seed + 0xC0FFEEull) ^
+                              static_cast<uint64_t>(index)) %
+               100;
   if (h < 2) return 1;
   if (h < 4) return 2;
   return 0;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/split_mix64.h"
 #include "common/status.h"
 #include "latent-store/record_format.h"
 #include "nlohmann/json.hpp"
@@ -131,15 +132,6 @@ std::string HexDigest(EVP_MD_CTX* ctx) {
   EVP_DigestFinal_ex(ctx, digest, &len);
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), len));
-}
-
-// SplitMix64: a tiny, fully specified generator, so a (seed, epoch) gives
-// the same block order on every platform and library version.
-uint64_t SplitMix64(uint64_t* state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
 }
 
 struct Address {
@@ -830,9 +822,9 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
   if (options.shuffle && num_blocks > 1) {
     uint64_t state = options.seed;
     uint64_t mix = options.epoch ^ 0xA0761D6478BD642Full;
-    state ^= SplitMix64(&mix);
+    state ^= SplitMix64Next(&mix);
     for (uint64_t i = num_blocks - 1; i > 0; --i) {
-      const uint64_t j = SplitMix64(&state) % (i + 1);
+      const uint64_t j = SplitMix64Next(&state) % (i + 1);
       std::swap(order[i], order[j]);
     }
   }

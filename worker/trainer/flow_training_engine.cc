@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/split_mix64.h"
 #include "common/status.h"
 #include "common/tensor_codec.h"
 #include "worker/model/flow_checkpoint.h"
@@ -32,13 +33,6 @@ namespace lft {
 namespace {
 
 constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // bf16 autocast on CUDA for the forward pass; the API moved in LibTorch 2.
 class CudaAutocast {
@@ -150,10 +144,11 @@ class FlowTrainingEngine : public TrainingEngine {
         mask[i].narrow(0, 0, p.tokens).fill_(1.0);
         padded |= static_cast<int64_t>(p.tokens) < max_tokens;
         // The pair's own times: the same on whichever rank holds it.
-        uint64_t h = SplitMix64(spec_.training().seed());
-        h = SplitMix64(h ^ step);
-        h = SplitMix64(h ^ (static_cast<uint64_t>(p.shard) << 32 | p.chunk));
-        h = SplitMix64(h ^ p.sequence);
+        uint64_t h = SplitMix64Hash(spec_.training().seed());
+        h = SplitMix64Hash(h ^ step);
+        h = SplitMix64Hash(h ^
+                           (static_cast<uint64_t>(p.shard) << 32 | p.chunk));
+        h = SplitMix64Hash(h ^ p.sequence);
         auto gen = at::detail::createCPUGenerator(h);
         FlowTimes t = DrawFlowTimes(1, loss_, gen);
         if (t.fw_inner.defined()) fw_rows.push_back(t.fw_inner);

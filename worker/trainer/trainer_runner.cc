@@ -15,11 +15,14 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "worker/collective/collective.h"
+#include "worker/model/lr_schedule.h"
 
 namespace lft {
 namespace {
 
 constexpr char kCheckpointPrefix[] = "step-";
+// The cosine schedule ends at this fraction of the learning rate.
+constexpr double kMinLearningRateRatio = 0.1;
 
 // Step of a "step-N" name; nullopt for other names.
 std::optional<uint64_t> StepOf(absl::string_view name) {
@@ -101,17 +104,6 @@ std::string TrainingCheckpointName(uint64_t step) {
   std::snprintf(buf, sizeof(buf), "%s%010llu", kCheckpointPrefix,
                 static_cast<unsigned long long>(step));
   return buf;
-}
-
-double ScheduledLearningRate(double lr, uint64_t warmup, uint64_t total_steps,
-                             uint64_t step, double min_ratio) {
-  if (step < warmup) {
-    return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  }
-  const double span = static_cast<double>(
-      std::max<uint64_t>(1, total_steps - std::min(total_steps, warmup)));
-  const double p = std::min(1.0, static_cast<double>(step - warmup) / span);
-  return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + std::cos(M_PI * p)));
 }
 
 TrainerRunner::TrainerRunner(TrainerRunnerOptions options)
@@ -355,8 +347,9 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
       if (!s.ok()) return collective_failed(s);
       if (metrics.allreduce != nullptr) metrics.allreduce->Increment(Since(t0));
     }
-    const double lr = ScheduledLearningRate(
-        ts.learning_rate(), ts.warmup_steps(), total_steps, pos.step);
+    const double lr = WarmupCosineLr(
+        ts.learning_rate(), kMinLearningRateRatio, ts.warmup_steps(),
+        static_cast<int64_t>(total_steps), static_cast<int64_t>(pos.step));
     auto loss =
         engine->ApplyGradients(1.0 / world, ts.gradient_clip_norm(), lr);
     if (!loss.ok())

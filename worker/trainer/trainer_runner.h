@@ -65,10 +65,6 @@ struct TrainerRunnerOptions {
 
 // "step-0000000042".
 std::string TrainingCheckpointName(uint64_t step);
-// Learning rate of optimizer step `step` (0-based): linear warm-up over
-// warmup steps, then cosine decay to min_ratio * lr at total_steps.
-double ScheduledLearningRate(double lr, uint64_t warmup, uint64_t total_steps,
-                             uint64_t step, double min_ratio = 0.1);
 
 class TrainerRunner : public TaskRunner {
  public:

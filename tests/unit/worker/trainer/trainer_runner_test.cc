@@ -18,9 +18,11 @@
 #include "latent-store/latent_store.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/worker/runner_test_util.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/gpt_neox.h"
+#include "worker/model/lr_schedule.h"
 #include "worker/model/neox_config.h"
 #include "worker/model/tensor_io.h"
 #include "worker/trainer/flow_training_engine.h"
@@ -52,13 +54,9 @@ class TrainerRunnerTest : public ::testing::Test {
     c.intermediate_size = 32;
     c.max_position_embeddings = 64;
     c.rotary_pct = 0.5;
-    {
-      std::ofstream f(root_ / "teacher" / "config.json");
-      f << NeoXConfigToJson(c);
-    }
-    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 3),
-                            (root_ / "teacher" / "model.safetensors").string())
-                    .ok());
+    ASSERT_TRUE(
+        testing_util::WriteRandomTeacher((root_ / "teacher").string(), c, 3)
+            .ok());
     pool_ = std::make_unique<PairStorePool>((root_ / "store").string(),
                                             RemotePairStoreOptions());
     auto store = pool_->Get("");
@@ -317,11 +315,11 @@ TEST_F(TrainerRunnerTest, CudaRankFollowsCpuRankUnderBf16Autocast) {
 }
 
 TEST(ScheduleTest, WarmupThenCosine) {
-  EXPECT_DOUBLE_EQ(ScheduledLearningRate(1.0, 4, 104, 0), 0.25);
-  EXPECT_DOUBLE_EQ(ScheduledLearningRate(1.0, 4, 104, 3), 1.0);
-  EXPECT_DOUBLE_EQ(ScheduledLearningRate(1.0, 4, 104, 4), 1.0);
-  EXPECT_NEAR(ScheduledLearningRate(1.0, 4, 104, 54), 0.55, 1e-12);
-  EXPECT_NEAR(ScheduledLearningRate(1.0, 4, 104, 104), 0.1, 1e-12);
+  EXPECT_DOUBLE_EQ(WarmupCosineLr(1.0, 0.1, 4, 104, 0), 0.25);
+  EXPECT_DOUBLE_EQ(WarmupCosineLr(1.0, 0.1, 4, 104, 3), 1.0);
+  EXPECT_DOUBLE_EQ(WarmupCosineLr(1.0, 0.1, 4, 104, 4), 1.0);
+  EXPECT_NEAR(WarmupCosineLr(1.0, 0.1, 4, 104, 54), 0.55, 1e-12);
+  EXPECT_NEAR(WarmupCosineLr(1.0, 0.1, 4, 104, 104), 0.1, 1e-12);
   EXPECT_EQ(TrainingCheckpointName(42), "step-0000000042");
 }
 

@@ -116,22 +116,10 @@ EvaluationRunner::EvaluationRunner(EvaluationRunnerOptions options)
                         : std::make_unique<PairStorePool>(
                               options_.store_db, RemotePairStoreOptions())),
       stores_(options_.stores != nullptr ? options_.stores
-                                         : owned_stores_.get()) {}
+                                         : owned_stores_.get()),
+      teachers_(options_.device) {}
 
 EvaluationRunner::~EvaluationRunner() = default;
-
-absl::StatusOr<LoadedTeacher*> EvaluationRunner::GetTeacher(
-    const std::string& path, bool bf16) {
-  absl::MutexLock lock(&mu_);
-  auto key = std::make_pair(path, bf16);
-  auto it = teachers_.find(key);
-  if (it != teachers_.end()) return it->second.get();
-  LFT_ASSIGN_OR_RETURN(std::unique_ptr<LoadedTeacher> loaded,
-                       LoadTeacherWithTokenizer(path, options_.device, bf16));
-  LoadedTeacher* raw = loaded.get();
-  teachers_[key] = std::move(loaded);
-  return raw;
-}
 
 absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
                                                  TaskContext* context) {
@@ -156,7 +144,7 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
   const bool bf16 =
       TeacherUsesBf16(options_.device, spec.teacher().compute_dtype());
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
-                       GetTeacher(spec.teacher().path(), bf16));
+                       teachers_.Get(spec.teacher().path(), bf16));
   LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
 
   auto bytes = store->GetCheckpoint(job, name);

@@ -28,10 +28,9 @@
 #include "common/metrics.h"
 #include "coordinator/client/task_runner.h"
 #include "latent-store/pair_store_pool.h"
+#include "worker/model/teacher_loader.h"
 
 namespace lft {
-
-struct LoadedTeacher;
 
 struct EvaluationRunnerOptions {
   // "cpu" or "cuda" (or "cuda:N").
@@ -74,17 +73,11 @@ class EvaluationRunner : public TaskRunner {
                                  TaskContext* context) override;
 
  private:
-  absl::StatusOr<LoadedTeacher*> GetTeacher(const std::string& path, bool bf16);
-
   const EvaluationRunnerOptions options_;
   // options_.stores, or a pool of its own over options_.store_db.
   std::unique_ptr<PairStorePool> owned_stores_;
   PairStorePool* const stores_;
-
-  // State below is protected by mu_.
-  absl::Mutex mu_;
-  std::map<std::pair<std::string, bool>, std::unique_ptr<LoadedTeacher>>
-      teachers_ ABSL_GUARDED_BY(mu_);
+  TeacherCache teachers_;
 };
 
 }  // namespace lft

@@ -51,4 +51,22 @@ absl::StatusOr<std::unique_ptr<LoadedTeacher>> LoadTeacherWithTokenizer(
   return loaded;
 }
 
+absl::StatusOr<LoadedTeacher*> TeacherCache::Get(const std::string& dir,
+                                                 bool bf16) {
+  absl::MutexLock lock(&mu_);
+  auto key = std::make_pair(dir, bf16);
+  auto it = teachers_.find(key);
+  if (it != teachers_.end()) return it->second.get();
+  LFT_ASSIGN_OR_RETURN(std::unique_ptr<LoadedTeacher> loaded,
+                       LoadTeacherWithTokenizer(dir, device_, bf16));
+  LoadedTeacher* raw = loaded.get();
+  teachers_[key] = std::move(loaded);
+  return raw;
+}
+
+size_t TeacherCache::size() const {
+  absl::MutexLock lock(&mu_);
+  return teachers_.size();
+}
+
 }  // namespace lft

@@ -4,11 +4,16 @@
 #ifndef LFT_WORKER_MODEL_TEACHER_LOADER_H_
 #define LFT_WORKER_MODEL_TEACHER_LOADER_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/bpe_tokenizer.h"
 
 namespace lft {
@@ -35,6 +40,29 @@ bool TeacherUsesBf16(const std::string& device,
 // outside the model's vocabulary.
 absl::StatusOr<std::unique_ptr<LoadedTeacher>> LoadTeacherWithTokenizer(
     const std::string& dir, const std::string& device, bool bf16);
+
+// The teachers a runner has loaded, kept for its life so that consecutive
+// tasks of a job load the weights once. Thread-safe.
+class TeacherCache {
+ public:
+  // Loads onto `device` ("cpu", "cuda", "cuda:N").
+  explicit TeacherCache(std::string device) : device_(std::move(device)) {}
+
+  // The teacher in `dir` in bfloat16 or float32, loaded on first use with
+  // LoadTeacherWithTokenizer (its errors; nothing is cached on error). The
+  // pointer stays valid for the cache's life.
+  absl::StatusOr<LoadedTeacher*> Get(const std::string& dir, bool bf16);
+  // Teachers loaded so far (keyed by directory and dtype).
+  size_t size() const;
+
+ private:
+  const std::string device_;
+
+  // State below is protected by mu_.
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, bool>, std::unique_ptr<LoadedTeacher>>
+      teachers_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace lft
 

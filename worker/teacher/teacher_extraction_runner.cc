@@ -108,26 +108,13 @@ TeacherExtractionRunner::TeacherExtractionRunner(TeacherRunnerOptions options)
                               options_.store_db,
                               RemoteOptions(options_.store_credentials))),
       stores_(options_.stores != nullptr ? options_.stores
-                                         : owned_stores_.get()) {}
+                                         : owned_stores_.get()),
+      teachers_(options_.device) {}
 
 TeacherExtractionRunner::~TeacherExtractionRunner() = default;
 
 size_t TeacherExtractionRunner::cached_teachers() const {
-  absl::MutexLock lock(&mu_);
   return teachers_.size();
-}
-
-absl::StatusOr<LoadedTeacher*> TeacherExtractionRunner::GetTeacher(
-    const std::string& path, bool bf16) {
-  absl::MutexLock lock(&mu_);
-  auto key = std::make_pair(path, bf16);
-  auto it = teachers_.find(key);
-  if (it != teachers_.end()) return it->second.get();
-  LFT_ASSIGN_OR_RETURN(std::unique_ptr<LoadedTeacher> loaded,
-                       LoadTeacherWithTokenizer(path, options_.device, bf16));
-  LoadedTeacher* raw = loaded.get();
-  teachers_[key] = std::move(loaded);
-  return raw;
 }
 
 absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
@@ -154,7 +141,7 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
   }
 
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
-                       GetTeacher(spec.teacher().path(), bf16));
+                       teachers_.Get(spec.teacher().path(), bf16));
   LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
 
   // Create the store job once; an existing job keeps its settings

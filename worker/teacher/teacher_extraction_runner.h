@@ -32,11 +32,11 @@
 #include "latent-store/pair_store.h"
 #include "latent-store/pair_store_pool.h"
 #include "latent-store/remote_pair_store.h"
+#include "worker/model/teacher_loader.h"
 
 namespace lft {
 
 class GptNeoX;
-struct LoadedTeacher;
 
 struct TeacherRunnerOptions {
   // "cpu" or "cuda" (or "cuda:N").
@@ -82,15 +82,11 @@ class TeacherExtractionRunner : public TaskRunner {
   size_t cached_teachers() const;
 
  private:
-  absl::StatusOr<LoadedTeacher*> GetTeacher(const std::string& path, bool bf16);
-
   const TeacherRunnerOptions options_;
-  mutable absl::Mutex mu_;
-  std::map<std::pair<std::string, bool>, std::unique_ptr<LoadedTeacher>>
-      teachers_ ABSL_GUARDED_BY(mu_);
   // options_.stores, or a pool of its own over options_.store_db.
   std::unique_ptr<PairStorePool> owned_stores_;
   PairStorePool* const stores_;
+  TeacherCache teachers_;
 };
 
 }  // namespace lft

@@ -19,16 +19,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
 #include "common/synthetic_corpus.h"
 #include "gtest/gtest.h"
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
 #include "tests/unit/latent-store/test_util.h"
+#include "tests/unit/worker/runner_test_util.h"
 #include "worker/model/gpt_neox.h"
-#include "worker/model/tensor_io.h"
 
 namespace lft {
 namespace testing_util {
@@ -57,23 +55,13 @@ class LocalClusterTest : public ::testing::Test {
     c.num_attention_heads = 4;
     c.intermediate_size = 64;
     c.max_position_embeddings = 128;
-    std::ofstream(teacher_ + "/config.json") << NeoXConfigToJson(c);
-    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 5),
-                            teacher_ + "/model.safetensors")
-                    .ok());
-    BpeTrainerOptions to;
-    to.vocab_size = 300;
-    BpeTrainer trainer(to);
-    for (int i = 0; i < kDocs; ++i) trainer.AddText(ClusterDocText(i));
-    auto json = trainer.TrainToJson();
+    ASSERT_TRUE(WriteRandomTeacher(teacher_, c, 5).ok());
+    std::vector<std::string> texts;
+    for (int i = 0; i < kDocs; ++i) texts.push_back(ClusterDocText(i));
+    auto json = WriteTrainedTokenizer(teacher_, 300, texts);
     ASSERT_TRUE(json.ok()) << json.status();
-    std::ofstream(teacher_ + "/tokenizer.json") << *json;
     corpus_ = Path("pile.jsonl.zst");
-    auto w = JsonlZstWriter::Open(corpus_);
-    ASSERT_TRUE(w.ok()) << w.status();
-    for (int i = 0; i < kDocs; ++i)
-      ASSERT_TRUE((*w)->Write(ClusterDocText(i), "Synthetic").ok());
-    ASSERT_TRUE((*w)->Close().ok());
+    ASSERT_TRUE(WritePileFile(corpus_, texts).ok());
   }
 
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }

@@ -102,7 +102,7 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
         ex->set_first_document(s * kDocsPerShard);
         ex->set_end_document(std::min(kDocs, (s + 1) * kDocsPerShard));
         ex->set_shard_index(s);
-        NullContext ctx;
+        testing_util::RecordingTaskContext ctx;
         auto r = runner.Run(t, &ctx);
         EXPECT_TRUE(r.ok()) << r.status();
       }
@@ -112,18 +112,6 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
     if (!store.ok()) return {};
     return ReadAll(store->get(), job);
   }
-
-  class NullContext : public TaskContext {
-   public:
-    bool ReportProgress(const ProgressUpdate&) override { return true; }
-    const CancellationToken& cancellation() const override { return token_; }
-    absl::StatusOr<RendezvousResult> Rendezvous(const std::string&) override {
-      return absl::UnimplementedError("none");
-    }
-
-   private:
-    CancellationToken token_;
-  };
 
   void ExpectSameAsReference(const std::string& job) {
     auto client = Client();

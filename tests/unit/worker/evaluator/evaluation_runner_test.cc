@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/worker/runner_test_util.h"
 #include "worker/evaluator/evaluation_report.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
@@ -35,25 +36,7 @@ namespace fs = std::filesystem;
 using ::lft::testing::StatusIs;
 using ::testing::HasSubstr;
 
-class FakeContext : public TaskContext {
- public:
-  bool ReportProgress(const ProgressUpdate& update) override {
-    last = update;
-    ++reports;
-    if (cancel_after_reports > 0 && reports >= cancel_after_reports) {
-      token.Cancel("test cancel");
-    }
-    return !token.cancelled();
-  }
-  const CancellationToken& cancellation() const override { return token; }
-  absl::StatusOr<RendezvousResult> Rendezvous(const std::string&) override {
-    return absl::UnimplementedError("no rendezvous");
-  }
-  CancellationToken token;
-  ProgressUpdate last;
-  int reports = 0;
-  int cancel_after_reports = 0;
-};
+using FakeContext = testing_util::RecordingTaskContext;
 
 std::string DocText(int64_t i) {
   return MakeSyntheticDocument(5, i).text.substr(0, 200);
@@ -81,30 +64,17 @@ class EvaluationRunnerTest : public ::testing::Test {
     config_.intermediate_size = 64;
     config_.max_position_embeddings = 64;
     config_.rotary_pct = 0.5;
-    {
-      std::ofstream f(root_ / "teacher" / "config.json");
-      f << NeoXConfigToJson(config_);
-    }
-    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(config_, 3),
-                            (root_ / "teacher" / "model.safetensors").string())
-                    .ok());
-    BpeTrainerOptions to;
-    to.vocab_size = 300;
-    BpeTrainer trainer(to);
-    for (int i = 0; i < 30; ++i) trainer.AddText(DocText(i));
-    auto json = trainer.TrainToJson();
+    const std::string dir = (root_ / "teacher").string();
+    ASSERT_TRUE(testing_util::WriteRandomTeacher(dir, config_, 3).ok());
+    std::vector<std::string> texts;
+    for (int i = 0; i < 30; ++i) texts.push_back(DocText(i));
+    auto json = testing_util::WriteTrainedTokenizer(dir, 300, texts);
     ASSERT_TRUE(json.ok()) << json.status();
-    {
-      std::ofstream f(root_ / "teacher" / "tokenizer.json");
-      f << *json;
-    }
     heldout_ = (root_ / "val.jsonl.zst").string();
-    auto w = JsonlZstWriter::Open(heldout_);
-    ASSERT_TRUE(w.ok()) << w.status();
-    for (int i = 100; i < 104; ++i) {
-      ASSERT_TRUE((*w)->Write(DocText(i), "Synthetic").ok());
-    }
-    ASSERT_TRUE((*w)->Close().ok());
+    ASSERT_TRUE(
+        testing_util::WritePileFile(
+            heldout_, {DocText(100), DocText(101), DocText(102), DocText(103)})
+            .ok());
     auto model = GptNeoX::Load((root_ / "teacher").string());
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);

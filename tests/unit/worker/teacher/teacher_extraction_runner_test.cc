@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
 #include "tests/unit/latent-store/test_util.h"
+#include "tests/unit/worker/runner_test_util.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 
@@ -26,25 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class FakeContext : public TaskContext {
- public:
-  bool ReportProgress(const ProgressUpdate& update) override {
-    last = update;
-    ++reports;
-    if (cancel_after_reports > 0 && reports >= cancel_after_reports) {
-      token.Cancel("test cancel");
-    }
-    return !token.cancelled();
-  }
-  const CancellationToken& cancellation() const override { return token; }
-  absl::StatusOr<RendezvousResult> Rendezvous(const std::string&) override {
-    return absl::UnimplementedError("no rendezvous");
-  }
-  CancellationToken token;
-  ProgressUpdate last;
-  int reports = 0;
-  int cancel_after_reports = 0;
-};
+using FakeContext = testing_util::RecordingTaskContext;
 
 std::string DocText(int64_t i) {
   return MakeSyntheticDocument(7, i).text.substr(0, 300);
@@ -69,30 +52,15 @@ class TeacherRunnerTest : public ::testing::Test {
     c.intermediate_size = 64;
     c.max_position_embeddings = 128;
     c.rotary_pct = 0.5;
-    {
-      std::ofstream f(root_ / "teacher" / "config.json");
-      f << NeoXConfigToJson(c);
-    }
-    ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(c, 3),
-                            (root_ / "teacher" / "model.safetensors").string())
-                    .ok());
-    BpeTrainerOptions to;
-    to.vocab_size = 300;
-    BpeTrainer trainer(to);
-    for (int i = 0; i < 40; ++i) trainer.AddText(DocText(i));
-    auto json = trainer.TrainToJson();
+    const std::string dir = (root_ / "teacher").string();
+    ASSERT_TRUE(testing_util::WriteRandomTeacher(dir, c, 3).ok());
+    std::vector<std::string> texts;
+    for (int i = 0; i < 40; ++i) texts.push_back(DocText(i));
+    auto json = testing_util::WriteTrainedTokenizer(dir, 300, texts);
     ASSERT_TRUE(json.ok()) << json.status();
-    {
-      std::ofstream f(root_ / "teacher" / "tokenizer.json");
-      f << *json;
-    }
     corpus_ = (root_ / "corpus.jsonl.zst").string();
-    auto w = JsonlZstWriter::Open(corpus_);
-    ASSERT_TRUE(w.ok()) << w.status();
-    for (int i = 0; i < kDocs; ++i) {
-      ASSERT_TRUE((*w)->Write(DocText(i), "Synthetic").ok());
-    }
-    ASSERT_TRUE((*w)->Close().ok());
+    texts.resize(kDocs);
+    ASSERT_TRUE(testing_util::WritePileFile(corpus_, texts).ok());
 
     // The expected token stream of documents [2, 10): ids then EOS each.
     auto tok = BpeTokenizer::FromJson(*json);

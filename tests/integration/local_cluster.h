@@ -144,10 +144,18 @@ class LocalClusterTest : public ::testing::Test {
   }
 
   // The /metrics body of a worker started with --metrics-port 0 (its port
-  // from the "metrics served port=N" log line); "" when it has none.
+  // from the "metrics served port=N" log line, waited for up to 10 s: a
+  // worker may still be starting when a fast job ends); "" when it has none.
   std::string ScrapeWorkerMetrics(Process* worker) {
-    const std::string log = worker->err();
-    const size_t at = log.find("metrics served port=");
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    std::string log = worker->err();
+    size_t at = log.find("metrics served port=");
+    while (at == std::string::npos && absl::Now() < deadline &&
+           worker->running()) {
+      absl::SleepFor(absl::Milliseconds(20));
+      log = worker->err();
+      at = log.find("metrics served port=");
+    }
     if (at == std::string::npos) return "";
     int port = 0;
     if (!absl::SimpleAtoi(

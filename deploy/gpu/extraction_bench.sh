@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Extraction at the Pythia-410M shape on the GPU host, in one device call
+# (issue 12): builds, then prints side by side
+#   (a) HF transformers' truncated forward (tests/bench/hf_forward.py),
+#   (b) lft's teacher forward alone,
+#   (c) lft extraction into the embedded store (durable: defaults),
+#   (d) the same through lft-store over gRPC,
+#   (e) (c) and (d) with fp8-e4m3 storage,
+#   (f) a plain write + fdatasync of the same bytes on the same disk,
+# and writes the figures to $OUT/extraction-h200.json (copy it to
+# docs/benchmarks/). Needs .carry/debs (deploy/gpu/README.md) and
+# .carry/corpus/00.jsonl.zst (a copy of ../shared/corpus/train/00.jsonl.zst).
+#
+#   device: bash deploy/gpu/extraction_bench.sh
+# Knobs: DOCS (documents per task, default 400), TASKS (tasks per run,
+# default 2), LONG_TASKS (tasks of the long ingest run, 0 = skip; each task
+# is ~DOCS documents), DISK_GB (ceiling write size, default 8).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/lft-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/extraction.log") 2>&1
+LFT_BUILD_TARGETS="extraction_throughput lft-store" bash deploy/gpu/build.sh \
+  > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+source deploy/gpu/env.sh
+B=build-gpu/tests/bench/extraction_throughput
+W=${LFT_BENCH_DIR:-/tmp/lft-extraction}
+rm -rf "$W" && mkdir -p "$W"
+CORPUS=$PWD/.carry/corpus/00.jsonl.zst
+DOCS=${DOCS:-400}
+TASKS=${TASKS:-2}
+T=$W/teacher
+JSONL=$OUT/extraction.jsonl
+: > "$JSONL"
+run() { "$@" | tee -a "$W/lines"; }
+keep() { grep '^json ' "$W/lines" | sed 's/^json //' >> "$JSONL"; : > "$W/lines"; }
+
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
+$B --mode make-teacher --teacher "$T" --corpus "$CORPUS" || exit 1
+echo "== (a) HF transformers"
+PYTHONUNBUFFERED=1 run python3 tests/bench/hf_forward.py --teacher "$T"; keep
+echo "== (b) lft forward"
+for shape in "8 2048" "32 512"; do
+  set -- $shape
+  run $B --mode forward --teacher "$T" --batch "$1" --seq "$2"; keep
+done
+echo "== (f) disk ceiling"
+run $B --mode disk --dir "$W/disk" --bytes $(( ${DISK_GB:-8} << 30 )); keep
+
+extract() {  # codec store(embedded|grpc) [tasks]
+  local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2
+  rm -rf "$db"
+  if [ "$where" = grpc ]; then
+    build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$db" \
+      --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
+    local pid=$!
+    for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
+    local addr
+    addr=$(sed -n 's/^listening on //p' "$W/store.out")
+    run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store "$addr" \
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS"
+    kill "$pid"; wait "$pid"
+    echo "store directory: $(du -sb "$db" | cut -f1) bytes"
+  else
+    run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store-db "$db" \
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS"
+  fi
+  keep
+  rm -rf "$db"
+}
+echo "== (c) embedded bf16";  extract bf16 embedded
+echo "== (d) gRPC bf16";      extract bf16 grpc
+echo "== (e) embedded fp8";   extract fp8 embedded
+echo "== (e) gRPC fp8";       extract fp8 grpc
+if [ "${LONG_TASKS:-0}" -gt 0 ]; then
+  echo "== long ingest (embedded bf16, $LONG_TASKS tasks)"
+  extract bf16 embedded "$LONG_TASKS"
+  sed -i '$ s/"mode": "extract"/"mode": "long"/' "$JSONL"
+fi
+python3 deploy/gpu/extraction_summary.py "$JSONL" "$OUT/extraction-h200.json" \
+  "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
+  "${LFT_COMMIT:-unknown}"

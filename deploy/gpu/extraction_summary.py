@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Turns extraction_bench.sh's JSON lines into the issue-12 table and JSON.
+
+  extraction_summary.py LINES.jsonl OUT.json GPU COMMIT
+
+Ratios: each lft figure over HF's truncated forward at the same shape, and
+over the disk ceiling in tokens/s (ceiling bytes/s / payload bytes per
+token of that codec).
+"""
+import datetime
+import json
+import sys
+
+
+def main():
+    lines, out, gpu, commit = sys.argv[1:5]
+    rows = [json.loads(l) for l in open(lines) if l.strip()]
+
+    def pick(**kw):
+        for r in rows:
+            if all(r.get(k) == v for k, v in kw.items()):
+                return r
+        return None
+
+    disk = pick(mode="disk")["bytes_per_second"]
+    hf = {(r["batch"], r["seq"]): r["tokens_per_second"]
+          for r in rows if r["mode"] == "hf_truncated"}
+    fwd = {(r["batch"], r["seq"]): r["tokens_per_second"]
+           for r in rows if r["mode"] == "forward"}
+    print("| what | shape | tokens/s | / HF truncated | / disk ceiling |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        if r["mode"] == "hf_full":
+            print(f"| HF full forward, all hidden states | {r['batch']} x "
+                  f"{r['seq']} | {r['tokens_per_second']:.0f} | "
+                  f"{r['tokens_per_second'] / hf[(r['batch'], r['seq'])]:.2f} | - |")
+    for k, v in hf.items():
+        print(f"| (a) HF truncated [0, 18) | {k[0]} x {k[1]} | {v:.0f} | 1.00 | - |")
+    for k, v in fwd.items():
+        print(f"| (b) lft forward | {k[0]} x {k[1]} | {v:.0f} | {v / hf[k]:.2f} | - |")
+    result = {
+        "date": datetime.date.today().isoformat(), "gpu": gpu,
+        "commit": commit, "disk_write_bytes_per_second": disk,
+        "hf_truncated_tokens_per_second": hf.get((8, 2048)),
+        "lft_forward_tokens_per_second": fwd.get((8, 2048)),
+        "hf_truncated_b32_s512_tokens_per_second": hf.get((32, 512)),
+        "lft_forward_b32_s512_tokens_per_second": fwd.get((32, 512)),
+    }
+    for r in rows:
+        if r["mode"] not in ("extract", "long"):
+            continue
+        ceiling = disk / r["payload_bytes_per_token"]
+        key = (r["batch"], r["seq"])
+        name = f"({'c' if r['store'] == 'embedded' else 'd'}) {r['store']} {r['codec']}"
+        if r["mode"] == "long":
+            name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
+        print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "
+              f"{r['tokens_per_second'] / hf[key]:.2f} | "
+              f"{r['tokens_per_second'] / ceiling:.2f} |")
+        codec = "fp8" if r["codec"] == "fp8" else "bf16"
+        result[f"{codec}_bytes_per_token"] = r["payload_bytes_per_token"]
+        if r["mode"] == "long":
+            result["long_ingest_bytes"] = r["tokens"] * r["payload_bytes_per_token"]
+            result["long_ingest_first_tokens_per_second"] = r["first_tokens_per_second"]
+            result["long_ingest_last_tokens_per_second"] = r["last_tokens_per_second"]
+            result["disk_footprint_ratio"] = r["disk_footprint_ratio"]
+        else:
+            result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
+            if r["store"] == "embedded" and codec == "bf16":
+                result.setdefault("disk_footprint_ratio", r["disk_footprint_ratio"])
+    print(f"disk ceiling: {disk / 1e9:.2f} GB/s")
+    json.dump(result, open(out, "w"), indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

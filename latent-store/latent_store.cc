@@ -1,6 +1,7 @@
 #include "latent-store/latent_store.h"
 
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -343,7 +344,14 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.create_missing_column_families = true;
-  db_options.max_background_jobs = 4;
+  // Pair batches skip the WAL (LatentStoreOptions::pairs_in_wal): atomic
+  // flush keeps the pairs, their index and the counters of one batch
+  // together on disk, so no crash can leave an index entry without its
+  // payload. Flushes of full memtables run in parallel with each other and
+  // with new writes.
+  db_options.atomic_flush = true;
+  db_options.max_background_jobs = 8;
+  db_options.max_background_flushes = 4;
   db_options.bytes_per_sync = 8 << 20;
   // Scans read blob files front to back; RocksDB's default fadvise(RANDOM)
   // would turn off the kernel's readahead for them.
@@ -351,7 +359,7 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
 
   rocksdb::ColumnFamilyOptions pairs;
   pairs.write_buffer_size = options.write_buffer_bytes;
-  pairs.max_write_buffer_number = 4;
+  pairs.max_write_buffer_number = 6;
   pairs.target_file_size_base = 64 << 20;
   // Latents are float noise to a compressor; measured (docs/benchmarks.md)
   // it only costs CPU.
@@ -400,6 +408,10 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
 LatentStore::LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
                          std::vector<rocksdb::ColumnFamilyHandle*> handles)
     : options_(options),
+      write_session_(absl::StrCat(absl::Hex(
+          SplitMix64Hash(static_cast<uint64_t>(absl::GetCurrentTimeNanos()) ^
+                         (static_cast<uint64_t>(getpid()) << 40)),
+          absl::kZeroPad16))),
       db_(db),
       handles_(std::move(handles)),
       pairs_cf_(handles_[1]),
@@ -422,9 +434,17 @@ LatentStore::LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
           "Seconds writers spent blocked on a full streaming job")),
       checkpoint_bytes_written_(
           metrics_->Counter("lft_store_checkpoint_written_bytes_total",
-                            "Bytes of checkpoint blobs written")) {}
+                            "Bytes of checkpoint blobs written")),
+      sync_seconds_(metrics_->Counter(
+          "lft_store_sync_seconds_total",
+          "Seconds spent making acknowledged pairs durable (SyncPairs)")) {}
 
 LatentStore::~LatentStore() {
+  // A clean shutdown leaves no memtable behind: pairs outside the WAL reach
+  // the disk, and the WAL files become obsolete and are deleted.
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  db_->Flush(fo, {pairs_cf_, checkpoints_cf_, meta_cf_}).PermitUncheckedError();
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   db_->Close().PermitUncheckedError();
   delete db_;
@@ -660,6 +680,25 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
       }
     }
   } unreserve{this, job, generation, n};
+  // The payloads are copied into the batch before taking write_mu_, so
+  // concurrent writers copy in parallel; under the lock only the index
+  // look-ups, the counters and RocksDB's memtable insert remain.
+  rocksdb::WriteBatch batch;
+  std::vector<uint64_t> value_bytes(pairs.size());
+  {
+    std::string prefix;
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const LatentPairRecord& p = pairs[i];
+      const std::string key = sf::PairKey(job, p.shard, p.sequence, p.chunk);
+      sf::EncodeRecordPrefix(p, &prefix);
+      value_bytes[i] = prefix.size() + p.x0.size() + p.x1.size();
+      rocksdb::Slice key_parts[] = {rocksdb::Slice(key)};
+      rocksdb::Slice value_parts[] = {
+          rocksdb::Slice(prefix), rocksdb::Slice(p.x0), rocksdb::Slice(p.x1)};
+      batch.Put(pairs_cf_, rocksdb::SliceParts(key_parts, 1),
+                rocksdb::SliceParts(value_parts, 3));
+    }
+  }
   {
     absl::MutexLock write_lock(&write_mu_);
     {
@@ -670,17 +709,15 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
             "job '", job, "' was deleted while this write was pending"));
       }
     }
-    // Build the batch. Each pair's index entry tells whether it overwrites.
-    rocksdb::WriteBatch batch;
+    // Each pair's index entry tells whether it overwrites.
     std::map<std::string, std::pair<uint32_t, uint64_t>> seen;  // batch-local
     int64_t d_pairs = 0, d_tokens = 0, d_bytes = 0;
     uint64_t written = 0;
-    std::string prefix, index_value;
-    for (const LatentPairRecord& p : pairs) {
+    std::string index_value;
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const LatentPairRecord& p = pairs[i];
       const std::string key = sf::PairKey(job, p.shard, p.sequence, p.chunk);
       const std::string index_key = std::string(1, sf::kTagIndex) + key;
-      sf::EncodeRecordPrefix(p, &prefix);
-      const uint64_t value_bytes = prefix.size() + p.x0.size() + p.x1.size();
       auto prev = seen.find(key);
       if (prev != seen.end()) {
         d_tokens -= prev->second.first;
@@ -698,16 +735,11 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
           return FromRocks(s, "reading the pair index");
         }
       }
-      seen[key] = {p.tokens, value_bytes};
+      seen[key] = {p.tokens, value_bytes[i]};
       d_tokens += p.tokens;
-      d_bytes += static_cast<int64_t>(value_bytes);
-      written += value_bytes;
-      rocksdb::Slice key_parts[] = {rocksdb::Slice(key)};
-      rocksdb::Slice value_parts[] = {
-          rocksdb::Slice(prefix), rocksdb::Slice(p.x0), rocksdb::Slice(p.x1)};
-      batch.Put(pairs_cf_, rocksdb::SliceParts(key_parts, 1),
-                rocksdb::SliceParts(value_parts, 3));
-      index_value = IndexValue(p.tokens, value_bytes);
+      d_bytes += static_cast<int64_t>(value_bytes[i]);
+      written += value_bytes[i];
+      index_value = IndexValue(p.tokens, value_bytes[i]);
       batch.Put(meta_cf_, index_key, index_value);
     }
     JobState next;
@@ -721,10 +753,8 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     next.bytes =
         static_cast<uint64_t>(static_cast<int64_t>(next.bytes) + d_bytes);
     batch.Put(meta_cf_, JobKey(sf::kTagCounters, job), CountersValue(next));
-    rocksdb::WriteOptions wo;
-    wo.sync = options_.sync && !options_.disable_wal;
-    wo.disableWAL = options_.disable_wal;
-    LFT_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "writing pairs"));
+    LFT_RETURN_IF_ERROR(
+        FromRocks(db_->Write(PairWriteOptions(), &batch), "writing pairs"));
     {
       absl::MutexLock lock(&mu_);
       JobState& st = jobs_.find(job)->second;
@@ -764,11 +794,57 @@ absl::Status LatentStore::AckConsumed(absl::string_view job, uint64_t pairs) {
     snapshot = it->second;
     snapshot.consumed = std::min(snapshot.pairs, snapshot.consumed);
   }
+  // The counters row is also written by PutPairs: it shares the pairs'
+  // durability, so that a WAL replay never restores counts of pairs whose
+  // payloads were lost.
+  return FromRocks(
+      db_->Put(PairWriteOptions(), meta_cf_, JobKey(sf::kTagCounters, job),
+               CountersValue(snapshot)),
+      "persisting consumed count");
+}
+
+rocksdb::WriteOptions LatentStore::PairWriteOptions() const {
   rocksdb::WriteOptions wo;
-  wo.disableWAL = options_.disable_wal;
-  return FromRocks(db_->Put(wo, meta_cf_, JobKey(sf::kTagCounters, job),
-                            CountersValue(snapshot)),
-                   "persisting consumed count");
+  if (options_.pairs_in_wal && !options_.disable_wal) {
+    wo.sync = options_.sync;
+  } else {
+    wo.disableWAL = true;
+  }
+  return wo;
+}
+
+absl::StatusOr<std::string> LatentStore::WriteSession() {
+  return write_session_;
+}
+
+absl::Status LatentStore::SyncPairs(absl::string_view job,
+                                    absl::string_view session) {
+  LFT_RETURN_IF_ERROR(ValidateJobId(job));
+  {
+    absl::MutexLock lock(&mu_);
+    if (jobs_.find(job) == jobs_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("job '", job, "' is not registered with the store"));
+    }
+  }
+  if (session != write_session_) {
+    return absl::AbortedError(absl::StrCat(
+        "the store restarted since these pairs were written (write session ",
+        session, ", now ", write_session_,
+        "); pairs acknowledged before the restart may be lost: write them "
+        "again"));
+  }
+  if (options_.pairs_in_wal && options_.sync && !options_.disable_wal) {
+    return absl::OkStatus();  // every acknowledged batch was fsync'd
+  }
+  const absl::Time start = absl::Now();
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  fo.allow_write_stall = true;
+  absl::Status s = FromRocks(db_->Flush(fo, {pairs_cf_, meta_cf_}),
+                             absl::StrCat("syncing pairs of job '", job, "'"));
+  sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
+  return s;
 }
 
 absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(

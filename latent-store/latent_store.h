@@ -25,6 +25,7 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+struct WriteOptions;
 }  // namespace rocksdb
 
 namespace lft {
@@ -35,12 +36,24 @@ struct LatentStoreOptions {
   // moves keys, not megabytes (design.md section 9).
   bool enable_blob_files = true;
   uint64_t min_blob_size = 64 * 1024;
-  // Write-ahead log and fsync per write batch. With the WAL on, an
-  // acknowledged write survives a process kill; with sync on as well it
-  // survives a power loss. disable_wal is for bulk loads and benchmarks:
-  // acknowledged writes are then durable only after Flush().
+  // Pair payloads skip the write-ahead log by default, so they reach the
+  // disk once (in blob files, at memtable flush) instead of twice; SyncPairs
+  // flushes and fsyncs them, which is the teacher's commit point before it
+  // completes a task (docs/store.md, "Write path"). The pair index and job
+  // counters share the pairs' batches and durability; with atomic flush the
+  // three column families reach the disk together, so after a crash the
+  // index, counters and payloads always agree. pairs_in_wal restores the
+  // older mode: each PutPairs batch in the WAL (fsync'd with `sync`), so an
+  // acknowledged write survives a store kill without SyncPairs, at half the
+  // write bandwidth.
+  bool pairs_in_wal = false;
+  // Job configs, checkpoints and deletions always go through the WAL; fsync
+  // per write batch with sync. disable_wal drops the WAL for everything
+  // (bulk loads, benchmarks): writes are durable only after Flush().
   bool disable_wal = false;
   bool sync = true;
+  // Memtable size of the pairs column family; up to six are kept, so that
+  // flushes (one per full memtable, in parallel) overlap new writes.
   uint64_t write_buffer_bytes = 256ull << 20;
   // Checkpoint blobs are stored in chunks of this size.
   uint64_t checkpoint_chunk_bytes = 4ull << 20;
@@ -69,6 +82,9 @@ class LatentStore : public PairStore {
   absl::Status PutPairs(absl::string_view job,
                         absl::Span<const LatentPairRecord> pairs,
                         absl::Time deadline) override;
+  absl::StatusOr<std::string> WriteSession() override;
+  absl::Status SyncPairs(absl::string_view job,
+                         absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override;
@@ -149,8 +165,13 @@ class LatentStore : public PairStore {
                                 uint64_t chunks, const std::string& sha256);
   absl::Status AbortCheckpoint(const std::string& job, uint64_t blob_id);
   uint64_t NewBlobId();
+  // How pair batches (and the counters row they share) are written.
+  rocksdb::WriteOptions PairWriteOptions() const;
 
   const LatentStoreOptions options_;
+  // Differs on every Open (WriteSession): a writer that sees it change
+  // knows that unsynced pairs may be gone.
+  const std::string write_session_;
   rocksdb::DB* const db_;
   const std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* const pairs_cf_;
@@ -165,6 +186,7 @@ class LatentStore : public PairStore {
   prometheus::Counter& pairs_read_;
   prometheus::Counter& backpressure_seconds_;
   prometheus::Counter& checkpoint_bytes_written_;
+  prometheus::Counter& sync_seconds_;
 
   // Serializes writers: counters are read-modify-written and each pair's
   // index entry is checked before its batch is built. Never held while

@@ -8,7 +8,9 @@
 // or plaintext with --insecure-loopback on a loopback address only (a token,
 // if given, is still required). With port 0 the chosen port is printed on
 // stdout as "listening on 127.0.0.1:NNNN" (tests read it). SIGINT/SIGTERM shut
-// down gracefully; a kill -9 loses nothing that was acknowledged (WAL).
+// down gracefully (memtables flushed, no WAL left behind); a kill -9 loses
+// nothing that SyncPairs made durable, nor, with --pairs-wal, anything
+// acknowledged (docs/store.md, "Write path").
 #include <signal.h>
 
 #include <algorithm>
@@ -44,7 +46,12 @@ ABSL_FLAG(std::string, db, "", "directory of the RocksDB store (required)");
 ABSL_FLAG(int, metrics_port, -1,
           "port for GET /metrics on the --listen host; 0 picks one, -1 none");
 ABSL_FLAG(bool, sync, true, "fsync the WAL on every acknowledged batch");
-ABSL_FLAG(bool, wal, true, "write-ahead log (off: acknowledged != durable)");
+ABSL_FLAG(bool, wal, true,
+          "write-ahead log for job configs and checkpoints (off: nothing is "
+          "durable before a flush)");
+ABSL_FLAG(bool, pairs_wal, false,
+          "also log pair payloads in the WAL: acknowledged pairs survive a "
+          "store kill without SyncPairs, at half the write bandwidth");
 ABSL_FLAG(bool, blob_files, true, "keep pair values in BlobDB blob files");
 ABSL_FLAG(int, max_message_mib, 64, "gRPC max message size (both ways)");
 
@@ -85,6 +92,7 @@ int Run() {
   lft::LatentStoreOptions options;
   options.sync = absl::GetFlag(FLAGS_sync);
   options.disable_wal = !absl::GetFlag(FLAGS_wal);
+  options.pairs_in_wal = absl::GetFlag(FLAGS_pairs_wal);
   options.enable_blob_files = absl::GetFlag(FLAGS_blob_files);
   options.metrics = &metrics;
   auto store = lft::LatentStore::Open(db_path, options);

@@ -113,8 +113,8 @@ class PairStore {
   virtual absl::Status CreateJob(absl::string_view job,
                                  const JobConfig& config) = 0;
 
-  // Writes `pairs` atomically (all or none) and durably per the store's
-  // WAL/sync settings; OK means every pair is acknowledged. In streaming
+  // Writes `pairs` atomically (all or none); OK means every pair is
+  // acknowledged (durable once SyncPairs returns, below). In streaming
   // mode blocks while the job's pending pairs would exceed its bound
   // (a batch is admitted when pending + batch <= bound or pending == 0);
   // DeadlineExceeded if `deadline` passes first, with nothing written.
@@ -125,6 +125,20 @@ class PairStore {
   virtual absl::Status PutPairs(absl::string_view job,
                                 absl::Span<const LatentPairRecord> pairs,
                                 absl::Time deadline) = 0;
+
+  // Durability of pair writes (docs/store.md, "Write path"). By default a
+  // store keeps pair payloads out of its write-ahead log, so that they are
+  // written to disk once: an acknowledged PutPairs survives a crash of the
+  // writer but not yet of the store process. SyncPairs is the commit point:
+  // when it returns OK every pair that PutPairs acknowledged before the call
+  // is on disk (fsync'd) and survives kill -9 of every process and a power
+  // loss. `session` is what WriteSession returned before the first of those
+  // writes; if the store restarted since (so acknowledged pairs may be
+  // gone), Aborted and nothing is claimed: write them again and sync anew.
+  // NotFound for an unknown job; Unavailable if the store cannot be reached.
+  virtual absl::StatusOr<std::string> WriteSession() = 0;
+  virtual absl::Status SyncPairs(absl::string_view job,
+                                 absl::string_view session) = 0;
 
   // Records that readers consumed `pairs` more pairs of `job`, releasing
   // writers blocked on back-pressure. Consumed never exceeds written.

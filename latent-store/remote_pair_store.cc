@@ -81,6 +81,9 @@ absl::StatusOr<std::unique_ptr<RemotePairStore>> RemotePairStore::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  // A restarted store is found again within seconds, not after gRPC's
+  // default reconnect backoff of up to two minutes.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto channel = grpc::CreateCustomChannel(target, *creds, args);
   return std::unique_ptr<RemotePairStore>(
       new RemotePairStore(std::move(channel), options));
@@ -156,6 +159,28 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
                                             pairs.size(), " pairs"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RemotePairStore::WriteSession() {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::GetWriteSessionResponse response;
+  LFT_RETURN_IF_ERROR(FromGrpcStatus(stub_->GetWriteSession(
+      &context, lft::v1::GetWriteSessionRequest(), &response)));
+  return response.write_session();
+}
+
+absl::Status RemotePairStore::SyncPairs(absl::string_view job,
+                                        absl::string_view session) {
+  // A flush of several memtables can take seconds: no short RPC deadline.
+  grpc::ClientContext context;
+  AttachBearerToken(&context, options_.credentials.token);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(10)));
+  lft::v1::SyncPairsRequest request;
+  request.set_job_id(std::string(job));
+  request.set_write_session(std::string(session));
+  lft::v1::SyncPairsResponse response;
+  return FromGrpcStatus(stub_->SyncPairs(&context, request, &response));
 }
 
 absl::Status RemotePairStore::AckConsumed(absl::string_view job,

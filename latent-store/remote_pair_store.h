@@ -60,6 +60,9 @@ class RemotePairStore : public PairStore {
   absl::Status PutPairs(absl::string_view job,
                         absl::Span<const LatentPairRecord> pairs,
                         absl::Time deadline) override;
+  absl::StatusOr<std::string> WriteSession() override;
+  absl::Status SyncPairs(absl::string_view job,
+                         absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
   // The reader holds a server stream; its errors include the server's
   // (NotFound, InvalidArgument, DataLoss, ...) on the first Next().

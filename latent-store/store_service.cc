@@ -355,6 +355,24 @@ grpc::Status StoreService::KeepLastCheckpoints(
   return grpc::Status::OK;
 }
 
+grpc::Status StoreService::GetWriteSession(
+    grpc::ServerContext* context, const lft::v1::GetWriteSessionRequest*,
+    lft::v1::GetWriteSessionResponse* response) {
+  if (grpc::Status a = Authorize(context, "GetWriteSession"); !a.ok()) return a;
+  auto session = store_->WriteSession();
+  if (!session.ok()) return Err(session.status(), "GetWriteSession");
+  response->set_write_session(*session);
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreService::SyncPairs(grpc::ServerContext* context,
+                                     const lft::v1::SyncPairsRequest* request,
+                                     lft::v1::SyncPairsResponse*) {
+  if (grpc::Status a = Authorize(context, "SyncPairs"); !a.ok()) return a;
+  return Err(store_->SyncPairs(request->job_id(), request->write_session()),
+             "SyncPairs");
+}
+
 grpc::Status StoreService::AckPairs(grpc::ServerContext* context,
                                     const lft::v1::AckPairsRequest* request,
                                     lft::v1::AckPairsResponse*) {

@@ -80,6 +80,13 @@ class StoreService final : public lft::v1::LatentStoreService::Service {
       grpc::ServerContext* context,
       const lft::v1::KeepLastCheckpointsRequest* request,
       lft::v1::KeepLastCheckpointsResponse* response) override;
+  grpc::Status GetWriteSession(
+      grpc::ServerContext* context,
+      const lft::v1::GetWriteSessionRequest* request,
+      lft::v1::GetWriteSessionResponse* response) override;
+  grpc::Status SyncPairs(grpc::ServerContext* context,
+                         const lft::v1::SyncPairsRequest* request,
+                         lft::v1::SyncPairsResponse* response) override;
   grpc::Status AckPairs(grpc::ServerContext* context,
                         const lft::v1::AckPairsRequest* request,
                         lft::v1::AckPairsResponse* response) override;

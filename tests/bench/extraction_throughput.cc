@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -186,6 +187,62 @@ int Forward(const Args& a) {
   sync();
   const double secs = Since(start);
   const double tps = static_cast<double>(a.iters * a.batch * a.seq) / secs;
+  // Where a layer's time goes: each stage alone on layer m's weights at
+  // this shape, timed over --iters runs (GPU-synchronised), beside the
+  // whole layer. FLOP/s for the matmul stages.
+  if (device.is_cuda()) {
+    const lft::GptNeoX& g = **model;
+    const lft::NeoXLayerWeights& w = g.layer(a.first);
+    const lft::NeoXLayerShape& sh = g.layer_shape();
+    torch::Tensor x = torch::randn(
+        {a.batch, a.seq, sh.hidden},
+        torch::TensorOptions().dtype(torch::kBFloat16).device(device));
+    torch::Tensor a4 =
+        torch::randn({a.batch, a.seq, 4 * sh.hidden}, x.options());
+    auto time_ms = [&](const std::function<void()>& f) {
+      for (int i = 0; i < 2; ++i) f();
+      sync();
+      const auto t0 = Clock::now();
+      for (int64_t i = 0; i < a.iters; ++i) f();
+      sync();
+      return 1e3 * Since(t0) / static_cast<double>(a.iters);
+    };
+    const double tokens = static_cast<double>(a.batch * a.seq);
+    const double h = static_cast<double>(sh.hidden);
+    struct Stage {
+      const char* name;
+      double flops;
+      std::function<void()> f;
+    };
+    std::vector<Stage> stages = {
+        {"whole layer", 0, [&] { lft::NeoXLayer(w, sh, x, 0, nullptr); }},
+        {"attention block (qkv, rotary, sdpa, dense)", 0,
+         [&] { lft::NeoXAttention(w, sh, x, 0, nullptr); }},
+        {"mlp block (fc1, gelu, fc2)", 2 * tokens * h * 8 * h,
+         [&] { lft::NeoXMlp(w, x); }},
+        {"qkv matmul", 2 * tokens * h * 3 * h,
+         [&] { torch::nn::functional::linear(x, w.qkv_w, w.qkv_b); }},
+        {"fc1 matmul", 2 * tokens * h * 4 * h,
+         [&] { torch::nn::functional::linear(x, w.fc1_w, w.fc1_b); }},
+        {"gelu", 0, [&] { torch::gelu(a4); }},
+        {"layer norm", 0,
+         [&] { torch::layer_norm(x, {sh.hidden}, w.ln1_w, w.ln1_b, sh.eps); }},
+        {"add", 0, [&] { (void)(x + x); }},
+    };
+    std::printf(
+        "| stage (layer %lld, %lld x %lld) | ms | TFLOP/s |\n"
+        "|---|---|---|\n",
+        static_cast<long long>(a.first), static_cast<long long>(a.batch),
+        static_cast<long long>(a.seq));
+    for (const Stage& st : stages) {
+      const double ms = time_ms(st.f);
+      if (st.flops > 0) {
+        std::printf("| %s | %.3f | %.0f |\n", st.name, ms, st.flops / ms / 1e9);
+      } else {
+        std::printf("| %s | %.3f | - |\n", st.name, ms);
+      }
+    }
+  }
   std::printf("| lft forward [0, %lld) | %lld x %lld | %.0f tokens/s |\n",
               static_cast<long long>(a.end), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), tps);

@@ -232,5 +232,45 @@ TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
   ExpectSameAsReference(job);
 }
 
+// The store is killed (-9) in the middle of extraction and restarted on
+// the same address and directory a second later. Pairs the teacher had
+// written but not synced may be gone; the teacher sees the store go away
+// (or SyncPairs sees the new write session), waits, redoes its shard, and
+// the job ends with exactly the pairs of an uninterrupted extraction.
+TEST_F(TeacherIntegrationTest, StoreKilledMidExtractionJobCompletesSamePairs) {
+  StartServices();
+  auto t1 = StartTeacher("t1", {"--test-pause-ms-per-batch", "300"});
+  auto tr = StartFake("trainer", "tr");
+  auto ev = StartFake("evaluator", "ev");
+  auto submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.first, 0) << submit.second;
+  const std::string job(absl::StripAsciiWhitespace(submit.second));
+  {
+    auto client = Client();
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      auto s = client->Stats(job);
+      if (s.ok() && s->pairs > 0) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  const std::string address = store_->address();
+  store_->Kill(SIGKILL);
+  absl::SleepFor(absl::Seconds(1));
+  auto restarted = StoreProcess::Start(
+      LFT_STORE_BIN,
+      {"--listen", address, "--insecure-loopback", "--token", kToken, "--db",
+       Path("store"), "--metrics-port", "0"},
+      absl::Seconds(20));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  store_ = std::make_unique<StoreProcess>(std::move(*restarted));
+  auto watch = Ctl({"watch", job}, absl::Seconds(90));
+  ASSERT_EQ(watch.first, 0) << watch.second << t1->err();
+  EXPECT_NE(watch.second.find("SUCCEEDED"), std::string::npos);
+  EXPECT_NE(t1->err().find("redoing the shard"), std::string::npos)
+      << "the teacher never noticed the restart: " << t1->err();
+  ExpectSameAsReference(job);
+}
+
 }  // namespace
 }  // namespace lft

@@ -49,6 +49,69 @@ NeoXLayerShape NeoXLayerShape::FromConfig(const NeoXConfig& c) {
   return s;
 }
 
+namespace {
+
+// cos and sin [T, rot] of the rotary angles for positions offset..offset+T,
+// in x's dtype. Every layer of a forward asks for the same table, so the
+// last one is kept per thread (the values depend only on the key).
+std::pair<torch::Tensor, torch::Tensor> RotaryTable(const NeoXLayerShape& s,
+                                                    const torch::Tensor& x,
+                                                    int64_t offset, int64_t t) {
+  struct Cached {
+    torch::Device device = torch::kCPU;
+    torch::ScalarType dtype = torch::kFloat;
+    int64_t offset = -1, t = -1, rot = -1;
+    double base = 0;
+    torch::Tensor cos, sin;
+  };
+  thread_local Cached cached;
+  if (cached.cos.defined() && cached.device == x.device() &&
+      cached.dtype == x.scalar_type() && cached.offset == offset &&
+      cached.t == t && cached.rot == s.rotary_dims &&
+      cached.base == s.rotary_base) {
+    return {cached.cos, cached.sin};
+  }
+  torch::NoGradGuard no_grad;
+  // HF computes the angles in fp32; fp64 inputs (gradient checks) keep fp64.
+  const auto angle_type =
+      x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  auto f32 = torch::TensorOptions().dtype(angle_type).device(x.device());
+  torch::Tensor inv_freq =
+      1.0 / torch::pow(s.rotary_base, torch::arange(0, s.rotary_dims, 2, f32) /
+                                          static_cast<double>(s.rotary_dims));
+  torch::Tensor pos = torch::arange(offset, offset + t, f32);
+  torch::Tensor freqs = torch::outer(pos, inv_freq);  // [T, rot/2]
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  cached = Cached{x.device(),
+                  x.scalar_type(),
+                  offset,
+                  t,
+                  s.rotary_dims,
+                  s.rotary_base,
+                  emb.cos().to(x.scalar_type()),
+                  emb.sin().to(x.scalar_type())};
+  return {cached.cos, cached.sin};
+}
+
+// Rotates the first `rot` dims of q and k inside qkv [B, T, heads, 3, hd]
+// in place (no autograd): only a quarter of q and k is touched, where
+// ApplyRotary reads and rewrites all of both. Same operations in the same
+// order as HF's x * cos + rotate_half(x) * sin, so the same bits.
+void ApplyRotaryInPlace(const torch::Tensor& qkv5, const torch::Tensor& cos,
+                        const torch::Tensor& sin, int64_t rot) {
+  const int64_t half = rot / 2, t = qkv5.size(1);
+  torch::Tensor r = qkv5.narrow(3, 0, 2).narrow(4, 0, rot);  // [B,T,H,2,rot]
+  torch::Tensor x1 = r.narrow(-1, 0, half), x2 = r.narrow(-1, half, half);
+  torch::Tensor c = cos.narrow(-1, 0, half).view({1, t, 1, 1, half});
+  torch::Tensor sn = sin.narrow(-1, 0, half).view({1, t, 1, 1, half});
+  torch::Tensor first = x1 * c - x2 * sn;
+  torch::Tensor second = x2 * c + x1 * sn;
+  x1.copy_(first);
+  x2.copy_(second);
+}
+
+}  // namespace
+
 torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
                             const torch::Tensor& h, int64_t offset,
                             LayerKV* kv) {
@@ -57,26 +120,24 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
   torch::Tensor qkv =
       torch::nn::functional::linear(h, w.qkv_w, MaybeBias(w.qkv_b));
   // HF layout: per head [q(hd), k(hd), v(hd)].
-  qkv = qkv.view({b, t, s.heads, 3 * hd}).permute({0, 2, 1, 3});
-  torch::Tensor q = qkv.narrow(-1, 0, hd);
-  torch::Tensor k = qkv.narrow(-1, hd, hd);
-  torch::Tensor v = qkv.narrow(-1, 2 * hd, hd);
-  if (s.rotary_dims > 0) {
-    // HF computes the angles in fp32; fp64 inputs (gradient checks) keep fp64.
-    const auto angle_type =
-        h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-    auto f32 = torch::TensorOptions().dtype(angle_type).device(h.device());
-    torch::Tensor inv_freq =
-        1.0 /
-        torch::pow(s.rotary_base, torch::arange(0, s.rotary_dims, 2, f32) /
-                                      static_cast<double>(s.rotary_dims));
-    torch::Tensor pos = torch::arange(offset, offset + t, f32);
-    torch::Tensor freqs = torch::outer(pos, inv_freq);  // [T, rot/2]
-    torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-    torch::Tensor cos = emb.cos().to(h.scalar_type());
-    torch::Tensor sin = emb.sin().to(h.scalar_type());
-    q = ApplyRotary(q, cos, sin, s.rotary_dims);
-    k = ApplyRotary(k, cos, sin, s.rotary_dims);
+  torch::Tensor q, k, v;
+  if (!torch::GradMode::is_enabled() && s.rotary_dims > 1) {
+    torch::Tensor qkv5 = qkv.view({b, t, s.heads, 3, hd});
+    auto [cos, sin] = RotaryTable(s, h, offset, t);
+    ApplyRotaryInPlace(qkv5, cos, sin, s.rotary_dims);
+    q = qkv5.select(3, 0).permute({0, 2, 1, 3});
+    k = qkv5.select(3, 1).permute({0, 2, 1, 3});
+    v = qkv5.select(3, 2).permute({0, 2, 1, 3});
+  } else {
+    qkv = qkv.view({b, t, s.heads, 3 * hd}).permute({0, 2, 1, 3});
+    q = qkv.narrow(-1, 0, hd);
+    k = qkv.narrow(-1, hd, hd);
+    v = qkv.narrow(-1, 2 * hd, hd);
+    if (s.rotary_dims > 0) {
+      auto [cos, sin] = RotaryTable(s, h, offset, t);
+      q = ApplyRotary(q, cos, sin, s.rotary_dims);
+      k = ApplyRotary(k, cos, sin, s.rotary_dims);
+    }
   }
   if (kv != nullptr) {
     if (kv->k.defined()) {
@@ -378,7 +439,10 @@ std::map<std::string, torch::Tensor> GptNeoX::RandomTensors(const NeoXConfig& c,
 }
 
 torch::Tensor GptNeoX::Embed(const torch::Tensor& ids) const {
-  return torch::nn::functional::embedding(ids.to(options_.device), embed_in_);
+  // non_blocking: ids in pinned memory (the teacher pipeline's) reach the
+  // GPU without the host waiting for the work queued before them.
+  return torch::nn::functional::embedding(
+      ids.to(options_.device, /*non_blocking=*/true), embed_in_);
 }
 
 torch::Tensor GptNeoX::RunLayers(torch::Tensor x, int64_t begin, int64_t end,

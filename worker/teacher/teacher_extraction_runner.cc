@@ -2,18 +2,37 @@
 // 0..n-1 -> x0 = h_m, x1 = h_n, each [T, H] per sequence, encoded with the
 // job's storage codec and written as (shard, sequence, 0) pairs.
 //
+// A pipeline of three stages joined by bounded queues (the back-pressure):
+//   reader thread   documents -> tokens -> packed batches of ids (host);
+//   this thread     ids -> pinned buffer -> GPU (non-blocking) -> forward
+//                   with early exit at n -> encoded on the GPU
+//                   (device_latent_encoder.h) -> copied to a pinned host
+//                   buffer on a side stream, without waiting for it;
+//   writer threads  wait for the copy, cut the buffer into records and
+//                   PutPairs them, several batches in flight at once.
+// Then SyncPairs makes the shard's pairs durable; only after it does Run
+// return, so the task's completion is the commit point (docs/store.md).
+//
 // Hidden states are computed in the compute dtype (fp32 on CPU, bf16 on CUDA
-// by default), converted to fp32 on the host and then encoded, so the stored
-// bytes depend only on (teacher, dtype, device kind, shard).
+// by default) and encoded exactly as EncodeRows would encode them as fp32,
+// so the stored bytes depend only on (teacher, dtype, device kind, shard).
 #include "worker/teacher/teacher_extraction_runner.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/random/distributions.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/bpe_tokenizer.h"
 #include "common/log.h"
@@ -26,6 +45,8 @@
 #include "worker/model/gpt_neox.h"
 #include "worker/model/teacher_loader.h"
 #include "worker/model/torch_guard.h"
+#include "worker/teacher/bounded_queue.h"
+#include "worker/teacher/device_latent_encoder.h"
 
 namespace lft {
 
@@ -47,49 +68,6 @@ absl::StatusOr<TensorCodec> CodecOf(lft::v1::StorageDtype dtype) {
           absl::StrCat("storage_dtype ", static_cast<int>(dtype),
                        " is not f32, bf16, f16 or fp8_e4m3"));
   }
-}
-
-// Everything extracted from one batch of sequences.
-absl::Status ExtractBatch(const GptNeoX& model, int64_t m, int64_t n,
-                          const std::vector<PackedSequence>& batch,
-                          uint32_t shard, TensorCodec codec,
-                          std::vector<LatentPairRecord>* out) {
-  return GuardTorch("teacher forward", [&]() -> absl::Status {
-    torch::NoGradGuard no_grad;
-    const int64_t b = static_cast<int64_t>(batch.size());
-    const int64_t t = static_cast<int64_t>(batch[0].tokens.size());
-    auto ids = torch::empty({b, t}, torch::kLong);
-    auto acc = ids.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < t; ++j) acc[i][j] = batch[i].tokens[j];
-    LFT_ASSIGN_OR_RETURN(auto hs,
-                         model.Extract(ids.to(model.options().device), m, n));
-    const torch::Tensor x0 =
-        hs.first.to(torch::kCPU).to(torch::kFloat).contiguous();
-    const torch::Tensor x1 =
-        hs.second.to(torch::kCPU).to(torch::kFloat).contiguous();
-    const int64_t h = x0.size(2);
-    out->clear();
-    out->resize(b);
-    for (int64_t i = 0; i < b; ++i) {
-      LatentPairRecord& r = (*out)[i];
-      r.shard = shard;
-      r.sequence = static_cast<uint64_t>(batch[i].index);
-      r.chunk = 0;
-      r.tokens = static_cast<uint32_t>(t);
-      r.hidden = static_cast<uint32_t>(h);
-      r.codec = codec;
-      const size_t count = static_cast<size_t>(t * h);
-      LFT_RETURN_IF_ERROR(
-          EncodeRows(codec, absl::MakeConstSpan(x0[i].data_ptr<float>(), count),
-                     t, h, &r.x0));
-      LFT_RETURN_IF_ERROR(
-          EncodeRows(codec, absl::MakeConstSpan(x1[i].data_ptr<float>(), count),
-                     t, h, &r.x1));
-      r.token_ids = batch[i].tokens;
-    }
-    return absl::OkStatus();
-  });
 }
 
 RemotePairStoreOptions RemoteOptions(const StoreClientCredentials& c) {
@@ -117,6 +95,66 @@ size_t TeacherExtractionRunner::cached_teachers() const {
   return teachers_.size();
 }
 
+namespace {
+
+// One batch of packed sequences on its way through the pipeline.
+struct PipelineBatch {
+  std::vector<PackedSequence> sequences;
+  uint64_t documents_done = 0;  // reader's count when the batch was cut
+  // Encoded x0 and x1, uint8 [B, 2, bytes_per_latent], in host memory
+  // (pinned on CUDA) once `copied` has completed.
+  torch::Tensor host;
+  torch::Tensor device;  // kept alive until the copy completed
+#if TORCH_VERSION_MAJOR >= 2
+  std::shared_ptr<c10::Event> copied;  // null: `host` is ready
+#endif
+};
+
+// What every stage sees: the first error stops the others.
+class PipelineState {
+ public:
+  void Fail(absl::Status s) {
+    absl::MutexLock lock(&mu_);
+    if (error_.ok()) error_ = std::move(s);
+  }
+  absl::Status error() const {
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+  bool failed() const {
+    absl::MutexLock lock(&mu_);
+    return !error_.ok();
+  }
+  void AddWritten(uint64_t pairs, uint64_t tokens, uint64_t documents) {
+    absl::MutexLock lock(&mu_);
+    pairs_ += pairs;
+    tokens_ += tokens;
+    documents_ = std::max(documents_, documents);
+  }
+  void Progress(uint64_t* pairs, uint64_t* tokens, uint64_t* documents) const {
+    absl::MutexLock lock(&mu_);
+    *pairs = pairs_;
+    *tokens = tokens_;
+    *documents = documents_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  uint64_t pairs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t documents_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Errors after which the shard is worth redoing once the store is back: it
+// is unreachable, or it restarted and may have lost unsynced pairs.
+bool StoreMayComeBack(const absl::Status& s) {
+  return absl::IsUnavailable(s) ||
+         (absl::IsAborted(s) && absl::StrContains(s.message(), "restarted"));
+}
+
+}  // namespace
+
 absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
     const lft::v1::Task& task, TaskContext* context) {
   if (!task.has_extraction()) {
@@ -132,22 +170,55 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
   const bool bf16 =
       TeacherUsesBf16(options_.device, spec.teacher().compute_dtype());
   LFT_ASSIGN_OR_RETURN(TensorCodec codec, CodecOf(spec.storage_dtype()));
-  const int64_t m = spec.block().first_layer();
-  const int64_t n = spec.block().end_layer();
-  const int64_t seq_len = spec.sequence_length();
-  if (seq_len < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": sequence_length ", seq_len, " is below 2"));
+  if (spec.sequence_length() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": sequence_length ", spec.sequence_length(), " is below 2"));
   }
-
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
                        teachers_.Get(spec.teacher().path(), bf16));
   LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
 
+  // A store that is down or restarted costs this task a wait and a redo
+  // from the shard's start (keys are idempotent), not a failed attempt.
+  const absl::Time give_up = absl::Now() + options_.store_unavailable_wait;
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (true) {
+    absl::StatusOr<TaskResult> r =
+        ExtractShard(task, *teacher, codec, store, context);
+    if (r.ok() || !StoreMayComeBack(r.status()) ||
+        context->cancellation().cancelled() || absl::Now() >= give_up) {
+      if (!r.ok()) return Annotate(r.status(), where);
+      return r;
+    }
+    // Full jitter: teachers that lost the same store do not return in step.
+    const absl::Duration wait =
+        backoff * (0.5 + 0.5 * absl::Uniform(jitter_, 0.0, 1.0));
+    LogWarning("store unavailable, redoing the shard after a wait",
+               {{"job", task.job_id()},
+                {"shard", std::to_string(ex.shard_index())},
+                {"wait_ms", std::to_string(absl::ToInt64Milliseconds(wait))},
+                {"error", r.status().ToString()}});
+    if (context->cancellation().WaitFor(wait)) {
+      return absl::CancelledError(absl::StrCat(
+          where, ": cancelled: ", context->cancellation().reason()));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(10));
+  }
+}
+
+absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
+    const lft::v1::Task& task, const LoadedTeacher& teacher, TensorCodec codec,
+    PairStore* store, TaskContext* context) {
+  const lft::v1::JobSpec& spec = task.spec();
+  const lft::v1::ExtractionTask& ex = task.extraction();
+  const int64_t m = spec.block().first_layer();
+  const int64_t n = spec.block().end_layer();
+  const int64_t seq_len = spec.sequence_length();
+  const GptNeoX& model = *teacher.model;
+  const uint32_t hidden = static_cast<uint32_t>(model.config().hidden_size);
+
   // Create the store job once; an existing job keeps its settings
   // (back-pressure bound included) and PutPairs checks hidden and codec.
-  const uint32_t hidden =
-      static_cast<uint32_t>(teacher->model->config().hidden_size);
   auto stats = store->Stats(task.job_id());
   if (absl::IsNotFound(stats.status())) {
     JobConfig jc;
@@ -157,11 +228,13 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
     if (spec.training().streaming())
       jc.max_pending_pairs = spec.training().streaming_buffer_pairs();
     absl::Status s = store->CreateJob(task.job_id(), jc);
-    if (!s.ok())
-      return Annotate(s, absl::StrCat(where, ": creating store job"));
+    if (!s.ok()) return Annotate(s, "creating store job");
   } else if (!stats.ok()) {
-    return Annotate(stats.status(), absl::StrCat(where, ": store"));
+    return Annotate(stats.status(), "store");
   }
+  // Taken before the first write: SyncPairs refuses if the store restarted
+  // in between.
+  LFT_ASSIGN_OR_RETURN(std::string session, store->WriteSession());
 
   ShardTask st;
   st.shard_index = ex.shard_index();
@@ -171,14 +244,13 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
   JsonlReaderOptions ro;
   ro.max_errors = static_cast<int64_t>(spec.corpus().error_budget());
   // The tokenizer is shared by the cached teacher; a runner runs one task at
-  // a time (TaskRunner contract), so it is not used concurrently.
-  auto reader_or = ShardDocumentReader::Open(st, teacher->tokenizer.get(), ro);
-  if (!reader_or.ok()) return Annotate(reader_or.status(), where);
-  std::unique_ptr<ShardDocumentReader> reader = std::move(*reader_or);
-
+  // a time (TaskRunner contract) and only the reader thread uses it.
+  LFT_ASSIGN_OR_RETURN(
+      std::unique_ptr<ShardDocumentReader> reader,
+      ShardDocumentReader::Open(st, teacher.tokenizer.get(), ro));
   PackerOptions po;
   po.sequence_length = seq_len;
-  po.eos_id = teacher->eos_id;
+  po.eos_id = teacher.eos_id;
   po.pad_last = false;  // see the header: the partial tail is dropped
   LFT_ASSIGN_OR_RETURN(SequencePacker packer, SequencePacker::Create(po));
 
@@ -196,73 +268,201 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
         "Teacher extraction throughput of the latest task", labels);
   }
 
-  const auto start = std::chrono::steady_clock::now();
-  ProgressUpdate progress;
-  TaskResult result;
   const int64_t batch_size = std::max<int64_t>(1, options_.batch_sequences);
-  std::vector<PackedSequence> batch;
-  std::vector<LatentPairRecord> records;
-  std::vector<int32_t> ids;
-  int64_t doc_index = 0;
-  bool eof = false;
+  const int writers =
+      static_cast<int>(std::max<int64_t>(1, options_.store_writers));
+  BoundedQueue<PipelineBatch> to_gpu(2);
+  BoundedQueue<PipelineBatch> to_store(static_cast<size_t>(writers) + 1);
+  PipelineState state;
+  const auto start = std::chrono::steady_clock::now();
 
-  auto flush = [&]() -> absl::Status {
-    if (batch.empty()) return absl::OkStatus();
-    absl::Status s = ExtractBatch(*teacher->model, m, n, batch,
-                                  ex.shard_index(), codec, &records);
-    if (!s.ok()) return Annotate(s, where);
-    s = store->PutPairs(task.job_id(), records,
-                        absl::Now() + options_.put_timeout);
-    if (!s.ok()) return Annotate(s, absl::StrCat(where, ": writing pairs"));
-    const uint64_t tokens = batch.size() * static_cast<uint64_t>(seq_len);
-    result.pairs_written += records.size();
-    progress.sequences_done += records.size();
-    progress.tokens_done += tokens;
+  // Stage 1: read, tokenize, pack.
+  std::thread reader_thread([&] {
+    std::vector<int32_t> ids;
+    int64_t doc_index = 0;
+    uint64_t documents = 0;
+    PipelineBatch batch;
+    bool eof = false;
+    while (!eof && !state.failed()) {
+      auto more = reader->Next(&ids, &doc_index);
+      if (!more.ok()) {
+        state.Fail(more.status());
+        break;
+      }
+      if (!*more) {
+        eof = true;
+      } else {
+        packer.AddDocument(ids);
+        ++documents;
+      }
+      PackedSequence seq;
+      while (packer.Next(&seq)) {
+        batch.sequences.push_back(std::move(seq));
+        if (static_cast<int64_t>(batch.sequences.size()) >= batch_size) {
+          batch.documents_done = documents;
+          if (!to_gpu.Push(std::move(batch))) return;
+          batch = PipelineBatch();
+        }
+      }
+    }
+    if (!batch.sequences.empty() && !state.failed()) {
+      batch.documents_done = documents;
+      to_gpu.Push(std::move(batch));
+    }
+    // Documents at the tail that made no full sequence count as done.
+    state.AddWritten(0, 0, documents);
+    to_gpu.Close();
+  });
+
+  // Stage 3: wait for each batch's copy, cut it into records, write.
+  std::vector<std::thread> writer_threads;
+  for (int w = 0; w < writers; ++w) {
+    writer_threads.emplace_back([&] {
+      std::vector<LatentPairRecord> records;
+      while (std::optional<PipelineBatch> b = to_store.Pop()) {
+        if (state.failed()) continue;  // drain
+        absl::Status s = GuardTorch("copying latents to the host", [&] {
+#if TORCH_VERSION_MAJOR >= 2
+          if (b->copied) b->copied->synchronize();
+#endif
+          b->device = torch::Tensor();
+          return absl::OkStatus();
+        });
+        if (!s.ok()) {
+          state.Fail(s);
+          continue;
+        }
+        const int64_t count = static_cast<int64_t>(b->sequences.size());
+        const size_t bytes = static_cast<size_t>(b->host.size(2));
+        const uint8_t* base = b->host.data_ptr<uint8_t>();
+        records.resize(static_cast<size_t>(count));
+        for (int64_t i = 0; i < count; ++i) {
+          LatentPairRecord& r = records[static_cast<size_t>(i)];
+          const PackedSequence& seq = b->sequences[static_cast<size_t>(i)];
+          r.shard = ex.shard_index();
+          r.sequence = static_cast<uint64_t>(seq.index);
+          r.chunk = 0;
+          r.tokens = static_cast<uint32_t>(seq_len);
+          r.hidden = hidden;
+          r.codec = codec;
+          const char* x0 = reinterpret_cast<const char*>(base) + 2 * i * bytes;
+          r.x0.assign(x0, bytes);
+          r.x1.assign(x0 + bytes, bytes);
+          r.token_ids = seq.tokens;
+        }
+        b->host = torch::Tensor();  // back to the pinned-memory cache
+        s = store->PutPairs(task.job_id(), records,
+                            absl::Now() + options_.put_timeout);
+        if (!s.ok()) {
+          state.Fail(Annotate(s, "writing pairs"));
+          continue;
+        }
+        state.AddWritten(static_cast<uint64_t>(count),
+                         static_cast<uint64_t>(count * seq_len),
+                         b->documents_done);
+        if (tokens_metric != nullptr) {
+          tokens_metric->Increment(static_cast<double>(count * seq_len));
+          pairs_metric->Increment(static_cast<double>(count));
+        }
+      }
+    });
+  }
+
+  // Stage 2, on this thread: the GPU.
+  ProgressUpdate progress;
+  auto report = [&]() -> bool {
+    uint64_t pairs = 0, tokens = 0, documents = 0;
+    state.Progress(&pairs, &tokens, &documents);
+    progress.sequences_done = pairs;
+    progress.tokens_done = tokens;
+    progress.documents_done = documents;
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
     progress.tokens_per_second =
-        secs > 0 ? static_cast<double>(progress.tokens_done) / secs : 0;
-    if (tokens_metric != nullptr) {
-      tokens_metric->Increment(static_cast<double>(tokens));
-      pairs_metric->Increment(static_cast<double>(records.size()));
-      rate_metric->Set(progress.tokens_per_second);
-    }
-    batch.clear();
-    if (options_.pause_per_batch > absl::ZeroDuration()) {
-      context->cancellation().WaitFor(options_.pause_per_batch);
-    }
-    if (!context->ReportProgress(progress) ||
-        context->cancellation().cancelled()) {
-      return absl::CancelledError(absl::StrCat(
-          where, ": cancelled: ", context->cancellation().reason()));
-    }
-    return absl::OkStatus();
+        secs > 0 ? static_cast<double>(tokens) / secs : 0;
+    if (rate_metric != nullptr) rate_metric->Set(progress.tokens_per_second);
+    return context->ReportProgress(progress);
   };
-
-  while (!eof) {
-    if (context->cancellation().cancelled()) {
-      return absl::CancelledError(absl::StrCat(
-          where, ": cancelled: ", context->cancellation().reason()));
-    }
-    auto more = reader->Next(&ids, &doc_index);
-    if (!more.ok()) return Annotate(more.status(), where);
-    if (!*more) {
-      eof = true;
-    } else {
-      packer.AddDocument(ids);
-      ++progress.documents_done;
-    }
-    PackedSequence seq;
-    while (packer.Next(&seq)) {
-      batch.push_back(std::move(seq));
-      if (static_cast<int64_t>(batch.size()) >= batch_size) {
-        LFT_RETURN_IF_ERROR(flush());
-      }
-    }
+  const torch::Device device = model.options().device;
+  absl::Status gpu_status =
+      GuardTorch("teacher forward", [&]() -> absl::Status {
+        torch::NoGradGuard no_grad;
+#if TORCH_VERSION_MAJOR >= 2
+        // The forward runs on a stream of its own and the copies to the host on
+        // another, so that batch i's copy overlaps batch i+1's forward.
+        std::optional<c10::Stream> compute, copy;
+        std::optional<c10::StreamGuard> on_compute;
+        if (device.is_cuda()) {
+          c10::impl::VirtualGuardImpl impl(device.type());
+          compute =
+              impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+          copy = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+          on_compute.emplace(*compute);
+        }
+#endif
+        const bool pin = device.is_cuda();
+        while (std::optional<PipelineBatch> b = to_gpu.Pop()) {
+          if (state.failed()) continue;  // drain
+          if (context->cancellation().cancelled() || !report()) {
+            return absl::CancelledError(
+                absl::StrCat("cancelled: ", context->cancellation().reason()));
+          }
+          if (options_.pause_per_batch > absl::ZeroDuration()) {
+            context->cancellation().WaitFor(options_.pause_per_batch);
+          }
+          const int64_t rows = static_cast<int64_t>(b->sequences.size());
+          torch::Tensor ids = torch::empty(
+              {rows, seq_len},
+              torch::TensorOptions().dtype(torch::kLong).pinned_memory(pin));
+          int64_t* p = ids.data_ptr<int64_t>();
+          for (const PackedSequence& seq : b->sequences) {
+            p = std::copy(seq.tokens.begin(), seq.tokens.end(), p);
+          }
+          LFT_ASSIGN_OR_RETURN(auto hs, model.Extract(ids, m, n));
+          LFT_ASSIGN_OR_RETURN(torch::Tensor e0,
+                               EncodeLatents(hs.first, codec));
+          LFT_ASSIGN_OR_RETURN(torch::Tensor e1,
+                               EncodeLatents(hs.second, codec));
+          b->device = torch::stack({e0, e1}, 1);  // [B, 2, bytes]
+          b->host = torch::empty(
+              b->device.sizes(),
+              torch::TensorOptions().dtype(torch::kByte).pinned_memory(pin));
+#if TORCH_VERSION_MAJOR >= 2
+          if (device.is_cuda()) {
+            c10::Event encoded(device.type());
+            encoded.record(*compute);
+            encoded.block(*copy);
+            c10::StreamGuard on_copy(*copy);
+            b->host.copy_(b->device, /*non_blocking=*/true);
+            b->copied = std::make_shared<c10::Event>(device.type());
+            b->copied->record(*copy);
+          } else {
+            b->host.copy_(b->device);
+          }
+#else
+      b->host.copy_(b->device);
+#endif
+          if (!to_store.Push(std::move(*b))) break;
+        }
+        return absl::OkStatus();
+      });
+  if (!gpu_status.ok()) state.Fail(gpu_status);
+  to_gpu.Close();
+  to_store.Close();
+  reader_thread.join();
+  for (std::thread& t : writer_threads) t.join();
+  LFT_RETURN_IF_ERROR(state.error());
+  if (context->cancellation().cancelled()) {
+    return absl::CancelledError(
+        absl::StrCat("cancelled: ", context->cancellation().reason()));
   }
-  LFT_RETURN_IF_ERROR(flush());
-  context->ReportProgress(progress);
+  // The commit point: the task completes only once its pairs are durable.
+  LFT_RETURN_IF_ERROR(Annotate(store->SyncPairs(task.job_id(), session),
+                               "making the shard's pairs durable"));
+  report();
+  TaskResult result;
+  result.pairs_written = progress.sequences_done;
   LogInfo("shard extracted",
           {{"job", task.job_id()},
            {"shard", std::to_string(ex.shard_index())},

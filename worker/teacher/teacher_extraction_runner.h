@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -51,6 +52,14 @@ struct TeacherRunnerOptions {
   StoreClientCredentials store_credentials;
   // Sequences per teacher forward (and per PutPairs batch).
   int64_t batch_sequences = 8;
+  // PutPairs calls in flight at once (each on its own thread and, for a
+  // remote store, its own stream); encoded batches waiting for a writer
+  // block the GPU stage beyond one more.
+  int64_t store_writers = 4;
+  // How long a task keeps redoing its shard while the store is unreachable
+  // or restarted (exponential backoff from 0.2 s to 10 s, with jitter)
+  // before it fails with the store's error.
+  absl::Duration store_unavailable_wait = absl::Minutes(5);
   // Optional: counters lft_teacher_tokens_total and
   // lft_teacher_pairs_written_total and gauge lft_teacher_tokens_per_second,
   // labelled job and role="teacher". Must outlive the runner.
@@ -69,12 +78,15 @@ class TeacherExtractionRunner : public TaskRunner {
   explicit TeacherExtractionRunner(TeacherRunnerOptions options);
   ~TeacherExtractionRunner() override;
 
-  // Runs one extraction task (other payloads: InvalidArgument). Returns
-  // pairs_written = sequences packed from the shard. Errors: NotFound /
+  // Runs one extraction task (other payloads: InvalidArgument) and returns
+  // once its pairs are durable (SyncPairs), with pairs_written = sequences
+  // packed from the shard. Errors: NotFound /
   // InvalidArgument from loading the teacher or its tokenizer.json (message
   // names the file), reader errors naming the corpus file and shard,
   // store errors naming the job and shard, Cancelled when the task's
-  // cancellation token was set (checked between batches).
+  // cancellation token was set (checked between batches). A store that is
+  // unreachable or restarted mid-task is waited for (store_unavailable_wait)
+  // and the shard redone; its error is returned only after that.
   absl::StatusOr<TaskResult> Run(const lft::v1::Task& task,
                                  TaskContext* context) override;
 
@@ -82,11 +94,18 @@ class TeacherExtractionRunner : public TaskRunner {
   size_t cached_teachers() const;
 
  private:
+  // One pass over the shard: pipeline, then SyncPairs.
+  absl::StatusOr<TaskResult> ExtractShard(const lft::v1::Task& task,
+                                          const LoadedTeacher& teacher,
+                                          TensorCodec codec, PairStore* store,
+                                          TaskContext* context);
+
   const TeacherRunnerOptions options_;
   // options_.stores, or a pool of its own over options_.store_db.
   std::unique_ptr<PairStorePool> owned_stores_;
   PairStorePool* const stores_;
   TeacherCache teachers_;
+  absl::BitGen jitter_;  // used by Run only (one Run at a time)
 };
 
 }  // namespace lft

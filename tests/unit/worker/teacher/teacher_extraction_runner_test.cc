@@ -191,12 +191,19 @@ TEST_F(TeacherRunnerTest, Bf16StorageWithinCodecTolerance) {
 
 TEST_F(TeacherRunnerTest, CancellationStopsBetweenBatches) {
   TeacherExtractionRunner runner(Options());
+  FakeContext whole;
+  auto all = runner.Run(MakeTask(lft::v1::STORAGE_DTYPE_F32), &whole);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_GT(all->pairs_written, 6u);
+  // Cancelled at the first progress report, which comes before the first
+  // batch reaches the GPU: the task stops with most of the shard undone
+  // (batches already handed to the store writers still land).
   FakeContext ctx;
   ctx.cancel_after_reports = 1;
   auto r = runner.Run(MakeTask(lft::v1::STORAGE_DTYPE_F32), &ctx);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
   EXPECT_NE(r.status().message().find("test cancel"), std::string::npos);
-  EXPECT_EQ(ctx.last.sequences_done, 3u);  // one batch, then stopped
+  EXPECT_LT(ctx.last.sequences_done, all->pairs_written);
 }
 
 TEST_F(TeacherRunnerTest, ErrorsNameTheFile) {

@@ -20,9 +20,13 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/extraction.log") 2>&1
-LFT_BUILD_TARGETS="extraction_throughput lft-store" bash deploy/gpu/build.sh \
-  > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+LFT_BUILD_TARGETS="extraction_throughput lft-store model_teacher_runner_test model_gpu_test" \
+  bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 source deploy/gpu/env.sh
+# The on-device encoder bit for bit against the scalar codecs, and the
+# teacher against HF-derived fixtures, before any figure is taken.
+build-gpu/tests/unit/worker/model_teacher_runner_test --gtest_filter='*Cuda*' 2>&1 | tail -3
+(cd build-gpu/tests/gpu && ./model_gpu_test 2>&1 | tail -3)
 B=build-gpu/tests/bench/extraction_throughput
 W=${LFT_BENCH_DIR:-/tmp/lft-extraction}
 rm -rf "$W" && mkdir -p "$W"

@@ -1,10 +1,13 @@
 #include "latent-store/pair_store_pool.h"
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "latent-store/latent_store.h"
+#include "latent-store/sharded_pair_store.h"
 
 namespace lft {
 
@@ -30,10 +33,19 @@ absl::StatusOr<PairStore*> PairStorePool::Get(const std::string& address) {
       return Annotate(local.status(), absl::StrCat("store ", store_db_));
     store = std::move(*local);
   } else {
-    auto remote = RemotePairStore::Connect(address, remote_);
-    if (!remote.ok())
-      return Annotate(remote.status(), absl::StrCat("store ", address));
-    store = std::move(*remote);
+    // "a,b": one job spread over several lft-store processes.
+    std::vector<std::unique_ptr<PairStore>> parts;
+    for (absl::string_view one : absl::StrSplit(address, ',')) {
+      auto remote = RemotePairStore::Connect(std::string(one), remote_);
+      if (!remote.ok())
+        return Annotate(remote.status(), absl::StrCat("store ", one));
+      parts.push_back(std::move(*remote));
+    }
+    if (parts.size() == 1) {
+      store = std::move(parts[0]);
+    } else {
+      store = std::make_unique<ShardedPairStore>(std::move(parts));
+    }
   }
   PairStore* raw = store.get();
   stores_[address] = std::move(store);

@@ -27,8 +27,9 @@ class PairStorePool {
   PairStorePool(std::string store_db, RemotePairStoreOptions remote);
   ~PairStorePool();
 
-  // The store at `address` ("" = the embedded one). FailedPrecondition if
-  // address is "" and the pool has no store_db; the errors of
+  // The store at `address` ("" = the embedded one; "a,b" = a job spread
+  // over several lft-store processes, sharded_pair_store.h). FailedPrecondition
+  // if address is "" and the pool has no store_db; the errors of
   // LatentStore::Open (naming the directory). The pointer stays valid for
   // the pool's life.
   absl::StatusOr<PairStore*> Get(const std::string& address);

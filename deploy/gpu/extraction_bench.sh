@@ -54,17 +54,23 @@ run $B --mode disk --dir "$W/disk" --bytes $(( ${DISK_GB:-8} << 30 )); keep
 extract() {  # codec store(embedded|grpc) [tasks]
   local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2
   rm -rf "$db"
-  if [ "$where" = grpc ]; then
-    build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$db" \
-      --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
-    local pid=$!
-    for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
+  if [ "$where" = grpc ] || [ "$where" = grpc2 ]; then
+    local n=1 pids=() addrs=()
+    [ "$where" = grpc2 ] && n=2
+    for i in $(seq "$n"); do
+      build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$db-$i" \
+        --insecure-loopback > "$W/store$i.out" 2> "$W/store$i.err" &
+      pids+=($!)
+      for _ in $(seq 100); do grep -q 'listening on' "$W/store$i.out" && break; sleep 0.1; done
+      addrs+=("$(sed -n 's/^listening on //p' "$W/store$i.out")")
+    done
     local addr
-    addr=$(sed -n 's/^listening on //p' "$W/store.out")
+    addr=$(IFS=,; echo "${addrs[*]}")
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store "$addr" \
       --codec "$codec" --tasks "$tasks" --documents "$DOCS"
-    kill "$pid"; wait "$pid"
-    echo "store directory: $(du -sb "$db" | cut -f1) bytes"
+    kill "${pids[@]}"; wait "${pids[@]}"
+    for i in $(seq "$n"); do echo "store $i directory: $(du -sb "$db-$i" | cut -f1) bytes"; done
+    rm -rf "$db"-*
   else
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store-db "$db" \
       --codec "$codec" --tasks "$tasks" --documents "$DOCS"
@@ -76,6 +82,7 @@ echo "== (c) embedded bf16";  extract bf16 embedded
 echo "== (d) gRPC bf16";      extract bf16 grpc
 echo "== (e) embedded fp8";   extract fp8 embedded
 echo "== (e) gRPC fp8";       extract fp8 grpc
+echo "== (d) two lft-store processes, bf16"; extract bf16 grpc2
 if [ "${LONG_TASKS:-0}" -gt 0 ]; then
   echo "== long ingest (embedded bf16, $LONG_TASKS tasks)"
   extract bf16 embedded "$LONG_TASKS"

@@ -52,6 +52,8 @@ def main():
         ceiling = disk / r["payload_bytes_per_token"]
         key = (r["batch"], r["seq"])
         name = f"({'c' if r['store'] == 'embedded' else 'd'}) {r['store']} {r['codec']}"
+        if r["store"] == "grpc2":
+            name = f"(d) two lft-store processes {r['codec']}"
         if r["mode"] == "long":
             name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
         print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "

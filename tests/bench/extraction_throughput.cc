@@ -26,6 +26,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -253,6 +254,13 @@ int Forward(const Args& a) {
   return 0;
 }
 
+// "embedded", "grpc", or "grpcN" for a job spread over N lft-store processes.
+std::string StoreKind(const Args& a) {
+  if (a.store.empty()) return "embedded";
+  const auto n = std::count(a.store.begin(), a.store.end(), ',');
+  return n == 0 ? "grpc" : absl::StrCat("grpc", n + 1);
+}
+
 int Extract(const Args& a) {
   lft::TeacherRunnerOptions o;
   o.device = a.device;
@@ -318,7 +326,7 @@ int Extract(const Args& a) {
   std::printf(
       "| extract %s %s | %llu pairs, %llu tokens, %.1f GB payload | %.1f s | "
       "%.0f tokens/s (first 10%%: %.0f, last 10%%: %.0f) | footprint %.3f |\n",
-      a.store.empty() ? "embedded" : "grpc", a.codec.c_str(),
+      StoreKind(a).c_str(), a.codec.c_str(),
       static_cast<unsigned long long>(pairs),
       static_cast<unsigned long long>(tokens), payload / 1e9, secs, tps, first,
       last, footprint);
@@ -328,10 +336,9 @@ int Extract(const Args& a) {
       "\"tokens_per_second\": %.1f, \"first_tokens_per_second\": %.1f, "
       "\"last_tokens_per_second\": %.1f, \"payload_bytes_per_token\": %.1f, "
       "\"disk_footprint_ratio\": %.4f}\n",
-      a.store.empty() ? "embedded" : "grpc", a.codec.c_str(),
-      static_cast<long long>(a.batch), static_cast<long long>(a.seq),
-      static_cast<unsigned long long>(tokens), secs, tps, first, last,
-      payload_per_token, footprint);
+      StoreKind(a).c_str(), a.codec.c_str(), static_cast<long long>(a.batch),
+      static_cast<long long>(a.seq), static_cast<unsigned long long>(tokens),
+      secs, tps, first, last, payload_per_token, footprint);
   return 0;
 }
 

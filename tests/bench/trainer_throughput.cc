@@ -1,5 +1,6 @@
-// Trainer step time: one FW (k = 3, midpoint) step of the latent flow layer
-// on a random GPT-NeoX-shaped teacher layer, for 1 and 2 data-parallel ranks
+// Trainer step time: one step of the latent flow layer (FW k = 3 midpoint by
+// default; --method sfm|regression) on a random GPT-NeoX-shaped teacher
+// layer, for 1 and 2 data-parallel ranks
 // (in-process threads, Gloo on CPU / one rank on CUDA), reading random pairs
 // from an embedded store. Step time = (wall of a run of S + 3 steps - wall
 // of a run of 3 steps) / S, so loading, group forming and checkpoints of
@@ -10,8 +11,13 @@
 //
 //   trainer_throughput [--device cpu|cuda] [--hidden 128] [--seq 128]
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
+//                      [--method fw|sfm|regression] [--peak-tflops P]
+// MFU = model FLOPs per step (worker/model/flow_flops.h) / step time / peak;
+// on CUDA the peak is measured in the same run (bf16 8192^3 matmuls) unless
+// --peak-tflops is given. Every row is also printed as "json {...}".
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -25,6 +31,7 @@
 #include "common/tensor_codec.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
+#include "worker/model/flow_flops.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/neox_config.h"
 #include "worker/model/tensor_io.h"
@@ -37,6 +44,8 @@ namespace {
 
 struct Config {
   std::string device = "cpu";
+  std::string method = "fw";
+  double peak_tflops = 0;
   int hidden = 128, seq = 128, batch = 16, steps = 20;
   std::vector<int> ranks = {1, 2};
 };
@@ -64,7 +73,9 @@ double RunSeconds(const Config& c, lft::PairStorePool* pool,
       spec->mutable_block()->set_end_layer(2);
       spec->set_sequence_length(c.seq);
       auto* tr = spec->mutable_training();
-      tr->set_method(lft::v1::METHOD_FW);
+      tr->set_method(c.method == "sfm"          ? lft::v1::METHOD_SFM
+                     : c.method == "regression" ? lft::v1::METHOD_REGRESSION
+                                                : lft::v1::METHOD_FW);
       tr->set_flow_walking_steps(3);
       tr->set_solver(lft::v1::SOLVER_MIDPOINT);
       tr->set_max_steps(steps);
@@ -91,6 +102,27 @@ double RunSeconds(const Config& c, lft::PairStorePool* pool,
   return ok ? s : -1;
 }
 
+// bf16 matmul peak of this device: 8192^3 products, best of 3 runs of 20.
+double PeakTflops(const Config& c) {
+  torch::Device device(c.device);
+  auto o = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
+  torch::Tensor a = torch::randn({8192, 8192}, o),
+                b = torch::randn({8192, 8192}, o);
+  double best = 0;
+  for (int run = 0; run < 4; ++run) {
+    torch::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) (void)torch::mm(a, b);
+    torch::cuda::synchronize();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (run > 0)
+      best = std::max(best, 20 * 2.0 * 8192.0 * 8192 * 8192 / s / 1e12);
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +132,10 @@ int main(int argc, char** argv) {
     bool ok = true;
     if (f == "--device")
       c.device = v;
+    else if (f == "--method")
+      c.method = v;
+    else if (f == "--peak-tflops")
+      ok = absl::SimpleAtod(v, &c.peak_tflops);
     else if (f == "--hidden")
       ok = absl::SimpleAtoi(v, &c.hidden);
     else if (f == "--seq")
@@ -168,12 +204,24 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (c.peak_tflops == 0 && c.device != "cpu") c.peak_tflops = PeakTflops(c);
+  lft::FlowFlopsShape shape;
+  shape.hidden = c.hidden;
+  shape.intermediate = 4 * c.hidden;
+  shape.sequence = c.seq;
+  shape.evaluations = lft::FlowEvaluationsPerStep(c.method == "fw", false, 3,
+                                                  /*midpoint=*/true);
+  const double flops_per_token = lft::FlowStepFlopsPerToken(shape);
   std::printf(
-      "\nFW k=3 midpoint step, width %d, sequence %d, global batch %d, "
-      "device %s, torch threads %d\n\n",
-      c.hidden, c.seq, c.batch, c.device.c_str(), torch::get_num_threads());
-  std::printf("| ranks | step (s) | tokens/s | speed-up vs 1 rank |\n");
-  std::printf("|---|---|---|---|\n");
+      "\n%s step (%lld network evaluations), width %d, sequence %d, global "
+      "batch %d, device %s, torch threads %d, %.1f GFLOP per token, peak "
+      "%.0f TFLOP/s\n\n",
+      c.method == "fw" ? "FW k=3 midpoint" : c.method.c_str(),
+      static_cast<long long>(shape.evaluations), c.hidden, c.seq, c.batch,
+      c.device.c_str(), torch::get_num_threads(), flops_per_token / 1e9,
+      c.peak_tflops);
+  std::printf("| ranks | step (s) | tokens/s | speed-up vs 1 rank | MFU |\n");
+  std::printf("|---|---|---|---|---|\n");
   double base = 0;
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
@@ -197,8 +245,18 @@ int main(int argc, char** argv) {
     if (shortrun < 0 || longrun < 0) return 1;
     const double step = (longrun - shortrun) / c.steps;
     if (base == 0) base = step;
-    std::printf("| %d | %.4f | %.0f | %.2fx |\n", world, step,
-                c.batch * c.seq / step, base / step);
+    const double tps = c.batch * c.seq / step;
+    const double mfu =
+        c.peak_tflops > 0 ? tps * flops_per_token / (c.peak_tflops * 1e12) : 0;
+    std::printf("| %d | %.4f | %.0f | %.2fx | %.3f |\n", world, step, tps,
+                base / step, mfu);
+    std::printf(
+        "json {\"method\": \"%s\", \"hidden\": %d, \"seq\": %d, "
+        "\"batch\": %d, \"ranks\": %d, \"step_seconds\": %.5f, "
+        "\"tokens_per_second\": %.1f, \"mfu\": %.4f, "
+        "\"peak_bf16_tflops\": %.1f}\n",
+        c.method.c_str(), c.hidden, c.seq, c.batch, world, step, tps, mfu,
+        c.peak_tflops);
     std::fflush(stdout);
   }
   pool_owner.reset();  // RocksDB's background threads stop first

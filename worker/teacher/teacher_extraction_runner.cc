@@ -6,8 +6,8 @@
 //   reader thread   documents -> tokens -> packed batches of ids (host);
 //   this thread     ids -> pinned buffer -> GPU (non-blocking) -> forward
 //                   with early exit at n -> encoded on the GPU
-//                   (device_latent_encoder.h) -> copied to a pinned host
-//                   buffer on a side stream, without waiting for it;
+//                   (worker/model/device_latent_codec.h) -> copied to a pinned
+//                   host buffer on a side stream, without waiting for it;
 //   writer threads  wait for the copy, cut the buffer into records and
 //                   PutPairs them, several batches in flight at once.
 // Then SyncPairs makes the shard's pairs durable; only after it does Run
@@ -42,11 +42,11 @@
 #include "common/tensor_codec.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
+#include "worker/model/device_latent_codec.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/teacher_loader.h"
 #include "worker/model/torch_guard.h"
 #include "worker/teacher/bounded_queue.h"
-#include "worker/teacher/device_latent_encoder.h"
 
 namespace lft {
 

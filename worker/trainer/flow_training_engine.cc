@@ -24,6 +24,7 @@
 #include "common/split_mix64.h"
 #include "common/status.h"
 #include "common/tensor_codec.h"
+#include "worker/model/device_pair_batch.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
@@ -127,22 +128,36 @@ class FlowTrainingEngine : public TrainingEngine {
     }
     return GuardTorch("training step", [&]() -> absl::Status {
       const int64_t b = static_cast<int64_t>(pairs.size());
-      torch::Tensor x0 = torch::zeros({b, max_tokens, hidden});
-      torch::Tensor x1 = torch::zeros({b, max_tokens, hidden});
-      torch::Tensor mask = torch::zeros({b, max_tokens});
+      // On a GPU, pairs of one length cross encoded and are decoded there
+      // (device_pair_batch.h); otherwise, and for padded batches, the host
+      // decodes into float32 and builds the mask.
+      const bool on_device = device_.is_cuda() && SameShape(pairs);
+      torch::Tensor x0, x1, mask;
       bool padded = false;
+      if (on_device) {
+        LFT_ASSIGN_OR_RETURN(DevicePairBatch db,
+                             AssemblePairsOnDevice(pairs, hidden, device_));
+        x0 = db.x0;
+        x1 = db.x1;
+      } else {
+        x0 = torch::zeros({b, max_tokens, hidden});
+        x1 = torch::zeros({b, max_tokens, hidden});
+        mask = torch::zeros({b, max_tokens});
+      }
       std::vector<torch::Tensor> fw_rows, sfm_rows;
       for (int64_t i = 0; i < b; ++i) {
         const LatentPairRecord& p = pairs[i];
-        const size_t n = static_cast<size_t>(p.tokens) * hidden;
-        LFT_RETURN_IF_ERROR(
-            DecodeRows(p.codec, p.x0, p.tokens, hidden,
-                       absl::MakeSpan(x0[i].data_ptr<float>(), n)));
-        LFT_RETURN_IF_ERROR(
-            DecodeRows(p.codec, p.x1, p.tokens, hidden,
-                       absl::MakeSpan(x1[i].data_ptr<float>(), n)));
-        mask[i].narrow(0, 0, p.tokens).fill_(1.0);
-        padded |= static_cast<int64_t>(p.tokens) < max_tokens;
+        if (!on_device) {
+          const size_t n = static_cast<size_t>(p.tokens) * hidden;
+          LFT_RETURN_IF_ERROR(
+              DecodeRows(p.codec, p.x0, p.tokens, hidden,
+                         absl::MakeSpan(x0[i].data_ptr<float>(), n)));
+          LFT_RETURN_IF_ERROR(
+              DecodeRows(p.codec, p.x1, p.tokens, hidden,
+                         absl::MakeSpan(x1[i].data_ptr<float>(), n)));
+          mask[i].narrow(0, 0, p.tokens).fill_(1.0);
+          padded |= static_cast<int64_t>(p.tokens) < max_tokens;
+        }
         // The pair's own times: the same on whichever rank holds it.
         uint64_t h = SplitMix64Hash(spec_.training().seed());
         h = SplitMix64Hash(h ^ step);
@@ -204,12 +219,14 @@ class FlowTrainingEngine : public TrainingEngine {
     return GuardTorch("optimizer step", [&]() -> absl::StatusOr<double> {
       torch::NoGradGuard no_grad;
       flat_.mul_(scale);
-      const double loss = flat_[static_cast<int64_t>(count_)].item<double>();
+      // Read after the update kernels are queued: the one host wait of a
+      // step then overlaps them.
+      torch::Tensor loss_value = flat_[static_cast<int64_t>(count_)].clone();
       torch::Tensor g = flat_.narrow(0, 0, static_cast<int64_t>(count_));
       if (clip_norm > 0) {
-        const double norm = g.norm().item<double>();
-        const double coef = clip_norm / (norm + 1e-6);
-        if (coef < 1) g.mul_(coef);
+        // On the device, as torch's clip_grad_norm_: no host round trip.
+        torch::Tensor coef = (clip_norm / (g.norm() + 1e-6)).clamp_max(1.0);
+        g.mul_(coef);
       }
       ++adam_step_;
       const double wd = spec_.training().weight_decay();
@@ -226,7 +243,7 @@ class FlowTrainingEngine : public TrainingEngine {
                    .view(p.sizes()),
                -lr / bc1);
       }
-      return loss;
+      return loss_value.item<double>();
     });
   }
 

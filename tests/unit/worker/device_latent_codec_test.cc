@@ -1,10 +1,11 @@
-// EncodeLatents (worker/teacher/device_latent_encoder.h) against the scalar
-// codecs (common/tensor_codec.h): every codec, float32 and bfloat16 inputs,
+// EncodeLatents / DecodeLatents (worker/model/device_latent_codec.h)
+// against the scalar codecs (common/tensor_codec.h): every codec, float32
+// and bfloat16 inputs,
 // special values, on the CPU and, where there is one, the GPU. The contract
 // is bit equality (quiet NaNs chosen so that both sides give one pattern),
 // so the tolerance is zero; NaN payload bits of the 2-byte codecs are the
 // one documented exception.
-#include "worker/teacher/device_latent_encoder.h"
+#include "worker/model/device_latent_codec.h"
 
 #include <torch/torch.h>
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -85,6 +87,49 @@ void ExpectMatchesEncodeRows(const torch::Tensor& x, TensorCodec codec) {
   }
 }
 
+// DecodeLatents of the scalar encoding equals DecodeRows value for value
+// (NaN where DecodeRows has NaN).
+void ExpectDecodeMatchesDecodeRows(const torch::Tensor& x, TensorCodec codec) {
+  SCOPED_TRACE(std::string("decode ") + std::string(TensorCodecName(codec)) +
+               " on " + x.device().str());
+  torch::Tensor f = x.to(torch::kCPU, torch::kFloat).contiguous();
+  const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
+  const int64_t bytes = static_cast<int64_t>(EncodedBytes(codec, t, h));
+  torch::Tensor encoded = torch::empty({b, bytes}, torch::kByte);
+  std::vector<std::vector<float>> want(static_cast<size_t>(b));
+  for (int64_t i = 0; i < b; ++i) {
+    std::string e;
+    ASSERT_TRUE(EncodeRows(codec,
+                           absl::MakeConstSpan(f[i].data_ptr<float>(),
+                                               static_cast<size_t>(t * h)),
+                           t, h, &e)
+                    .ok());
+    std::memcpy(encoded[i].data_ptr(), e.data(), e.size());
+    auto d = DecodeRowsToVector(codec, e, t, h);
+    ASSERT_TRUE(d.ok());
+    want[static_cast<size_t>(i)] = *d;
+  }
+  auto got = DecodeLatents(encoded.to(x.device()), codec, t, h);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->sizes(), x.sizes());
+  torch::Tensor g = got->to(torch::kCPU).contiguous();
+  for (int64_t i = 0; i < b; ++i) {
+    const float* gp = g[i].data_ptr<float>();
+    for (int64_t k = 0; k < t * h; ++k) {
+      const float w = want[static_cast<size_t>(i)][static_cast<size_t>(k)];
+      if (std::isnan(w)) {
+        ASSERT_TRUE(std::isnan(gp[k])) << "sequence " << i << " value " << k;
+      } else {
+        ASSERT_EQ(std::memcmp(&gp[k], &w, 4), 0)
+            << "sequence " << i << " value " << k << ": " << gp[k] << " vs "
+            << w;
+      }
+    }
+  }
+  EXPECT_EQ(DecodeLatents(encoded, codec, t, h + 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 void CheckAllCodecs(torch::Device device) {
   torch::Tensor x = Values().to(device);
   for (TensorCodec c : {TensorCodec::kF32, TensorCodec::kBF16,
@@ -92,19 +137,20 @@ void CheckAllCodecs(torch::Device device) {
     ExpectMatchesEncodeRows(x, c);
     // What the GPU teacher hands over: bfloat16 hidden states.
     ExpectMatchesEncodeRows(x.to(torch::kBFloat16), c);
+    ExpectDecodeMatchesDecodeRows(x, c);
   }
 }
 
-TEST(DeviceLatentEncoderTest, EveryCodecMatchesEncodeRowsOnCpu) {
+TEST(DeviceLatentCodecTest, EveryCodecMatchesEncodeRowsOnCpu) {
   CheckAllCodecs(torch::kCPU);
 }
 
-TEST(DeviceLatentEncoderTest, EveryCodecMatchesEncodeRowsOnCuda) {
+TEST(DeviceLatentCodecTest, EveryCodecMatchesEncodeRowsOnCuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   CheckAllCodecs(torch::Device("cuda"));
 }
 
-TEST(DeviceLatentEncoderTest, RejectsWhatIsNotBTH) {
+TEST(DeviceLatentCodecTest, RejectsWhatIsNotBTH) {
   EXPECT_EQ(
       EncodeLatents(torch::zeros({4, 4}), TensorCodec::kBF16).status().code(),
       absl::StatusCode::kInvalidArgument);

@@ -1,5 +1,7 @@
-// Encoding hidden states with the store's codecs on the device that holds
-// them, so that only encoded bytes cross to the host.
+// The store's codecs on the device that holds the tensors: the teacher
+// encodes hidden states before they cross to the host, the trainer decodes
+// encoded pairs after they crossed to the GPU, so that only encoded bytes
+// travel and no host loop touches a value.
 //
 // What it computes: x [B, T, H] (any float dtype, any device) ->
 // uint8 [B, EncodedBytes(codec, T, H)], row b being exactly the bytes
@@ -16,10 +18,13 @@
 // The only bit patterns that may differ from EncodeRows are NaN payloads
 // (both give a quiet NaN). fp8 on the device needs LibTorch >= 2.1
 // (Float8_e4m3fn); older LibTorch encodes fp8 on the host with EncodeRows.
-// tests/unit/worker/teacher/device_latent_encoder_test.cc compares every
-// codec against EncodeRows bit for bit, special values included.
-#ifndef LFT_WORKER_TEACHER_DEVICE_LATENT_ENCODER_H_
-#define LFT_WORKER_TEACHER_DEVICE_LATENT_ENCODER_H_
+// Decoding: uint8 [B, EncodedBytes(codec, T, H)] -> float32 [B, T, H],
+// exactly DecodeRows's values (fp8: code value times the row's scale, one
+// float32 multiplication).
+// tests/unit/worker/device_latent_codec_test.cc compares every codec
+// against EncodeRows / DecodeRows bit for bit, special values included.
+#ifndef LFT_WORKER_MODEL_DEVICE_LATENT_CODEC_H_
+#define LFT_WORKER_MODEL_DEVICE_LATENT_CODEC_H_
 
 #include <torch/torch.h>
 
@@ -33,6 +38,12 @@ namespace lft {
 absl::StatusOr<torch::Tensor> EncodeLatents(const torch::Tensor& x,
                                             TensorCodec codec);
 
+// InvalidArgument unless `encoded` is uint8 [B, EncodedBytes(codec, t, h)].
+// The result is float32 [B, t, h] on encoded's device.
+absl::StatusOr<torch::Tensor> DecodeLatents(const torch::Tensor& encoded,
+                                            TensorCodec codec, int64_t t,
+                                            int64_t h);
+
 }  // namespace lft
 
-#endif  // LFT_WORKER_TEACHER_DEVICE_LATENT_ENCODER_H_
+#endif  // LFT_WORKER_MODEL_DEVICE_LATENT_CODEC_H_

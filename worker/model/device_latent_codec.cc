@@ -1,5 +1,5 @@
-// See device_latent_encoder.h.
-#include "worker/teacher/device_latent_encoder.h"
+// See device_latent_codec.h.
+#include "worker/model/device_latent_codec.h"
 
 #include <torch/version.h>
 
@@ -81,6 +81,56 @@ absl::StatusOr<torch::Tensor> EncodeLatents(const torch::Tensor& x,
 #else
         return EncodeFp8OnHost(x);
 #endif
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown codec ", static_cast<int>(codec)));
+  });
+}
+
+absl::StatusOr<torch::Tensor> DecodeLatents(const torch::Tensor& encoded,
+                                            TensorCodec codec, int64_t t,
+                                            int64_t h) {
+  const int64_t want = static_cast<int64_t>(
+      EncodedBytes(codec, static_cast<size_t>(t), static_cast<size_t>(h)));
+  if (!encoded.defined() || encoded.dim() != 2 ||
+      encoded.scalar_type() != torch::kByte || encoded.size(1) != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecodeLatents needs uint8 [B, ", want, "] for ",
+                     TensorCodecName(codec), " [", t, ", ", h, "]"));
+  }
+  return GuardTorch("decoding latents", [&]() -> absl::StatusOr<torch::Tensor> {
+    torch::NoGradGuard no_grad;
+    const int64_t b = encoded.size(0);
+    torch::Tensor e = encoded.contiguous();
+    switch (codec) {
+      case TensorCodec::kF32:
+        return e.view(torch::kFloat).view({b, t, h}).clone();
+      case TensorCodec::kBF16:
+        return e.view(torch::kBFloat16).view({b, t, h}).to(torch::kFloat);
+      case TensorCodec::kF16:
+        return e.view(torch::kHalf).view({b, t, h}).to(torch::kFloat);
+      case TensorCodec::kFp8E4M3: {
+        // Scales are float32 at byte offsets 0, 4, ...: a byte view of
+        // each row's first 4 t bytes.
+        torch::Tensor scales =
+            e.narrow(1, 0, 4 * t).contiguous().view(torch::kFloat);  // [B, t]
+        torch::Tensor codes = e.narrow(1, 4 * t, t * h).contiguous();
+#ifdef LFT_TORCH_HAS_FP8
+        torch::Tensor values =
+            codes.view(at::kFloat8_e4m3fn).to(torch::kFloat).view({b, t, h});
+#else
+        static const torch::Tensor table = [] {
+          torch::Tensor v = torch::empty({256}, torch::kFloat);
+          for (int i = 0; i < 256; ++i) {
+            v[i] = E4M3ToFloat(static_cast<uint8_t>(i));
+          }
+          return v;
+        }();
+        torch::Tensor values =
+            table.to(e.device()).index({codes.to(torch::kLong)}).view({b, t, h});
+#endif
+        return values * scales.unsqueeze(-1);
+      }
     }
     return absl::InvalidArgumentError(
         absl::StrCat("unknown codec ", static_cast<int>(codec)));

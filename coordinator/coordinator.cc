@@ -7,10 +7,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/job_spec.h"
-#include "common/log.h"
-#include "common/status.h"
-#include "coordinator/teacher_config.h"
+#include "common/base/job_spec.h"
+#include "common/base/job_state.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/base/teacher_config.h"
 
 namespace lft {
 namespace {
@@ -87,24 +88,6 @@ lft::v1::PhaseProgress MakeProgress(JobState phase, const std::string& unit,
 }
 
 }  // namespace
-
-std::string ShortJobState(JobState state) {
-  std::string name = lft::v1::JobState_Name(state);
-  const std::string prefix = "JOB_STATE_";
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-
-std::string ShortTaskState(TaskState state) {
-  std::string name = lft::v1::TaskState_Name(state);
-  const std::string prefix = "TASK_STATE_";
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-
-bool IsTerminal(JobState state) {
-  return state == lft::v1::JOB_STATE_SUCCEEDED ||
-         state == lft::v1::JOB_STATE_FAILED ||
-         state == lft::v1::JOB_STATE_CANCELLED;
-}
 
 Coordinator::Coordinator(const CoordinatorOptions& options, Clock* clock,
                          CorpusSharding* sharding, MetricsRegistry* metrics,
@@ -731,6 +714,9 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
       resp.set_world_size(world);
       resp.set_generation(request.generation());
       resp.set_communicator_id(cur.communicator_id);
+      // The coordinator decides where the generation resumes: the job's
+      // latest checkpoint (rank 0 reports each one as it is stored).
+      resp.set_resume_checkpoint(jobs_[job_id].latest_checkpoint());
       return resp;
     }
     if (changed_.WaitWithDeadline(&mu_, deadline)) {

@@ -30,7 +30,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/metrics.h"
+#include "common/base/job_state.h"
+#include "common/base/prometheus_metrics.h"
 #include "coordinator/clock.h"
 #include "coordinator/corpus_sharding.h"
 #include "coordinator/state_store.h"
@@ -117,10 +118,11 @@ class Coordinator {
   absl::StatusOr<lft::v1::CompleteTaskResponse> CompleteTask(
       const lft::v1::CompleteTaskRequest& request);
   // Blocks until all world_size ranks of the task's generation joined and
-  // rank 0 published its communicator id. Aborted if the generation was
-  // dissolved (or the job ended); InvalidArgument if rank 0 sends no id;
-  // DeadlineExceeded after `max_wait` (retry); FailedPrecondition if the
-  // worker does not hold the task.
+  // rank 0 published its communicator id; the response names the
+  // checkpoint the generation resumes from (the job's latest). Aborted if the
+  // generation was dissolved (or the job ended); InvalidArgument if rank 0
+  // sends no id; DeadlineExceeded after `max_wait` (retry); FailedPrecondition
+  // if the worker does not hold the task.
   absl::StatusOr<lft::v1::RendezvousResponse> Rendezvous(
       const lft::v1::RendezvousRequest& request, absl::Duration max_wait);
 
@@ -230,11 +232,6 @@ class Coordinator {
 
   std::thread loop_;
 };
-
-// "JOB_STATE_TRAINING" -> "TRAINING"; for messages and metric labels.
-std::string ShortJobState(lft::v1::JobState state);
-std::string ShortTaskState(lft::v1::TaskState state);
-bool IsTerminal(lft::v1::JobState state);
 
 }  // namespace lft
 

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/bpe_tokenizer.h"
-#include "common/log.h"
-#include "common/sequence_packer.h"
-#include "common/shard_reader.h"
-#include "common/status.h"
-#include "common/tensor_codec.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/corpus/sequence_packer.h"
+#include "common/corpus/shard_reader.h"
+#include "common/tensor/tensor_codec.h"
+#include "common/text/bpe_tokenizer.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
 #include "worker/model/gpt_neox.h"

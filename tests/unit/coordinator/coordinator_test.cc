@@ -5,8 +5,8 @@
 #include <fstream>
 #include <thread>
 
-#include "common/metrics.h"
-#include "coordinator/teacher_config.h"
+#include "common/base/prometheus_metrics.h"
+#include "common/base/teacher_config.h"
 #include "tests/unit/coordinator/test_util.h"
 
 namespace lft {

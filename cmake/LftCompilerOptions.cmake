@@ -8,8 +8,19 @@ if(LFT_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_C_COMPILER_LAUNCHER ${LFT_CCACHE})
 endif()
 
-set(LFT_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  set(_lft_shadow -Wshadow=local)
+else()
+  set(_lft_shadow -Wshadow-uncaptured-local)
+endif()
+set(LFT_WARNING_FLAGS -Wall -Wextra -Wpedantic ${_lft_shadow} -Wnon-virtual-dtor
     -Wno-unused-parameter)
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  # Clang checks the ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED
+  # annotations (GCC ignores them); scripts/check-thread-safety.sh builds the
+  # services this way with -Werror in CI.
+  list(APPEND LFT_WARNING_FLAGS -Wthread-safety)
+endif()
 if(LFT_WARNINGS_AS_ERRORS)
   list(APPEND LFT_WARNING_FLAGS -Werror)
 endif()

@@ -2,15 +2,18 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/job_spec.h"
-#include "common/log.h"
-#include "common/status.h"
-#include "coordinator/teacher_config.h"
+#include "common/base/job_spec.h"
+#include "common/base/job_state.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/base/teacher_config.h"
 
 namespace lft {
 namespace {
@@ -88,24 +91,6 @@ lft::v1::PhaseProgress MakeProgress(JobState phase, const std::string& unit,
 
 }  // namespace
 
-std::string ShortJobState(JobState state) {
-  std::string name = lft::v1::JobState_Name(state);
-  const std::string prefix = "JOB_STATE_";
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-
-std::string ShortTaskState(TaskState state) {
-  std::string name = lft::v1::TaskState_Name(state);
-  const std::string prefix = "TASK_STATE_";
-  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-}
-
-bool IsTerminal(JobState state) {
-  return state == lft::v1::JOB_STATE_SUCCEEDED ||
-         state == lft::v1::JOB_STATE_FAILED ||
-         state == lft::v1::JOB_STATE_CANCELLED;
-}
-
 Coordinator::Coordinator(const CoordinatorOptions& options, Clock* clock,
                          CorpusSharding* sharding, MetricsRegistry* metrics,
                          std::unique_ptr<StateStore> store)
@@ -137,8 +122,9 @@ absl::Status Coordinator::Load() {
           absl::StrCat("coordinator state record ", key, " does not parse"));
     }
   };
-  LFT_RETURN_IF_ERROR(
-      store_->Scan(kJobsPrefix, [&](absl::string_view k, absl::string_view v) {
+  LFT_RETURN_IF_ERROR(store_->Scan(
+      kJobsPrefix, [&](absl::string_view k,
+                       absl::string_view v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         JobRecord r;
         if (!r.ParseFromArray(v.data(), static_cast<int>(v.size())))
           return corrupt(k);
@@ -161,30 +147,32 @@ absl::Status Coordinator::Load() {
   for (TaskRecord& t : tasks) {
     next_task_sequence_ = std::max(next_task_sequence_, t.sequence() + 1);
     job_tasks_[t.task().job_id()].push_back(t.task().task_id());
-    const TaskState state = t.state();
     TaskRecord& stored = tasks_[t.task().task_id()] = std::move(t);
     // Rebuild the queue index and the per-job counts.
-    stored.set_state(lft::v1::TASK_STATE_UNSPECIFIED);
-    SetTaskState(&stored, state);
+    IndexTask(lft::v1::TASK_STATE_UNSPECIFIED, stored);
   }
   const int64_t now = clock_->NowUnixMs();
   LFT_RETURN_IF_ERROR(store_->Scan(
-      kWorkersPrefix, [&](absl::string_view k, absl::string_view v) {
-        WorkerRecord r;
-        if (!r.ParseFromArray(v.data(), static_cast<int>(v.size())))
-          return corrupt(k);
-        // Grace: a worker that survived our restart keeps its leases if it
-        // heartbeats within two leases (it first has to reconnect).
-        r.set_last_seen_unix_ms(now + options_.lease_duration_ms);
-        workers_[r.worker_id()] = std::move(r);
-      }));
+      kWorkersPrefix,
+      [&](absl::string_view k, absl::string_view v)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            WorkerRecord r;
+            if (!r.ParseFromArray(v.data(), static_cast<int>(v.size())))
+              return corrupt(k);
+            // Grace: a worker that survived our restart keeps its leases if it
+            // heartbeats within two leases (it first has to reconnect).
+            r.set_last_seen_unix_ms(now + options_.lease_duration_ms);
+            workers_[r.worker_id()] = std::move(r);
+          }));
   LFT_RETURN_IF_ERROR(store_->Scan(
-      kEventsPrefix, [&](absl::string_view k, absl::string_view v) {
-        JobEvent e;
-        if (!e.ParseFromArray(v.data(), static_cast<int>(v.size())))
-          return corrupt(k);
-        events_[e.job_id()].push_back(std::move(e));
-      }));
+      kEventsPrefix,
+      [&](absl::string_view k, absl::string_view v)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            JobEvent e;
+            if (!e.ParseFromArray(v.data(), static_cast<int>(v.size())))
+              return corrupt(k);
+            events_[e.job_id()].push_back(std::move(e));
+          }));
   for (auto& [id, task] : tasks_) {
     // Leases are measured from now, with one extra lease for reconnecting:
     // the coordinator was down meanwhile.
@@ -208,23 +196,203 @@ absl::Status Coordinator::Load() {
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::PutJob(const JobRecord& job) {
-  return store_->Write(
-      {{absl::StrCat(kJobsPrefix, job.job().id()), job.SerializeAsString()}});
+// ---- Transitions ----
+
+// The staged form of one state transition. Reads see the staged records
+// first and memory second; writes go to copies. Commit() writes every
+// staged record in one StateStore batch and only then applies the copies to
+// memory, so a failed write leaves memory as it was (and as it is on disk).
+// Used under mu_ only.
+class Coordinator::Transition {
+ public:
+  explicit Transition(Coordinator* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_)
+      : c_(c), next_task_sequence_(c->next_task_sequence_) {}
+
+  // The job, staged for change. Must exist (in memory or staged).
+  JobRecord* Job(const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) return &it->second;
+    return &(jobs_[id] = c_->jobs_.at(id));
+  }
+  // Stages a new job.
+  JobRecord* AddJob(JobRecord record) {
+    const std::string id = record.job().id();
+    return &(jobs_[id] = std::move(record));
+  }
+  // The task as this transition sees it, without staging it. Must exist.
+  const TaskRecord& PeekTask(const std::string& id) const
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    auto it = tasks_.find(id);
+    return it != tasks_.end() ? it->second : c_->tasks_.at(id);
+  }
+  // The task, staged for change. Must exist.
+  TaskRecord* Task(const std::string& id) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    auto it = tasks_.find(id);
+    if (it != tasks_.end()) return &it->second;
+    return &(tasks_[id] = c_->tasks_.at(id));
+  }
+  // Stages a new task of `job` (state UNSPECIFIED until the caller sets it).
+  TaskRecord* NewTask(JobRecord* job, const std::string& task_id,
+                      const std::string& store_address) {
+    TaskRecord& t = tasks_[task_id];
+    t.mutable_task()->set_task_id(task_id);
+    t.mutable_task()->set_job_id(job->job().id());
+    *t.mutable_task()->mutable_spec() = job->job().spec();
+    t.mutable_task()->set_store_address(store_address);
+    t.set_sequence(next_task_sequence_++);
+    new_tasks_.push_back(task_id);
+    return &t;
+  }
+  // The job's task ids in creation order, those staged here included.
+  std::vector<std::string> TaskIds(const std::string& job_id) const
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    std::vector<std::string> ids;
+    auto it = c_->job_tasks_.find(job_id);
+    if (it != c_->job_tasks_.end()) ids = it->second;
+    for (const std::string& id : new_tasks_) {
+      if (tasks_.at(id).task().job_id() == job_id) ids.push_back(id);
+    }
+    return ids;
+  }
+  // How many tasks of the job with this payload exist and are unfinished,
+  // staged changes included.
+  TaskCounts Counts(const std::string& job_id,
+                    int payload) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    TaskCounts counts;
+    auto job = c_->counts_.find(job_id);
+    if (job != c_->counts_.end()) {
+      auto kind = job->second.find(payload);
+      if (kind != job->second.end()) counts = kind->second;
+    }
+    for (const auto& [id, t] : tasks_) {
+      if (t.task().job_id() != job_id ||
+          static_cast<int>(t.task().payload_case()) != payload) {
+        continue;
+      }
+      const TaskState before = c_->StateInMemory(id);
+      Coordinator::CountTransition(before, t.state(), &counts);
+    }
+    return counts;
+  }
+  void PutWorker(const WorkerRecord& w) { workers_[w.worker_id()] = w; }
+  void DeleteWorker(const std::string& id) { workers_[id] = std::nullopt; }
+  void PutMeta(const std::string& key, const std::string& value) {
+    meta_.push_back({key, value});
+  }
+  void AddEvent(JobEvent e) { events_.push_back(std::move(e)); }
+  void Log(std::string message, std::string job_id) {
+    logs_.emplace_back(std::move(message), std::move(job_id));
+  }
+  // Memory-only changes (indexes, counters, rendezvous) made after a
+  // successful write.
+  void AfterCommit(std::function<void()> fn) {
+    after_commit_.push_back(std::move(fn));
+  }
+  bool empty() const {
+    return jobs_.empty() && tasks_.empty() && workers_.empty() &&
+           meta_.empty() && events_.empty();
+  }
+
+  // Writes the staged records in one batch; on success applies them to
+  // memory and wakes waiters. On failure returns the write's error and
+  // changes nothing.
+  absl::Status Commit() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    std::vector<StateStore::Mutation> batch;
+    for (const auto& [id, r] : jobs_) {
+      batch.push_back({absl::StrCat(kJobsPrefix, id), r.SerializeAsString()});
+    }
+    for (const auto& [id, t] : tasks_) {
+      batch.push_back({absl::StrCat(kTasksPrefix, id), t.SerializeAsString()});
+    }
+    for (const auto& [id, w] : workers_) {
+      batch.push_back({absl::StrCat(kWorkersPrefix, id),
+                       w.has_value()
+                           ? std::optional<std::string>(w->SerializeAsString())
+                           : std::nullopt});
+    }
+    for (const JobEvent& e : events_) {
+      batch.push_back(
+          {EventKey(e.job_id(), e.sequence()), e.SerializeAsString()});
+    }
+    for (const auto& [key, value] : meta_) batch.push_back({key, value});
+    if (!batch.empty()) LFT_RETURN_IF_ERROR(c_->store_->Write(batch));
+
+    for (auto& [id, r] : jobs_) c_->jobs_[id] = std::move(r);
+    for (const std::string& id : new_tasks_) {
+      c_->job_tasks_[tasks_.at(id).task().job_id()].push_back(id);
+    }
+    for (auto& [id, t] : tasks_) {
+      const TaskState before = c_->StateInMemory(id);
+      TaskRecord& stored = c_->tasks_[id] = std::move(t);
+      c_->IndexTask(before, stored);
+    }
+    for (auto& [id, w] : workers_) {
+      if (w.has_value()) {
+        c_->workers_[id] = *std::move(w);
+      } else {
+        c_->workers_.erase(id);
+      }
+    }
+    for (JobEvent& e : events_) {
+      c_->events_[e.job_id()].push_back(std::move(e));
+    }
+    c_->next_task_sequence_ = next_task_sequence_;
+    for (const auto& fn : after_commit_) fn();
+    for (const auto& [message, job] : logs_) {
+      if (job.empty()) {
+        LogInfo(message);
+      } else {
+        LogInfo(message, {{"job", job}});
+      }
+    }
+    c_->changed_.SignalAll();
+    return absl::OkStatus();
+  }
+
+ private:
+  Coordinator* const c_;
+  uint64_t next_task_sequence_;
+  std::map<std::string, JobRecord> jobs_;
+  std::map<std::string, TaskRecord> tasks_;
+  std::vector<std::string> new_tasks_;
+  std::map<std::string, std::optional<WorkerRecord>> workers_;
+  std::vector<std::pair<std::string, std::string>> meta_;
+  std::vector<JobEvent> events_;
+  std::vector<std::pair<std::string, std::string>> logs_;
+  std::vector<std::function<void()>> after_commit_;
+};
+
+TaskState Coordinator::StateInMemory(const std::string& task_id) const {
+  auto it = tasks_.find(task_id);
+  return it == tasks_.end() ? lft::v1::TASK_STATE_UNSPECIFIED
+                            : it->second.state();
 }
 
-absl::Status Coordinator::PutTask(const TaskRecord& task) {
-  return store_->Write({{absl::StrCat(kTasksPrefix, task.task().task_id()),
-                         task.SerializeAsString()}});
+void Coordinator::CountTransition(TaskState before, TaskState after,
+                                  TaskCounts* counts) {
+  if (before == lft::v1::TASK_STATE_UNSPECIFIED) {
+    ++counts->total;
+    ++counts->unfinished;
+  }
+  if (before != lft::v1::TASK_STATE_SUCCEEDED &&
+      after == lft::v1::TASK_STATE_SUCCEEDED) {
+    --counts->unfinished;
+  }
 }
 
-absl::Status Coordinator::PutWorker(const WorkerRecord& worker) {
-  return store_->Write({{absl::StrCat(kWorkersPrefix, worker.worker_id()),
-                         worker.SerializeAsString()}});
+void Coordinator::IndexTask(TaskState before, const TaskRecord& t) {
+  const std::string& job_id = t.task().job_id();
+  const QueueKey key{{jobs_[job_id].sequence(), t.sequence()},
+                     t.task().task_id()};
+  const WorkerRole role = RoleOf(t.task());
+  if (before == lft::v1::TASK_STATE_QUEUED) queued_[role].erase(key);
+  if (t.state() == lft::v1::TASK_STATE_QUEUED) queued_[role].insert(key);
+  CountTransition(before, t.state(),
+                  &counts_[job_id][static_cast<int>(t.task().payload_case())]);
 }
 
-void Coordinator::AppendEvent(JobRecord* job, const std::string& message,
-                              bool with_progress) {
+void Coordinator::AppendEvent(Transition* tx, JobRecord* job,
+                              const std::string& message, bool with_progress) {
   JobEvent e;
   e.set_job_id(job->job().id());
   e.set_sequence(job->last_event_sequence() + 1);
@@ -238,16 +406,11 @@ void Coordinator::AppendEvent(JobRecord* job, const std::string& message,
   }
   job->set_last_event_sequence(e.sequence());
   job->mutable_job()->set_updated_unix_ms(e.unix_ms());
-  absl::Status s = store_->Write(
-      {{EventKey(e.job_id(), e.sequence()), e.SerializeAsString()},
-       {absl::StrCat(kJobsPrefix, job->job().id()), job->SerializeAsString()}});
-  if (!s.ok()) LogError("persisting event failed", {{"error", s.ToString()}});
-  if (!message.empty()) LogInfo(message, {{"job", e.job_id()}});
-  events_[e.job_id()].push_back(std::move(e));
-  changed_.SignalAll();
+  if (!message.empty()) tx->Log(message, e.job_id());
+  tx->AddEvent(std::move(e));
 }
 
-void Coordinator::SetJobState(JobRecord* job, JobState state,
+void Coordinator::SetJobState(Transition* tx, JobRecord* job, JobState state,
                               const std::string& message) {
   job->mutable_job()->set_state(state);
   const int64_t now = clock_->NowUnixMs();
@@ -259,50 +422,39 @@ void Coordinator::SetJobState(JobRecord* job, JobState state,
   }
   if (state == lft::v1::JOB_STATE_EVALUATING)
     job->set_evaluating_started_unix_ms(now);
-  RecomputeProgress(job);
-  AppendEvent(job, message, /*with_progress=*/true);
+  FillProgress(*tx, *job, job->mutable_job());
+  AppendEvent(tx, job, message, /*with_progress=*/true);
 }
 
-void Coordinator::CloseOpenTasks(const std::string& job_id) {
-  for (const std::string& id : job_tasks_[job_id]) {
-    TaskRecord& t = tasks_[id];
-    if (!TaskOpen(t)) continue;
-    SetTaskState(&t, lft::v1::TASK_STATE_CANCELLED);
-    absl::Status s = PutTask(t);
-    if (!s.ok()) LogError("persisting task failed", {{"error", s.ToString()}});
+void Coordinator::CloseOpenTasks(Transition* tx, const std::string& job_id) {
+  for (const std::string& id : tx->TaskIds(job_id)) {
+    if (!TaskOpen(tx->PeekTask(id))) continue;
+    tx->Task(id)->set_state(lft::v1::TASK_STATE_CANCELLED);
   }
-  rendezvous_.erase(job_id);
+  tx->AfterCommit([this, job_id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    rendezvous_.erase(job_id);
+  });
 }
 
-void Coordinator::FailJob(JobRecord* job, const std::string& error) {
+void Coordinator::FailJob(Transition* tx, JobRecord* job,
+                          const std::string& error) {
   job->mutable_job()->set_error(error);
-  CloseOpenTasks(job->job().id());
-  SetJobState(job, lft::v1::JOB_STATE_FAILED,
+  CloseOpenTasks(tx, job->job().id());
+  SetJobState(tx, job, lft::v1::JOB_STATE_FAILED,
               absl::StrCat("job failed: ", error));
 }
 
-TaskRecord* Coordinator::NewTask(JobRecord* job, const std::string& task_id) {
-  TaskRecord& t = tasks_[task_id];
-  t.mutable_task()->set_task_id(task_id);
-  t.mutable_task()->set_job_id(job->job().id());
-  *t.mutable_task()->mutable_spec() = job->job().spec();
-  t.mutable_task()->set_store_address(options_.store_address);
-  t.set_sequence(next_task_sequence_++);
-  job_tasks_[job->job().id()].push_back(task_id);
-  return &t;
-}
-
-void Coordinator::CreateTrainingTasks(JobRecord* job) {
+void Coordinator::CreateTrainingTasks(Transition* tx, JobRecord* job) {
   const uint32_t ranks = job->job().spec().training().trainer_ranks();
   job->set_training_generation(1);
   for (uint32_t r = 0; r < ranks; ++r) {
-    TaskRecord* t = NewTask(job, absl::StrCat(job->job().id(), "-t", r));
+    TaskRecord* t = tx->NewTask(job, absl::StrCat(job->job().id(), "-t", r),
+                                options_.store_address);
     auto* tr = t->mutable_task()->mutable_training();
     tr->set_generation(1);
     tr->set_world_size(ranks);
     tr->set_rank(r);
-    SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
-    (void)PutTask(*t);
+    t->set_state(lft::v1::TASK_STATE_QUEUED);
   }
 }
 
@@ -326,8 +478,9 @@ absl::StatusOr<Job> Coordinator::Submit(
     auto it = request_ids_.find(request.request_id());
     if (it != request_ids_.end()) return jobs_[it->second].job();
   }
+  const uint64_t number = next_job_number_;
+  const std::string id = absl::StrCat("j-", number);
   JobRecord r;
-  const std::string id = absl::StrCat("j-", next_job_number_++);
   Job* job = r.mutable_job();
   job->set_id(id);
   *job->mutable_spec() = spec;
@@ -335,16 +488,21 @@ absl::StatusOr<Job> Coordinator::Submit(
   job->set_created_unix_ms(clock_->NowUnixMs());
   job->set_updated_unix_ms(job->created_unix_ms());
   r.set_request_id(request.request_id());
-  r.set_sequence(next_job_number_);
-  LFT_RETURN_IF_ERROR(
-      store_->Write({{absl::StrCat(kJobsPrefix, id), r.SerializeAsString()},
-                     {kMetaNextJob, absl::StrCat(next_job_number_)}}));
-  if (!request.request_id().empty()) request_ids_[request.request_id()] = id;
-  JobRecord& stored = jobs_[id] = std::move(r);
-  AppendEvent(&stored,
+  r.set_sequence(number + 1);
+  Transition tx(this);
+  JobRecord* staged = tx.AddJob(std::move(r));
+  tx.PutMeta(kMetaNextJob, absl::StrCat(number + 1));
+  AppendEvent(&tx, staged,
               absl::StrCat("job ", id, " (", spec.name(), ") submitted"),
               false);
-  return stored.job();
+  const Job submitted = staged->job();
+  tx.AfterCommit([this, number, id, request_id = request.request_id()]()
+                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       next_job_number_ = number + 1;
+                       if (!request_id.empty()) request_ids_[request_id] = id;
+                     });
+  LFT_RETURN_IF_ERROR(tx.Commit());
+  return submitted;
 }
 
 absl::StatusOr<Job> Coordinator::GetJob(const std::string& job_id) {
@@ -354,8 +512,16 @@ absl::StatusOr<Job> Coordinator::GetJob(const std::string& job_id) {
     return absl::NotFoundError(absl::StrCat("no job has id \"", job_id,
                                             "\" (lftctl list shows the jobs)"));
   }
-  if (!IsTerminal(it->second.job().state())) RecomputeProgress(&it->second);
-  return it->second.job();
+  return JobWithProgress(it->second);
+}
+
+Job Coordinator::JobWithProgress(const JobRecord& record) {
+  Job job = record.job();
+  if (!IsTerminal(job.state())) {
+    Transition view(this);  // read-only: never committed
+    FillProgress(view, record, &job);
+  }
+  return job;
 }
 
 absl::StatusOr<lft::v1::ListJobsResponse> Coordinator::ListJobs(
@@ -370,8 +536,8 @@ absl::StatusOr<lft::v1::ListJobsResponse> Coordinator::ListJobs(
   const uint32_t page_size =
       request.page_size() == 0 ? 100 : request.page_size();
   absl::MutexLock lock(&mu_);
-  std::vector<JobRecord*> all;
-  for (auto& [id, r] : jobs_) {
+  std::vector<const JobRecord*> all;
+  for (const auto& [id, r] : jobs_) {
     bool keep = request.states().empty();
     for (int s : request.states()) keep = keep || s == r.job().state();
     if (keep) all.push_back(&r);
@@ -382,8 +548,7 @@ absl::StatusOr<lft::v1::ListJobsResponse> Coordinator::ListJobs(
   lft::v1::ListJobsResponse resp;
   for (uint64_t i = offset;
        i < all.size() && resp.jobs_size() < static_cast<int>(page_size); ++i) {
-    if (!IsTerminal(all[i]->job().state())) RecomputeProgress(all[i]);
-    *resp.add_jobs() = all[i]->job();
+    *resp.add_jobs() = JobWithProgress(*all[i]);
   }
   if (offset + resp.jobs_size() < all.size()) {
     resp.set_next_page_token(absl::StrCat(offset + resp.jobs_size()));
@@ -398,16 +563,19 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& job_id) {
     return absl::NotFoundError(absl::StrCat("no job has id \"", job_id,
                                             "\" (lftctl list shows the jobs)"));
   }
-  JobRecord& job = it->second;
-  if (IsTerminal(job.job().state())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " already finished (",
-                     ShortJobState(job.job().state()), "); nothing to cancel"));
+  if (IsTerminal(it->second.job().state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " already finished (",
+        ShortJobState(it->second.job().state()), "); nothing to cancel"));
   }
-  CloseOpenTasks(job_id);
-  SetJobState(&job, lft::v1::JOB_STATE_CANCELLED,
+  Transition tx(this);
+  JobRecord* job = tx.Job(job_id);
+  CloseOpenTasks(&tx, job_id);
+  SetJobState(&tx, job, lft::v1::JOB_STATE_CANCELLED,
               absl::StrCat("job ", job_id, " cancelled"));
-  return job.job();
+  const Job cancelled = job->job();
+  LFT_RETURN_IF_ERROR(tx.Commit());
+  return cancelled;
 }
 
 absl::StatusOr<std::vector<JobEvent>> Coordinator::WaitForEvents(
@@ -467,15 +635,20 @@ absl::StatusOr<lft::v1::RegisterResponse> Coordinator::Register(
     }
   }
   const int64_t now = clock_->NowUnixMs();
-  if (id.empty()) id = absl::StrCat("w-", next_worker_number_++);
-  WorkerRecord& w = workers_[id];
+  uint64_t next_worker = next_worker_number_;
+  if (id.empty()) id = absl::StrCat("w-", next_worker++);
+  WorkerRecord w;
   w.set_worker_id(id);
   *w.mutable_info() = request.info();
   w.set_registered_unix_ms(now);
   w.set_last_seen_unix_ms(now);
-  LFT_RETURN_IF_ERROR(
-      store_->Write({{absl::StrCat(kWorkersPrefix, id), w.SerializeAsString()},
-                     {kMetaNextWorker, absl::StrCat(next_worker_number_)}}));
+  Transition tx(this);
+  tx.PutWorker(w);
+  tx.PutMeta(kMetaNextWorker, absl::StrCat(next_worker));
+  tx.AfterCommit([this, next_worker]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    next_worker_number_ = next_worker;
+  });
+  LFT_RETURN_IF_ERROR(tx.Commit());
   LogInfo("worker registered",
           {{"worker", id},
            {"host", request.info().hostname()},
@@ -490,8 +663,7 @@ absl::StatusOr<lft::v1::RegisterResponse> Coordinator::Register(
 absl::StatusOr<lft::v1::HeartbeatResponse> Coordinator::Heartbeat(
     const lft::v1::HeartbeatRequest& request) {
   absl::MutexLock lock(&mu_);
-  LFT_ASSIGN_OR_RETURN(WorkerRecord * worker, FindWorker(request.worker_id()));
-  (void)worker;
+  LFT_RETURN_IF_ERROR(FindWorker(request.worker_id()).status());
   const int64_t expiry = clock_->NowUnixMs() + options_.lease_duration_ms;
   lft::v1::HeartbeatResponse resp;
   resp.set_lease_expiry_unix_ms(expiry);
@@ -503,36 +675,31 @@ absl::StatusOr<lft::v1::HeartbeatResponse> Coordinator::Heartbeat(
       resp.add_revoked_task_ids(id);
       continue;
     }
+    // Soft state (see the class comment): not written.
     it->second.mutable_task()->set_lease_expiry_unix_ms(expiry);
   }
   return resp;
 }
 
-TaskRecord* Coordinator::FindQueuedTask(WorkerRole role) {
+absl::StatusOr<const TaskRecord*> Coordinator::FindTaskOf(
+    const std::string& worker_id, const std::string& task_id) {
+  LFT_RETURN_IF_ERROR(FindWorker(worker_id).status());
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no task has id \"", task_id, "\""));
+  }
+  if (it->second.state() != lft::v1::TASK_STATE_LEASED ||
+      it->second.worker_id() != worker_id) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
+const TaskRecord* Coordinator::FindQueuedTask(WorkerRole role) {
   auto it = queued_.find(role);
   if (it == queued_.end() || it->second.empty()) return nullptr;
   return &tasks_[it->second.begin()->second];
-}
-
-void Coordinator::SetTaskState(TaskRecord* t, TaskState state) {
-  const TaskState old = t->state();
-  const std::string& job_id = t->task().job_id();
-  const QueueKey key{{jobs_[job_id].sequence(), t->sequence()},
-                     t->task().task_id()};
-  const WorkerRole role = RoleOf(t->task());
-  if (old == lft::v1::TASK_STATE_QUEUED) queued_[role].erase(key);
-  if (state == lft::v1::TASK_STATE_QUEUED) queued_[role].insert(key);
-  TaskCounts& counts =
-      counts_[job_id][static_cast<int>(t->task().payload_case())];
-  if (old == lft::v1::TASK_STATE_UNSPECIFIED) {
-    ++counts.total;
-    ++counts.unfinished;
-  }
-  if (old != lft::v1::TASK_STATE_SUCCEEDED &&
-      state == lft::v1::TASK_STATE_SUCCEEDED) {
-    --counts.unfinished;
-  }
-  t->set_state(state);
 }
 
 absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
@@ -551,17 +718,21 @@ absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
     if (workers_.count(request.worker_id()) == 0) {
       return FindWorker(request.worker_id()).status();
     }
-    TaskRecord* t = FindQueuedTask(role);
-    if (t != nullptr) {
-      SetTaskState(t, lft::v1::TASK_STATE_LEASED);
+    const TaskRecord* queued = FindQueuedTask(role);
+    if (queued != nullptr) {
+      Transition tx(this);
+      TaskRecord* t = tx.Task(queued->task().task_id());
+      t->set_state(lft::v1::TASK_STATE_LEASED);
       t->set_worker_id(request.worker_id());
       t->mutable_task()->set_lease_expiry_unix_ms(clock_->NowUnixMs() +
                                                   options_.lease_duration_ms);
-      LFT_RETURN_IF_ERROR(PutTask(*t));
-      LogInfo("task leased", {{"task", t->task().task_id()},
-                              {"worker", request.worker_id()},
-                              {"attempt", t->attempts() + 1}});
       *resp.mutable_task() = t->task();
+      const std::string task_id = t->task().task_id();
+      const uint32_t attempt = t->attempts() + 1;
+      LFT_RETURN_IF_ERROR(tx.Commit());
+      LogInfo("task leased", {{"task", task_id},
+                              {"worker", request.worker_id()},
+                              {"attempt", attempt}});
       return resp;
     }
     if (changed_.WaitWithDeadline(&mu_, deadline)) return resp;
@@ -571,108 +742,94 @@ absl::StatusOr<lft::v1::AcquireTaskResponse> Coordinator::AcquireTask(
 absl::StatusOr<lft::v1::ReportProgressResponse> Coordinator::ReportProgress(
     const lft::v1::ReportProgressRequest& request) {
   absl::MutexLock lock(&mu_);
-  LFT_ASSIGN_OR_RETURN(WorkerRecord * worker, FindWorker(request.worker_id()));
-  (void)worker;
-  auto it = tasks_.find(request.task_id());
-  if (it == tasks_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no task has id \"", request.task_id(), "\""));
-  }
-  TaskRecord& t = it->second;
+  LFT_ASSIGN_OR_RETURN(const TaskRecord* held,
+                       FindTaskOf(request.worker_id(), request.task_id()));
   lft::v1::ReportProgressResponse resp;
-  if (t.state() != lft::v1::TASK_STATE_LEASED ||
-      t.worker_id() != request.worker_id()) {
+  if (held == nullptr) {
     resp.set_keep_going(false);
     return resp;
   }
   resp.set_keep_going(true);
-  t.set_tokens_done(request.tokens_done());
-  t.set_steps_done(request.steps_done());
-  t.set_documents_done(request.documents_done());
-  t.set_sequences_done(request.sequences_done());
-  t.set_loss(request.loss());
-  if (!request.checkpoint().empty()) t.set_checkpoint(request.checkpoint());
-  LFT_RETURN_IF_ERROR(PutTask(t));
-  JobRecord& job = jobs_[t.task().job_id()];
-  if (t.task().has_training()) {
-    if (!request.checkpoint().empty() && t.task().training().rank() == 0) {
-      job.set_latest_checkpoint(request.checkpoint());
+  Transition tx(this);
+  TaskRecord* t = tx.Task(request.task_id());
+  t->set_tokens_done(request.tokens_done());
+  t->set_steps_done(request.steps_done());
+  t->set_documents_done(request.documents_done());
+  t->set_sequences_done(request.sequences_done());
+  t->set_loss(request.loss());
+  if (!request.checkpoint().empty()) t->set_checkpoint(request.checkpoint());
+  JobRecord* job = tx.Job(t->task().job_id());
+  if (t->task().has_training() && t->task().training().rank() == 0) {
+    if (!request.checkpoint().empty()) {
+      job->set_latest_checkpoint(request.checkpoint());
     }
-    if (t.task().training().rank() == 0) {
-      job.mutable_job()->set_latest_loss(request.loss());
-      job.mutable_job()->set_latest_step(request.steps_done());
-    }
+    job->mutable_job()->set_latest_loss(request.loss());
+    job->mutable_job()->set_latest_step(request.steps_done());
   }
-  MaybeProgressEvent(&job);
+  MaybeProgressEvent(&tx, job);
+  LFT_RETURN_IF_ERROR(tx.Commit());
   return resp;
 }
 
 absl::StatusOr<lft::v1::CompleteTaskResponse> Coordinator::CompleteTask(
     const lft::v1::CompleteTaskRequest& request) {
   absl::MutexLock lock(&mu_);
-  LFT_ASSIGN_OR_RETURN(WorkerRecord * worker, FindWorker(request.worker_id()));
-  (void)worker;
-  auto it = tasks_.find(request.task_id());
-  if (it == tasks_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no task has id \"", request.task_id(), "\""));
-  }
-  TaskRecord& t = it->second;
-  if (t.state() != lft::v1::TASK_STATE_LEASED ||
-      t.worker_id() != request.worker_id()) {
+  LFT_ASSIGN_OR_RETURN(const TaskRecord* held,
+                       FindTaskOf(request.worker_id(), request.task_id()));
+  if (held == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
         "task ", request.task_id(), " is no longer leased to worker ",
         request.worker_id(),
         " (lease expired, job ended or group re-formed); its output will be "
         "overwritten by the re-run"));
   }
-  JobRecord& job = jobs_[t.task().job_id()];
+  Transition tx(this);
+  TaskRecord* t = tx.Task(request.task_id());
+  JobRecord* job = tx.Job(t->task().job_id());
   if (!request.error().empty()) {
-    t.set_attempts(t.attempts() + 1);
-    t.set_error(request.error());
-    if (t.attempts() >= options_.max_task_attempts) {
-      SetTaskState(&t, lft::v1::TASK_STATE_FAILED);
-      LFT_RETURN_IF_ERROR(PutTask(t));
-      FailJob(&job, absl::StrCat(Describe(t), " failed ", t.attempts(),
-                                 " times; last error: ", request.error()));
+    t->set_attempts(t->attempts() + 1);
+    t->set_error(request.error());
+    if (t->attempts() >= options_.max_task_attempts) {
+      t->set_state(lft::v1::TASK_STATE_FAILED);
+      FailJob(&tx, job,
+              absl::StrCat(Describe(*t), " failed ", t->attempts(),
+                           " times; last error: ", request.error()));
     } else {
-      SetTaskState(&t, lft::v1::TASK_STATE_QUEUED);
-      LFT_RETURN_IF_ERROR(PutTask(t));
-      AppendEvent(&job,
-                  absl::StrCat(Describe(t), " failed on worker ",
+      t->set_state(lft::v1::TASK_STATE_QUEUED);
+      AppendEvent(&tx, job,
+                  absl::StrCat(Describe(*t), " failed on worker ",
                                request.worker_id(), ": ", request.error(),
-                               "; retrying (attempt ", t.attempts() + 1, " of ",
-                               options_.max_task_attempts, ")"),
+                               "; retrying (attempt ", t->attempts() + 1,
+                               " of ", options_.max_task_attempts, ")"),
                   false);
-      if (t.task().has_training())
-        ReformTrainerGroup(&job, "a trainer rank failed");
+      if (t->task().has_training())
+        ReformTrainerGroup(&tx, job, "a trainer rank failed");
     }
+    LFT_RETURN_IF_ERROR(tx.Commit());
     return lft::v1::CompleteTaskResponse();
   }
-  SetTaskState(&t, lft::v1::TASK_STATE_SUCCEEDED);
-  t.set_pairs_written(request.pairs_written());
-  if (!request.checkpoint().empty()) t.set_checkpoint(request.checkpoint());
-  if (t.task().has_extraction()) {
-    const auto& e = t.task().extraction();
+  t->set_state(lft::v1::TASK_STATE_SUCCEEDED);
+  t->set_pairs_written(request.pairs_written());
+  if (!request.checkpoint().empty()) t->set_checkpoint(request.checkpoint());
+  if (t->task().has_extraction()) {
+    const auto& e = t->task().extraction();
     if (e.end_document() > e.first_document()) {
-      t.set_documents_done(e.end_document() - e.first_document());
+      t->set_documents_done(e.end_document() - e.first_document());
     }
   }
-  LFT_RETURN_IF_ERROR(PutTask(t));
-  if (t.task().has_training() && t.task().training().rank() == 0 &&
+  if (t->task().has_training() && t->task().training().rank() == 0 &&
       !request.checkpoint().empty()) {
-    job.set_latest_checkpoint(request.checkpoint());
+    job->set_latest_checkpoint(request.checkpoint());
   }
-  AdvanceJob(&job);
-  changed_.SignalAll();
+  AdvanceJob(&tx, job);
+  LFT_RETURN_IF_ERROR(tx.Commit());
   return lft::v1::CompleteTaskResponse();
 }
 
 absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
     const lft::v1::RendezvousRequest& request, absl::Duration max_wait) {
   absl::MutexLock lock(&mu_);
-  LFT_ASSIGN_OR_RETURN(WorkerRecord * worker, FindWorker(request.worker_id()));
-  (void)worker;
+  LFT_RETURN_IF_ERROR(FindWorker(request.worker_id()).status());
   auto it = tasks_.find(request.task_id());
   if (it == tasks_.end() || !it->second.task().has_training()) {
     return absl::NotFoundError(
@@ -681,7 +838,7 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
   const std::string job_id = it->second.task().job_id();
   const uint32_t rank = it->second.task().training().rank();
   const uint32_t world = it->second.task().training().world_size();
-  auto check = [&]() -> absl::Status {
+  auto check = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     if (shutting_down_)
       return absl::UnavailableError("the coordinator is shutting down");
     const TaskRecord& t = tasks_[request.task_id()];
@@ -731,6 +888,9 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
       resp.set_world_size(world);
       resp.set_generation(request.generation());
       resp.set_communicator_id(cur.communicator_id);
+      // The coordinator decides where the generation resumes: the job's
+      // latest checkpoint (rank 0 reports each one as it is stored).
+      resp.set_resume_checkpoint(jobs_[job_id].latest_checkpoint());
       return resp;
     }
     if (changed_.WaitWithDeadline(&mu_, deadline)) {
@@ -745,87 +905,90 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
 
 // ---- Scheduling ----
 
-void Coordinator::AdvanceJob(JobRecord* job) {
+void Coordinator::AdvanceJob(Transition* tx, JobRecord* job) {
   if (IsTerminal(job->job().state())) return;
   const std::string& id = job->job().id();
-  const TaskCounts& extraction = counts_[id][lft::v1::Task::kExtraction];
-  const TaskCounts& training = counts_[id][lft::v1::Task::kTraining];
-  const TaskCounts& evaluation = counts_[id][lft::v1::Task::kEvaluation];
+  const TaskCounts extraction = tx->Counts(id, lft::v1::Task::kExtraction);
+  const TaskCounts training = tx->Counts(id, lft::v1::Task::kTraining);
+  const TaskCounts evaluation = tx->Counts(id, lft::v1::Task::kEvaluation);
   const JobState state = job->job().state();
   if (state == lft::v1::JOB_STATE_EXTRACTING && extraction.unfinished == 0) {
-    if (training.total == 0) CreateTrainingTasks(job);
+    if (training.total == 0) CreateTrainingTasks(tx, job);
     SetJobState(
-        job, lft::v1::JOB_STATE_TRAINING,
+        tx, job, lft::v1::JOB_STATE_TRAINING,
         absl::StrCat("extraction done; training with ",
                      job->job().spec().training().trainer_ranks(), " rank(s)"));
-    return AdvanceJob(job);
+    return AdvanceJob(tx, job);
   }
   if (state == lft::v1::JOB_STATE_TRAINING && training.total > 0 &&
       training.unfinished == 0) {
     if (evaluation.total == 0) {
-      auto rank0 = tasks_.find(absl::StrCat(id, "-t0"));
-      const std::string checkpoint =
-          rank0 != tasks_.end() && !rank0->second.checkpoint().empty()
-              ? rank0->second.checkpoint()
-              : job->latest_checkpoint();
-      TaskRecord* t = NewTask(job, absl::StrCat(id, "-e"));
+      const std::string rank0_id = absl::StrCat(id, "-t0");
+      std::string checkpoint = job->latest_checkpoint();
+      for (const std::string& task_id : tx->TaskIds(id)) {
+        if (task_id != rank0_id) continue;
+        const TaskRecord& rank0 = tx->PeekTask(task_id);
+        if (!rank0.checkpoint().empty()) checkpoint = rank0.checkpoint();
+      }
+      TaskRecord* t =
+          tx->NewTask(job, absl::StrCat(id, "-e"), options_.store_address);
       t->mutable_task()->mutable_evaluation()->set_checkpoint(checkpoint);
-      SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
-      (void)PutTask(*t);
+      t->set_state(lft::v1::TASK_STATE_QUEUED);
     }
-    SetJobState(job, lft::v1::JOB_STATE_EVALUATING,
+    SetJobState(tx, job, lft::v1::JOB_STATE_EVALUATING,
                 "training done; evaluating");
     return;
   }
   if (state == lft::v1::JOB_STATE_EVALUATING && evaluation.total > 0 &&
       evaluation.unfinished == 0) {
-    SetJobState(job, lft::v1::JOB_STATE_SUCCEEDED,
+    SetJobState(tx, job, lft::v1::JOB_STATE_SUCCEEDED,
                 absl::StrCat("job ", id, " succeeded"));
   }
 }
 
-void Coordinator::RequeueTask(TaskRecord* task, const std::string& reason) {
-  JobRecord& job = jobs_[task->task().job_id()];
+void Coordinator::RequeueTask(Transition* tx, TaskRecord* task,
+                              const std::string& reason) {
+  JobRecord* job = tx->Job(task->task().job_id());
   task->set_attempts(task->attempts() + 1);
   task->set_error(reason);
   if (task->attempts() >= options_.max_task_attempts) {
-    SetTaskState(task, lft::v1::TASK_STATE_FAILED);
-    (void)PutTask(*task);
-    FailJob(&job, absl::StrCat(Describe(*task), " was lost ", task->attempts(),
-                               " times; last: ", reason));
+    task->set_state(lft::v1::TASK_STATE_FAILED);
+    FailJob(tx, job,
+            absl::StrCat(Describe(*task), " was lost ", task->attempts(),
+                         " times; last: ", reason));
     return;
   }
-  SetTaskState(task, lft::v1::TASK_STATE_QUEUED);
+  task->set_state(lft::v1::TASK_STATE_QUEUED);
   task->set_tokens_done(0);
   task->set_documents_done(0);
   task->set_sequences_done(0);
-  (void)PutTask(*task);
-  AppendEvent(&job,
+  AppendEvent(tx, job,
               absl::StrCat(reason, "; ", Describe(*task), " requeued (attempt ",
                            task->attempts() + 1, " of ",
                            options_.max_task_attempts, ")"),
               false);
-  if (task->task().has_training()) ReformTrainerGroup(&job, reason);
-  changed_.SignalAll();
+  if (task->task().has_training()) ReformTrainerGroup(tx, job, reason);
 }
 
-void Coordinator::ReformTrainerGroup(JobRecord* job,
+void Coordinator::ReformTrainerGroup(Transition* tx, JobRecord* job,
                                      const std::string& reason) {
   const uint64_t generation = job->training_generation() + 1;
   job->set_training_generation(generation);
-  for (const std::string& id : job_tasks_[job->job().id()]) {
-    TaskRecord& t = tasks_[id];
-    if (!t.task().has_training() || !TaskOpen(t)) continue;
+  for (const std::string& id : tx->TaskIds(job->job().id())) {
+    const TaskRecord& peek = tx->PeekTask(id);
+    if (!peek.task().has_training() || !TaskOpen(peek)) continue;
     // Holders of the old generation see the task revoked at their next
     // heartbeat and get Aborted from Rendezvous.
-    SetTaskState(&t, lft::v1::TASK_STATE_QUEUED);
-    auto* tr = t.mutable_task()->mutable_training();
+    TaskRecord* t = tx->Task(id);
+    t->set_state(lft::v1::TASK_STATE_QUEUED);
+    auto* tr = t->mutable_task()->mutable_training();
     tr->set_generation(generation);
     tr->set_resume_checkpoint(job->latest_checkpoint());
-    (void)PutTask(t);
   }
-  rendezvous_.erase(job->job().id());
-  AppendEvent(job,
+  tx->AfterCommit(
+      [this, job_id = job->job().id()]()
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { rendezvous_.erase(job_id); });
+  AppendEvent(tx, job,
               absl::StrCat("trainer group re-formed as generation ", generation,
                            " (", reason, ")",
                            job->latest_checkpoint().empty()
@@ -833,15 +996,15 @@ void Coordinator::ReformTrainerGroup(JobRecord* job,
                                : absl::StrCat("; resuming from ",
                                               job->latest_checkpoint())),
               false);
-  changed_.SignalAll();
 }
 
-void Coordinator::RecomputeProgress(JobRecord* job) {
+void Coordinator::FillProgress(const Transition& tx, const JobRecord& job,
+                               Job* out) {
   const int64_t now = clock_->NowUnixMs();
   uint64_t tokens = 0, docs = 0, steps = 0, train_tokens = 0, sequences = 0;
   bool any_eval = false, any_train = false;
-  for (const std::string& id : job_tasks_[job->job().id()]) {
-    const TaskRecord& t = tasks_[id];
+  for (const std::string& id : tx.TaskIds(job.job().id())) {
+    const TaskRecord& t = tx.PeekTask(id);
     if (t.task().has_extraction()) {
       tokens += t.tokens_done();
       docs += t.documents_done();
@@ -856,44 +1019,43 @@ void Coordinator::RecomputeProgress(JobRecord* job) {
       sequences = t.sequences_done();
     }
   }
-  Job* j = job->mutable_job();
-  j->clear_progress();
-  const lft::v1::JobSpec& spec = j->spec();
-  if (job->planned()) {
+  out->clear_progress();
+  const lft::v1::JobSpec& spec = job.job().spec();
+  if (job.planned()) {
     uint64_t total = 0;
-    if (docs > 0 && job->documents_total() > 0) {
+    if (docs > 0 && job.documents_total() > 0) {
       total = static_cast<uint64_t>(static_cast<double>(tokens) *
-                                    job->documents_total() / docs);
+                                    job.documents_total() / docs);
     }
-    *j->add_progress() =
+    *out->add_progress() =
         MakeProgress(lft::v1::JOB_STATE_EXTRACTING, "tokens", tokens, total,
-                     job->extracting_started_unix_ms(), now);
+                     job.extracting_started_unix_ms(), now);
   }
   if (any_train) {
     const bool by_steps = spec.training().max_steps() > 0;
-    *j->add_progress() = MakeProgress(
+    *out->add_progress() = MakeProgress(
         lft::v1::JOB_STATE_TRAINING, by_steps ? "steps" : "tokens",
         by_steps ? steps : train_tokens,
         by_steps ? spec.training().max_steps() : spec.training().max_tokens(),
-        job->training_started_unix_ms(), now);
+        job.training_started_unix_ms(), now);
   }
   if (any_eval) {
-    *j->add_progress() =
+    *out->add_progress() =
         MakeProgress(lft::v1::JOB_STATE_EVALUATING, "sequences", sequences,
                      spec.evaluation().max_sequences(),
-                     job->evaluating_started_unix_ms(), now);
+                     job.evaluating_started_unix_ms(), now);
   }
 }
 
-void Coordinator::MaybeProgressEvent(JobRecord* job) {
+void Coordinator::MaybeProgressEvent(Transition* tx, JobRecord* job) {
   const int64_t now = clock_->NowUnixMs();
   if (now - job->last_progress_event_unix_ms() <
       options_.progress_event_interval_ms) {
     return;
   }
   job->set_last_progress_event_unix_ms(now);
-  RecomputeProgress(job);
-  AppendEvent(job, "", /*with_progress=*/true);
+  FillProgress(*tx, *job, job->mutable_job());
+  AppendEvent(tx, job, "", /*with_progress=*/true);
 }
 
 void Coordinator::PlanPendingJobs() {
@@ -911,59 +1073,86 @@ void Coordinator::PlanPendingJobs() {
     absl::StatusOr<std::vector<lft::v1::ExtractionTask>> shards =
         sharding_->Shard(corpus);
     absl::MutexLock lock(&mu_);
-    JobRecord& job = jobs_[id];
-    if (job.job().state() != lft::v1::JOB_STATE_PENDING || job.planned())
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() ||
+        it->second.job().state() != lft::v1::JOB_STATE_PENDING ||
+        it->second.planned()) {
       continue;
+    }
+    Transition tx(this);
+    JobRecord* job = tx.Job(id);
     if (!shards.ok()) {
-      FailJob(&job, std::string(shards.status().message()));
-      continue;
-    }
-    uint64_t docs = 0;
-    for (const auto& shard : *shards) {
-      TaskRecord* t =
-          NewTask(&job, absl::StrCat(id, "-x", shard.shard_index()));
-      *t->mutable_task()->mutable_extraction() = shard;
-      SetTaskState(t, lft::v1::TASK_STATE_QUEUED);
-      if (shard.end_document() > shard.first_document()) {
-        docs += shard.end_document() - shard.first_document();
+      FailJob(&tx, job, std::string(shards.status().message()));
+    } else {
+      uint64_t docs = 0;
+      for (const auto& shard : *shards) {
+        TaskRecord* t =
+            tx.NewTask(job, absl::StrCat(id, "-x", shard.shard_index()),
+                       options_.store_address);
+        *t->mutable_task()->mutable_extraction() = shard;
+        t->set_state(lft::v1::TASK_STATE_QUEUED);
+        if (shard.end_document() > shard.first_document()) {
+          docs += shard.end_document() - shard.first_document();
+        }
       }
-      (void)PutTask(*t);
+      job->set_planned(true);
+      job->set_documents_total(docs);
+      if (job->job().spec().training().streaming())
+        CreateTrainingTasks(&tx, job);
+      SetJobState(
+          &tx, job, lft::v1::JOB_STATE_EXTRACTING,
+          absl::StrCat("corpus sharded into ", shards->size(),
+                       " extraction task(s) over ", docs, " documents"));
     }
-    job.set_planned(true);
-    job.set_documents_total(docs);
-    if (job.job().spec().training().streaming()) CreateTrainingTasks(&job);
-    SetJobState(&job, lft::v1::JOB_STATE_EXTRACTING,
-                absl::StrCat("corpus sharded into ", shards->size(),
-                             " extraction task(s) over ", docs, " documents"));
+    // A failed write leaves the job PENDING and unplanned: the next Tick
+    // shards it again.
+    absl::Status s = tx.Commit();
+    if (!s.ok()) {
+      LogError("planning a job failed; retrying at the next tick",
+               {{"job", id}, {"error", s.ToString()}});
+    }
   }
 }
 
 void Coordinator::ExpireLeases() {
   const int64_t now = clock_->NowUnixMs();
-  std::vector<std::string> dead;
+  Transition tx(this);
+  std::set<std::string> dead;
   for (const auto& [id, w] : workers_) {
-    if (now - w.last_seen_unix_ms() > options_.lease_duration_ms)
-      dead.push_back(id);
+    if (now - w.last_seen_unix_ms() > options_.lease_duration_ms) {
+      dead.insert(id);
+      tx.DeleteWorker(id);
+    }
+  }
+  int expired = 0;
+  for (const auto& [id, memory] : tasks_) {
+    const TaskRecord& t = tx.PeekTask(id);
+    if (t.state() != lft::v1::TASK_STATE_LEASED) continue;
+    const bool holder_gone =
+        dead.count(t.worker_id()) > 0 || workers_.count(t.worker_id()) == 0;
+    if (!holder_gone && t.task().lease_expiry_unix_ms() > now) continue;
+    ++expired;
+    RequeueTask(&tx, tx.Task(id),
+                absl::StrCat("worker ", t.worker_id(),
+                             " lost its lease on task ", t.task().task_id()));
+  }
+  if (tx.empty()) return;
+  // A failed write changes nothing: the same workers and leases expire at
+  // the next tick.
+  absl::Status s = tx.Commit();
+  if (!s.ok()) {
+    LogError("expiring leases failed; retrying at the next tick",
+             {{"error", s.ToString()}});
+    return;
   }
   for (const std::string& id : dead) {
     LogWarning("worker forgotten after missing heartbeats", {{"worker", id}});
-    workers_.erase(id);
-    (void)store_->Write({{absl::StrCat(kWorkersPrefix, id), std::nullopt}});
   }
-  for (auto& [id, t] : tasks_) {
-    if (t.state() != lft::v1::TASK_STATE_LEASED) continue;
-    const bool holder_gone = workers_.count(t.worker_id()) == 0;
-    if (!holder_gone && t.task().lease_expiry_unix_ms() > now) continue;
-    if (metrics_ != nullptr) {
-      metrics_
-          ->Counter(
-              "lft_coordinator_leases_expired_total",
-              "Task leases lost because their worker stopped heartbeating")
-          .Increment();
-    }
-    RequeueTask(
-        &t, absl::StrCat("worker ", t.worker_id(), " lost its lease on task ",
-                         t.task().task_id()));
+  if (metrics_ != nullptr && expired > 0) {
+    metrics_
+        ->Counter("lft_coordinator_leases_expired_total",
+                  "Task leases lost because their worker stopped heartbeating")
+        .Increment(expired);
   }
 }
 

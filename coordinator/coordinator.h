@@ -13,6 +13,15 @@
 // unless its holder heartbeats; Tick() requeues it (same task id and shard
 // index, so the re-run overwrites its outputs) and, for training, re-forms
 // the trainer group under a new generation.
+//
+// Durability: every state transition (every call below that changes a job,
+// task or worker, and every Tick) stages its records, writes them to the
+// StateStore in one batch and only then changes memory. If the write fails,
+// the call returns the store's error (Tick logs it and retries the same
+// transition next round) and memory is left as it was, which is what the
+// store holds. Soft state is kept in memory only and rebuilt on Open: lease
+// renewals from Heartbeat (a lease found at Open gets a fresh grace period),
+// when a worker was last seen, and rendezvous joins.
 #ifndef LFT_COORDINATOR_COORDINATOR_H_
 #define LFT_COORDINATOR_COORDINATOR_H_
 
@@ -30,7 +39,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/metrics.h"
+#include "common/base/job_state.h"
+#include "common/base/prometheus_metrics.h"
 #include "coordinator/clock.h"
 #include "coordinator/corpus_sharding.h"
 #include "coordinator/state_store.h"
@@ -117,10 +127,11 @@ class Coordinator {
   absl::StatusOr<lft::v1::CompleteTaskResponse> CompleteTask(
       const lft::v1::CompleteTaskRequest& request);
   // Blocks until all world_size ranks of the task's generation joined and
-  // rank 0 published its communicator id. Aborted if the generation was
-  // dissolved (or the job ended); InvalidArgument if rank 0 sends no id;
-  // DeadlineExceeded after `max_wait` (retry); FailedPrecondition if the
-  // worker does not hold the task.
+  // rank 0 published its communicator id; the response names the
+  // checkpoint the generation resumes from (the job's latest). Aborted if the
+  // generation was dissolved (or the job ended); InvalidArgument if rank 0
+  // sends no id; DeadlineExceeded after `max_wait` (retry); FailedPrecondition
+  // if the worker does not hold the task.
   absl::StatusOr<lft::v1::RendezvousResponse> Rendezvous(
       const lft::v1::RendezvousRequest& request, absl::Duration max_wait);
 
@@ -138,6 +149,9 @@ class Coordinator {
   // ---- Introspection (tests and benchmarks) ----
   std::vector<lft::v1::TaskRecord> TasksOfJob(const std::string& job_id);
   std::vector<lft::v1::WorkerRecord> Workers();
+  // The durable state, e.g. to inject write failures
+  // (StateStore::SetWriteHookForTesting).
+  StateStore* state_store_for_testing() { return store_.get(); }
 
  private:
   struct TaskCounts {
@@ -153,49 +167,64 @@ class Coordinator {
     std::string communicator_id;
   };
 
+  // One state transition: its records are staged, written in one batch and
+  // only then applied to memory (coordinator.cc).
+  class Transition;
+
   Coordinator(const CoordinatorOptions& options, Clock* clock,
               CorpusSharding* sharding, MetricsRegistry* metrics,
               std::unique_ptr<StateStore> store);
   absl::Status Load();
 
-  // Helpers below require mu_.
-  absl::Status PutJob(const lft::v1::JobRecord& job)
+  // Helpers below require mu_. Those taking a Transition stage their changes
+  // in it; nothing reaches memory or disk until its Commit().
+  void AppendEvent(Transition* tx, lft::v1::JobRecord* job,
+                   const std::string& message, bool with_progress)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PutTask(const lft::v1::TaskRecord& task)
+  void SetJobState(Transition* tx, lft::v1::JobRecord* job,
+                   lft::v1::JobState state, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PutWorker(const lft::v1::WorkerRecord& worker)
+  void FailJob(Transition* tx, lft::v1::JobRecord* job,
+               const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseOpenTasks(Transition* tx, const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AppendEvent(lft::v1::JobRecord* job, const std::string& message,
-                   bool with_progress) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetJobState(lft::v1::JobRecord* job, lft::v1::JobState state,
-                   const std::string& message)
+  void CreateTrainingTasks(Transition* tx, lft::v1::JobRecord* job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FailJob(lft::v1::JobRecord* job, const std::string& error)
+  void AdvanceJob(Transition* tx, lft::v1::JobRecord* job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CloseOpenTasks(const std::string& job_id)
+  void RequeueTask(Transition* tx, lft::v1::TaskRecord* task,
+                   const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  lft::v1::TaskRecord* NewTask(lft::v1::JobRecord* job,
-                               const std::string& task_id)
+  void ReformTrainerGroup(Transition* tx, lft::v1::JobRecord* job,
+                          const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CreateTrainingTasks(lft::v1::JobRecord* job)
+  // Writes the job's per-phase progress, as `tx` sees the tasks, into *out.
+  void FillProgress(const Transition& tx, const lft::v1::JobRecord& job,
+                    lft::v1::Job* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeProgressEvent(Transition* tx, lft::v1::JobRecord* job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AdvanceJob(lft::v1::JobRecord* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RequeueTask(lft::v1::TaskRecord* task, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReformTrainerGroup(lft::v1::JobRecord* job, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecomputeProgress(lft::v1::JobRecord* job)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaybeProgressEvent(lft::v1::JobRecord* job)
+  // The job as Get and List return it: with progress unless terminal.
+  lft::v1::Job JobWithProgress(const lft::v1::JobRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<lft::v1::WorkerRecord*> FindWorker(
       const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  lft::v1::TaskRecord* FindQueuedTask(lft::v1::WorkerRole role)
+  // The task if `worker_id` holds its lease, nullptr if it exists but is
+  // not (or no longer) leased to the worker; NotFound for an unknown worker
+  // or task.
+  absl::StatusOr<const lft::v1::TaskRecord*> FindTaskOf(
+      const std::string& worker_id, const std::string& task_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Every task state change goes through here: it keeps queued_ and
-  // counts_ in step with tasks_.
-  void SetTaskState(lft::v1::TaskRecord* task, lft::v1::TaskState state)
+  const lft::v1::TaskRecord* FindQueuedTask(lft::v1::WorkerRole role)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // UNSPECIFIED for a task not in memory.
+  lft::v1::TaskState StateInMemory(const std::string& task_id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps queued_ and counts_ in step with a task whose state in memory
+  // went from `before` to t.state().
+  void IndexTask(lft::v1::TaskState before, const lft::v1::TaskRecord& t)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void CountTransition(lft::v1::TaskState before,
+                              lft::v1::TaskState after, TaskCounts* counts);
   void PlanPendingJobs() ABSL_LOCKS_EXCLUDED(mu_);
   void ExpireLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -207,7 +236,7 @@ class Coordinator {
   const std::unique_ptr<StateStore> store_;
 
   // State below is protected by mu_.
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   absl::CondVar changed_;  // signalled on every change waiters care about
   std::map<std::string, lft::v1::JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, lft::v1::TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
@@ -230,11 +259,6 @@ class Coordinator {
 
   std::thread loop_;
 };
-
-// "JOB_STATE_TRAINING" -> "TRAINING"; for messages and metric labels.
-std::string ShortJobState(lft::v1::JobState state);
-std::string ShortTaskState(lft::v1::TaskState state);
-bool IsTerminal(lft::v1::JobState state);
 
 }  // namespace lft
 

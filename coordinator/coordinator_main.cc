@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/auth.h"
-#include "common/log.h"
-#include "coordinator/flags.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/rpc/auth.h"
 #include "coordinator/server.h"
 
 namespace {

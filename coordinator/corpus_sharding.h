@@ -1,7 +1,7 @@
 // Turns a job's corpus into extraction tasks. The coordinator calls it once
-// per job (off its lock). The interface is small on purpose: the data
-// library's sharder (by bytes, by frames, with an index) replaces
-// LineCountSharding without touching the scheduler.
+// per job (off its lock). The interface is small on purpose: another sharder
+// (by bytes, by frames, with an index) replaces CorpusSharderSharding without
+// touching the scheduler, and tests plug in fakes.
 #ifndef LFT_COORDINATOR_CORPUS_SHARDING_H_
 #define LFT_COORDINATOR_CORPUS_SHARDING_H_
 
@@ -31,31 +31,18 @@ class CorpusSharding {
       const lft::v1::CorpusSpec& corpus) = 0;
 };
 
-// Counts the lines (documents) of each jsonl.zst file by streaming it
-// through zstd and cuts it into ranges of documents_per_shard documents.
-// Megatron prefixes become one whole-file task each.
-class LineCountSharding : public CorpusSharding {
- public:
-  absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
-      const lft::v1::CorpusSpec& corpus) override;
-};
-
-// The data library's sharder (common/corpus_sharder.h, docs/data.md):
-// jsonl.zst files are counted line by line like LineCountSharding (same
-// shards), and Megatron prefixes are counted from their .idx and cut into
-// documents_per_shard ranges too (instead of one whole-file task with
-// end_document 0). Shards never span files; files in the order jsonl paths,
-// then Megatron prefixes. Errors name the spec field and file.
+// The data library's sharder (common/corpus/corpus_sharder.h, docs/data.md):
+// jsonl.zst files are counted line by line and cut into documents_per_shard
+// ranges (tests compare it with a line-counting oracle), and Megatron prefixes
+// are counted from their .idx and cut into documents_per_shard ranges too
+// (instead of one whole-file task with end_document 0). Shards never span
+// files; files in the order jsonl paths, then Megatron prefixes. Errors name
+// the spec field and file.
 class CorpusSharderSharding : public CorpusSharding {
  public:
   absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
       const lft::v1::CorpusSpec& corpus) override;
 };
-
-// Number of newline-terminated lines in a zstd-compressed file (a final line
-// without a newline counts too). NotFound if the file cannot be opened,
-// InvalidArgument if it is not valid zstd (with the offset).
-absl::StatusOr<uint64_t> CountZstdLines(const std::string& path);
 
 }  // namespace lft
 

@@ -2,8 +2,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/time/time.h"
-#include "common/status.h"
-#include "common/grpc_status.h"
+#include "common/base/status.h"
+#include "common/rpc/grpc_status.h"
 
 namespace lft {
 namespace {

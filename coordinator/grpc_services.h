@@ -8,8 +8,8 @@
 #include <functional>
 #include <string>
 
-#include "common/auth.h"
-#include "common/metrics.h"
+#include "common/base/prometheus_metrics.h"
+#include "common/rpc/auth.h"
 #include "coordinator/coordinator.h"
 #include "lft/v1/job.grpc.pb.h"
 #include "lft/v1/worker.grpc.pb.h"

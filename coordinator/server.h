@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "common/auth.h"
-#include "common/metrics.h"
+#include "common/base/prometheus_metrics.h"
+#include "common/rpc/auth.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_services.h"
 

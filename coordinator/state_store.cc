@@ -1,6 +1,7 @@
 #include "coordinator/state_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
@@ -34,7 +35,16 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
 
 StateStore::~StateStore() { delete db_; }
 
+void StateStore::SetWriteHookForTesting(WriteHook hook) {
+  absl::MutexLock lock(&hook_mu_);
+  write_hook_ = std::move(hook);
+}
+
 absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
+  {
+    absl::MutexLock lock(&hook_mu_);
+    if (write_hook_) LFT_RETURN_IF_ERROR(write_hook_(mutations));
+  }
   rocksdb::WriteBatch batch;
   for (const Mutation& m : mutations) {
     if (m.value.has_value()) {

@@ -19,9 +19,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace rocksdb {
 class DB;
@@ -29,7 +31,7 @@ class DB;
 
 namespace lft {
 
-// Thread-safe (RocksDB is).
+// Thread-safe (RocksDB is; the test hook is behind its own mutex).
 class StateStore {
  public:
   // Opens (creating if missing) the database in directory `path`.
@@ -50,6 +52,13 @@ class StateStore {
   // in which case none is applied.
   absl::Status Write(const std::vector<Mutation>& mutations);
 
+  // Fault injection for tests: while a hook is set, Write calls it first
+  // and, if it returns an error, returns that error and writes nothing. An
+  // empty hook removes it. The hook must not call back into the store.
+  using WriteHook =
+      std::function<absl::Status(const std::vector<Mutation>& mutations)>;
+  void SetWriteHookForTesting(WriteHook hook);
+
   // Calls `fn(key, value)` for every key starting with `prefix`, in key
   // order. Internal if the scan fails part-way.
   absl::Status Scan(absl::string_view prefix,
@@ -62,6 +71,9 @@ class StateStore {
  private:
   explicit StateStore(rocksdb::DB* db) : db_(db) {}
   rocksdb::DB* const db_;
+
+  absl::Mutex hook_mu_;
+  WriteHook write_hook_ ABSL_GUARDED_BY(hook_mu_);
 };
 
 }  // namespace lft

@@ -19,7 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/metrics.h"
+#include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store.h"
 
 namespace rocksdb {
@@ -33,7 +33,7 @@ namespace lft {
 struct LatentStoreOptions {
   bool create_if_missing = true;
   // Pairs CF: keep values >= min_blob_size in blob files, so compaction
-  // moves keys, not megabytes (design.md section 9).
+  // moves keys, not megabytes (docs/store.md).
   bool enable_blob_files = true;
   uint64_t min_blob_size = 64 * 1024;
   // Pair payloads skip the write-ahead log by default, so they reach the

@@ -4,7 +4,7 @@
 //   lft-store --listen 0.0.0.0:7071 --db /data/store --tls-cert store.pem
 //       --tls-key store.key --token T [--metrics-port 9464]
 //
-// Security is the coordinator's (common/auth.h): TLS plus a bearer token,
+// Security is the coordinator's (common/rpc/auth.h): TLS plus a bearer token,
 // or plaintext with --insecure-loopback on a loopback address only (a token,
 // if given, is still required). With port 0 the chosen port is printed on
 // stdout as "listening on 127.0.0.1:NNNN" (tests read it). SIGINT/SIGTERM shut
@@ -13,68 +13,110 @@
 // acknowledged (docs/store.md, "Write path").
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/auth.h"
-#include "common/log.h"
-#include "common/metrics.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/prometheus_metrics.h"
+#include "common/rpc/auth.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/store_service.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:7071",
-          "host:port for gRPC; port 0 picks a free port");
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
-ABSL_FLAG(std::string, tls_ca, "",
-          "PEM CA for client certificates (optional, with TLS)");
-ABSL_FLAG(std::string, token, "",
-          "bearer token clients must send (default: env LFT_AUTH_TOKEN); "
-          "required with TLS");
-ABSL_FLAG(bool, insecure_loopback, false,
-          "plaintext, allowed only on a loopback --listen address");
-ABSL_FLAG(std::string, db, "", "directory of the RocksDB store (required)");
-ABSL_FLAG(int, metrics_port, -1,
-          "port for GET /metrics on the --listen host; 0 picks one, -1 none");
-ABSL_FLAG(bool, sync, true, "fsync the WAL on every acknowledged batch");
-ABSL_FLAG(bool, wal, true,
-          "write-ahead log for job configs and checkpoints (off: nothing is "
-          "durable before a flush)");
-ABSL_FLAG(bool, pairs_wal, false,
-          "also log pair payloads in the WAL: acknowledged pairs survive a "
-          "store kill without SyncPairs, at half the write bandwidth");
-ABSL_FLAG(bool, blob_files, true, "keep pair values in BlobDB blob files");
-ABSL_FLAG(int, max_message_mib, 64, "gRPC max message size (both ways)");
-
 namespace {
 
-int Run() {
-  const std::string db_path = absl::GetFlag(FLAGS_db);
+const std::vector<lft::FlagSpec>& StoreFlags() {
+  static const std::vector<lft::FlagSpec>* flags =
+      new std::vector<lft::FlagSpec>{
+          {"listen", "HOST:PORT",
+           "gRPC address (default 127.0.0.1:7071); port 0 picks a free port"},
+          {"db", "DIR", "directory of the RocksDB store (required)"},
+          {"tls-cert", "PEM", "certificate chain: serve TLS"},
+          {"tls-key", "PEM", "private key of --tls-cert"},
+          {"tls-ca", "PEM", "CA for client certificates (optional, with TLS)"},
+          {"token", "TOKEN",
+           "bearer token clients must send (default: env LFT_AUTH_TOKEN); "
+           "required with TLS"},
+          {"insecure-loopback", "",
+           "plaintext, allowed only on a loopback --listen address"},
+          {"metrics-port", "PORT",
+           "port for GET /metrics on the --listen host; 0 picks one, -1 none "
+           "(default)"},
+          {"sync", "",
+           "fsync the WAL on every acknowledged batch (default; --sync=false: "
+           "not)"},
+          {"wal", "",
+           "write-ahead log for job configs and checkpoints (default; "
+           "--wal=false: nothing is durable before a flush)"},
+          {"pairs-wal", "",
+           "also log pair payloads in the WAL: acknowledged pairs survive a "
+           "store kill without SyncPairs, at half the write bandwidth "
+           "(default: off)"},
+          {"blob-files", "",
+           "keep pair values in BlobDB blob files (default; "
+           "--blob-files=false: not)"},
+          {"max-message-mib", "N",
+           "gRPC max message size, both ways (default 64)"},
+          {"help", "", "print this text and exit"},
+      };
+  return *flags;
+}
+
+constexpr char kSynopsis[] = "lft-store --db DIR [--listen HOST:PORT] [flags]";
+
+// A boolean flag: absent -> `def`, "--name" -> true, "--name=false" -> false
+// (SimpleAtob spellings); InvalidArgument for another value.
+absl::StatusOr<bool> GetBool(const lft::Flags& flags, const std::string& name,
+                             bool def) {
+  if (!flags.Has(name)) return def;
+  bool value = false;
+  if (!absl::SimpleAtob(flags.Get(name), &value)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flag --", name, ": \"", flags.Get(name), "\" is not true or false"));
+  }
+  return value;
+}
+
+int Run(const lft::Flags& flags) {
+  const std::string db_path = flags.Get("db");
   if (db_path.empty()) {
     lft::LogError("--db is required (the store's directory)");
     return 2;
   }
-  const int max_mib = absl::GetFlag(FLAGS_max_message_mib);
+  absl::StatusOr<int64_t> max_mib_flag = flags.GetInt("max-message-mib", 64);
+  absl::StatusOr<int64_t> metrics_port = flags.GetInt("metrics-port", -1);
+  absl::StatusOr<bool> sync = GetBool(flags, "sync", true);
+  absl::StatusOr<bool> wal = GetBool(flags, "wal", true);
+  absl::StatusOr<bool> blob_files = GetBool(flags, "blob-files", true);
+  absl::StatusOr<bool> pairs_wal = GetBool(flags, "pairs-wal", false);
+  for (const absl::Status& s :
+       {max_mib_flag.status(), metrics_port.status(), sync.status(),
+        wal.status(), blob_files.status(), pairs_wal.status()}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "lft-store: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  const int max_mib = static_cast<int>(*max_mib_flag);
   if (max_mib < 1 || max_mib > 1024) {
-    lft::LogError("--max_message_mib must be in 1..1024", {{"got", max_mib}});
+    lft::LogError("--max-message-mib must be in 1..1024", {{"got", max_mib}});
     return 2;
   }
-  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string listen = flags.Get("listen", "127.0.0.1:7071");
   lft::ServerSecurityOptions security;
-  security.tls_cert_path = absl::GetFlag(FLAGS_tls_cert);
-  security.tls_key_path = absl::GetFlag(FLAGS_tls_key);
-  security.tls_ca_path = absl::GetFlag(FLAGS_tls_ca);
-  security.token = lft::TokenFromFlagOrEnv(absl::GetFlag(FLAGS_token));
-  security.insecure_loopback = absl::GetFlag(FLAGS_insecure_loopback);
+  security.tls_cert_path = flags.Get("tls-cert");
+  security.tls_key_path = flags.Get("tls-key");
+  security.tls_ca_path = flags.Get("tls-ca");
+  security.token = lft::TokenFromFlagOrEnv(flags.Get("token"));
+  security.insecure_loopback = flags.Has("insecure-loopback");
   auto credentials = lft::MakeServerCredentials(security, listen);
   if (!credentials.ok()) {
     std::fprintf(stderr, "lft-store: %s\n",
@@ -90,10 +132,10 @@ int Run() {
 
   lft::MetricsRegistry metrics;
   lft::LatentStoreOptions options;
-  options.sync = absl::GetFlag(FLAGS_sync);
-  options.disable_wal = !absl::GetFlag(FLAGS_wal);
-  options.pairs_in_wal = absl::GetFlag(FLAGS_pairs_wal);
-  options.enable_blob_files = absl::GetFlag(FLAGS_blob_files);
+  options.sync = *sync;
+  options.disable_wal = !*wal;
+  options.pairs_in_wal = *pairs_wal;
+  options.enable_blob_files = *blob_files;
   options.metrics = &metrics;
   auto store = lft::LatentStore::Open(db_path, options);
   if (!store.ok()) {
@@ -118,9 +160,9 @@ int Run() {
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::unique_ptr<lft::MetricsHttpServer> http;
-  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+  if (*metrics_port >= 0) {
     auto started = lft::MetricsHttpServer::Start(
-        host, absl::GetFlag(FLAGS_metrics_port), &metrics);
+        host, static_cast<int>(*metrics_port), &metrics);
     if (!started.ok()) {
       lft::LogError("cannot serve /metrics",
                     {{"error", started.status().ToString()}});
@@ -148,19 +190,17 @@ int Run() {
 
 int main(int argc, char** argv) {
   lft::SetLogComponent("store");
-  // Accept --metrics-port as well as --metrics_port (absl flags want
-  // identifiers; operators type dashes).
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> argp;
-  for (std::string& a : args) {
-    if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t i = 2; i < end; ++i) {
-        if (a[i] == '-') a[i] = '_';
-      }
-    }
-    argp.push_back(a.data());
+  absl::StatusOr<lft::Flags> flags = lft::Flags::Parse(
+      std::vector<std::string>(argv + 1, argv + argc), StoreFlags());
+  if (!flags.ok()) {
+    std::fprintf(stderr, "lft-store: %s\n\n%s",
+                 std::string(flags.status().message()).c_str(),
+                 lft::Flags::Usage(kSynopsis, StoreFlags()).c_str());
+    return 2;
   }
-  absl::ParseCommandLine(static_cast<int>(argp.size()), argp.data());
-  return Run();
+  if (flags->Has("help")) {
+    std::printf("%s", lft::Flags::Usage(kSynopsis, StoreFlags()).c_str());
+    return 0;
+  }
+  return Run(*flags);
 }

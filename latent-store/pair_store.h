@@ -4,7 +4,7 @@
 //
 // A job's pairs are addressed by (shard, sequence, chunk); writing the same
 // address again overwrites, so a re-run shard never duplicates. Pairs are
-// kept encoded (see common/tensor_codec.h); readers decode.
+// kept encoded (see common/tensor/tensor_codec.h); readers decode.
 //
 // Implementations are thread-safe. Readers returned by Scan are used by one
 // thread each and must be destroyed before the store.
@@ -21,7 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "common/tensor_codec.h"
+#include "common/tensor/tensor_codec.h"
 
 namespace lft {
 

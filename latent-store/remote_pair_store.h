@@ -1,6 +1,6 @@
 // RemotePairStore: the PairStore interface over gRPC, talking to lft-store
 // (or anything serving lft.v1.LatentStoreService). Errors come back with
-// the server's code and message (common/grpc_status.h); transport failures
+// the server's code and message (common/rpc/grpc_status.h); transport failures
 // are Unavailable / DeadlineExceeded; a missing or wrong bearer token is
 // Unauthenticated.
 #ifndef LFT_LATENT_STORE_REMOTE_PAIR_STORE_H_

@@ -7,8 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/split_mix64.h"
-#include "common/status.h"
+#include "common/base/split_mix64.h"
+#include "common/base/status.h"
 
 namespace lft {
 

@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/grpc_status.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "common/rpc/grpc_status.h"
 
 namespace lft {
 namespace {
@@ -188,7 +188,7 @@ grpc::Status StoreService::ScanPairs(
   if (request->decode_to() != lft::v1::TENSOR_DTYPE_UNSPECIFIED) {
     return Err(absl::InvalidArgumentError(
                    "decode_to is not supported; leave it unspecified and "
-                   "decode on the client with common/tensor_codec.h"),
+                   "decode on the client with common/tensor/tensor_codec.h"),
                "ScanPairs");
   }
   ScanOptions options;

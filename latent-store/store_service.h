@@ -1,7 +1,7 @@
 // LatentStoreService: thin gRPC handlers over a LatentStore. Each handler
 // converts protos, calls the library, and maps its Status with
-// common/grpc_status.h; nothing here holds state of its own. Every handler
-// first checks the bearer token (common/auth.h): on TLS servers gRPC's auth
+// common/rpc/grpc_status.h; nothing here holds state of its own. Every handler
+// first checks the bearer token (common/rpc/auth.h): on TLS servers gRPC's auth
 // processor already did, but plaintext --insecure-loopback servers with a
 // token rely on this check.
 #ifndef LFT_LATENT_STORE_STORE_SERVICE_H_
@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "common/auth.h"
+#include "common/rpc/auth.h"
 #include "latent-store/latent_store.h"
 #include "lft/v1/store.grpc.pb.h"
 

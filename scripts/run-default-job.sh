@@ -55,9 +55,9 @@ fi
 BIN_STORE="$BUILD/latent-store/lft-store"
 BIN_COORD="$BUILD/coordinator/lft-coordinator"
 BIN_WORKER="$BUILD/worker/lft-worker"
-BIN_CTL="$BUILD/coordinator/lftctl"
+BIN_CTL="$BUILD/lftctl/lftctl"
 for b in "$BIN_STORE" "$BIN_COORD" "$BIN_WORKER" "$BIN_CTL" \
-         "$BUILD/common/lft-make-corpus" "$BUILD/worker/pretrain/lft-pretrain"; do
+         "$BUILD/common/corpus/lft-make-corpus" "$BUILD/worker/pretrain/lft-pretrain"; do
   [ -x "$b" ] || { echo "run-default-job: missing binary $b (build first)" >&2; exit 2; }
 done
 
@@ -68,12 +68,12 @@ if [ "${LFT_FRESH:-0}" = 1 ]; then rm -rf "$WORK/corpus" "$WORK/job-corpus" "$WO
 T=$(date +%s)
 if [ ! -f "$WORK/corpus/val.jsonl.zst" ]; then
   say "synthetic corpus ($CORPUS_DOCUMENTS documents)"
-  "$BUILD/common/lft-make-corpus" --seed 7 --documents "$CORPUS_DOCUMENTS" \
+  "$BUILD/common/corpus/lft-make-corpus" --seed 7 --documents "$CORPUS_DOCUMENTS" \
     --out "$WORK/corpus" --train-shards 4
 fi
 if [ ! -f "$WORK/job-corpus/train/00.jsonl.zst" ]; then
   # The text the job distils on: fresh documents of the same generator.
-  "$BUILD/common/lft-make-corpus" --seed 8 --documents "$JOB_DOCUMENTS" \
+  "$BUILD/common/corpus/lft-make-corpus" --seed 8 --documents "$JOB_DOCUMENTS" \
     --out "$WORK/job-corpus" --train-shards 2
 fi
 CORPUS_S=$(seconds_since "$T")

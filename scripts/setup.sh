@@ -7,6 +7,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache clang-format
+  # scripts/check-thread-safety.sh: clang checks the thread-safety annotations
+  clang
   # model code (LibTorch 1.13, CPU) and CPU collectives
   libtorch-dev libgloo-dev
   # an optimised BLAS: without it LibTorch falls back to the reference BLAS

@@ -198,8 +198,9 @@ def flags_in_parse_call(path):
 accepted = {
     "lft-coordinator": flags_in_parse_call(os.path.join(src, "coordinator", "coordinator_main.cc")),
     "lft-worker": flags_in_parse_call(os.path.join(src, "worker", "worker_main.cc")),
-    "lft-store": {n.replace("_", "-") for n in re.findall(
-        r"ABSL_FLAG\([^,]+,\s*([a-z_0-9]+)", read(os.path.join(src, "latent-store", "main.cc")))},
+    # lft-store declares FlagSpecs: {"name", "VALUE", "help"}.
+    "lft-store": set(re.findall(r'\{"([a-z][a-z0-9-]*)", "',
+                                read(os.path.join(src, "latent-store", "main.cc")))),
 }
 for binary, names in accepted.items():
     if len(names) < 5:

@@ -12,15 +12,15 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/auth.h"
-#include "common/log.h"
-#include "common/metrics.h"
-#include "coordinator/client/worker_process.h"
-#include "coordinator/flags.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/base/prometheus_metrics.h"
+#include "common/rpc/auth.h"
 #include "latent-store/pair_store_pool.h"
+#include "worker/agent/worker_process.h"
 #include "worker/evaluator/evaluation_runner.h"
 #include "worker/teacher/teacher_extraction_runner.h"
-#include "worker/trainer/flow_training_engine.h"
+#include "worker/trainer/engine/flow_training_engine.h"
 #include "worker/trainer/trainer_runner.h"
 
 namespace {

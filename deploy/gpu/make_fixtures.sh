@@ -4,8 +4,8 @@
 # the decompressed corpus parts in .carry/corpus (see the comment below):
 #
 #   here:   mkdir -p .carry/corpus
-#           zstd -dc ../shared/corpus/val.jsonl.zst > .carry/corpus/val.jsonl
-#           zstd -dc ../shared/corpus/train/00.jsonl.zst | head -c 6000000 \
+#           zstd -dc "$CORPUS"/val.jsonl.zst > .carry/corpus/val.jsonl
+#           zstd -dc "$CORPUS"/train/00.jsonl.zst | head -c 6000000 \
 #             | head -n -1 > .carry/corpus/train00-part.jsonl
 #   device: bash deploy/gpu/make_fixtures.sh   (carry .carry)
 #   here:   tar -C tests/fixtures -xf <files_at>/fixtures.tar

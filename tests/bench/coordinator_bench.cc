@@ -10,12 +10,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
-#include "common/log.h"
-#include "coordinator/client/grpc_worker_control.h"
-#include "coordinator/client/in_process_control.h"
+#include "common/base/log.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server.h"
+#include "tests/fakes/in_process_control.h"
 #include "tests/unit/coordinator/test_util.h"
+#include "worker/agent/grpc_worker_control.h"
 
 namespace lft {
 namespace {

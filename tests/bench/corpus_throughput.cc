@@ -22,9 +22,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/bpe_tokenizer.h"
-#include "common/jsonl_zst.h"
-#include "common/synthetic_corpus.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/corpus/synthetic_corpus.h"
+#include "common/text/bpe_tokenizer.h"
 
 namespace {
 

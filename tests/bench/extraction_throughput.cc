@@ -38,9 +38,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
-#include "common/tensor_codec.h"
+#include "common/text/bpe_trainer.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/tensor/tensor_codec.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 #include "worker/teacher/teacher_extraction_runner.h"

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "common/safetensors.h"
-#include "common/tensor_codec.h"
+#include "common/tensor/safetensors.h"
+#include "common/tensor/tensor_codec.h"
 
 namespace {
 

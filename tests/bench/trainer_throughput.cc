@@ -28,14 +28,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/tensor_codec.h"
+#include "common/base/teacher_config.h"
+#include "common/tensor/tensor_codec.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
 #include "worker/model/flow_flops.h"
 #include "worker/model/gpt_neox.h"
-#include "worker/model/neox_config.h"
 #include "worker/model/tensor_io.h"
-#include "worker/trainer/flow_training_engine.h"
+#include "worker/trainer/engine/flow_training_engine.h"
 #include "worker/trainer/trainer_runner.h"
 
 namespace fs = std::filesystem;

@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/synthetic_corpus.h"
+#include "common/corpus/synthetic_corpus.h"
 #include "gtest/gtest.h"
 #include "latent-store/remote_pair_store.h"
 #include "tests/integration/store_process.h"

@@ -27,13 +27,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/status.h"
-#include "common/tensor_codec.h"
+#include "common/base/status.h"
+#include "common/tensor/tensor_codec.h"
+#include "worker/model/eval_metrics.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/lr_schedule.h"
-#include "worker/model/metrics.h"
+#include "worker/model/pair_batch.h"
 #include "worker/model/torch_guard.h"
 
 namespace lft {
@@ -92,10 +93,7 @@ absl::StatusOr<StepRule> RuleOf(const std::string& solver) {
 }
 
 // One batch of training pairs, right-padded to the longest, on `device`.
-struct PairBatch {
-  torch::Tensor x0, x1, mask;
-};
-
+// The next `batch` training pairs as a batch on `device`.
 absl::StatusOr<PairBatch> NextPairBatch(TrainingPairSource* source,
                                         int64_t batch, int64_t hidden,
                                         torch::Device device) {
@@ -108,34 +106,10 @@ absl::StatusOr<PairBatch> NextPairBatch(TrainingPairSource* source,
           "the regression baseline needs stored training pairs, and the job "
           "has none");
     }
-    if (static_cast<int64_t>(rec.hidden) != hidden) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "training pair (shard ", rec.shard, ", sequence ", rec.sequence,
-          ") has hidden width ", rec.hidden, " but the teacher's is ", hidden));
-    }
     records.push_back(std::move(rec));
   }
-  int64_t t_max = 0;
-  for (const auto& r : records) t_max = std::max<int64_t>(t_max, r.tokens);
   PairBatch out;
-  out.x0 = torch::zeros({batch, t_max, hidden});
-  out.x1 = torch::zeros({batch, t_max, hidden});
-  out.mask = torch::zeros({batch, t_max});
-  for (int64_t i = 0; i < batch; ++i) {
-    const LatentPairRecord& r = records[i];
-    for (int side = 0; side < 2; ++side) {
-      LFT_ASSIGN_OR_RETURN(std::vector<float> v,
-                           DecodeRowsToVector(r.codec, side == 0 ? r.x0 : r.x1,
-                                              r.tokens, r.hidden));
-      (side == 0 ? out.x0 : out.x1)
-          .select(0, i)
-          .narrow(0, 0, r.tokens)
-          .copy_(torch::from_blob(v.data(),
-                                  {static_cast<int64_t>(r.tokens), hidden})
-                     .clone());
-    }
-    out.mask.select(0, i).narrow(0, 0, r.tokens).fill_(1);
-  }
+  LFT_RETURN_IF_ERROR(AssemblePairBatch(records, hidden, &out));
   out.x0 = out.x0.to(device);
   out.x1 = out.x1.to(device);
   out.mask = out.mask.to(device);

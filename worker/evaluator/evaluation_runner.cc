@@ -10,8 +10,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/log.h"
-#include "common/status.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "latent-store/checkpoint_names.h"
 #include "latent-store/remote_pair_store.h"
 #include "worker/evaluator/checkpoint_evaluator.h"
 #include "worker/evaluator/evaluation_report.h"
@@ -226,14 +227,15 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
   report->heldout_files = files;
 
   std::vector<std::pair<std::string, std::string>> outputs = {
-      {"report.json", report->ToJson()}, {"report.md", report->ToMarkdown()}};
+      {kReportJsonName, report->ToJson()},
+      {kReportMarkdownName, report->ToMarkdown()}};
   if (!report->losses.empty()) {
     LFT_ASSIGN_OR_RETURN(std::string png, RenderLossPlot(*report));
-    outputs.emplace_back("loss.png", std::move(png));
+    outputs.emplace_back(kLossPlotName, std::move(png));
   }
   if (report->BestFlowRow() != nullptr) {
     LFT_ASSIGN_OR_RETURN(std::string png, RenderKlPlot(*report));
-    outputs.emplace_back("kl_vs_k.png", std::move(png));
+    outputs.emplace_back(kKlPlotName, std::move(png));
   }
   for (const auto& [file, data] : outputs) {
     if (token.cancelled()) return cancelled_status();
@@ -256,7 +258,7 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
            {"best", best ? best->Label() : "-"},
            {"best_kl_pq", best ? std::to_string(best->kl_pq) : "-"}});
   TaskResult result;
-  result.checkpoint = "report.json";
+  result.checkpoint = kReportJsonName;
   return result;
 }
 

@@ -25,9 +25,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/metrics.h"
-#include "coordinator/client/task_runner.h"
+#include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store_pool.h"
+#include "worker/agent/task_runner.h"
 #include "worker/model/teacher_loader.h"
 
 namespace lft {

@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/shard_reader.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "common/corpus/shard_reader.h"
 
 namespace lft {
 

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/bpe_tokenizer.h"
-#include "common/sequence_packer.h"
+#include "common/corpus/sequence_packer.h"
+#include "common/text/bpe_tokenizer.h"
 
 namespace lft {
 

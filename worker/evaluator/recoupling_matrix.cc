@@ -14,10 +14,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/status.h"
+#include "common/base/status.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/eval_metrics.h"
 #include "worker/model/gpt_neox.h"
-#include "worker/model/metrics.h"
 #include "worker/model/png_writer.h"
 #include "worker/model/torch_guard.h"
 

@@ -29,7 +29,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
-#include "common/tensor_codec.h"
+#include "common/tensor/tensor_codec.h"
 
 namespace lft {
 

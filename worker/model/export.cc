@@ -4,8 +4,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/safetensors.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "common/tensor/safetensors.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/torch_guard.h"
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/status.h"
+#include "common/base/status.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/torch_guard.h"

@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/safetensors.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "common/tensor/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/torch_guard.h"
 

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/model/neox_config.h"
+#include "common/base/teacher_config.h"
 
 namespace lft {
 

@@ -9,11 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "worker/model/eval_metrics.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/lr_schedule.h"
-#include "worker/model/metrics.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/torch_guard.h"
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "common/safetensors.h"
+#include "common/tensor/safetensors.h"
 
 namespace lft {
 namespace {

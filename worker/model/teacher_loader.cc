@@ -4,8 +4,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/log.h"
-#include "common/status.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/torch_guard.h"
 

@@ -14,7 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/bpe_tokenizer.h"
+#include "common/text/bpe_tokenizer.h"
 
 namespace lft {
 

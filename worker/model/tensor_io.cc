@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "common/safetensors.h"
-#include "common/status.h"
+#include "common/base/status.h"
+#include "common/tensor/safetensors.h"
 #include "worker/model/torch_guard.h"
 
 namespace lft {

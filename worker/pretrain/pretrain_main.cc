@@ -9,51 +9,77 @@
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "common/bpe_tokenizer.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
-#include "common/log.h"
+#include "common/base/flags.h"
+#include "common/base/log.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/text/bpe_tokenizer.h"
+#include "common/text/bpe_trainer.h"
 #include "worker/pretrain/teacher_pretrainer.h"
 
-ABSL_FLAG(
-    std::string, corpus, "",
-    "Corpus directory (train/*.jsonl.zst and val.jsonl.zst) or comma-separated "
-    "training files");
-ABSL_FLAG(std::string, heldout, "",
-          "Held-out file (default: <corpus>/val.jsonl.zst)");
-ABSL_FLAG(std::string, out, "", "Output HF directory");
-ABSL_FLAG(std::string, tokenizer, "",
-          "Existing tokenizer.json (default: train one)");
-ABSL_FLAG(int32_t, vocab_size, 4096, "Vocabulary of the trained tokenizer");
-ABSL_FLAG(int64_t, tokenizer_train_bytes, 20 << 20,
-          "Text the tokenizer is trained on");
-ABSL_FLAG(int64_t, layers, 8, "Transformer layers");
-ABSL_FLAG(int64_t, hidden, 128, "Hidden size");
-ABSL_FLAG(int64_t, heads, 4, "Attention heads");
-ABSL_FLAG(int64_t, ffn, 0, "MLP width (default 4 x hidden)");
-ABSL_FLAG(double, rotary_pct, 0.25,
-          "Share of each head's dims with rotary embedding");
-ABSL_FLAG(int64_t, seq, 128, "Training sequence length");
-ABSL_FLAG(int64_t, max_positions, 2048,
-          "max_position_embeddings written to config.json");
-ABSL_FLAG(int64_t, batch, 16, "Sequences per step");
-ABSL_FLAG(int64_t, steps, 1000, "Optimizer steps (the LR schedule's length)");
-ABSL_FLAG(double, max_seconds, 0, "Stop after this long (0 = no limit)");
-ABSL_FLAG(double, lr, 1e-3, "Peak learning rate");
-ABSL_FLAG(int64_t, warmup, 50, "Warm-up steps");
-ABSL_FLAG(int64_t, max_train_tokens, 0,
-          "Tokenize at most this many training tokens (0 = all)");
-ABSL_FLAG(int64_t, heldout_sequences, 64, "Held-out windows to score");
-ABSL_FLAG(int64_t, eval_every, 0,
-          "Score held-out every N steps (0 = only at the end)");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
-ABSL_FLAG(int32_t, threads, 0, "Intra-op threads (0 = LibTorch default)");
-ABSL_FLAG(uint64_t, seed, 1, "Seed for initialisation and sampling");
+namespace {
+
+// Flags are read once in main() (before any thread starts).
+lft::Flags g_flags;
+
+const std::vector<lft::FlagSpec>& PretrainFlags() {
+  static const std::vector<lft::FlagSpec>* flags =
+      new std::vector<lft::FlagSpec>{
+          {"corpus", "PATH",
+           "Corpus directory (train/*.jsonl.zst and val.jsonl.zst) or "
+           "comma-separated training files"},
+          {"heldout", "PATH",
+           "Held-out file (default: <corpus>/val.jsonl.zst)"},
+          {"out", "PATH", "Output HF directory"},
+          {"tokenizer", "PATH", "Existing tokenizer.json (default: train one)"},
+          {"vocab-size", "N",
+           "Vocabulary of the trained tokenizer (default 4096)"},
+          {"tokenizer-train-bytes", "N",
+           "Text the tokenizer is trained on (default 20971520)"},
+          {"layers", "N", "Transformer layers (default 8)"},
+          {"hidden", "N", "Hidden size (default 128)"},
+          {"heads", "N", "Attention heads (default 4)"},
+          {"ffn", "N", "MLP width (default 4 x hidden)"},
+          {"rotary-pct", "X",
+           "Share of each head's dims with rotary embedding (default 0.25)"},
+          {"seq", "N", "Training sequence length (default 128)"},
+          {"max-positions", "N",
+           "max_position_embeddings written to config.json (default 2048)"},
+          {"batch", "N", "Sequences per step (default 16)"},
+          {"steps", "N",
+           "Optimizer steps (the LR schedule's length; default 1000)"},
+          {"max-seconds", "X", "Stop after this long (0 = no limit)"},
+          {"lr", "X", "Peak learning rate (default 1e-3)"},
+          {"warmup", "N", "Warm-up steps (default 50)"},
+          {"max-train-tokens", "N",
+           "Tokenize at most this many training tokens (0 = all)"},
+          {"heldout-sequences", "N", "Held-out windows to score (default 64)"},
+          {"eval-every", "N",
+           "Score held-out every N steps (0 = only at the end)"},
+          {"device", "S", "cpu or cuda[:N] (default cpu)"},
+          {"threads", "N", "Intra-op threads (0 = LibTorch default)"},
+          {"seed", "N", "Seed for initialisation and sampling (default 1)"},
+          {"help", "", "print this text and exit"},
+      };
+  return *flags;
+}
+
+constexpr char kSynopsis[] =
+    "lft-pretrain --corpus DIR --out TEACHER_DIR [--layers 8 --hidden 128 "
+    "...]\n"
+    "Pretrains a small GPT-NeoX teacher.";
+
+// Integer and number flags were checked in main(); these cannot fail.
+int64_t Int(const std::string& name, int64_t def) {
+  return *g_flags.GetInt(name, def);
+}
+double Double(const std::string& name, double def) {
+  return *g_flags.GetDouble(name, def);
+}
+
+}  // namespace
 
 namespace {
 
@@ -86,14 +112,40 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Pretrains a small GPT-NeoX teacher.\n"
-      "  lft-pretrain --corpus DIR --out TEACHER_DIR [--layers 8 --hidden 128 "
-      "...]");
-  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<lft::Flags> parsed = lft::Flags::Parse(
+      std::vector<std::string>(argv + 1, argv + argc), PretrainFlags());
+  if (parsed.ok()) {
+    for (const char* name :
+         {"vocab-size", "tokenizer-train-bytes", "layers", "hidden", "heads",
+          "ffn", "seq", "max-positions", "batch", "steps", "warmup",
+          "max-train-tokens", "heldout-sequences", "eval-every", "threads",
+          "seed"}) {
+      if (!parsed->GetInt(name, 0).ok())
+        parsed = parsed->GetInt(name, 0).status();
+      if (!parsed.ok()) break;
+    }
+  }
+  if (parsed.ok()) {
+    for (const char* name : {"rotary-pct", "max-seconds", "lr"}) {
+      if (!parsed->GetDouble(name, 0).ok())
+        parsed = parsed->GetDouble(name, 0).status();
+      if (!parsed.ok()) break;
+    }
+  }
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "lft-pretrain: %s\n\n%s",
+                 std::string(parsed.status().message()).c_str(),
+                 lft::Flags::Usage(kSynopsis, PretrainFlags()).c_str());
+    return 2;
+  }
+  if (parsed->Has("help")) {
+    std::printf("%s", lft::Flags::Usage(kSynopsis, PretrainFlags()).c_str());
+    return 0;
+  }
+  g_flags = *std::move(parsed);
   lft::SetLogComponent("pretrain");
-  const std::string corpus = absl::GetFlag(FLAGS_corpus);
-  const std::string out = absl::GetFlag(FLAGS_out);
+  const std::string corpus = g_flags.Get("corpus", "");
+  const std::string out = g_flags.Get("out", "");
   if (corpus.empty() || out.empty()) {
     std::fprintf(
         stderr, "lft-pretrain: --corpus and --out are required (see --help)\n");
@@ -105,28 +157,29 @@ int main(int argc, char** argv) {
                  corpus.c_str());
     return 2;
   }
-  std::string heldout = absl::GetFlag(FLAGS_heldout);
+  std::string heldout = g_flags.Get("heldout", "");
   if (heldout.empty()) heldout = corpus + "/val.jsonl.zst";
 
   std::string tokenizer_json;
-  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_tokenizer));
+  if (!g_flags.Get("tokenizer", "").empty()) {
+    std::ifstream in(g_flags.Get("tokenizer", ""));
     if (!in) {
       std::fprintf(stderr, "lft-pretrain: cannot read %s\n",
-                   absl::GetFlag(FLAGS_tokenizer).c_str());
+                   g_flags.Get("tokenizer", "").c_str());
       return 1;
     }
     std::stringstream ss;
     ss << in.rdbuf();
     tokenizer_json = ss.str();
   } else {
-    lft::BpeTrainer trainer({absl::GetFlag(FLAGS_vocab_size), 2});
+    lft::BpeTrainer trainer({static_cast<int32_t>(Int("vocab-size", 4096)), 2});
     int64_t bytes = 0;
     for (const std::string& file : train_files) {
       auto reader = lft::JsonlZstReader::Open(file);
       if (!reader.ok()) return Fail(reader.status());
       lft::JsonlDocument doc;
-      while (bytes < absl::GetFlag(FLAGS_tokenizer_train_bytes)) {
+      while (bytes <
+             static_cast<int64_t>(Int("tokenizer-train-bytes", 20 << 20))) {
         auto more = (*reader)->Next(&doc);
         if (!more.ok()) return Fail(more.status());
         if (!*more) break;
@@ -148,37 +201,42 @@ int main(int argc, char** argv) {
                  "lft-pretrain: the tokenizer has no <|endoftext|> token\n");
     return 1;
   }
-  auto train = lft::TokenizeCorpus(train_files, **tokenizer, *eos,
-                                   absl::GetFlag(FLAGS_max_train_tokens));
+  auto train =
+      lft::TokenizeCorpus(train_files, **tokenizer, *eos,
+                          static_cast<int64_t>(Int("max-train-tokens", 0)));
   if (!train.ok()) return Fail(train.status());
-  auto held = lft::TokenizeCorpus({heldout}, **tokenizer, *eos,
-                                  (absl::GetFlag(FLAGS_heldout_sequences) + 1) *
-                                      (absl::GetFlag(FLAGS_seq) + 1));
+  auto held = lft::TokenizeCorpus(
+      {heldout}, **tokenizer, *eos,
+      (static_cast<int64_t>(Int("heldout-sequences", 64)) + 1) *
+          (static_cast<int64_t>(Int("seq", 128)) + 1));
   if (!held.ok()) return Fail(held.status());
   lft::LogInfo("tokenized", {{"train_tokens", train->size()},
                              {"heldout_tokens", held->size()}});
 
   lft::PretrainOptions options;
   options.config.vocab_size = (*tokenizer)->vocab_size();
-  options.config.hidden_size = absl::GetFlag(FLAGS_hidden);
-  options.config.num_hidden_layers = absl::GetFlag(FLAGS_layers);
-  options.config.num_attention_heads = absl::GetFlag(FLAGS_heads);
-  options.config.intermediate_size = absl::GetFlag(FLAGS_ffn) > 0
-                                         ? absl::GetFlag(FLAGS_ffn)
-                                         : 4 * absl::GetFlag(FLAGS_hidden);
-  options.config.rotary_pct = absl::GetFlag(FLAGS_rotary_pct);
-  options.config.max_position_embeddings = absl::GetFlag(FLAGS_max_positions);
-  options.sequence_length = absl::GetFlag(FLAGS_seq);
-  options.batch_sequences = absl::GetFlag(FLAGS_batch);
-  options.max_steps = absl::GetFlag(FLAGS_steps);
-  options.max_seconds = absl::GetFlag(FLAGS_max_seconds);
-  options.learning_rate = absl::GetFlag(FLAGS_lr);
-  options.warmup_steps = absl::GetFlag(FLAGS_warmup);
-  options.heldout_sequences = absl::GetFlag(FLAGS_heldout_sequences);
-  options.eval_every = absl::GetFlag(FLAGS_eval_every);
-  options.device = absl::GetFlag(FLAGS_device);
-  options.num_threads = absl::GetFlag(FLAGS_threads);
-  options.seed = absl::GetFlag(FLAGS_seed);
+  options.config.hidden_size = static_cast<int64_t>(Int("hidden", 128));
+  options.config.num_hidden_layers = static_cast<int64_t>(Int("layers", 8));
+  options.config.num_attention_heads = static_cast<int64_t>(Int("heads", 4));
+  options.config.intermediate_size =
+      static_cast<int64_t>(Int("ffn", 0)) > 0
+          ? static_cast<int64_t>(Int("ffn", 0))
+          : 4 * static_cast<int64_t>(Int("hidden", 128));
+  options.config.rotary_pct = Double("rotary-pct", 0.25);
+  options.config.max_position_embeddings =
+      static_cast<int64_t>(Int("max-positions", 2048));
+  options.sequence_length = static_cast<int64_t>(Int("seq", 128));
+  options.batch_sequences = static_cast<int64_t>(Int("batch", 16));
+  options.max_steps = static_cast<int64_t>(Int("steps", 1000));
+  options.max_seconds = Double("max-seconds", 0);
+  options.learning_rate = Double("lr", 1e-3);
+  options.warmup_steps = static_cast<int64_t>(Int("warmup", 50));
+  options.heldout_sequences =
+      static_cast<int64_t>(Int("heldout-sequences", 64));
+  options.eval_every = static_cast<int64_t>(Int("eval-every", 0));
+  options.device = g_flags.Get("device", "cpu");
+  options.num_threads = static_cast<int32_t>(Int("threads", 0));
+  options.seed = static_cast<uint64_t>(Int("seed", 1));
   auto report = lft::PretrainTeacher(
       *train, *held, options, tokenizer_json, out,
       [](const lft::PretrainProgress& p) {

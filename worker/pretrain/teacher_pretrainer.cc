@@ -9,11 +9,11 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "common/bpe_tokenizer.h"
-#include "common/jsonl_zst.h"
-#include "common/log.h"
-#include "common/safetensors.h"
-#include "common/status.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/tensor/safetensors.h"
+#include "common/text/bpe_tokenizer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/torch_guard.h"
 

@@ -28,11 +28,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/metrics.h"
-#include "coordinator/client/task_runner.h"
+#include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store.h"
 #include "latent-store/pair_store_pool.h"
 #include "latent-store/remote_pair_store.h"
+#include "worker/agent/task_runner.h"
 #include "worker/model/teacher_loader.h"
 
 namespace lft {

@@ -9,50 +9,19 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/log.h"
-#include "common/status.h"
+#include "common/base/log.h"
+#include "common/base/status.h"
+#include "latent-store/checkpoint_names.h"
 #include "worker/collective/collective.h"
 #include "worker/model/lr_schedule.h"
 
 namespace lft {
 namespace {
 
-constexpr char kCheckpointPrefix[] = "step-";
 // The cosine schedule ends at this fraction of the learning rate.
 constexpr double kMinLearningRateRatio = 0.1;
-
-// Step of a "step-N" name; nullopt for other names.
-std::optional<uint64_t> StepOf(absl::string_view name) {
-  if (!absl::StartsWith(name, kCheckpointPrefix)) return std::nullopt;
-  uint64_t step = 0;
-  if (!absl::SimpleAtoi(name.substr(sizeof(kCheckpointPrefix) - 1), &step))
-    return std::nullopt;
-  return step;
-}
-
-// What rank 0 publishes through the coordinator: "<length>:<resume
-// checkpoint name><communicator id>" (the id may be any bytes).
-std::string PackRendezvousPayload(const std::string& resume,
-                                  const std::string& id) {
-  return absl::StrCat(resume.size(), ":", resume, id);
-}
-
-bool UnpackRendezvousPayload(const std::string& payload, std::string* resume,
-                             std::string* id) {
-  const size_t colon = payload.find(':');
-  size_t n = 0;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(payload.substr(0, colon), &n) ||
-      colon + 1 + n > payload.size()) {
-    return false;
-  }
-  *resume = payload.substr(colon + 1, n);
-  *id = payload.substr(colon + 1 + n);
-  return true;
-}
 
 int CudaOrdinal(const std::string& device) {
   int n = 0;
@@ -70,6 +39,7 @@ struct TrainerMetrics {
   prometheus::Counter* input_wait = nullptr;
   prometheus::Counter* allreduce = nullptr;
   prometheus::Counter* checkpoints = nullptr;
+  prometheus::Counter* model_flops = nullptr;
 };
 
 TrainerMetrics MakeMetrics(MetricsRegistry* r, const std::string& job) {
@@ -89,6 +59,13 @@ TrainerMetrics MakeMetrics(MetricsRegistry* r, const std::string& job) {
                             "Time spent in the gradient all-reduce", l);
   m.checkpoints = &r->Counter("lft_trainer_checkpoints_total",
                               "Checkpoints written (rank 0)", l);
+  // rate(lft_trainer_model_flops_total) / peak FLOP/s is the rank's MFU
+  // (docs/benchmarks.md, "Trainer").
+  m.model_flops = &r->Counter(
+      "lft_trainer_model_flops_total",
+      "Model FLOPs (matmuls and attention, forward and backward) of the "
+      "training tokens this rank consumed",
+      l);
   return m;
 }
 
@@ -97,13 +74,427 @@ double Since(std::chrono::steady_clock::time_point t) {
       .count();
 }
 
+// Gloo on CPUs, NCCL on GPUs.
+class DeviceGroupTransport : public GroupTransport {
+ public:
+  DeviceGroupTransport(std::string device, std::string listen_host,
+                       absl::Duration timeout)
+      : device_(std::move(device)),
+        listen_host_(std::move(listen_host)),
+        timeout_(timeout) {}
+
+  absl::StatusOr<std::string> CreateCommunicatorId() override {
+    if (cuda()) return NewNcclCommunicatorId();
+    LFT_ASSIGN_OR_RETURN(host_, StartGlooRendezvous(listen_host_));
+    return host_->communicator_id();
+  }
+
+  absl::StatusOr<std::unique_ptr<Collective>> Join(
+      uint32_t rank, uint32_t world, const std::string& communicator_id,
+      const std::string& group) override {
+    const auto timeout =
+        std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout_));
+    if (cuda()) {
+      NcclOptions no;
+      no.rank = static_cast<int>(rank);
+      no.world_size = static_cast<int>(world);
+      no.communicator_id = communicator_id;
+      no.device = CudaOrdinal(device_);
+      no.timeout = timeout;
+      return CreateNcclCollective(no);
+    }
+    GlooOptions go;
+    go.rank = static_cast<int>(rank);
+    go.world_size = static_cast<int>(world);
+    go.communicator_id = communicator_id;
+    go.listen_host = listen_host_;
+    go.timeout = timeout;
+    go.group_prefix = group;
+    return CreateGlooCollective(go);
+  }
+
+ private:
+  bool cuda() const { return device_.rfind("cuda", 0) == 0; }
+
+  const std::string device_;
+  const std::string listen_host_;
+  const absl::Duration timeout_;
+  std::unique_ptr<GlooRendezvousHost> host_;
+};
+
+// One Run of one rank, as named stages: FormGroup (communicator id,
+// rendezvous, collective), Resume (the coordinator's checkpoint), then per
+// step OpenEpoch (when the epoch's reader is spent), ReadBatch,
+// TrainStep (gradients, all-reduce, update), MaybeCheckpoint (store and
+// retention) and ReportStep; Finish lifts the streaming back-pressure.
+class TrainerSession {
+ public:
+  TrainerSession(const TrainerRunnerOptions& options, const lft::v1::Task& task,
+                 TaskContext* context)
+      : options_(options),
+        task_(task),
+        spec_(task.spec()),
+        ts_(task.spec().training()),
+        job_(task.job_id()),
+        world_(std::max<uint32_t>(1, task.training().world_size())),
+        rank_(task.training().rank()),
+        batch_(task.spec().training().global_batch_sequences()),
+        seq_len_(std::max<uint32_t>(1, task.spec().sequence_length())),
+        every_(std::max<uint32_t>(
+            1, task.spec().training().checkpoint_every_steps())),
+        where_(absl::StrCat("job ", task.job_id(), " trainer rank ",
+                            task.training().rank(), " of ", world_,
+                            " (generation ", task.training().generation(),
+                            ")")),
+        context_(context) {}
+
+  absl::StatusOr<TaskResult> Run() {
+    if (batch_ == 0 || batch_ % world_ != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where_, ": global_batch_sequences ", batch_,
+          " is not a positive multiple of the ", world_, " ranks"));
+    }
+    per_rank_ = batch_ / world_;
+    total_steps_ =
+        ts_.max_steps() > 0
+            ? ts_.max_steps()
+            : (ts_.max_tokens() + batch_ * seq_len_ - 1) / (batch_ * seq_len_);
+    LFT_ASSIGN_OR_RETURN(store_, options_.stores->Get(task_.store_address()));
+    auto engine = options_.engine_factory(spec_, options_.device);
+    if (!engine.ok()) return Annotate(engine.status(), where_);
+    engine_ = std::move(*engine);
+    transport_ = options_.transport_factory ? options_.transport_factory()
+                                            : NewDeviceGroupTransport(options_);
+
+    LFT_RETURN_IF_ERROR(FormGroup());
+    LFT_RETURN_IF_ERROR(Resume());
+    metrics_ = MakeMetrics(options_.metrics, job_);
+    progress_.steps_done = pos_.step;
+    progress_.tokens_done = pos_.tokens;
+    progress_.checkpoint = last_checkpoint_;
+    if (!pos_.losses.empty()) progress_.loss = pos_.losses.back();
+    context_->ReportProgress(progress_);
+
+    pairs_.resize(per_rank_);
+    run_start_ = std::chrono::steady_clock::now();
+    start_step_ = pos_.step;
+    while (pos_.step < total_steps_) {
+      if (context_->cancellation().cancelled()) return Cancelled();
+      const auto step_start = std::chrono::steady_clock::now();
+      if (reader_ == nullptr) LFT_RETURN_IF_ERROR(OpenEpoch());
+      LFT_ASSIGN_OR_RETURN(const uint64_t tokens, ReadBatch());
+      if (metrics_.input_wait != nullptr)
+        metrics_.input_wait->Increment(Since(step_start));
+      LFT_ASSIGN_OR_RETURN(const double loss, TrainStep(tokens));
+      LFT_RETURN_IF_ERROR(MaybeCheckpoint());
+      LFT_RETURN_IF_ERROR(ReportStep(loss, tokens, step_start));
+    }
+    LFT_RETURN_IF_ERROR(Finish());
+    TaskResult result;
+    result.checkpoint = last_checkpoint_;
+    return result;
+  }
+
+ private:
+  absl::Status Cancelled() const {
+    return absl::CancelledError(
+        absl::StrCat(where_, ": ", context_->cancellation().reason()));
+  }
+
+  // Rank 0 creates the communicator id; the coordinator's Rendezvous
+  // relays it (and the resume checkpoint it chose) to every rank; all join.
+  absl::Status FormGroup() {
+    std::string my_id;
+    if (rank_ == 0 && world_ > 1) {
+      auto id = transport_->CreateCommunicatorId();
+      if (!id.ok()) return Annotate(id.status(), where_);
+      my_id = *std::move(id);
+    } else if (rank_ == 0) {
+      my_id = "single-rank";
+    }
+    auto rv = context_->Rendezvous(my_id);
+    if (!rv.ok()) return Annotate(rv.status(), where_);
+    last_checkpoint_ = rv->resume_checkpoint;
+    if (world_ > 1) {
+      auto c = transport_->Join(
+          rank_, world_, rv->communicator_id,
+          absl::StrCat(job_, "-g", task_.training().generation()));
+      if (!c.ok()) {
+        return Annotate(c.status(), absl::StrCat(where_, ": joining"));
+      }
+      collective_ = std::move(*c);
+    }
+    LogInfo("trainer group formed",
+            {{"job", job_},
+             {"rank", static_cast<int64_t>(rank_)},
+             {"world", static_cast<int64_t>(world_)},
+             {"generation", task_.training().generation()}});
+    return absl::OkStatus();
+  }
+
+  // Loads the checkpoint the coordinator named (none: start fresh).
+  absl::Status Resume() {
+    if (last_checkpoint_.empty()) return absl::OkStatus();
+    const std::string what =
+        absl::StrCat(where_, ": resuming from ", last_checkpoint_);
+    auto blob = store_->GetCheckpoint(job_, last_checkpoint_);
+    if (!blob.ok()) return Annotate(blob.status(), what);
+    auto restored = engine_->RestoreCheckpoint(*blob);
+    if (!restored.ok()) return Annotate(restored.status(), what);
+    pos_ = std::move(*restored);
+    LogInfo(
+        "trainer resumed",
+        {{"job", job_}, {"checkpoint", last_checkpoint_}, {"step", pos_.step}});
+    return absl::OkStatus();
+  }
+
+  // Opens the reader of the epoch at pos_: waits for a global batch of
+  // pairs (streaming: for one it has not seen, boundedly) and starts the
+  // rank's strided slice of the shuffled order at pos_.pairs_consumed.
+  absl::Status OpenEpoch() {
+    uint64_t stored = 0;
+    const absl::Time fresh_deadline = absl::Now() + options_.streaming_wait;
+    while (true) {
+      auto stats = store_->Stats(job_);
+      if (stats.ok()) stored = stats->pairs;
+      const bool fresh = !ts_.streaming() || epoch_snapshot_ == 0 ||
+                         stored >= epoch_snapshot_ + batch_ ||
+                         absl::Now() >= fresh_deadline;
+      if (stats.ok() && stored >= batch_ && fresh) break;
+      if (!stats.ok() && !absl::IsNotFound(stats.status()))
+        return Annotate(stats.status(), where_);
+      if (!ts_.streaming() && stored < batch_) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(where_, ": the store holds ", stored,
+                         " pairs, fewer than one global batch of ", batch_,
+                         " sequences; extract more text or lower "
+                         "training.global_batch_sequences"));
+      }
+      if (context_->cancellation().WaitFor(absl::Milliseconds(200)))
+        return Cancelled();
+    }
+    epoch_pairs_ = stored / batch_ * batch_;
+    epoch_snapshot_ = stored;
+    if (pos_.pairs_consumed + batch_ > epoch_pairs_) {
+      ++pos_.epoch;
+      pos_.pairs_consumed = 0;
+    }
+    ScanOptions so;
+    so.partition = rank_;
+    so.partitions = world_;
+    so.shuffle = true;
+    so.seed = ts_.seed();
+    so.epoch = pos_.epoch;
+    so.start_block = pos_.pairs_consumed;
+    so.block_pairs = 1;
+    so.readahead_pairs = static_cast<uint32_t>(
+        std::min<uint64_t>(64, std::max<uint64_t>(4, 2 * per_rank_)));
+    auto r = store_->Scan(job_, so);
+    if (!r.ok())
+      return Annotate(r.status(), absl::StrCat(where_, ": reading pairs"));
+    reader_ = std::move(*r);
+    return absl::OkStatus();
+  }
+
+  // This rank's share of the step's global batch; the tokens it holds.
+  absl::StatusOr<uint64_t> ReadBatch() {
+    uint64_t tokens = 0;
+    for (uint64_t i = 0; i < per_rank_; ++i) {
+      auto more = reader_->Next(&pairs_[i]);
+      if (!more.ok())
+        return Annotate(more.status(), absl::StrCat(where_, ": reading pairs"));
+      if (!*more) {
+        return absl::DataLossError(
+            absl::StrCat(where_, ": the store's pairs ran out within epoch ",
+                         pos_.epoch, " (were pairs deleted while training?)"));
+      }
+      tokens += pairs_[i].tokens;
+    }
+    return tokens;
+  }
+
+  // Gradients, one all-reduce of gradients and loss, clip and update; then
+  // the data position moves on. Returns the global mean loss.
+  absl::StatusOr<double> TrainStep(uint64_t tokens) {
+    absl::Status s = engine_->ComputeGradients(pairs_, pos_.step);
+    if (!s.ok()) return Annotate(s, absl::StrCat(where_, ": step ", pos_.step));
+    if (collective_ != nullptr) {
+      const auto t0 = std::chrono::steady_clock::now();
+      s = collective_->AllReduceSum(engine_->gradient_data(),
+                                    engine_->gradient_count(),
+                                    engine_->gradient_dtype());
+      if (!s.ok()) return CollectiveFailed(s);
+      if (metrics_.allreduce != nullptr)
+        metrics_.allreduce->Increment(Since(t0));
+    }
+    const double lr = WarmupCosineLr(
+        ts_.learning_rate(), kMinLearningRateRatio, ts_.warmup_steps(),
+        static_cast<int64_t>(total_steps_), static_cast<int64_t>(pos_.step));
+    auto loss =
+        engine_->ApplyGradients(1.0 / world_, ts_.gradient_clip_norm(), lr);
+    if (!loss.ok()) {
+      return Annotate(loss.status(),
+                      absl::StrCat(where_, ": step ", pos_.step));
+    }
+    if (!std::isfinite(*loss)) {
+      return absl::InternalError(
+          absl::StrCat(where_, ": loss became ", *loss, " at step ", pos_.step,
+                       "; lower training.learning_rate or check the pairs"));
+    }
+    ++pos_.step;
+    pos_.pairs_consumed += batch_;
+    pos_.tokens += tokens * world_;
+    pos_.losses.push_back(*loss);
+    if (pos_.pairs_consumed + batch_ > epoch_pairs_) reader_.reset();
+    if (ts_.streaming() && rank_ == 0) {
+      absl::Status ack = store_->AckConsumed(job_, batch_);
+      if (!ack.ok())
+        return Annotate(ack, absl::StrCat(where_, ": acknowledging pairs"));
+    }
+    return *loss;
+  }
+
+  // A failed collective usually means a peer died: give the coordinator
+  // time to notice and revoke this task, so the group re-forms once.
+  absl::Status CollectiveFailed(const absl::Status& s) {
+    collective_->Abort();
+    if (context_->cancellation().WaitFor(options_.regroup_wait))
+      return Cancelled();
+    return Annotate(s, where_);
+  }
+
+  // Every checkpoint_every_steps steps and at the end: rank 0 stores
+  // step-N and keeps the newest keep_checkpoints of them.
+  absl::Status MaybeCheckpoint() {
+    if (pos_.step % every_ != 0 && pos_.step != total_steps_)
+      return absl::OkStatus();
+    const std::string name = TrainingCheckpointName(pos_.step);
+    if (rank_ == 0) {
+      auto blob = engine_->SaveCheckpoint(pos_, world_);
+      if (!blob.ok()) return Annotate(blob.status(), where_);
+      auto info = store_->PutCheckpoint(job_, name, *blob, "");
+      if (!info.ok())
+        return Annotate(info.status(),
+                        absl::StrCat(where_, ": storing ", name));
+      if (metrics_.checkpoints != nullptr) metrics_.checkpoints->Increment();
+      ApplyRetention();
+    }
+    last_checkpoint_ = name;
+    progress_.checkpoint = name;
+    return absl::OkStatus();
+  }
+
+  // Deletes all but the newest keep_checkpoints step-N checkpoints. Best
+  // effort: a failure leaves an extra checkpoint, never a missing one.
+  void ApplyRetention() {
+    auto list = store_->ListCheckpoints(job_);
+    if (!list.ok()) return;
+    std::vector<std::string> steps;
+    for (const CheckpointInfo& c : *list)
+      if (IsTrainingCheckpoint(c.name)) steps.push_back(c.name);
+    std::sort(steps.begin(), steps.end());
+    for (size_t i = 0; i + options_.keep_checkpoints < steps.size(); ++i) {
+      absl::Status s = store_->DeleteCheckpoint(job_, steps[i]);
+      if (!s.ok()) {
+        LogWarning(
+            "deleting an old checkpoint failed",
+            {{"job", job_}, {"checkpoint", steps[i]}, {"error", s.ToString()}});
+      }
+    }
+  }
+
+  // Metrics and the progress the coordinator sees; Cancelled when the task
+  // must stop.
+  absl::Status ReportStep(double loss, uint64_t tokens,
+                          std::chrono::steady_clock::time_point step_start) {
+    if (metrics_.loss != nullptr) {
+      metrics_.loss->Set(loss);
+      metrics_.steps->Increment();
+      metrics_.tokens->Increment(static_cast<double>(tokens));
+      metrics_.model_flops->Increment(
+          static_cast<double>(tokens) *
+          engine_->ModelFlopsPerToken(static_cast<int64_t>(seq_len_)));
+      metrics_.step_seconds->Observe(Since(step_start));
+    }
+    progress_.steps_done = pos_.step;
+    progress_.tokens_done = pos_.tokens;
+    progress_.loss = loss;
+    const double secs = Since(run_start_);
+    progress_.tokens_per_second =
+        secs > 0 ? static_cast<double>(pos_.step - start_step_) * batch_ *
+                       static_cast<double>(seq_len_) / secs
+                 : 0;
+    if (!context_->ReportProgress(progress_)) return Cancelled();
+    if (options_.pause_per_step > absl::ZeroDuration() &&
+        context_->cancellation().WaitFor(options_.pause_per_step)) {
+      return Cancelled();
+    }
+    return absl::OkStatus();
+  }
+
+  // Streaming: training is over, so lift the back-pressure and let teachers
+  // still extracting finish their shards instead of waiting for a consumer.
+  absl::Status Finish() {
+    if (ts_.streaming() && rank_ == 0 && !pairs_.empty() &&
+        pairs_[0].hidden > 0) {
+      LogInfo("streaming training done; lifting back-pressure",
+              {{"job", job_}});
+      JobConfig open;
+      open.hidden = pairs_[0].hidden;
+      open.codec = pairs_[0].codec;
+      open.max_pending_pairs = 0;
+      absl::Status s = store_->CreateJob(job_, open);
+      if (!s.ok())
+        return Annotate(s, absl::StrCat(where_, ": releasing back-pressure"));
+    }
+    LogInfo("training finished", {{"job", job_},
+                                  {"rank", static_cast<int64_t>(rank_)},
+                                  {"step", pos_.step},
+                                  {"checkpoint", last_checkpoint_}});
+    return absl::OkStatus();
+  }
+
+  // Constant for the session.
+  const TrainerRunnerOptions& options_;
+  const lft::v1::Task& task_;
+  const lft::v1::JobSpec& spec_;
+  const lft::v1::TrainingSpec& ts_;
+  const std::string job_;
+  const uint32_t world_;
+  const uint32_t rank_;
+  const uint64_t batch_;
+  const uint64_t seq_len_;
+  const uint64_t every_;
+  const std::string where_;
+  TaskContext* const context_;
+
+  // Set up by Run before the loop.
+  uint64_t per_rank_ = 0;
+  uint64_t total_steps_ = 0;
+  PairStore* store_ = nullptr;
+  std::unique_ptr<TrainingEngine> engine_;
+  std::unique_ptr<GroupTransport> transport_;
+  std::unique_ptr<Collective> collective_;
+  TrainerMetrics metrics_;
+  std::chrono::steady_clock::time_point run_start_;
+  uint64_t start_step_ = 0;
+
+  // Where training stands.
+  TrainingPosition pos_;
+  std::string last_checkpoint_;
+  ProgressUpdate progress_;
+  std::unique_ptr<PairReader> reader_;
+  uint64_t epoch_pairs_ = 0;     // usable pairs of the current epoch
+  uint64_t epoch_snapshot_ = 0;  // pairs stored when it began
+  std::vector<LatentPairRecord> pairs_;
+};
+
 }  // namespace
 
-std::string TrainingCheckpointName(uint64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%s%010llu", kCheckpointPrefix,
-                static_cast<unsigned long long>(step));
-  return buf;
+std::unique_ptr<GroupTransport> NewDeviceGroupTransport(
+    const TrainerRunnerOptions& options) {
+  return std::make_unique<DeviceGroupTransport>(
+      options.device, options.listen_host, options.collective_timeout);
 }
 
 TrainerRunner::TrainerRunner(TrainerRunnerOptions options)
@@ -119,321 +510,8 @@ absl::StatusOr<TaskResult> TrainerRunner::Run(const lft::v1::Task& task,
     return absl::FailedPreconditionError(
         "trainer runner has no store pool or engine factory");
   }
-  const lft::v1::JobSpec& spec = task.spec();
-  const lft::v1::TrainingSpec& ts = spec.training();
-  const lft::v1::TrainingTask& tt = task.training();
-  const std::string& job = task.job_id();
-  const uint32_t world = std::max<uint32_t>(1, tt.world_size());
-  const uint32_t rank = tt.rank();
-  const uint64_t batch = ts.global_batch_sequences();
-  const std::string where =
-      absl::StrCat("job ", job, " trainer rank ", rank, " of ", world,
-                   " (generation ", tt.generation(), ")");
-  if (batch == 0 || batch % world != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": global_batch_sequences ", batch,
-                     " is not a positive multiple of the ", world, " ranks"));
-  }
-  const uint64_t per_rank = batch / world;
-  const uint64_t seq_len = std::max<uint32_t>(1, spec.sequence_length());
-  const uint64_t total_steps =
-      ts.max_steps() > 0
-          ? ts.max_steps()
-          : (ts.max_tokens() + batch * seq_len - 1) / (batch * seq_len);
-  const uint64_t every = std::max<uint32_t>(1, ts.checkpoint_every_steps());
-  const bool cuda = options_.device.rfind("cuda", 0) == 0;
-  auto cancelled = [&]() -> absl::Status {
-    return absl::CancelledError(
-        absl::StrCat(where, ": ", context->cancellation().reason()));
-  };
-
-  LFT_ASSIGN_OR_RETURN(PairStore * store,
-                       options_.stores->Get(task.store_address()));
-  auto engine_or = options_.engine_factory(spec, options_.device);
-  if (!engine_or.ok()) return Annotate(engine_or.status(), where);
-  std::unique_ptr<TrainingEngine> engine = std::move(*engine_or);
-
-  // ---- Resume point: rank 0 picks the newest checkpoint (the task's or a
-  // newer step-N in the store) and sends its name with the communicator id
-  // through the coordinator, so every rank loads the same one whatever the
-  // transport (NCCL broadcasts device memory only).
-  TrainingPosition pos;
-  std::string resume;
-  if (rank == 0) {
-    resume = tt.resume_checkpoint();
-    auto list = store->ListCheckpoints(job);
-    if (list.ok()) {
-      uint64_t best = StepOf(resume).value_or(0);
-      for (const CheckpointInfo& c : *list) {
-        auto s = StepOf(c.name);
-        if (s.has_value() && *s > best) {
-          best = *s;
-          resume = c.name;
-        }
-      }
-    } else if (!absl::IsNotFound(list.status())) {
-      return Annotate(list.status(),
-                      absl::StrCat(where, ": listing checkpoints"));
-    }
-  }
-  // ---- Form the group.
-  std::unique_ptr<GlooRendezvousHost> host;
-  std::string my_id;
-  if (rank == 0 && world > 1) {
-    if (cuda) {
-      LFT_ASSIGN_OR_RETURN(my_id, NewNcclCommunicatorId());
-    } else {
-      auto h = StartGlooRendezvous(options_.listen_host);
-      if (!h.ok()) return Annotate(h.status(), where);
-      host = std::move(*h);
-      my_id = host->communicator_id();
-    }
-  } else if (rank == 0) {
-    my_id = "single-rank";
-  }
-  auto rv = context->Rendezvous(rank == 0 ? PackRendezvousPayload(resume, my_id)
-                                          : "");
-  if (!rv.ok()) return Annotate(rv.status(), where);
-  std::string communicator_id;
-  if (!UnpackRendezvousPayload(rv->communicator_id, &resume,
-                               &communicator_id)) {
-    return absl::InternalError(
-        absl::StrCat(where, ": malformed rendezvous payload from rank 0 (",
-                     rv->communicator_id.size(), " bytes)"));
-  }
-  std::unique_ptr<Collective> collective;
-  if (world > 1) {
-    absl::StatusOr<std::unique_ptr<Collective>> c;
-    const auto timeout = std::chrono::milliseconds(
-        absl::ToInt64Milliseconds(options_.collective_timeout));
-    if (cuda) {
-      NcclOptions no;
-      no.rank = static_cast<int>(rank);
-      no.world_size = static_cast<int>(world);
-      no.communicator_id = communicator_id;
-      no.device = CudaOrdinal(options_.device);
-      no.timeout = timeout;
-      c = CreateNcclCollective(no);
-    } else {
-      GlooOptions go;
-      go.rank = static_cast<int>(rank);
-      go.world_size = static_cast<int>(world);
-      go.communicator_id = communicator_id;
-      go.listen_host = options_.listen_host;
-      go.timeout = timeout;
-      go.group_prefix = absl::StrCat(job, "-g", tt.generation());
-      c = CreateGlooCollective(go);
-    }
-    if (!c.ok()) return Annotate(c.status(), absl::StrCat(where, ": joining"));
-    collective = std::move(*c);
-  }
-  LogInfo("trainer group formed", {{"job", job},
-                                   {"rank", static_cast<int64_t>(rank)},
-                                   {"world", static_cast<int64_t>(world)},
-                                   {"generation", tt.generation()}});
-
-  // A failed collective usually means a peer died: give the coordinator
-  // time to notice and revoke this task, so the group re-forms once.
-  auto collective_failed = [&](const absl::Status& s) -> absl::Status {
-    collective->Abort();
-    if (context->cancellation().WaitFor(options_.regroup_wait))
-      return cancelled();
-    return Annotate(s, where);
-  };
-
-  if (!resume.empty()) {
-    auto blob = store->GetCheckpoint(job, resume);
-    if (!blob.ok())
-      return Annotate(blob.status(),
-                      absl::StrCat(where, ": resuming from ", resume));
-    auto restored = engine->RestoreCheckpoint(*blob);
-    if (!restored.ok())
-      return Annotate(restored.status(),
-                      absl::StrCat(where, ": resuming from ", resume));
-    pos = std::move(*restored);
-    LogInfo("trainer resumed",
-            {{"job", job}, {"checkpoint", resume}, {"step", pos.step}});
-  }
-
-  TrainerMetrics metrics = MakeMetrics(options_.metrics, job);
-  ProgressUpdate progress;
-  progress.steps_done = pos.step;
-  progress.tokens_done = pos.tokens;
-  progress.checkpoint = resume;
-  if (!pos.losses.empty()) progress.loss = pos.losses.back();
-  context->ReportProgress(progress);
-
-  std::unique_ptr<PairReader> reader;
-  uint64_t epoch_pairs = 0;     // usable pairs of the current epoch
-  uint64_t epoch_snapshot = 0;  // pairs stored when it began
-  std::vector<LatentPairRecord> pairs(per_rank);
-  const auto run_start = std::chrono::steady_clock::now();
-  const uint64_t start_step = pos.step;
-  std::string last_checkpoint = resume;
-
-  while (pos.step < total_steps) {
-    if (context->cancellation().cancelled()) return cancelled();
-    const auto step_start = std::chrono::steady_clock::now();
-    // ---- This rank's share of the global batch.
-    if (reader == nullptr) {
-      uint64_t stored = 0;
-      // Streaming: a new epoch waits (boundedly: extraction may be over)
-      // for at least one global batch of pairs it has not seen, so training
-      // follows the teachers instead of cycling over the first few pairs.
-      const absl::Time fresh_deadline = absl::Now() + options_.streaming_wait;
-      while (true) {
-        auto stats = store->Stats(job);
-        if (stats.ok()) stored = stats->pairs;
-        const bool fresh = !ts.streaming() || epoch_snapshot == 0 ||
-                           stored >= epoch_snapshot + batch ||
-                           absl::Now() >= fresh_deadline;
-        if (stats.ok() && stored >= batch && fresh) break;
-        if (!stats.ok() && !absl::IsNotFound(stats.status()))
-          return Annotate(stats.status(), where);
-        if (!ts.streaming() && stored < batch) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(where, ": the store holds ", stored,
-                           " pairs, fewer than one global batch of ", batch,
-                           " sequences; extract more text or lower "
-                           "training.global_batch_sequences"));
-        }
-        if (context->cancellation().WaitFor(absl::Milliseconds(200)))
-          return cancelled();
-      }
-      epoch_pairs = stored / batch * batch;
-      epoch_snapshot = stored;
-      if (pos.pairs_consumed + batch > epoch_pairs) {
-        ++pos.epoch;
-        pos.pairs_consumed = 0;
-      }
-      ScanOptions so;
-      so.partition = rank;
-      so.partitions = world;
-      so.shuffle = true;
-      so.seed = ts.seed();
-      so.epoch = pos.epoch;
-      so.start_block = pos.pairs_consumed;
-      so.block_pairs = 1;
-      so.readahead_pairs = static_cast<uint32_t>(
-          std::min<uint64_t>(64, std::max<uint64_t>(4, 2 * per_rank)));
-      auto r = store->Scan(job, so);
-      if (!r.ok())
-        return Annotate(r.status(), absl::StrCat(where, ": reading pairs"));
-      reader = std::move(*r);
-    }
-    uint64_t tokens = 0;
-    for (uint64_t i = 0; i < per_rank; ++i) {
-      auto more = reader->Next(&pairs[i]);
-      if (!more.ok())
-        return Annotate(more.status(), absl::StrCat(where, ": reading pairs"));
-      if (!*more) {
-        return absl::DataLossError(
-            absl::StrCat(where, ": the store's pairs ran out within epoch ",
-                         pos.epoch, " (were pairs deleted while training?)"));
-      }
-      tokens += pairs[i].tokens;
-    }
-    if (metrics.input_wait != nullptr)
-      metrics.input_wait->Increment(Since(step_start));
-
-    // ---- Gradients, one all-reduce, update.
-    absl::Status s = engine->ComputeGradients(pairs, pos.step);
-    if (!s.ok()) return Annotate(s, absl::StrCat(where, ": step ", pos.step));
-    if (collective != nullptr) {
-      const auto t0 = std::chrono::steady_clock::now();
-      s = collective->AllReduceSum(engine->gradient_data(),
-                                   engine->gradient_count(),
-                                   engine->gradient_dtype());
-      if (!s.ok()) return collective_failed(s);
-      if (metrics.allreduce != nullptr) metrics.allreduce->Increment(Since(t0));
-    }
-    const double lr = WarmupCosineLr(
-        ts.learning_rate(), kMinLearningRateRatio, ts.warmup_steps(),
-        static_cast<int64_t>(total_steps), static_cast<int64_t>(pos.step));
-    auto loss =
-        engine->ApplyGradients(1.0 / world, ts.gradient_clip_norm(), lr);
-    if (!loss.ok())
-      return Annotate(loss.status(), absl::StrCat(where, ": step ", pos.step));
-    if (!std::isfinite(*loss)) {
-      return absl::InternalError(
-          absl::StrCat(where, ": loss became ", *loss, " at step ", pos.step,
-                       "; lower training.learning_rate or check the pairs"));
-    }
-    ++pos.step;
-    pos.pairs_consumed += batch;
-    pos.tokens += tokens * world;
-    pos.losses.push_back(*loss);
-    if (pos.pairs_consumed + batch > epoch_pairs) reader.reset();
-    if (ts.streaming() && rank == 0) {
-      absl::Status ack = store->AckConsumed(job, batch);
-      if (!ack.ok())
-        return Annotate(ack, absl::StrCat(where, ": acknowledging pairs"));
-    }
-
-    // ---- Checkpoint.
-    if (pos.step % every == 0 || pos.step == total_steps) {
-      const std::string name = TrainingCheckpointName(pos.step);
-      if (rank == 0) {
-        auto blob = engine->SaveCheckpoint(pos, world);
-        if (!blob.ok()) return Annotate(blob.status(), where);
-        auto info = store->PutCheckpoint(job, name, *blob, "");
-        if (!info.ok())
-          return Annotate(info.status(),
-                          absl::StrCat(where, ": storing ", name));
-        if (metrics.checkpoints != nullptr) metrics.checkpoints->Increment();
-        auto list = store->ListCheckpoints(job);
-        if (list.ok()) {
-          std::vector<std::string> steps;
-          for (const CheckpointInfo& c : *list)
-            if (StepOf(c.name).has_value()) steps.push_back(c.name);
-          std::sort(steps.begin(), steps.end());
-          for (size_t i = 0; i + options_.keep_checkpoints < steps.size(); ++i)
-            (void)store->DeleteCheckpoint(job, steps[i]);
-        }
-      }
-      last_checkpoint = name;
-      progress.checkpoint = name;
-    }
-
-    if (metrics.loss != nullptr) {
-      metrics.loss->Set(*loss);
-      metrics.steps->Increment();
-      metrics.tokens->Increment(static_cast<double>(tokens));
-      metrics.step_seconds->Observe(Since(step_start));
-    }
-    progress.steps_done = pos.step;
-    progress.tokens_done = pos.tokens;
-    progress.loss = *loss;
-    const double secs = Since(run_start);
-    progress.tokens_per_second =
-        secs > 0 ? static_cast<double>(pos.step - start_step) * batch *
-                       static_cast<double>(seq_len) / secs
-                 : 0;
-    if (!context->ReportProgress(progress)) return cancelled();
-    if (options_.pause_per_step > absl::ZeroDuration() &&
-        context->cancellation().WaitFor(options_.pause_per_step)) {
-      return cancelled();
-    }
-  }
-  if (ts.streaming() && rank == 0 && !pairs.empty() && pairs[0].hidden > 0) {
-    // Training is over: lift the back-pressure so teachers still extracting
-    // finish their shards instead of waiting for a consumer.
-    LogInfo("streaming training done; lifting back-pressure", {{"job", job}});
-    JobConfig open;
-    open.hidden = pairs[0].hidden;
-    open.codec = pairs[0].codec;
-    open.max_pending_pairs = 0;
-    absl::Status s = store->CreateJob(job, open);
-    if (!s.ok())
-      return Annotate(s, absl::StrCat(where, ": releasing back-pressure"));
-  }
-  LogInfo("training finished", {{"job", job},
-                                {"rank", static_cast<int64_t>(rank)},
-                                {"step", pos.step},
-                                {"checkpoint", last_checkpoint}});
-  TaskResult result;
-  result.checkpoint = last_checkpoint;
-  return result;
+  TrainerSession session(options_, task, context);
+  return session.Run();
 }
 
 }  // namespace lft

@@ -3,9 +3,8 @@
 //   1. forms the group: rank 0 creates the communicator id (a Gloo
 //      rendezvous address on CPUs, an NCCL unique id on GPUs), the
 //      coordinator's Rendezvous relays it, every rank joins;
-//   2. resumes from the newest checkpoint (the task's resume_checkpoint or a
-//      newer step-N one in the store, chosen by rank 0 and sent to the
-//      other ranks with the communicator id);
+//   2. resumes from the checkpoint the coordinator names in the rendezvous
+//      response (the job's latest; every rank loads the same one);
 //   3. each step reads its B / W pairs (B = global_batch_sequences) from
 //      its strided slice of the store's shuffled pair order (ScanOptions
 //      with block_pairs 1, so the global batch of a step is the same set of
@@ -19,21 +18,48 @@
 // teachers, and it waits (cancellably) for a global batch of pairs; a new
 // epoch waits up to streaming_wait for pairs it has not seen yet. When
 // training ends the bound is lifted so teachers still extracting finish.
-// Torch-free: the numerics are a TrainingEngine.
+// Torch-free: the numerics are a TrainingEngine and the transport a
+// GroupTransport (Gloo / NCCL by default), so the loop runs under fakes.
 #ifndef LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
 #define LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/metrics.h"
-#include "coordinator/client/task_runner.h"
+#include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store_pool.h"
+#include "worker/agent/task_runner.h"
+#include "worker/collective/collective.h"
 #include "worker/trainer/training_engine.h"
 
 namespace lft {
+
+// How one Run's ranks find each other and communicate: Gloo on CPUs, NCCL
+// on GPUs by default (DeviceGroupTransport), an in-process fake in tests.
+// One object per Run, used by that Run's thread only.
+class GroupTransport {
+ public:
+  virtual ~GroupTransport() = default;
+  // Rank 0 of a group of more than one rank: a new communicator id for the
+  // others to join with. Whatever serves it (Gloo's rendezvous server) lives
+  // as long as this object.
+  virtual absl::StatusOr<std::string> CreateCommunicatorId() = 0;
+  // Joins rank `rank` of `world` through `communicator_id`; `group` names
+  // the generation ("<job>-g<generation>"). Errors of the transport.
+  virtual absl::StatusOr<std::unique_ptr<Collective>> Join(
+      uint32_t rank, uint32_t world, const std::string& communicator_id,
+      const std::string& group) = 0;
+};
+
+struct TrainerRunnerOptions;
+// Gloo over TCP for "cpu", NCCL for "cuda" / "cuda:N" (options.device,
+// listen_host and collective_timeout).
+std::unique_ptr<GroupTransport> NewDeviceGroupTransport(
+    const TrainerRunnerOptions& options);
 
 struct TrainerRunnerOptions {
   // "cpu" (Gloo) or "cuda" / "cuda:N" (NCCL).
@@ -42,6 +68,8 @@ struct TrainerRunnerOptions {
   PairStorePool* stores = nullptr;
   // Required: makes the engine (NewFlowTrainingEngine in lft-worker).
   TrainingEngineFactory engine_factory;
+  // Makes each Run's transport; empty = NewDeviceGroupTransport.
+  std::function<std::unique_ptr<GroupTransport>()> transport_factory;
   // Address this rank's Gloo endpoints (and rank 0's rendezvous server)
   // listen on; peers must reach it.
   std::string listen_host = "127.0.0.1";
@@ -62,9 +90,6 @@ struct TrainerRunnerOptions {
   // Tests only: an interruptible pause after every step.
   absl::Duration pause_per_step = absl::ZeroDuration();
 };
-
-// "step-0000000042".
-std::string TrainingCheckpointName(uint64_t step);
 
 class TrainerRunner : public TaskRunner {
  public:

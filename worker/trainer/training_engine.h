@@ -50,6 +50,14 @@ class TrainingEngine {
 
   // The buffer ComputeGradients fills: gradient_count() elements of
   // gradient_dtype(), in host memory for Gloo and device memory for NCCL.
+  // Model FLOPs (forward and backward, worker/model/flow_flops.h) of one
+  // step per token of the global batch at `sequence_length`, for MFU
+  // (lft_trainer_model_flops_total); 0 if the engine does not know.
+  virtual double ModelFlopsPerToken(int64_t sequence_length) const {
+    (void)sequence_length;
+    return 0;
+  }
+
   virtual void* gradient_data() = 0;
   virtual size_t gradient_count() const = 0;
   virtual CollectiveDtype gradient_dtype() const = 0;

@@ -1,9 +1,8 @@
-#include "coordinator/corpus_sharding.h"
-
 #include <zstd.h>
 
 #include <fstream>
 
+#include "tests/unit/coordinator/line_count_sharding.h"
 #include "tests/unit/coordinator/test_util.h"
 
 namespace lft {

@@ -3,7 +3,7 @@
 // matching gRPC codes, and bad input answered without a crash.
 #include "latent-store/store_service.h"
 
-#include "common/grpc_status.h"
+#include "common/rpc/grpc_status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"

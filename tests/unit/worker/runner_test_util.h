@@ -12,12 +12,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
-#include "common/status.h"
-#include "coordinator/client/task_runner.h"
+#include "common/base/status.h"
+#include "common/base/teacher_config.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/text/bpe_trainer.h"
+#include "worker/agent/task_runner.h"
 #include "worker/model/gpt_neox.h"
-#include "worker/model/neox_config.h"
 #include "worker/model/tensor_io.h"
 
 namespace lft {

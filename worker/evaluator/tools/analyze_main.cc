@@ -13,14 +13,14 @@
 
 #include <cstdio>
 #include <map>
-#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
-#include "common/safetensors.h"
+#include "common/base/flags.h"
+#include "common/tensor/safetensors.h"
 #include "worker/evaluator/heldout.h"
 #include "worker/evaluator/recoupling_matrix.h"
-#include "worker/evaluator/tools/cli_flags.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/teacher_loader.h"
 
@@ -44,15 +44,17 @@ int Fail(const std::string& what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> v;
-  std::set<std::string> sw;
-  const std::string problem = lft::ParseCliFlags(
-      argc, argv,
-      {"teacher", "heldout", "tokens", "seq", "out-json", "out-png", "device",
-       "dtype", "epsilon", "iterations"},
-      {"sinkhorn", "help"}, &v, &sw);
-  if (!problem.empty()) return Usage(problem);
-  if (sw.count("help")) {
+  absl::StatusOr<lft::Flags> flags =
+      lft::Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                        {"teacher", "heldout", "tokens", "seq", "out-json",
+                         "out-png", "device", "dtype", "epsilon", "iterations"},
+                        {"sinkhorn", "help"});
+  if (!flags.ok()) return Usage(std::string(flags.status().message()));
+  if (!flags->positional().empty()) {
+    return Usage("unexpected argument \"" + flags->positional()[0] + "\"");
+  }
+  std::map<std::string, std::string> v = flags->values();
+  if (flags->Has("help")) {
     std::printf("%s", kUsage);
     return 0;
   }
@@ -110,7 +112,7 @@ int main(int argc, char** argv) {
   }
   lft::RecouplingMatrixOptions mo;
   mo.max_tokens = tokens;
-  mo.sinkhorn = sw.count("sinkhorn") > 0;
+  mo.sinkhorn = flags->Has("sinkhorn");
   mo.sinkhorn_options.epsilon = epsilon;
   mo.sinkhorn_options.max_iterations = static_cast<int>(iterations);
   const int64_t layers = (*teacher)->model->config().num_hidden_layers;

@@ -11,13 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
-#include "common/status.h"
-#include "worker/evaluator/tools/cli_flags.h"
+#include "common/base/flags.h"
+#include "common/base/status.h"
 #include "worker/model/export.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/gpt_neox.h"
@@ -42,12 +42,15 @@ int Fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  std::map<std::string, std::string> v;
-  std::set<std::string> sw;
-  const std::string problem = lft::ParseCliFlags(
-      argc, argv, {"teacher", "checkpoint", "k", "out"}, {"help"}, &v, &sw);
-  if (!problem.empty()) return Usage(problem);
-  if (sw.count("help")) {
+  absl::StatusOr<lft::Flags> flags =
+      lft::Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                        {"teacher", "checkpoint", "k", "out"}, {"help"});
+  if (!flags.ok()) return Usage(std::string(flags.status().message()));
+  if (!flags->positional().empty()) {
+    return Usage("unexpected argument \"" + flags->positional()[0] + "\"");
+  }
+  std::map<std::string, std::string> v = flags->values();
+  if (flags->Has("help")) {
     std::printf("%s", kUsage);
     return 0;
   }

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "common/bpe_tokenizer.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/text/bpe_tokenizer.h"
+#include "common/text/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
-#include "common/synthetic_corpus.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/corpus/synthetic_corpus.h"
+#include "common/text/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"

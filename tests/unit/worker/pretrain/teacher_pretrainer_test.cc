@@ -7,8 +7,8 @@
 #include <fstream>
 #include <string>
 
-#include "common/bpe_tokenizer.h"
-#include "common/bpe_trainer.h"
+#include "common/text/bpe_tokenizer.h"
+#include "common/text/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"

@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "common/bpe_tokenizer.h"
-#include "common/bpe_trainer.h"
-#include "common/jsonl_zst.h"
-#include "common/synthetic_corpus.h"
+#include "common/corpus/jsonl_zst.h"
+#include "common/corpus/synthetic_corpus.h"
+#include "common/text/bpe_tokenizer.h"
+#include "common/text/bpe_trainer.h"
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
 #include "tests/unit/latent-store/test_util.h"

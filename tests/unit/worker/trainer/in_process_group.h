@@ -9,14 +9,17 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "coordinator/client/task_runner.h"
+#include "worker/agent/task_runner.h"
 
 namespace lft {
 
-// Rendezvous of W in-process ranks: rank 0's id reaches everyone.
+// Rendezvous of W in-process ranks: rank 0's id reaches everyone, and so
+// does the checkpoint to resume from, which the test chooses as the
+// coordinator would (the job's latest checkpoint).
 class FakeRendezvous {
  public:
-  explicit FakeRendezvous(uint32_t world) : world_(world) {}
+  explicit FakeRendezvous(uint32_t world, std::string resume_checkpoint = "")
+      : world_(world), resume_checkpoint_(std::move(resume_checkpoint)) {}
   absl::StatusOr<RendezvousResult> Join(uint32_t rank, const std::string& id) {
     absl::MutexLock lock(&mu_);
     if (rank == 0) id_ = id;
@@ -28,11 +31,13 @@ class FakeRendezvous {
     r.rank = rank;
     r.world_size = world_;
     r.communicator_id = id_;
+    r.resume_checkpoint = resume_checkpoint_;
     return r;
   }
 
  private:
   const uint32_t world_;
+  const std::string resume_checkpoint_;
   absl::Mutex mu_;
   uint32_t joined_ = 0;
   std::string id_;

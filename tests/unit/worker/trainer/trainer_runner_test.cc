@@ -12,20 +12,23 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
+#include "common/base/teacher_config.h"
 #include "gtest/gtest.h"
+#include "latent-store/checkpoint_names.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/unit/worker/runner_test_util.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
+#include "tests/unit/worker/trainer/test_store.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/lr_schedule.h"
-#include "worker/model/neox_config.h"
 #include "worker/model/tensor_io.h"
-#include "worker/trainer/flow_training_engine.h"
+#include "worker/trainer/engine/flow_training_engine.h"
 
 namespace lft {
 namespace {
@@ -41,10 +44,6 @@ constexpr int kPairs = 48;
 class TrainerRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("trainer_runner_test_" + std::to_string(getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
     fs::create_directories(root_ / "teacher");
     NeoXConfig c;
     c.vocab_size = 50;
@@ -57,15 +56,6 @@ class TrainerRunnerTest : public ::testing::Test {
     ASSERT_TRUE(
         testing_util::WriteRandomTeacher((root_ / "teacher").string(), c, 3)
             .ok());
-    pool_ = std::make_unique<PairStorePool>((root_ / "store").string(),
-                                            RemotePairStoreOptions());
-    auto store = pool_->Get("");
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *store;
-  }
-  void TearDown() override {
-    pool_.reset();
-    fs::remove_all(root_);
   }
 
   void WritePairs(const std::string& job, int count) {
@@ -131,7 +121,7 @@ class TrainerRunnerTest : public ::testing::Test {
   TrainerRunnerOptions Options(const std::string& device = "cpu") {
     TrainerRunnerOptions o;
     o.device = device;
-    o.stores = pool_.get();
+    o.stores = pool_;
     o.engine_factory = NewFlowTrainingEngine;
     o.collective_timeout = absl::Seconds(30);
     o.regroup_wait = absl::ZeroDuration();
@@ -142,19 +132,24 @@ class TrainerRunnerTest : public ::testing::Test {
   absl::StatusOr<TaskResult> RunGroup(const std::string& job, uint32_t world,
                                       uint64_t stop_at_step = 0,
                                       const std::string& device = "cpu") {
-    FakeRendezvous rv(world);
+    // As the coordinator does: resume from the job's latest checkpoint,
+    // the one rank 0 last reported.
+    FakeRendezvous rv(world, latest_checkpoint_[job]);
     std::vector<absl::StatusOr<TaskResult>> results(
         world, absl::UnknownError("not run"));
     std::vector<std::thread> threads;
+    std::string rank0_checkpoint;
     for (uint32_t r = 0; r < world; ++r) {
       threads.emplace_back([&, r]() {
         TrainerRunner runner(Options(device));
         FakeContext ctx(&rv, r);
         ctx.stop_at_step = stop_at_step;
         results[r] = runner.Run(MakeTask(job, world, r), &ctx);
+        if (r == 0) rank0_checkpoint = ctx.last.checkpoint;
       });
     }
     for (auto& t : threads) t.join();
+    if (!rank0_checkpoint.empty()) latest_checkpoint_[job] = rank0_checkpoint;
     for (uint32_t r = 1; r < world; ++r) {
       if (!results[r].ok()) return results[r].status();
     }
@@ -180,9 +175,13 @@ class TrainerRunnerTest : public ::testing::Test {
     return worst;
   }
 
-  fs::path root_;
-  std::unique_ptr<PairStorePool> pool_;
-  PairStore* store_ = nullptr;
+  TestPairStore test_store_{"trainer_runner_test"};
+  const fs::path root_ = test_store_.root();
+  PairStorePool* const pool_ = test_store_.pool();
+  PairStore* const store_ = test_store_.store();
+  // Per job, the checkpoint rank 0 last reported (the coordinator's
+  // JobRecord.latest_checkpoint).
+  std::map<std::string, std::string> latest_checkpoint_;
 };
 
 TEST_F(TrainerRunnerTest, TwoRanksMatchOneRankAfterFiftySteps) {
@@ -283,6 +282,7 @@ TEST_F(TrainerRunnerTest, RefusesBadSetups) {
   ASSERT_TRUE(foreign.ok());
   ASSERT_TRUE(
       store_->PutCheckpoint("other", "step-0000000005", *foreign, "").ok());
+  latest_checkpoint_["other"] = "step-0000000005";  // the coordinator's pick
   auto other = RunGroup("other", 1);
   EXPECT_THAT(other.status(), StatusIs(absl::StatusCode::kInvalidArgument,
                                        "checkpoint is for block [0, 2)"));

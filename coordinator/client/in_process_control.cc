@@ -1,1 +1,0 @@
-#include "coordinator/client/in_process_control.h"

@@ -1,0 +1,201 @@
+#include "common/base/job_spec.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace lft {
+namespace {
+
+using ::lft::testing::IsOk;
+using ::lft::testing::StatusIs;
+using ::testing::Contains;
+using ::testing::Field;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+lft::v1::JobSpec MinimalSpec() {
+  lft::v1::JobSpec spec;
+  spec.set_name("pythia-6-12");
+  spec.mutable_teacher()->set_path("/models/pythia-410m");
+  spec.mutable_corpus()->add_jsonl_zst_paths("/data/pile/00.jsonl.zst");
+  spec.mutable_block()->set_first_layer(6);
+  spec.mutable_block()->set_end_layer(12);
+  return spec;
+}
+
+auto HasProblem(const std::string& field, const std::string& substring) {
+  return Contains(::testing::AllOf(
+      Field(&SpecProblem::field, field),
+      Field(&SpecProblem::message, ::testing::HasSubstr(substring))));
+}
+
+TEST(JobSpecTest, DefaultedMinimalSpecIsValid) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_THAT(ValidateJobSpec(spec, TeacherShape{24, 2048}), IsEmpty());
+  EXPECT_EQ(spec.kind(), lft::v1::JOB_KIND_COMPRESS);
+  EXPECT_EQ(spec.training().method(), lft::v1::METHOD_FW);
+  EXPECT_EQ(spec.training().flow_walking_steps(), 3u);
+  EXPECT_EQ(spec.training().solver(), lft::v1::SOLVER_MIDPOINT);
+  EXPECT_EQ(spec.training().estimator_init(),
+            lft::v1::ESTIMATOR_INIT_TEACHER_LAYER);
+  EXPECT_THAT(spec.evaluation().steps(), ::testing::ElementsAre(1, 3, 8));
+  EXPECT_TRUE(spec.evaluation().regression_baseline());
+}
+
+TEST(JobSpecTest, DefaultsNeverOverrideWhatTheUserSet) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.mutable_training()->set_method(lft::v1::METHOD_HYBRID);
+  spec.mutable_training()->set_hybrid_alpha(0.5);
+  spec.mutable_training()->set_learning_rate(1e-3);
+  spec.mutable_evaluation()->add_steps(5);
+  spec.mutable_evaluation()->set_regression_baseline(false);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_EQ(spec.training().hybrid_alpha(), 0.5);
+  EXPECT_EQ(spec.training().learning_rate(), 1e-3);
+  EXPECT_THAT(spec.evaluation().steps(), ::testing::ElementsAre(5));
+  EXPECT_FALSE(spec.evaluation().regression_baseline());
+}
+
+TEST(JobSpecTest, StreamingGetsABufferAndOneRank) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.mutable_training()->set_streaming(true);
+  spec.mutable_training()->set_global_batch_sequences(8);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_EQ(spec.training().streaming_buffer_pairs(), 32u);
+  EXPECT_THAT(ValidateJobSpec(spec, TeacherShape{24, 2048}), IsEmpty());
+  spec.mutable_training()->set_trainer_ranks(2);
+  spec.mutable_training()->set_streaming_buffer_pairs(4);
+  auto problems = ValidateJobSpec(spec, TeacherShape{24, 2048});
+  EXPECT_THAT(problems,
+              HasProblem("training.streaming", "trains with one rank"));
+  EXPECT_THAT(problems, HasProblem("training.streaming_buffer_pairs",
+                                   "smaller than one global batch of 8"));
+}
+
+TEST(JobSpecTest, HybridGetsThePapersAlphaByDefault) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.mutable_training()->set_method(lft::v1::METHOD_HYBRID);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_DOUBLE_EQ(spec.training().hybrid_alpha(), 0.001);
+}
+
+TEST(JobSpecTest, BlockOutsideTheTeacherIsReportedInTheUsersTerms) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.mutable_block()->set_first_layer(20);
+  spec.mutable_block()->set_end_layer(30);
+  ApplyJobSpecDefaults(&spec);
+  auto problems = ValidateJobSpec(spec, TeacherShape{24, 2048});
+  EXPECT_THAT(
+      problems,
+      HasProblem("block", "block [20, 30) is outside the teacher's 24 layers"));
+  // Without the teacher's shape the same block is accepted.
+  EXPECT_THAT(ValidateJobSpec(spec), IsEmpty());
+}
+
+TEST(JobSpecTest, ReportsEveryProblemWithItsFieldPath) {
+  lft::v1::JobSpec spec;
+  spec.set_name("Bad Name!");
+  spec.set_kind(lft::v1::JOB_KIND_COMPRESS);
+  spec.mutable_teacher()->set_compute_dtype("float8");
+  spec.mutable_block()->set_first_layer(6);
+  spec.mutable_block()->set_end_layer(6);
+  spec.set_sequence_length(1);
+  auto* t = spec.mutable_training();
+  t->set_method(lft::v1::METHOD_HYBRID);
+  t->set_hybrid_alpha(-1);
+  t->set_flow_walking_steps(100);
+  t->set_learning_rate(2.0);
+  t->set_weight_decay(-0.1);
+  t->set_global_batch_sequences(10);
+  t->set_trainer_ranks(3);
+  t->set_max_steps(10);
+  t->set_warmup_steps(20);
+  spec.mutable_evaluation()->add_steps(0);
+  spec.mutable_evaluation()->add_steps(3);
+  spec.mutable_evaluation()->add_solvers(lft::v1::SOLVER_UNSPECIFIED);
+
+  auto problems = ValidateJobSpec(spec);
+  EXPECT_THAT(problems, HasProblem("name", "Bad Name!"));
+  EXPECT_THAT(problems, HasProblem("teacher.path", "HF directory"));
+  EXPECT_THAT(problems, HasProblem("teacher.compute_dtype", "float8"));
+  EXPECT_THAT(problems,
+              HasProblem("corpus", "jsonl_zst_paths or megatron_prefixes"));
+  EXPECT_THAT(problems, HasProblem("block", "is empty"));
+  EXPECT_THAT(problems, HasProblem("storage_dtype", "set"));
+  EXPECT_THAT(problems, HasProblem("training.hybrid_alpha", "positive"));
+  EXPECT_THAT(problems, HasProblem("training.flow_walking_steps", "got 100"));
+  EXPECT_THAT(problems, HasProblem("training.solver", "euler or midpoint"));
+  EXPECT_THAT(problems, HasProblem("training.learning_rate", "(0, 1), got 2"));
+  EXPECT_THAT(problems, HasProblem("training.weight_decay", ">= 0"));
+  EXPECT_THAT(problems,
+              HasProblem("training.global_batch_sequences",
+                         "does not divide evenly over 3 trainer ranks"));
+  EXPECT_THAT(problems, HasProblem("training.warmup_steps",
+                                   "longer than the budget of 10"));
+  EXPECT_THAT(problems,
+              HasProblem("training.checkpoint_every_steps", "at least 1"));
+  EXPECT_THAT(problems, HasProblem("evaluation.steps[0]", "got 0"));
+  EXPECT_THAT(problems,
+              HasProblem("evaluation.solvers[0]", "euler or midpoint"));
+  EXPECT_THAT(problems, HasProblem("sequence_length", "got 1"));
+  EXPECT_THAT(problems, SizeIs(17));
+
+  absl::Status status = SpecProblemsToStatus(problems);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                               "invalid job spec (17 problems)"));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "\n  training.learning_rate: must be in (0, 1), got 2"));
+  EXPECT_THAT(SpecProblemsToStatus({}), IsOk());
+}
+
+TEST(JobSpecTest, SequenceLongerThanTheTeachersPositionsIsRejected) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.set_sequence_length(4096);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_THAT(ValidateJobSpec(spec, TeacherShape{24, 2048}),
+              HasProblem("sequence_length",
+                         "4096 exceeds the teacher's 2048 positions"));
+}
+
+TEST(JobSpecTest, CorpusMustNameExactlyOneFormat) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  spec.mutable_corpus()->add_megatron_prefixes("/data/pile_text_document");
+  spec.mutable_corpus()->add_jsonl_zst_paths("");
+  ApplyJobSpecDefaults(&spec);
+  auto problems = ValidateJobSpec(spec);
+  EXPECT_THAT(problems, HasProblem("corpus", "not both"));
+  EXPECT_THAT(problems, HasProblem("corpus.jsonl_zst_paths[1]", "is empty"));
+}
+
+TEST(JobSpecTest, ParsesJsonWithEnumNamesAndBothFieldSpellings) {
+  auto spec = ParseJobSpecJson(R"({
+    "name": "j", "kind": "JOB_KIND_COMPRESS",
+    "teacher": {"path": "/t"}, "corpus": {"jsonl_zst_paths": ["/c.jsonl.zst"]},
+    "block": {"firstLayer": 2, "end_layer": 5},
+    "training": {"method": "METHOD_SFM", "learningRate": 0.001}
+  })");
+  ASSERT_THAT(spec, IsOk());
+  EXPECT_EQ(spec->block().first_layer(), 2u);
+  EXPECT_EQ(spec->block().end_layer(), 5u);
+  EXPECT_EQ(spec->training().method(), lft::v1::METHOD_SFM);
+  EXPECT_DOUBLE_EQ(spec->training().learning_rate(), 0.001);
+}
+
+TEST(JobSpecTest, MalformedJsonIsInvalidArgument) {
+  EXPECT_THAT(ParseJobSpecJson("{\"name\": "),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "not valid JSON for lft.v1.JobSpec"));
+  EXPECT_THAT(ParseJobSpecJson(R"({"nmae": "typo"})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "nmae"));
+  EXPECT_THAT(ParseJobSpecJson(R"({"training": {"method": "METHOD_NOPE"}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "METHOD_NOPE"));
+}
+
+}  // namespace
+}  // namespace lft

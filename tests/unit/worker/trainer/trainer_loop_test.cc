@@ -1,0 +1,259 @@
+// TrainerRunner's control loop without torch: a FakeTrainingEngine, an
+// in-process FakeCollective group and an embedded LatentStore of tiny pairs
+// (tests/unit/worker/trainer/fake_training.h). Covers checkpoint cadence and
+// keep-last-N retention, resuming from the checkpoint the coordinator names,
+// a failed all-reduce waiting for the group to re-form, and streaming
+// training waiting for pairs that arrive later.
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/tensor/tensor_codec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "latent-store/checkpoint_names.h"
+#include "latent-store/pair_store_pool.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/unit/worker/trainer/fake_training.h"
+#include "tests/unit/worker/trainer/in_process_group.h"
+#include "tests/unit/worker/trainer/test_store.h"
+#include "worker/trainer/trainer_runner.h"
+
+namespace lft {
+namespace {
+
+using ::lft::testing::StatusIs;
+using ::testing::ElementsAre;
+
+constexpr uint32_t kHidden = 2;
+constexpr uint32_t kTokens = 2;
+
+class TrainerLoopTest : public ::testing::Test {
+ protected:
+  void CreateJob(const std::string& job) {
+    JobConfig jc;
+    jc.hidden = kHidden;
+    jc.codec = TensorCodec::kF32;
+    ASSERT_TRUE(store_->CreateJob(job, jc).ok());
+  }
+
+  void WritePairs(const std::string& job, int count, uint64_t first = 0) {
+    std::vector<LatentPairRecord> pairs;
+    for (int i = 0; i < count; ++i) {
+      LatentPairRecord r;
+      r.sequence = first + static_cast<uint64_t>(i);
+      r.tokens = kTokens;
+      r.hidden = kHidden;
+      r.codec = TensorCodec::kF32;
+      const std::vector<float> v(kTokens * kHidden, static_cast<float>(i));
+      ASSERT_TRUE(
+          EncodeRows(TensorCodec::kF32, v, kTokens, kHidden, &r.x0).ok());
+      r.x1 = r.x0;
+      pairs.push_back(std::move(r));
+    }
+    ASSERT_TRUE(store_->PutPairs(job, pairs, absl::InfiniteFuture()).ok());
+  }
+
+  lft::v1::Task MakeTask(const std::string& job, uint32_t world,
+                         uint32_t rank) {
+    lft::v1::Task t;
+    t.set_task_id(absl::StrCat(job, "-t", rank));
+    t.set_job_id(job);
+    t.mutable_spec()->set_sequence_length(kTokens);
+    auto* tr = t.mutable_spec()->mutable_training();
+    tr->set_max_steps(steps);
+    tr->set_global_batch_sequences(4);
+    tr->set_learning_rate(0.1);
+    tr->set_checkpoint_every_steps(every);
+    tr->set_streaming(streaming);
+    tr->set_seed(3);
+    t.mutable_training()->set_generation(1);
+    t.mutable_training()->set_world_size(world);
+    t.mutable_training()->set_rank(rank);
+    return t;
+  }
+
+  TrainerRunnerOptions Options(FakeCollectiveGroup* group, int failing_rank,
+                               int fail_at_call) {
+    TrainerRunnerOptions o;
+    o.stores = pool_;
+    o.engine_factory = [this](const lft::v1::JobSpec&, const std::string&)
+        -> absl::StatusOr<std::unique_ptr<TrainingEngine>> {
+      absl::MutexLock lock(&mu_);
+      return std::unique_ptr<TrainingEngine>(
+          std::make_unique<FakeTrainingEngine>(&seen_.emplace_back()));
+    };
+    o.transport_factory = [group, failing_rank, fail_at_call]() {
+      return std::unique_ptr<GroupTransport>(
+          std::make_unique<FakeGroupTransport>(group, failing_rank,
+                                               fail_at_call));
+    };
+    o.keep_checkpoints = 2;
+    o.regroup_wait = regroup_wait;
+    o.streaming_wait = absl::Milliseconds(100);
+    return o;
+  }
+
+  // Runs `world` ranks as threads; results by rank. `contexts` outlive the
+  // call so tests can read what each rank reported.
+  std::vector<absl::StatusOr<TaskResult>> RunGroup(
+      const std::string& job, uint32_t world, const std::string& resume = "",
+      int failing_rank = -1, int fail_at_call = 0,
+      const std::function<void(FakeCollectiveGroup*)>& watcher = nullptr) {
+    FakeCollectiveGroup group(static_cast<int>(world));
+    FakeRendezvous rv(world, resume);
+    contexts.clear();
+    for (uint32_t r = 0; r < world; ++r) {
+      contexts.push_back(std::make_unique<InProcessRankContext>(&rv, r));
+      contexts.back()->stop_at_step = stop_at_step;
+    }
+    std::vector<absl::StatusOr<TaskResult>> results(
+        world, absl::UnknownError("not run"));
+    std::vector<std::thread> threads;
+    for (uint32_t r = 0; r < world; ++r) {
+      threads.emplace_back([&, r]() {
+        TrainerRunner runner(Options(&group, failing_rank, fail_at_call));
+        results[r] = runner.Run(MakeTask(job, world, r), contexts[r].get());
+      });
+    }
+    std::thread watch;
+    if (watcher) watch = std::thread([&] { watcher(&group); });
+    for (auto& t : threads) t.join();
+    if (watch.joinable()) watch.join();
+    return results;
+  }
+
+  std::vector<std::string> TrainingCheckpoints(const std::string& job) {
+    std::vector<std::string> names;
+    auto list = store_->ListCheckpoints(job);
+    EXPECT_TRUE(list.ok()) << list.status();
+    if (!list.ok()) return names;
+    for (const CheckpointInfo& c : *list) {
+      if (IsTrainingCheckpoint(c.name)) names.push_back(c.name);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  // Task knobs.
+  uint64_t steps = 10;
+  uint32_t every = 4;
+  bool streaming = false;
+  uint64_t stop_at_step = 0;
+  absl::Duration regroup_wait = absl::Milliseconds(100);
+
+  TestPairStore test_store_{"trainer_loop_test"};
+  PairStorePool* const pool_ = test_store_.pool();
+  PairStore* const store_ = test_store_.store();
+  absl::Mutex mu_;
+  // Per engine made (in order), the pairs it trained on.
+  std::deque<std::vector<uint64_t>> seen_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<InProcessRankContext>> contexts;
+};
+
+TEST_F(TrainerLoopTest, TwoRanksCheckpointOnScheduleAndKeepTheLastTwo) {
+  CreateJob("j");
+  WritePairs("j", 16);
+  auto results = RunGroup("j", 2);
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  EXPECT_EQ(results[0]->checkpoint, TrainingCheckpointName(10));
+  // step-4, step-8 and step-10 were written; keep_checkpoints = 2.
+  EXPECT_THAT(
+      TrainingCheckpoints("j"),
+      ElementsAre(TrainingCheckpointName(8), TrainingCheckpointName(10)));
+  // The loss is summed over ranks and scaled by 1 / world: 1 / (step + 1).
+  EXPECT_NEAR(contexts[0]->last.loss, 1.0 / 10, 1e-7);  // f32 buffer
+  EXPECT_EQ(contexts[1]->last.steps_done, 10u);
+  // Each step's global batch of 4 is split 2 + 2 between the ranks.
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(seen_.size(), 2u);
+  EXPECT_EQ(seen_[0].size(), 20u);
+  EXPECT_EQ(seen_[1].size(), 20u);
+}
+
+TEST_F(TrainerLoopTest, ResumesFromTheCheckpointTheCoordinatorNames) {
+  CreateJob("j");
+  WritePairs("j", 16);
+  every = 3;
+  stop_at_step = 7;  // after the step-6 checkpoint
+  auto first = RunGroup("j", 1);
+  EXPECT_THAT(first[0].status(),
+              StatusIs(absl::StatusCode::kCancelled, "test stop"));
+  EXPECT_EQ(contexts[0]->last.checkpoint, TrainingCheckpointName(6));
+
+  stop_at_step = 0;
+  auto second = RunGroup("j", 1, TrainingCheckpointName(6));
+  ASSERT_TRUE(second[0].ok()) << second[0].status();
+  // Steps 7..10 only: 4 steps of 4 pairs.
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(seen_.size(), 2u);
+  EXPECT_EQ(seen_[1].size(), 16u);
+  auto blob = store_->GetCheckpoint("j", TrainingCheckpointName(10));
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  FakeTrainingEngine probe;
+  auto pos = probe.RestoreCheckpoint(*blob);
+  ASSERT_TRUE(pos.ok()) << pos.status();
+  EXPECT_EQ(pos->step, 10u);
+  EXPECT_EQ(pos->losses.size(), 10u);
+}
+
+TEST_F(TrainerLoopTest, UnknownResumeCheckpointIsNamed) {
+  CreateJob("j");
+  WritePairs("j", 16);
+  auto results = RunGroup("j", 1, TrainingCheckpointName(99));
+  EXPECT_THAT(results[0].status(), StatusIs(absl::StatusCode::kNotFound,
+                                            "resuming from step-0000000099"));
+}
+
+TEST_F(TrainerLoopTest, FailedAllReduceWaitsForTheGroupToReform) {
+  CreateJob("j");
+  WritePairs("j", 16);
+  regroup_wait = absl::Seconds(30);
+  // Rank 1's third all-reduce fails (its peer "died"); the coordinator
+  // revokes both tasks when it re-forms the group.
+  auto results = RunGroup("j", 2, "", /*failing_rank=*/1, /*fail_at_call=*/3,
+                          [this](FakeCollectiveGroup* group) {
+                            absl::SleepFor(absl::Milliseconds(300));
+                            for (auto& c : contexts) {
+                              c->token.Cancel("group re-formed");
+                            }
+                          });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_THAT(results[r].status(),
+                StatusIs(absl::StatusCode::kCancelled, "group re-formed"))
+        << "rank " << r;
+  }
+}
+
+TEST_F(TrainerLoopTest, FailedAllReduceIsReportedWhenNoRegroupComes) {
+  CreateJob("j");
+  WritePairs("j", 16);
+  auto results = RunGroup("j", 2, "", /*failing_rank=*/1, /*fail_at_call=*/2);
+  EXPECT_THAT(results[1].status(), StatusIs(absl::StatusCode::kUnavailable,
+                                            "fake peer connection reset"));
+  EXPECT_FALSE(results[0].ok());
+}
+
+TEST_F(TrainerLoopTest, StreamingWaitsForPairsAndAcknowledgesThem) {
+  streaming = true;
+  steps = 3;
+  CreateJob("j");
+  std::thread writer([this] {
+    absl::SleepFor(absl::Milliseconds(300));
+    WritePairs("j", 8);
+  });
+  auto results = RunGroup("j", 1);
+  writer.join();
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  auto stats = store_->Stats("j");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  // 3 steps of 4 pairs acknowledged; the store counts at most what it holds.
+  EXPECT_EQ(stats->consumed, 8u);
+}
+
+}  // namespace
+}  // namespace lft

@@ -5,7 +5,7 @@
 //
 // What it computes: x [B, T, H] (any float dtype, any device) ->
 // uint8 [B, EncodedBytes(codec, T, H)], row b being exactly the bytes
-// EncodeRows(codec, float32(x[b]), T, H) writes (common/tensor_codec.h):
+// EncodeRows(codec, float32(x[b]), T, H) writes (common/tensor/tensor_codec.h):
 //   f32 / bf16 / f16: the element bytes, little-endian, converted with
 //     round-to-nearest-even (as the scalar codecs do);
 //   fp8-e4m3: T float32 scales (max |x| over the row's finite values / 448,

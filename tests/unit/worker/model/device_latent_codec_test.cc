@@ -1,5 +1,5 @@
 // EncodeLatents / DecodeLatents (worker/model/device_latent_codec.h)
-// against the scalar codecs (common/tensor_codec.h): every codec, float32
+// against the scalar codecs (common/tensor/tensor_codec.h): every codec, float32
 // and bfloat16 inputs,
 // special values, on the CPU and, where there is one, the GPU. The contract
 // is bit equality (quiet NaNs chosen so that both sides give one pattern),

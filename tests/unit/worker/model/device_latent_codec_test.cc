@@ -1,10 +1,9 @@
 // EncodeLatents / DecodeLatents (worker/model/device_latent_codec.h)
-// against the scalar codecs (common/tensor/tensor_codec.h): every codec, float32
-// and bfloat16 inputs,
-// special values, on the CPU and, where there is one, the GPU. The contract
-// is bit equality (quiet NaNs chosen so that both sides give one pattern),
-// so the tolerance is zero; NaN payload bits of the 2-byte codecs are the
-// one documented exception.
+// against the scalar codecs (common/tensor/tensor_codec.h): every codec,
+// float32 and bfloat16 inputs, special values, on the CPU and, where there is
+// one, the GPU. The contract is bit equality (quiet NaNs chosen so that both
+// sides give one pattern), so the tolerance is zero; NaN payload bits of the
+// 2-byte codecs are the one documented exception.
 #include "worker/model/device_latent_codec.h"
 
 #include <torch/torch.h>

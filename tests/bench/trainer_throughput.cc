@@ -12,10 +12,18 @@
 //   trainer_throughput [--device cpu|cuda] [--hidden 128] [--seq 128]
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
 //                      [--method fw|sfm|regression] [--peak-tflops P]
+//                      [--profile trace.json]
+// --profile (LibTorch 2 only) records one more run of S + 3 steps of the
+// first rank count with the Kineto profiler and writes its Chrome trace;
+// deploy/gpu/kernel_profile.py turns it into a per-step kernel table.
 // MFU = model FLOPs per step (worker/model/flow_flops.h) / step time / peak;
 // on CUDA the peak is measured in the same run (bf16 8192^3 matmuls) unless
 // --peak-tflops is given. Every row is also printed as "json {...}".
 #include <torch/torch.h>
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/autograd/profiler_kineto.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -45,20 +53,53 @@ namespace {
 struct Config {
   std::string device = "cpu";
   std::string method = "fw";
+  std::string profile;  // Chrome trace path; empty = no profiled run
   double peak_tflops = 0;
   int hidden = 128, seq = 128, batch = 16, steps = 20;
   std::vector<int> ranks = {1, 2};
 };
 
+// Records CPU ops of the calling thread and every CUDA kernel while alive,
+// then saves the Chrome trace.
+class KernelProfile {
+ public:
+  explicit KernelProfile(std::string path) : path_(std::move(path)) {
+#if TORCH_VERSION_MAJOR >= 2
+    if (path_.empty()) return;
+    namespace tpi = torch::profiler::impl;
+    tpi::ProfilerConfig cfg(tpi::ProfilerState::KINETO);
+    const std::set<tpi::ActivityType> acts = {tpi::ActivityType::CPU,
+                                              tpi::ActivityType::CUDA};
+    torch::autograd::profiler::prepareProfiler(cfg, acts);
+    torch::autograd::profiler::enableProfiler(cfg, acts);
+#else
+    if (!path_.empty())
+      std::fprintf(stderr, "--profile needs LibTorch 2; not recorded\n");
+    path_.clear();
+#endif
+  }
+  ~KernelProfile() {
+#if TORCH_VERSION_MAJOR >= 2
+    if (path_.empty()) return;
+    torch::autograd::profiler::disableProfiler()->save(path_);
+    std::fprintf(stderr, "profile written to %s\n", path_.c_str());
+#endif
+  }
+
+ private:
+  std::string path_;
+};
+
 double RunSeconds(const Config& c, lft::PairStorePool* pool,
                   const std::string& teacher, const std::string& job, int world,
-                  int steps) {
+                  int steps, const std::string& profile = "") {
   lft::FakeRendezvous rv(world);
   std::vector<std::thread> threads;
   const auto t0 = std::chrono::steady_clock::now();
   bool ok = true;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r]() {
+      KernelProfile prof(r == 0 ? profile : "");
       lft::TrainerRunnerOptions o;
       o.device = c.device;
       o.stores = pool;
@@ -134,6 +175,8 @@ int main(int argc, char** argv) {
       c.device = v;
     else if (f == "--method")
       c.method = v;
+    else if (f == "--profile")
+      c.profile = v;
     else if (f == "--peak-tflops")
       ok = absl::SimpleAtod(v, &c.peak_tflops);
     else if (f == "--hidden")
@@ -258,6 +301,11 @@ int main(int argc, char** argv) {
         c.method.c_str(), c.hidden, c.seq, c.batch, world, step, tps, mfu,
         c.peak_tflops);
     std::fflush(stdout);
+    if (!c.profile.empty() && world == c.ranks.front()) {
+      clear();
+      (void)RunSeconds(c, &pool, (root / "teacher").string(), job, world,
+                       3 + c.steps, c.profile);
+    }
   }
   pool_owner.reset();  // RocksDB's background threads stop first
   std::error_code ec;

@@ -12,6 +12,7 @@
 #include "worker/trainer/engine/flow_training_engine.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -118,6 +119,8 @@ class FlowTrainingEngine : public TrainingEngine {
       return absl::InvalidArgumentError("a training step needs pairs");
     }
     const int64_t hidden = layer_->shape().hidden;
+    // Named ranges for a profiler's trace (free when none records).
+    RECORD_USER_SCOPE("lft::compute_gradients");
     return GuardTorch("training step", [&]() -> absl::Status {
       const int64_t b = static_cast<int64_t>(pairs.size());
       // On a GPU, pairs of one length cross encoded and are decoded there
@@ -214,6 +217,7 @@ class FlowTrainingEngine : public TrainingEngine {
 
   absl::StatusOr<double> ApplyGradients(double scale, double clip_norm,
                                         double lr) override {
+    RECORD_USER_SCOPE("lft::apply_gradients");
     return GuardTorch("optimizer step", [&]() -> absl::StatusOr<double> {
       torch::NoGradGuard no_grad;
       flat_.mul_(scale);

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Per-step kernel table of a Kineto Chrome trace written by
+`trainer_throughput --profile trace.json` (issue 13: profile first).
+
+    python3 deploy/gpu/kernel_profile.py trace.json [--top 30]
+
+Steps are the trace's lft::compute_gradients ranges (user annotations of
+FlowTrainingEngine). The window runs from the first step's start to the end
+of the last kernel; it prints wall per step, GPU busy per step (union of
+kernel intervals), host time in compute/apply per step, time by kernel
+family and the top kernels.
+"""
+import json
+import re
+import sys
+from collections import defaultdict
+
+FAMILIES = [
+    ("gemm", r"gemm|cutlass|nvjet|xmma|sm90_|sm80_|cublas"),
+    ("attention", r"flash|fmha|attention|softmax"),
+    ("layer_norm", r"layer_norm|LayerNorm"),
+    ("reduce", r"reduce|Reduce|norm_kernel"),
+    ("copy/cast", r"copy|Copy|cast|cat_|CatArray|direct_copy"),
+    ("elementwise", r"elementwise|vectorized|unrolled|Elementwise"),
+]
+
+
+def family(name):
+    for fam, pat in FAMILIES:
+        if re.search(pat, name):
+            return fam
+    return "other"
+
+
+def main():
+    path = sys.argv[1]
+    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 30
+    trace = json.load(open(path))
+    ev = trace["traceEvents"] if isinstance(trace, dict) else trace
+    kernels = [e for e in ev if e.get("cat") == "kernel" and "dur" in e]
+    ann = defaultdict(list)
+    for e in ev:
+        if e.get("cat") == "user_annotation" and "dur" in e:
+            ann[e["name"]].append(e)
+    steps = sorted(ann.get("lft::compute_gradients", []), key=lambda e: e["ts"])
+    if not steps or not kernels:
+        print("no steps or no kernels in", path)
+        return 1
+    # The first step pays allocator growth; start at the second when there is one.
+    first = steps[1] if len(steps) > 3 else steps[0]
+    nsteps = len(steps) - steps.index(first)
+    t0 = first["ts"]
+    ks = [k for k in kernels if k["ts"] >= t0]
+    t1 = max(k["ts"] + k["dur"] for k in ks)
+    wall = (t1 - t0) / nsteps
+    busy, cur_s, cur_e = 0.0, None, None
+    for k in sorted(ks, key=lambda k: k["ts"]):
+        s, e = k["ts"], k["ts"] + k["dur"]
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                busy += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    busy += cur_e - cur_s
+    busy /= nsteps
+    host = {n: sum(e["dur"] for e in v if e["ts"] >= t0) / nsteps for n, v in ann.items()}
+    print(f"\nsteps {nsteps}, wall per step {wall/1e3:.2f} ms, GPU busy {busy/1e3:.2f} ms "
+          f"({busy/wall:.0%}), kernels per step {len(ks)/nsteps:.0f}")
+    for n, v in sorted(host.items()):
+        print(f"host {n}: {v/1e3:.2f} ms per step")
+    by_fam = defaultdict(float)
+    by_name = defaultdict(lambda: [0.0, 0])
+    for k in ks:
+        by_fam[family(k["name"])] += k["dur"]
+        by_name[k["name"]][0] += k["dur"]
+        by_name[k["name"]][1] += 1
+    total = sum(by_fam.values())
+    print("\n| family | ms per step | share of kernel time |\n|---|---|---|")
+    for fam, d in sorted(by_fam.items(), key=lambda x: -x[1]):
+        print(f"| {fam} | {d/nsteps/1e3:.2f} | {d/total:.1%} |")
+    print("\n| kernel | ms per step | calls per step | us per call |\n|---|---|---|---|")
+    for name, (d, n) in sorted(by_name.items(), key=lambda x: -x[1][0])[:top]:
+        print(f"| {name[:110]} | {d/nsteps/1e3:.3f} | {n/nsteps:.1f} | {d/n:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

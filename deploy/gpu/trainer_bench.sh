@@ -3,16 +3,20 @@
 # builds, runs the GPU tests of the trainer and the latent codecs, then
 # tests/bench/trainer_throughput at width 1024 (a Pythia-410M layer) on one
 # CUDA rank (bf16 autocast): FW k=3 midpoint at sequence 2048 and 512
-# (batch 8), SFM and the regression baseline at 2048; the bf16 matmul peak
-# is measured in the same run. Writes $OUT/trainer-h200.json (copy it to
-# docs/benchmarks/). 2-GPU scaling needs a multi-GPU kind: RANKS=1,2 there.
+# (batch 8), SFM and the regression baseline at 2048, and FW at 2048 with
+# the pairs read through an lft-store process over loopback gRPC (the
+# trainer task of a job: TrainerRunner, RemotePairStore; job_* fields); the
+# bf16 matmul peak is measured in the same run; then a Kineto profile of
+# the FW rows (deploy/gpu/kernel_profile.py). Writes $OUT/trainer-h200.json
+# (copy it to docs/benchmarks/). 2-GPU scaling needs a multi-GPU kind:
+# RANKS=1,2 there.
 #   device: bash deploy/gpu/trainer_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/trainer.log") 2>&1
-LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test" \
+LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test lft-store" \
   bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 source deploy/gpu/env.sh
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
@@ -23,9 +27,10 @@ RANKS=${RANKS:-1}
 STEPS=${STEPS:-20}
 JSONL=$OUT/trainer.jsonl
 : > "$JSONL"
-row() {  # method seq batch
-  $B --device cuda --hidden 1024 --method "$1" --seq "$2" --batch "$3" \
-    --steps "$STEPS" --ranks "$RANKS" ${PEAK:+--peak-tflops "$PEAK"} 2>&1 \
+row() {  # method seq batch [extra flags]
+  local m=$1 q=$2 b=$3; shift 3
+  $B --device cuda --hidden 1024 --method "$m" --seq "$q" --batch "$b" \
+    --steps "$STEPS" --ranks "$RANKS" ${PEAK:+--peak-tflops "$PEAK"} "$@" 2>&1 \
     | grep -v "^20[0-9][0-9]-" | tee "$OUT/row.txt"
   grep '^json ' "$OUT/row.txt" | sed 's/^json //' >> "$JSONL"
   # Measure the peak once, then reuse it.
@@ -35,13 +40,27 @@ row fw 2048 8
 row fw 512 8
 row sfm 2048 8
 row regression 2048 8
+W=$(mktemp -d)
+build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/store" \
+  --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
+STORE_PID=$!
+for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
+row fw 2048 8 --store-address "$(sed -n 's/^listening on //p' "$W/store.out")"
+kill $STORE_PID; wait $STORE_PID; rm -rf "$W"
+for q in 2048 512; do
+  $B --device cuda --hidden 1024 --method fw --seq $q --batch 8 --steps 10 \
+    --ranks 1 --peak-tflops "$PEAK" --profile "$OUT/trace-$q.json" > /dev/null 2>&1
+  python3 deploy/gpu/kernel_profile.py "$OUT/trace-$q.json" --top 25 | tee "$OUT/profile-$q.txt"
+  rm -f "$OUT/trace-$q.json"
+done
 python3 - "$JSONL" "$OUT/trainer-h200.json" \
   "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" "${LFT_COMMIT:-unknown}" <<'PY'
 import datetime, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def pick(method, seq, batch):
+def pick(method, seq, batch, store="embedded"):
     for r in rows:
-        if r["method"] == method and r["seq"] == seq and r["batch"] == batch and r["ranks"] == 1:
+        if (r["method"] == method and r["seq"] == seq and r["batch"] == batch
+                and r["ranks"] == 1 and r.get("store", "embedded") == store):
             return r
     return {}
 fw2048, fw512 = pick("fw", 2048, 8), pick("fw", 512, 8)
@@ -56,6 +75,11 @@ out = {
     "sfm_s2048_mfu": pick("sfm", 2048, 8).get("mfu"),
     "regression_s2048_tokens_per_second": pick("regression", 2048, 8).get("tokens_per_second"),
     "regression_s2048_mfu": pick("regression", 2048, 8).get("mfu"),
+    # The trainer task as in a job: pairs from lft-store over gRPC.
+    "job_tokens_per_second": pick("fw", 2048, 8, "grpc").get("tokens_per_second"),
+    "job_input_wait_fraction": pick("fw", 2048, 8, "grpc").get("input_wait_fraction"),
+    "job_vs_benchmark": (pick("fw", 2048, 8, "grpc").get("tokens_per_second", 0)
+                         / max(1.0, fw2048.get("tokens_per_second", 0))),
     "anchor_python_fw3_s512_b8_tokens_per_second": 199000,
     "rows": rows,
 }

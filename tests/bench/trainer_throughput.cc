@@ -2,9 +2,12 @@
 // default; --method sfm|regression) on a random GPT-NeoX-shaped teacher
 // layer, for 1 and 2 data-parallel ranks
 // (in-process threads, Gloo on CPU / one rank on CUDA), reading random pairs
-// from an embedded store. Step time = (wall of a run of S + 3 steps - wall
-// of a run of 3 steps) / S, so loading, group forming and checkpoints of
-// both runs cancel (after one discarded warm-up run). Prints a table; never
+// from an embedded store. Step time = (time rank 0 reports step S + 3 -
+// time it reports step 3) / S within one run (every step ends with the
+// loss on the host, so a report follows its step's GPU work): loading,
+// group forming, the first steps' one-time costs (a CUDA graph is recorded
+// on the second) and the final checkpoint stay outside (after one
+// discarded warm-up run). Prints a table; never
 // pass/fail. On CPU run it with OPENBLAS_NUM_THREADS=1: the in-process
 // ranks call BLAS concurrently, and OpenBLAS' own thread pool serialises
 // them (measured: 2 ranks 0.46x of 1 rank with it, 1.48x without).
@@ -12,7 +15,11 @@
 //   trainer_throughput [--device cpu|cuda] [--hidden 128] [--seq 128]
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
 //                      [--method fw|sfm|regression] [--peak-tflops P]
-//                      [--profile trace.json]
+//                      [--profile trace.json] [--store-address HOST:PORT]
+// --store-address reads (and first writes) the pairs through a running
+// lft-store over gRPC instead of an embedded store, as a job's trainer does;
+// the input-wait column is lft_trainer_input_wait_seconds_total over the
+// same steps divided by their wall time.
 // --profile (LibTorch 2 only) records one more run of S + 3 steps of the
 // first rank count with the Kineto profiler and writes its Chrome trace;
 // deploy/gpu/kernel_profile.py turns it into a per-step kernel table.
@@ -30,12 +37,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/base/prometheus_metrics.h"
 #include "common/base/teacher_config.h"
 #include "common/tensor/tensor_codec.h"
 #include "latent-store/pair_store_pool.h"
@@ -53,7 +62,8 @@ namespace {
 struct Config {
   std::string device = "cpu";
   std::string method = "fw";
-  std::string profile;  // Chrome trace path; empty = no profiled run
+  std::string profile;        // Chrome trace path; empty = no profiled run
+  std::string store_address;  // empty = embedded store
   double peak_tflops = 0;
   int hidden = 128, seq = 128, batch = 16, steps = 20;
   std::vector<int> ranks = {1, 2};
@@ -90,24 +100,57 @@ class KernelProfile {
   std::string path_;
 };
 
-double RunSeconds(const Config& c, lft::PairStorePool* pool,
-                  const std::string& teacher, const std::string& job, int world,
-                  int steps, const std::string& profile = "") {
+// Remembers when each step was reported.
+// and the input wait counter's value then.
+class TimedRankContext : public lft::InProcessRankContext {
+ public:
+  TimedRankContext(lft::FakeRendezvous* rv, uint32_t rank,
+                   prometheus::Counter* input_wait)
+      : InProcessRankContext(rv, rank), input_wait_(input_wait) {}
+  bool ReportProgress(const lft::ProgressUpdate& update) override {
+    times[update.steps_done] = std::chrono::steady_clock::now();
+    waits[update.steps_done] = input_wait_->Value();
+    return InProcessRankContext::ReportProgress(update);
+  }
+  std::map<uint64_t, std::chrono::steady_clock::time_point> times;
+  std::map<uint64_t, double> waits;
+
+ private:
+  prometheus::Counter* input_wait_;
+};
+
+struct StepTiming {
+  double seconds = -1;    // per step
+  double input_wait = 0;  // fraction of step time
+};
+
+constexpr int kSkipSteps = 3;
+
+// Timing of steps (kSkipSteps, steps] of one run; seconds -1 on error.
+StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
+                    const std::string& teacher, const std::string& job,
+                    int world, int steps, const std::string& profile = "") {
   lft::FakeRendezvous rv(world);
+  StepTiming timing;
   std::vector<std::thread> threads;
-  const auto t0 = std::chrono::steady_clock::now();
   bool ok = true;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r]() {
       KernelProfile prof(r == 0 ? profile : "");
+      lft::MetricsRegistry metrics;
       lft::TrainerRunnerOptions o;
       o.device = c.device;
       o.stores = pool;
+      o.metrics = &metrics;
       o.engine_factory = lft::NewFlowTrainingEngine;
       lft::TrainerRunner runner(o);
-      lft::InProcessRankContext ctx(&rv, r);
+      TimedRankContext ctx(
+          &rv, r,
+          &metrics.Counter("lft_trainer_input_wait_seconds_total", "",
+                           {{"job", job}, {"role", "trainer"}}));
       lft::v1::Task t;
       t.set_job_id(job);
+      t.set_store_address(c.store_address);
       auto* spec = t.mutable_spec();
       spec->mutable_teacher()->set_path(teacher);
       spec->mutable_block()->set_first_layer(0);
@@ -133,14 +176,19 @@ double RunSeconds(const Config& c, lft::PairStorePool* pool,
         std::fprintf(stderr, "rank %d: %s\n", r,
                      res.status().ToString().c_str());
         ok = false;
+      } else if (r == 0 && steps > kSkipSteps && ctx.times.count(kSkipSteps) &&
+                 ctx.times.count(steps)) {
+        const double wall = std::chrono::duration<double>(ctx.times[steps] -
+                                                          ctx.times[kSkipSteps])
+                                .count();
+        timing.seconds = wall / (steps - kSkipSteps);
+        timing.input_wait = (ctx.waits[steps] - ctx.waits[kSkipSteps]) / wall;
       }
     });
   }
   for (auto& t : threads) t.join();
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-          .count();
-  return ok ? s : -1;
+  if (!ok) timing.seconds = -1;
+  return timing;
 }
 
 // bf16 matmul peak of this device: 8192^3 products, best of 3 runs of 20.
@@ -177,6 +225,8 @@ int main(int argc, char** argv) {
       c.method = v;
     else if (f == "--profile")
       c.profile = v;
+    else if (f == "--store-address")
+      c.store_address = v;
     else if (f == "--peak-tflops")
       ok = absl::SimpleAtod(v, &c.peak_tflops);
     else if (f == "--hidden")
@@ -220,7 +270,13 @@ int main(int argc, char** argv) {
   auto pool_owner = std::make_unique<lft::PairStorePool>(
       (root / "store").string(), lft::RemotePairStoreOptions());
   lft::PairStorePool& pool = *pool_owner;
-  lft::PairStore* store = *pool.Get("");
+  auto got = pool.Get(c.store_address);
+  if (!got.ok()) {
+    std::fprintf(stderr, "store %s: %s\n", c.store_address.c_str(),
+                 got.status().ToString().c_str());
+    return 1;
+  }
+  lft::PairStore* store = *got;
   const int pairs = c.batch * (c.steps + 3);
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
@@ -263,8 +319,10 @@ int main(int argc, char** argv) {
       static_cast<long long>(shape.evaluations), c.hidden, c.seq, c.batch,
       c.device.c_str(), torch::get_num_threads(), flops_per_token / 1e9,
       c.peak_tflops);
-  std::printf("| ranks | step (s) | tokens/s | speed-up vs 1 rank | MFU |\n");
-  std::printf("|---|---|---|---|---|\n");
+  std::printf(
+      "| store | ranks | step (s) | tokens/s | speed-up vs 1 rank | MFU | "
+      "input wait |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   double base = 0;
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
@@ -278,33 +336,33 @@ int main(int argc, char** argv) {
     };
     // A discarded first run pays one-time costs (CUDA context, cuBLAS
     // handles, allocator growth) that would otherwise land in the short run.
-    (void)RunSeconds(c, &pool, (root / "teacher").string(), job, world, 3);
+    (void)RunSteps(c, &pool, (root / "teacher").string(), job, world,
+                   kSkipSteps);
     clear();
-    const double shortrun =
-        RunSeconds(c, &pool, (root / "teacher").string(), job, world, 3);
-    clear();
-    const double longrun = RunSeconds(c, &pool, (root / "teacher").string(),
-                                      job, world, 3 + c.steps);
-    if (shortrun < 0 || longrun < 0) return 1;
-    const double step = (longrun - shortrun) / c.steps;
+    const StepTiming timing = RunSteps(c, &pool, (root / "teacher").string(),
+                                       job, world, kSkipSteps + c.steps);
+    if (timing.seconds <= 0) return 1;
+    const double step = timing.seconds;
     if (base == 0) base = step;
     const double tps = c.batch * c.seq / step;
     const double mfu =
         c.peak_tflops > 0 ? tps * flops_per_token / (c.peak_tflops * 1e12) : 0;
-    std::printf("| %d | %.4f | %.0f | %.2fx | %.3f |\n", world, step, tps,
-                base / step, mfu);
+    const char* where = c.store_address.empty() ? "embedded" : "grpc";
+    std::printf("| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f |\n", where,
+                world, step, tps, base / step, mfu, timing.input_wait);
     std::printf(
-        "json {\"method\": \"%s\", \"hidden\": %d, \"seq\": %d, "
-        "\"batch\": %d, \"ranks\": %d, \"step_seconds\": %.5f, "
-        "\"tokens_per_second\": %.1f, \"mfu\": %.4f, "
+        "json {\"method\": \"%s\", \"store\": \"%s\", \"hidden\": %d, "
+        "\"seq\": %d, \"batch\": %d, \"ranks\": %d, "
+        "\"step_seconds\": %.5f, \"tokens_per_second\": %.1f, "
+        "\"mfu\": %.4f, \"input_wait_fraction\": %.4f, "
         "\"peak_bf16_tflops\": %.1f}\n",
-        c.method.c_str(), c.hidden, c.seq, c.batch, world, step, tps, mfu,
-        c.peak_tflops);
+        c.method.c_str(), where, c.hidden, c.seq, c.batch, world, step, tps,
+        mfu, timing.input_wait, c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();
-      (void)RunSeconds(c, &pool, (root / "teacher").string(), job, world,
-                       3 + c.steps, c.profile);
+      (void)RunSteps(c, &pool, (root / "teacher").string(), job, world,
+                     kSkipSteps + c.steps, c.profile);
     }
   }
   pool_owner.reset();  // RocksDB's background threads stop first

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/tensor/tensor_codec.h"
+#include "worker/model/adamw.h"
 #include "worker/model/eval_metrics.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
@@ -128,28 +129,25 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
   fo.device = teacher.options().device;
   fo.dtype = torch::kFloat;
   FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
-  torch::optim::AdamW opt(
-      layer->parameters(),
-      torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
+  AdamW opt({AdamWGroup{layer->parameters(), o.weight_decay}});
+  torch::Tensor grad = torch::zeros(
+      {opt.size()},
+      torch::TensorOptions().dtype(torch::kFloat).device(fo.device));
   const int64_t hidden = teacher.config().hidden_size;
   const int64_t batch = std::max<int64_t>(1, o.batch_sequences);
   for (int64_t step = 0; step < o.steps; ++step) {
     if (Cancelled(hooks)) return CancelledStatus();
     LFT_ASSIGN_OR_RETURN(PairBatch b, NextPairBatch(source, batch, hidden,
                                                     teacher.options().device));
-    static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[0].options())
-        .lr(WarmupCosineLr(o.learning_rate, o.min_lr_ratio, o.warmup_steps,
-                           o.steps, step));
-    opt.zero_grad();
+    for (torch::Tensor& p : layer->parameters()) p.mutable_grad().reset();
     torch::Tensor loss = MaskedMse(
         layer->Block(b.x0, torch::zeros({b.x0.size(0)}, b.x0.options())), b.x1,
         b.mask);
     loss.backward();
-    if (o.gradient_clip_norm > 0) {
-      torch::nn::utils::clip_grad_norm_(layer->parameters(),
-                                        o.gradient_clip_norm);
-    }
-    opt.step();
+    opt.GatherGradients(grad);
+    ClipGradientNorm(grad, o.gradient_clip_norm);
+    opt.Step(grad, WarmupCosineLr(o.learning_rate, o.min_lr_ratio,
+                                  o.warmup_steps, o.steps, step));
     losses->push_back(loss.item<double>());
   }
   return layer;

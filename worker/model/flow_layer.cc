@@ -67,32 +67,74 @@ FlowLayerImpl::FlowLayerImpl(const NeoXLayerWeights& tw,
   ada_out_->to(o.device, o.dtype);
 }
 
+FlowEvalWeights FlowLayerImpl::EvalWeights() const {
+  FlowEvalWeights e;
+  e.layer = w_;
+  e.ada_in_w = ada_in_->weight;
+  e.ada_in_b = ada_in_->bias;
+  e.ada_out_w = ada_out_->weight;
+  e.ada_out_b = ada_out_->bias;
+  return e;
+}
+
+FlowEvalWeights FlowLayerImpl::EvalWeights(torch::ScalarType dtype) const {
+  FlowEvalWeights e = EvalWeights();
+  auto cast = [dtype](torch::Tensor& t) {
+    if (t.defined() && t.scalar_type() != dtype) t = t.to(dtype);
+  };
+  for (torch::Tensor* t :
+       {&e.layer.ln1_w, &e.layer.ln1_b, &e.layer.ln2_w, &e.layer.ln2_b,
+        &e.layer.qkv_w, &e.layer.qkv_b, &e.layer.dense_w, &e.layer.dense_b,
+        &e.layer.fc1_w, &e.layer.fc1_b, &e.layer.fc2_w, &e.layer.fc2_b,
+        &e.ada_in_w, &e.ada_in_b, &e.ada_out_w, &e.ada_out_b}) {
+    cast(*t);
+  }
+  return e;
+}
+
 torch::Tensor FlowLayerImpl::Factors(const torch::Tensor& t) {
-  torch::Tensor e = TimestepEmbedding(
-      t.to(ada_in_->weight.device(), ada_in_->weight.scalar_type()),
-      embed_dim_);
-  return ada_out_(torch::silu(ada_in_(e))).view({t.size(0), 6, shape_.hidden});
+  return Factors(t, EvalWeights());
+}
+
+torch::Tensor FlowLayerImpl::Factors(const torch::Tensor& t,
+                                     const FlowEvalWeights& w) {
+  const auto wtype = w.ada_in_w.scalar_type();
+  const auto etype = wtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+  torch::Tensor e =
+      TimestepEmbedding(t.to(w.ada_in_w.device(), etype), embed_dim_).to(wtype);
+  namespace F = torch::nn::functional;
+  return F::linear(torch::silu(F::linear(e, w.ada_in_w, w.ada_in_b)),
+                   w.ada_out_w, w.ada_out_b)
+      .view({t.size(0), 6, shape_.hidden});
 }
 
 torch::Tensor FlowLayerImpl::Block(const torch::Tensor& x,
                                    const torch::Tensor& t) {
-  torch::Tensor f = Factors(t).unsqueeze(2);       // [B, 6, 1, H]
+  return x + Velocity(x, t);
+}
+
+torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x_in,
+                                      const torch::Tensor& t,
+                                      const FlowEvalWeights& w) {
+  const auto wtype = w.layer.qkv_w.scalar_type();
+  const torch::Tensor x = x_in.scalar_type() == wtype ? x_in : x_in.to(wtype);
+  torch::Tensor f = Factors(t, w).unsqueeze(2);    // [B, 6, 1, H]
   auto g = [&](int i) { return f.select(1, i); };  // [B, 1, H]
   const int64_t hd = shape_.hidden;
+  const NeoXLayerWeights& lw = w.layer;
   // addcmul(a, b, c) = a + b * c in one pass over [B, T, H]: the modulation
-  // and the gated residuals are memory-bound, and at width 1024 they cost
+  // and the gated branches are memory-bound, and at width 1024 they cost
   // as much as the matmuls when written as separate multiplies and adds.
   torch::Tensor a_in = torch::addcmul(
-      g(1), torch::layer_norm(x, {hd}, w_.ln1_w, w_.ln1_b, shape_.eps),
+      g(1), torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps),
       1 + g(0));
-  torch::Tensor h =
-      torch::addcmul(x, g(2), NeoXAttention(w_, shape_, a_in, 0, nullptr));
+  torch::Tensor attn = g(2) * NeoXAttention(lw, shape_, a_in, 0, nullptr);
   torch::Tensor m_in =
       torch::addcmul(g(4),
-                     torch::layer_norm(shape_.parallel ? x : h, {hd}, w_.ln2_w,
-                                       w_.ln2_b, shape_.eps),
+                     torch::layer_norm(shape_.parallel ? x : x + attn, {hd},
+                                       lw.ln2_w, lw.ln2_b, shape_.eps),
                      1 + g(3));
-  return torch::addcmul(h, g(5), NeoXMlp(w_, m_in));
+  return torch::addcmul(attn, g(5), NeoXMlp(lw, m_in));
 }
 
 torch::Tensor SolverStep(const VelocityFn& u, const torch::Tensor& x,

@@ -8,9 +8,12 @@
 //           + alpha2 * mlp(LN2(x)(1 + gamma2) + beta2),
 // sequential form (non-parallel teacher) h = x + alpha1 * attn(...(x));
 // out = h + alpha2 * mlp(LN2(h)(1 + gamma2) + beta2). Velocity u(x, t) = out -
-// x. Init kTeacherLayer copies teacher layer m and sets the last AdaLN Linear
-// to weight 0, bias (gates 1, scales/shifts 0), so it starts as that layer;
-// kAdaLnZero sets the gates to 0 too (velocity 0 at start).
+// x, computed as the sum of the gated branches, never as a difference of
+// out and x: x is large next to u, and the difference would cost u the bits
+// x holds (in bf16, all of them). Init kTeacherLayer copies teacher layer m and
+// sets the last AdaLN Linear to weight 0, bias (gates 1, scales/shifts 0), so
+// it starts as that layer; kAdaLnZero sets the gates to 0 too (velocity 0 at
+// start).
 //
 // Solvers and losses work on any VelocityFn, x of shape [B, ...] and t [B],
 // so the 2D toy study reuses them. Masks are [B, T] (1 = valid token) or
@@ -39,17 +42,36 @@ struct FlowLayerOptions {
   torch::Device device = torch::kCPU;
 };
 
+// The tensors one evaluation of the layer reads: its parameters, or copies
+// of them in a lower precision made once per training step (casts recorded
+// by autograd, so gradients reach the float32 parameters). Made once and
+// reused by every network evaluation of a step, it replaces autocast, which
+// re-dispatches every op to decide a cast.
+struct FlowEvalWeights {
+  NeoXLayerWeights layer;
+  torch::Tensor ada_in_w, ada_in_b, ada_out_w, ada_out_b;
+};
+
 class FlowLayerImpl : public torch::nn::Module {
  public:
   FlowLayerImpl(const NeoXLayerWeights& teacher_layer,
                 const NeoXLayerShape& shape, const FlowLayerOptions& options);
-  // [B, 6, H]: gamma1, beta1, alpha1, gamma2, beta2, alpha2.
+  // The parameters as they are, or cast to `dtype`.
+  FlowEvalWeights EvalWeights() const;
+  FlowEvalWeights EvalWeights(torch::ScalarType dtype) const;
+  // [B, 6, H]: gamma1, beta1, alpha1, gamma2, beta2, alpha2, in the
+  // weights' dtype; the time embedding itself is computed in float32 (t
+  // in bf16 would move t * 1000 by whole units).
   torch::Tensor Factors(const torch::Tensor& t);
-  // x [B, T, H], t [B] -> block output [B, T, H].
+  torch::Tensor Factors(const torch::Tensor& t, const FlowEvalWeights& w);
+  // x [B, T, H], t [B] -> block output x + u [B, T, H].
   torch::Tensor Block(const torch::Tensor& x, const torch::Tensor& t);
+  // u [B, T, H] in the weights' dtype; x of another dtype is cast first.
   torch::Tensor Velocity(const torch::Tensor& x, const torch::Tensor& t) {
-    return Block(x, t) - x;
+    return Velocity(x, t, EvalWeights());
   }
+  torch::Tensor Velocity(const torch::Tensor& x, const torch::Tensor& t,
+                         const FlowEvalWeights& w);
   const NeoXLayerShape& shape() const { return shape_; }
   const NeoXLayerWeights& weights() const { return w_; }
   torch::nn::Linear ada_in() const { return ada_in_; }

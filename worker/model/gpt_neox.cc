@@ -19,23 +19,6 @@ namespace {
 
 torch::Tensor MaybeBias(const torch::Tensor& b) { return b; }
 
-// Rotates pairs (x1, x2) -> (-x2, x1) over the two halves of the last dim.
-torch::Tensor RotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
-// q or k [B, heads, T, hd] -> rotary on the first `rot` dims.
-torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
-                          const torch::Tensor& sin, int64_t rot) {
-  if (rot == 0) return x;
-  const int64_t hd = x.size(-1);
-  torch::Tensor xr = x.narrow(-1, 0, rot);
-  torch::Tensor out = xr * cos + RotateHalf(xr) * sin;
-  if (rot == hd) return out;
-  return torch::cat({out, x.narrow(-1, rot, hd - rot)}, -1);
-}
-
 }  // namespace
 
 NeoXLayerShape NeoXLayerShape::FromConfig(const NeoXConfig& c) {
@@ -110,6 +93,25 @@ void ApplyRotaryInPlace(const torch::Tensor& qkv5, const torch::Tensor& cos,
   x2.copy_(second);
 }
 
+// The autograd form of the rotation, for qk [B, T, heads, 2, hd]: HF's
+// x * cos + rotate_half(x) * sin on the first `rot` dims, written with
+// splits and cats (one-kernel backwards) in qk's dtype, as HF casts cos and
+// sin to q's dtype.
+torch::Tensor ApplyRotaryQk(const torch::Tensor& qk, const torch::Tensor& cos,
+                            const torch::Tensor& sin, int64_t rot) {
+  const int64_t hd = qk.size(-1), half = rot / 2, t = qk.size(1);
+  std::vector<torch::Tensor> rp =
+      rot == hd ? std::vector<torch::Tensor>{qk}
+                : qk.split_with_sizes({rot, hd - rot}, -1);
+  std::vector<torch::Tensor> h = rp[0].split(half, -1);
+  torch::Tensor c = cos.to(qk.scalar_type()).view({1, t, 1, 1, rot});
+  torch::Tensor sn = sin.to(qk.scalar_type()).view({1, t, 1, 1, rot});
+  // Separate multiplies and add (not addcmul): the same roundings as the
+  // in-place path, so both give the same bits.
+  torch::Tensor out = rp[0] * c + torch::cat({-h[1], h[0]}, -1) * sn;
+  return rot == hd ? out : torch::cat({out, rp[1]}, -1);
+}
+
 }  // namespace
 
 torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
@@ -129,15 +131,20 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
     k = qkv5.select(3, 1).permute({0, 2, 1, 3});
     v = qkv5.select(3, 2).permute({0, 2, 1, 3});
   } else {
-    qkv = qkv.view({b, t, s.heads, 3 * hd}).permute({0, 2, 1, 3});
-    q = qkv.narrow(-1, 0, hd);
-    k = qkv.narrow(-1, hd, hd);
-    v = qkv.narrow(-1, 2 * hd, hd);
+    // With autograd: split and unbind, whose backward is one cat or stack,
+    // where narrow and select would each add a zero-filled tensor of qkv's
+    // size and a copy; q and k are rotated together.
+    std::vector<torch::Tensor> parts =
+        qkv.view({b, t, s.heads, 3, hd}).split_with_sizes({2, 1}, 3);
+    torch::Tensor qk = parts[0];  // [B, T, heads, 2, hd]
     if (s.rotary_dims > 0) {
-      auto [cos, sin] = RotaryTable(s, h, offset, t);
-      q = ApplyRotary(q, cos, sin, s.rotary_dims);
-      k = ApplyRotary(k, cos, sin, s.rotary_dims);
+      auto [cos, sin] = RotaryTable(s, qk, offset, t);
+      qk = ApplyRotaryQk(qk, cos, sin, s.rotary_dims);
     }
+    std::vector<torch::Tensor> qk2 = qk.unbind(3);
+    q = qk2[0].permute({0, 2, 1, 3});
+    k = qk2[1].permute({0, 2, 1, 3});
+    v = parts[1].squeeze(3).permute({0, 2, 1, 3});
   }
   if (kv != nullptr) {
     if (kv->k.defined()) {

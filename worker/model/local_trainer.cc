@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/status.h"
+#include "worker/model/adamw.h"
 #include "worker/model/eval_metrics.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
@@ -130,9 +131,10 @@ absl::StatusOr<Trained> TrainOne(const GptNeoX& teacher,
   fo.device = teacher.options().device;
   fo.dtype = torch::kFloat;  // master weights in fp32
   FlowLayer layer(teacher.layer(o.m), teacher.layer_shape(), fo);
-  torch::optim::AdamW opt(
-      layer->parameters(),
-      torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  AdamW opt({AdamWGroup{layer->parameters(), o.weight_decay}});
+  torch::Tensor grad = torch::zeros(
+      {opt.size()},
+      torch::TensorOptions().dtype(torch::kFloat).device(fo.device));
   FlowLossOptions lo;
   lo.method = method == "sfm"  ? FlowMethod::kSfm
               : method == "fw" ? FlowMethod::kFw
@@ -150,9 +152,7 @@ absl::StatusOr<Trained> TrainOne(const GptNeoX& teacher,
     torch::Tensor x0 = pair.first.to(torch::kFloat),
                   x1 = pair.second.to(torch::kFloat);
     torch::Tensor mask = b.mask.to(x0.device());
-    static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[0].options())
-        .lr(LearningRate(o, step));
-    opt.zero_grad();
+    for (torch::Tensor& p : layer->parameters()) p.mutable_grad().reset();
     torch::Tensor loss;
     if (method == "regression") {
       loss = MaskedMse(
@@ -161,9 +161,9 @@ absl::StatusOr<Trained> TrainOne(const GptNeoX& teacher,
       loss = FlowLoss(u, x0, x1, mask, lo, gen);
     }
     loss.backward();
-    if (o.grad_clip > 0)
-      torch::nn::utils::clip_grad_norm_(layer->parameters(), o.grad_clip);
-    opt.step();
+    opt.GatherGradients(grad);
+    ClipGradientNorm(grad, o.grad_clip);
+    opt.Step(grad, LearningRate(o, step));
     log->losses.push_back(loss.item<double>());
     if (o.verbose && (step % 50 == 0 || step + 1 == o.steps)) {
       std::fprintf(stderr, "[%s] step %lld loss %.6f lr %.2e\n", method.c_str(),

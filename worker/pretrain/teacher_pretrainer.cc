@@ -14,6 +14,7 @@
 #include "common/corpus/jsonl_zst.h"
 #include "common/tensor/safetensors.h"
 #include "common/text/bpe_tokenizer.h"
+#include "worker/model/adamw.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/torch_guard.h"
 
@@ -209,20 +210,14 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
       (Decays(name) ? decay : no_decay).push_back(t);
       num_params += t.numel();
     }
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay,
-                        std::make_unique<torch::optim::AdamWOptions>(
-                            torch::optim::AdamWOptions(options.learning_rate)
-                                .weight_decay(options.weight_decay)
-                                .betas({0.9, 0.95})));
-    groups.emplace_back(no_decay,
-                        std::make_unique<torch::optim::AdamWOptions>(
-                            torch::optim::AdamWOptions(options.learning_rate)
-                                .weight_decay(0.0)
-                                .betas({0.9, 0.95})));
-    torch::optim::AdamW optimizer(std::move(groups));
-    std::vector<torch::Tensor> all = decay;
-    all.insert(all.end(), no_decay.begin(), no_decay.end());
+    AdamWOptions adam_options;
+    adam_options.beta2 = 0.95;
+    AdamW optimizer(
+        {AdamWGroup{decay, options.weight_decay}, AdamWGroup{no_decay, 0.0}},
+        adam_options);
+    torch::Tensor grad = torch::zeros(
+        {optimizer.size()},
+        torch::TensorOptions().dtype(torch::kFloat).device(device));
 
     std::mt19937_64 rng(options.seed);
     std::uniform_int_distribution<int64_t> offset_dist(
@@ -245,9 +240,6 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
           static_cast<double>(step) / static_cast<double>(options.max_steps);
       const double lr = options.learning_rate * warm *
                         (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * progress)));
-      for (auto& g : optimizer.param_groups()) {
-        static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      }
       auto ids = torch::empty({b, seq + 1}, torch::kLong);
       auto acc = ids.accessor<int64_t, 2>();
       for (int64_t i = 0; i < b; ++i) {
@@ -259,12 +251,12 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
           model->Embed(ids.slice(1, 0, seq)), 0, config.num_hidden_layers));
       auto loss = torch::nn::functional::cross_entropy(
           logits.reshape({-1, logits.size(-1)}), ids.slice(1, 1).reshape({-1}));
-      optimizer.zero_grad();
+      for (const torch::Tensor& p : optimizer.params())
+        p.mutable_grad().reset();
       loss.backward();
-      if (options.gradient_clip_norm > 0) {
-        torch::nn::utils::clip_grad_norm_(all, options.gradient_clip_norm);
-      }
-      optimizer.step();
+      optimizer.GatherGradients(grad);
+      ClipGradientNorm(grad, options.gradient_clip_norm);
+      optimizer.Step(grad, lr);
       const double l = loss.item<double>();
       loss_ema = step == 0 ? l : 0.95 * loss_ema + 0.05 * l;
       report.steps = step + 1;

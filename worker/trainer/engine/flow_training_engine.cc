@@ -3,70 +3,58 @@
 // per-pair times drawn from (seed, step, pair key), or the regression MSE
 // of Block(x0, t = 0) against x1; backward; the gradients of all parameters
 // copied into one flat float32 buffer [P + 1] whose last element is the
-// loss, so a single all-reduce averages both. The optimizer is AdamW
-// written out on flat moment buffers (torch's update rule: decoupled decay
-// p *= 1 - lr wd, bias-corrected moments, eps added to sqrt(v_hat)) so that
-// its state is two tensors in the checkpoint, identical across LibTorch
-// versions. Clipping follows torch's clip_grad_norm_ (coefficient
-// clip / (norm + 1e-6) when below 1).
+// loss, so a single all-reduce averages both. The optimizer is AdamW on
+// flat buffers (worker/model/adamw.h); clipping follows torch's
+// clip_grad_norm_.
+//
+// On CUDA: parameters stay float32 (the optimizer's master copy); once per
+// step they are cast to bf16 (FlowEvalWeights) and every network
+// evaluation runs in bf16, while the ODE state x and the loss stay float32.
+// Steps of one shape (same batch and length, no padding) are recorded as a
+// CUDA graph on the second such step and replayed after (cuda_step_graph.h):
+// the host then spends microseconds per step instead of tens of
+// milliseconds. LFT_TRAINER_CUDA_GRAPH=0 keeps every step eager (debugging).
 #include "worker/trainer/engine/flow_training_engine.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/log.h"
 #include "common/base/split_mix64.h"
 #include "common/base/status.h"
 #include "common/tensor/tensor_codec.h"
+#include "worker/model/adamw.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_flops.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/pair_batch.h"
 #include "worker/model/torch_guard.h"
+#include "worker/trainer/engine/cuda_step_graph.h"
 
 namespace lft {
 namespace {
 
-constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
-
-// bf16 autocast on CUDA for the forward pass; the API moved in LibTorch 2.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR >= 2
-    prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    prev_ = at::autocast::is_enabled();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_);
-#else
-    at::autocast::set_enabled(prev_);
-#endif
-  }
-
- private:
-  bool on_;
-  bool prev_ = false;
-};
+// LFT_TRAINER_CUDA_GRAPH: unset or 1 = record steps where possible, eager
+// where recording fails; 0 = always eager; require = a failed recording
+// fails the step (tests).
+enum class GraphMode { kOff, kOn, kRequire };
+GraphMode CudaGraphMode() {
+  const char* v = std::getenv("LFT_TRAINER_CUDA_GRAPH");
+  if (v == nullptr) return GraphMode::kOn;
+  const std::string s(v);
+  return s == "0"         ? GraphMode::kOff
+         : s == "require" ? GraphMode::kRequire
+                          : GraphMode::kOn;
+}
 
 std::string MethodName(lft::v1::Method m) {
   switch (m) {
@@ -90,7 +78,10 @@ class FlowTrainingEngine : public TrainingEngine {
       : spec_(spec),
         device_(device),
         method_(MethodName(spec.training().method())),
-        layer_(std::move(layer)) {
+        layer_(std::move(layer)),
+        adam_(
+            {AdamWGroup{layer_->parameters(), spec.training().weight_decay()}}),
+        graph_mode_(device.is_cuda() ? CudaGraphMode() : GraphMode::kOff) {
     loss_.method = spec.training().method() == lft::v1::METHOD_SFM
                        ? FlowMethod::kSfm
                    : spec.training().method() == lft::v1::METHOD_HYBRID
@@ -103,14 +94,9 @@ class FlowTrainingEngine : public TrainingEngine {
     loss_.alpha = spec.training().hybrid_alpha();
     for (const auto& p : layer_->named_parameters()) {
       names_.push_back(p.key());
-      params_.push_back(p.value());
-      offsets_.push_back(count_);
-      count_ += static_cast<size_t>(p.value().numel());
     }
     auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device_);
-    flat_ = torch::zeros({static_cast<int64_t>(count_) + 1}, f32);
-    exp_avg_ = torch::zeros({static_cast<int64_t>(count_)}, f32);
-    exp_avg_sq_ = torch::zeros({static_cast<int64_t>(count_)}, f32);
+    flat_ = torch::zeros({adam_.size() + 1}, f32);
   }
 
   absl::Status ComputeGradients(absl::Span<const LatentPairRecord> pairs,
@@ -137,61 +123,18 @@ class FlowTrainingEngine : public TrainingEngine {
       } else {
         PairBatch batch;
         LFT_RETURN_IF_ERROR(AssemblePairBatch(pairs, hidden, &batch));
-        x0 = batch.x0;
-        x1 = batch.x1;
+        x0 = batch.x0.to(device_);
+        x1 = batch.x1.to(device_);
         mask = batch.mask;
         padded = batch.padded;
       }
-      std::vector<torch::Tensor> fw_rows, sfm_rows;
-      for (int64_t i = 0; i < b; ++i) {
-        const LatentPairRecord& p = pairs[i];
-        // The pair's own times: the same on whichever rank holds it.
-        uint64_t h = SplitMix64Hash(spec_.training().seed());
-        h = SplitMix64Hash(h ^ step);
-        h = SplitMix64Hash(h ^
-                           (static_cast<uint64_t>(p.shard) << 32 | p.chunk));
-        h = SplitMix64Hash(h ^ p.sequence);
-        auto gen = at::detail::createCPUGenerator(h);
-        FlowTimes t = DrawFlowTimes(1, loss_, gen);
-        if (t.fw_inner.defined()) fw_rows.push_back(t.fw_inner);
-        if (t.sfm.defined()) sfm_rows.push_back(t.sfm);
-      }
-      FlowTimes times;
-      if (!fw_rows.empty()) times.fw_inner = torch::cat(fw_rows, 0);
-      if (!sfm_rows.empty()) times.sfm = torch::cat(sfm_rows, 0);
-      x0 = x0.to(device_);
-      x1 = x1.to(device_);
+      FlowTimes times = StepTimes(pairs, step);
       torch::Tensor m = padded ? mask.to(device_) : torch::Tensor();
-      for (auto& p : params_) {
-        if (p.grad().defined()) p.mutable_grad().zero_();
+      if (!on_device || graph_mode_ == GraphMode::kOff) {
+        ForwardBackward(x0, x1, m, times);
+        return absl::OkStatus();
       }
-      torch::Tensor loss;
-      {
-        CudaAutocast autocast(device_.is_cuda());
-        if (method_ == "regression") {
-          loss = MaskedMse(layer_->Block(x0, torch::zeros({b}, x0.options())),
-                           x1, m);
-        } else {
-          VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
-            return layer_->Velocity(x, t);
-          };
-          loss = FlowLossAt(u, x0, x1, m, loss_, times);
-        }
-      }
-      loss.to(torch::kFloat).backward();
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        torch::Tensor slice = flat_.narrow(0, static_cast<int64_t>(offsets_[i]),
-                                           params_[i].numel());
-        if (params_[i].grad().defined()) {
-          slice.copy_(params_[i].grad().reshape({-1}));
-        } else {
-          slice.zero_();
-        }
-      }
-      flat_[static_cast<int64_t>(count_)].copy_(
-          loss.detach().to(torch::kFloat));
-      return absl::OkStatus();
+      return GraphStep(x0, x1, times);
     });
   }
 
@@ -210,7 +153,9 @@ class FlowTrainingEngine : public TrainingEngine {
   }
 
   void* gradient_data() override { return flat_.data_ptr(); }
-  size_t gradient_count() const override { return count_ + 1; }
+  size_t gradient_count() const override {
+    return static_cast<size_t>(adam_.size()) + 1;
+  }
   CollectiveDtype gradient_dtype() const override {
     return CollectiveDtype::kF32;
   }
@@ -223,28 +168,10 @@ class FlowTrainingEngine : public TrainingEngine {
       flat_.mul_(scale);
       // Read after the update kernels are queued: the one host wait of a
       // step then overlaps them.
-      torch::Tensor loss_value = flat_[static_cast<int64_t>(count_)].clone();
-      torch::Tensor g = flat_.narrow(0, 0, static_cast<int64_t>(count_));
-      if (clip_norm > 0) {
-        // On the device, as torch's clip_grad_norm_: no host round trip.
-        torch::Tensor coef = (clip_norm / (g.norm() + 1e-6)).clamp_max(1.0);
-        g.mul_(coef);
-      }
-      ++adam_step_;
-      const double wd = spec_.training().weight_decay();
-      const double bc1 = 1 - std::pow(kBeta1, static_cast<double>(adam_step_));
-      const double bc2 = 1 - std::pow(kBeta2, static_cast<double>(adam_step_));
-      exp_avg_.mul_(kBeta1).add_(g, 1 - kBeta1);
-      exp_avg_sq_.mul_(kBeta2).addcmul_(g, g, 1 - kBeta2);
-      torch::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(kEps);
-      torch::Tensor update = exp_avg_ / denom;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        torch::Tensor& p = params_[i];
-        p.mul_(1 - lr * wd);
-        p.add_(update.narrow(0, static_cast<int64_t>(offsets_[i]), p.numel())
-                   .view(p.sizes()),
-               -lr / bc1);
-      }
+      torch::Tensor loss_value = flat_[adam_.size()].clone();
+      torch::Tensor g = flat_.narrow(0, 0, adam_.size());
+      ClipGradientNorm(g, clip_norm);
+      adam_.Step(g, lr);
       return loss_value.item<double>();
     });
   }
@@ -268,10 +195,10 @@ class FlowTrainingEngine : public TrainingEngine {
           h.world_size = world_size;
           h.losses = pos.losses;
           c.weights = FlowLayerWeights(*layer_);
-          c.optimizer["exp_avg"] = exp_avg_.to(torch::kCPU);
-          c.optimizer["exp_avg_sq"] = exp_avg_sq_.to(torch::kCPU);
-          c.optimizer["step"] =
-              torch::full({1}, static_cast<int64_t>(adam_step_), torch::kLong);
+          c.optimizer["exp_avg"] = adam_.exp_avg().to(torch::kCPU);
+          c.optimizer["exp_avg_sq"] = adam_.exp_avg_sq().to(torch::kCPU);
+          c.optimizer["step"] = torch::full(
+              {1}, static_cast<int64_t>(adam_.steps()), torch::kLong);
           return SerializeFlowCheckpoint(c);
         });
   }
@@ -292,29 +219,30 @@ class FlowTrainingEngine : public TrainingEngine {
     return GuardTorch(
         "restoring checkpoint", [&]() -> absl::StatusOr<TrainingPosition> {
           torch::NoGradGuard no_grad;
-          for (size_t i = 0; i < params_.size(); ++i) {
+          std::vector<torch::Tensor> params = layer_->parameters();
+          for (size_t i = 0; i < params.size(); ++i) {
             auto it = c.weights.find(names_[i]);
             if (it == c.weights.end() ||
-                it->second.sizes() != params_[i].sizes()) {
+                it->second.sizes() != params[i].sizes()) {
               return absl::InvalidArgumentError(absl::StrCat(
                   "checkpoint weight \"", names_[i],
                   "\" is missing or of another shape (another teacher?)"));
             }
-            params_[i].copy_(it->second);
+            // In place: the parameters are views of the optimizer's
+            // buffer, which a recorded graph reads.
+            params[i].copy_(it->second);
           }
           auto avg = c.optimizer.find("exp_avg");
           auto sq = c.optimizer.find("exp_avg_sq");
           auto st = c.optimizer.find("step");
           if (avg == c.optimizer.end() || sq == c.optimizer.end() ||
-              st == c.optimizer.end() ||
-              avg->second.numel() != static_cast<int64_t>(count_) ||
-              sq->second.numel() != static_cast<int64_t>(count_)) {
+              st == c.optimizer.end() || avg->second.numel() != adam_.size() ||
+              sq->second.numel() != adam_.size()) {
             return absl::InvalidArgumentError(
                 "checkpoint has no AdamW state of this layer's size");
           }
-          exp_avg_.copy_(avg->second.reshape({-1}));
-          exp_avg_sq_.copy_(sq->second.reshape({-1}));
-          adam_step_ = static_cast<uint64_t>(st->second[0].item<int64_t>());
+          adam_.SetState(avg->second, sq->second,
+                         static_cast<uint64_t>(st->second[0].item<int64_t>()));
           TrainingPosition pos;
           pos.step = h.step;
           pos.tokens = h.tokens;
@@ -334,17 +262,109 @@ class FlowTrainingEngine : public TrainingEngine {
                : "teacher";
   }
 
+  // The flow times of every pair of the step, as float32 on the device:
+  // drawn on the host from (seed, step, pair key), the same on whichever
+  // rank holds the pair.
+  FlowTimes StepTimes(absl::Span<const LatentPairRecord> pairs,
+                      uint64_t step) const {
+    std::vector<torch::Tensor> fw_rows, sfm_rows;
+    for (const LatentPairRecord& p : pairs) {
+      uint64_t h = SplitMix64Hash(spec_.training().seed());
+      h = SplitMix64Hash(h ^ step);
+      h = SplitMix64Hash(h ^ (static_cast<uint64_t>(p.shard) << 32 | p.chunk));
+      h = SplitMix64Hash(h ^ p.sequence);
+      auto gen = at::detail::createCPUGenerator(h);
+      FlowTimes t = DrawFlowTimes(1, loss_, gen);
+      if (t.fw_inner.defined()) fw_rows.push_back(t.fw_inner);
+      if (t.sfm.defined()) sfm_rows.push_back(t.sfm);
+    }
+    FlowTimes times;
+    if (!fw_rows.empty())
+      times.fw_inner = torch::cat(fw_rows, 0).to(device_, torch::kFloat);
+    if (!sfm_rows.empty())
+      times.sfm = torch::cat(sfm_rows, 0).to(device_, torch::kFloat);
+    return times;
+  }
+
+  // Forward and backward of one step's loss; leaves the gradients and the
+  // loss in flat_. Only device work on tensors given or owned: a CUDA graph
+  // records it as it is.
+  void ForwardBackward(const torch::Tensor& x0, const torch::Tensor& x1,
+                       const torch::Tensor& mask, const FlowTimes& times) {
+    for (torch::Tensor& p : layer_->parameters()) p.mutable_grad().reset();
+    const int64_t b = x0.size(0);
+    // bf16 copies of the weights, once for every evaluation of the step.
+    const FlowEvalWeights w = device_.is_cuda()
+                                  ? layer_->EvalWeights(torch::kBFloat16)
+                                  : layer_->EvalWeights();
+    torch::Tensor loss;
+    if (method_ == "regression") {
+      torch::Tensor t0 = torch::zeros({b}, x0.options());
+      loss = MaskedMse(x0 + layer_->Velocity(x0, t0, w), x1, mask);
+    } else {
+      VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
+        return layer_->Velocity(x, t, w);
+      };
+      loss = FlowLossAt(u, x0, x1, mask, loss_, times);
+    }
+    loss.to(torch::kFloat).backward();
+    adam_.GatherGradients(flat_);
+    torch::NoGradGuard no_grad;
+    flat_[adam_.size()].copy_(loss.detach().to(torch::kFloat));
+  }
+
+  // A step through the recorded graph: its inputs are copied into the
+  // graph's own tensors and it replays; recorded on the second step of a
+  // shape (the first pays one-time costs eagerly), re-recorded if the shape
+  // changes. If recording fails the engine stays eager for good.
+  absl::Status GraphStep(const torch::Tensor& x0, const torch::Tensor& x1,
+                         const FlowTimes& times) {
+    const bool same = graph_.captured() && gx0_.sizes() == x0.sizes();
+    if (!same) {
+      if (!seen_shape_ || seen_sizes_ != x0.sizes().vec()) {
+        seen_shape_ = true;
+        seen_sizes_ = x0.sizes().vec();
+        ForwardBackward(x0, x1, torch::Tensor(), times);
+        return absl::OkStatus();
+      }
+      gx0_ = x0.clone();
+      gx1_ = x1.clone();
+      gtimes_ = FlowTimes();
+      if (times.fw_inner.defined()) gtimes_.fw_inner = times.fw_inner.clone();
+      if (times.sfm.defined()) gtimes_.sfm = times.sfm.clone();
+      absl::Status s = graph_.Capture(
+          [this]() { ForwardBackward(gx0_, gx1_, torch::Tensor(), gtimes_); });
+      if (!s.ok()) {
+        if (graph_mode_ == GraphMode::kRequire) return s;
+        LogWarning("training steps stay eager", {{"error", s.ToString()}});
+        graph_mode_ = GraphMode::kOff;
+        ForwardBackward(x0, x1, torch::Tensor(), times);
+        return absl::OkStatus();
+      }
+    } else {
+      gx0_.copy_(x0);
+      gx1_.copy_(x1);
+      if (times.fw_inner.defined()) gtimes_.fw_inner.copy_(times.fw_inner);
+      if (times.sfm.defined()) gtimes_.sfm.copy_(times.sfm);
+    }
+    graph_.Replay();
+    return absl::OkStatus();
+  }
+
   const lft::v1::JobSpec spec_;
   const torch::Device device_;
   const std::string method_;
   FlowLayer layer_;
+  AdamW adam_;
   FlowLossOptions loss_;
   std::vector<std::string> names_;
-  std::vector<torch::Tensor> params_;
-  std::vector<size_t> offsets_;
-  size_t count_ = 0;
-  torch::Tensor flat_, exp_avg_, exp_avg_sq_;
-  uint64_t adam_step_ = 0;
+  torch::Tensor flat_;  // [P + 1]: gradients, then the loss
+  GraphMode graph_mode_;
+  bool seen_shape_ = false;
+  std::vector<int64_t> seen_sizes_;
+  CudaStepGraph graph_;
+  torch::Tensor gx0_, gx1_;  // the graph's inputs
+  FlowTimes gtimes_;
 };
 
 }  // namespace
@@ -383,7 +403,7 @@ absl::StatusOr<std::unique_ptr<TrainingEngine>> NewFlowTrainingEngine(
                       : FlowInit::kTeacherLayer;
         fo.seed = spec.training().seed();
         fo.device = dev;
-        fo.dtype = torch::kFloat;  // master weights; autocast on CUDA
+        fo.dtype = torch::kFloat;  // master weights; bf16 casts on CUDA
         FlowLayer layer(teacher->layer(m), teacher->layer_shape(), fo);
         return std::unique_ptr<TrainingEngine>(
             new FlowTrainingEngine(spec, dev, std::move(layer)));

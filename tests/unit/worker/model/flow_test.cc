@@ -43,6 +43,35 @@ torch::Tensor Normal(std::vector<int64_t> shape, uint64_t seed,
 
 class FlowLayerTest : public ::testing::TestWithParam<bool> {};
 
+// The trainer's path on a GPU: weights cast once per step (here to
+// float64, where the result is checkable), x cast on entry, gradients
+// reaching the float32 parameters through the casts.
+TEST_P(FlowLayerTest, EvalWeightsInAnotherDtypeGiveTheSameVelocity) {
+  NeoXConfig c = SmallConfig(GetParam());
+  auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 4));
+  ASSERT_TRUE(teacher.ok());
+  FlowLayerOptions o;
+  o.init = FlowInit::kAdaLnZero;  // gates 0: perturb the AdaLN weights
+  FlowLayer layer((*teacher)->layer(0), (*teacher)->layer_shape(), o);
+  {
+    torch::NoGradGuard no_grad;
+    layer->ada_out()->weight.copy_(Normal({6 * 16, 16}, 9).mul_(0.1));
+  }
+  torch::Tensor x = Normal({2, 5, 16}, 2), t = torch::tensor({0.2f, 0.9f});
+  const FlowEvalWeights w64 = layer->EvalWeights(torch::kDouble);
+  torch::Tensor u64 = layer->Velocity(x, t, w64);
+  EXPECT_EQ(u64.scalar_type(), torch::kDouble);
+  torch::Tensor u32 = layer->Velocity(x, t);
+  EXPECT_EQ(u32.scalar_type(), torch::kFloat);
+  EXPECT_LT(MaxDiff(u64, u32), 1e-5);
+  EXPECT_GT(u32.abs().max().item<double>(), 1e-2);  // not trivially zero
+  u64.pow(2).sum().backward();
+  const torch::Tensor& g = layer->ada_out()->weight.grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_EQ(g.scalar_type(), torch::kFloat);
+  EXPECT_GT(g.abs().max().item<double>(), 0.0);
+}
+
 TEST_P(FlowLayerTest, TeacherInitStartsAsTeacherLayer) {
   NeoXConfig c = SmallConfig(GetParam());
   auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 3));

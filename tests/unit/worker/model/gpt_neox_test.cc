@@ -138,6 +138,31 @@ TEST_P(TeacherTest, LayerMatchesNaiveReference) {
   EXPECT_LT(MaxDiff(ours, NaiveLayer(t, c, 1, x)), 1e-5);
 }
 
+// The autograd path (split / unbind views, rotation of q and k together)
+// and the in-place inference path give the same layer, for partial and
+// full rotary widths, and the autograd one carries gradients.
+TEST(TeacherGradPathTest, AutogradPathEqualsInferencePath) {
+  for (double pct : {0.25, 0.5, 1.0}) {
+    NeoXConfig c = TinyConfig(true, pct);
+    auto model = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 6));
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto gen = at::detail::createCPUGenerator(3);
+    torch::Tensor x = at::normal(0, 1, {2, 9, c.hidden_size}, gen)
+                          .to(torch::kFloat)
+                          .requires_grad_(true);
+    torch::Tensor with_grad = (*model)->RunLayers(x, 0, 2);
+    torch::Tensor without;
+    {
+      torch::NoGradGuard no_grad;
+      without = (*model)->RunLayers(x, 0, 2);
+    }
+    EXPECT_EQ(MaxDiff(with_grad, without), 0.0) << "rotary_pct " << pct;
+    with_grad.sum().backward();
+    ASSERT_TRUE(x.grad().defined());
+    EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
 TEST_P(TeacherTest, ModesAgreeWithFullForward) {
   NeoXConfig c = TinyConfig(GetParam(), 0.5, /*tied=*/!GetParam());
   auto model = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 1));

@@ -29,15 +29,19 @@ JSONL=$OUT/trainer.jsonl
 : > "$JSONL"
 row() {  # method seq batch [extra flags]
   local m=$1 q=$2 b=$3; shift 3
+  # Clocks and load before the row: a shared or throttled GPU shows here.
+  nvidia-smi --query-gpu=utilization.gpu,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
   $B --device cuda --hidden 1024 --method "$m" --seq "$q" --batch "$b" \
     --steps "$STEPS" --ranks "$RANKS" ${PEAK:+--peak-tflops "$PEAK"} "$@" 2>&1 \
-    | grep -v "^20[0-9][0-9]-" | tee "$OUT/row.txt"
+    | grep -v "^20[0-9][0-9]-.*INFO.*\(store\|trainer\)" | tee "$OUT/row.txt"
   grep '^json ' "$OUT/row.txt" | sed 's/^json //' >> "$JSONL"
   # Measure the peak once, then reuse it.
   PEAK=${PEAK:-$(grep -o '"peak_bf16_tflops": [0-9.]*' "$OUT/row.txt" | head -1 | awk '{print $2}')}
 }
 row fw 2048 8
+LFT_TRAINER_CUDA_GRAPH=0 row fw 2048 8
 row fw 512 8
+LFT_TRAINER_CUDA_GRAPH=0 row fw 512 8
 row sfm 2048 8
 row regression 2048 8
 W=$(mktemp -d)
@@ -57,10 +61,11 @@ python3 - "$JSONL" "$OUT/trainer-h200.json" \
   "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" "${LFT_COMMIT:-unknown}" <<'PY'
 import datetime, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def pick(method, seq, batch, store="embedded"):
+def pick(method, seq, batch, store="embedded", graph=True):
     for r in rows:
         if (r["method"] == method and r["seq"] == seq and r["batch"] == batch
-                and r["ranks"] == 1 and r.get("store", "embedded") == store):
+                and r["ranks"] == 1 and r.get("store", "embedded") == store
+                and r.get("cuda_graph", True) == graph):
             return r
     return {}
 fw2048, fw512 = pick("fw", 2048, 8), pick("fw", 512, 8)
@@ -75,6 +80,8 @@ out = {
     "sfm_s2048_mfu": pick("sfm", 2048, 8).get("mfu"),
     "regression_s2048_tokens_per_second": pick("regression", 2048, 8).get("tokens_per_second"),
     "regression_s2048_mfu": pick("regression", 2048, 8).get("mfu"),
+    "fw3_midpoint_s2048_eager_tokens_per_second": pick("fw", 2048, 8, graph=False).get("tokens_per_second"),
+    "fw3_midpoint_s512_b8_eager_tokens_per_second": pick("fw", 512, 8, graph=False).get("tokens_per_second"),
     # The trainer task as in a job: pairs from lft-store over gRPC.
     "job_tokens_per_second": pick("fw", 2048, 8, "grpc").get("tokens_per_second"),
     "job_input_wait_fraction": pick("fw", 2048, 8, "grpc").get("input_wait_fraction"),

@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -183,6 +184,16 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
                                 .count();
         timing.seconds = wall / (steps - kSkipSteps);
         timing.input_wait = (ctx.waits[steps] - ctx.waits[kSkipSteps]) / wall;
+        std::vector<double> each;
+        for (int k = kSkipSteps + 1; k <= steps; ++k) {
+          each.push_back(
+              std::chrono::duration<double>(ctx.times[k] - ctx.times[k - 1])
+                  .count());
+        }
+        std::sort(each.begin(), each.end());
+        timing.fastest = each.front();
+        timing.median = each[each.size() / 2];
+        timing.slowest = each.back();
       }
     });
   }
@@ -348,16 +359,26 @@ int main(int argc, char** argv) {
     const double mfu =
         c.peak_tflops > 0 ? tps * flops_per_token / (c.peak_tflops * 1e12) : 0;
     const char* where = c.store_address.empty() ? "embedded" : "grpc";
+    std::fprintf(stderr,
+                 "single steps: fastest %.4f median %.4f slowest %.4f s\n",
+                 timing.fastest, timing.median, timing.slowest);
     std::printf("| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f |\n", where,
                 world, step, tps, base / step, mfu, timing.input_wait);
     std::printf(
-        "json {\"method\": \"%s\", \"store\": \"%s\", \"hidden\": %d, "
+        "json {\"method\": \"%s\", \"store\": \"%s\", \"cuda_graph\": %s, "
+        "\"hidden\": %d, "
         "\"seq\": %d, \"batch\": %d, \"ranks\": %d, "
         "\"step_seconds\": %.5f, \"tokens_per_second\": %.1f, "
         "\"mfu\": %.4f, \"input_wait_fraction\": %.4f, "
         "\"peak_bf16_tflops\": %.1f}\n",
-        c.method.c_str(), where, c.hidden, c.seq, c.batch, world, step, tps,
-        mfu, timing.input_wait, c.peak_tflops);
+        c.method.c_str(), where,
+        c.device != "cpu" &&
+                !(std::getenv("LFT_TRAINER_CUDA_GRAPH") &&
+                  std::string(std::getenv("LFT_TRAINER_CUDA_GRAPH")) == "0")
+            ? "true"
+            : "false",
+        c.hidden, c.seq, c.batch, world, step, tps, mfu, timing.input_wait,
+        c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();

@@ -334,7 +334,10 @@ class FlowTrainingEngine : public TrainingEngine {
       if (times.sfm.defined()) gtimes_.sfm = times.sfm.clone();
       absl::Status s = graph_.Capture(
           [this]() { ForwardBackward(gx0_, gx1_, torch::Tensor(), gtimes_); });
-      if (!s.ok()) {
+      if (s.ok()) {
+        LogInfo("training step recorded as a CUDA graph",
+                {{"batch", x0.size(0)}, {"tokens", x0.size(1)}});
+      } else {
         if (graph_mode_ == GraphMode::kRequire) return s;
         LogWarning("training steps stay eager", {{"error", s.ToString()}});
         graph_mode_ = GraphMode::kOff;

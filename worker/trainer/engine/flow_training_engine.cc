@@ -108,7 +108,6 @@ class FlowTrainingEngine : public TrainingEngine {
     // Named ranges for a profiler's trace (free when none records).
     RECORD_USER_SCOPE("lft::compute_gradients");
     return GuardTorch("training step", [&]() -> absl::Status {
-      const int64_t b = static_cast<int64_t>(pairs.size());
       // On a GPU, pairs of one length cross encoded and are decoded there
       // (pair_batch.h, AssemblePairsOnDevice); otherwise, and for padded
       // batches, the host decodes into float32 and builds the mask.

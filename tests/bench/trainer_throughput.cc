@@ -2,12 +2,12 @@
 // default; --method sfm|regression) on a random GPT-NeoX-shaped teacher
 // layer, for 1 and 2 data-parallel ranks
 // (in-process threads, Gloo on CPU / one rank on CUDA), reading random pairs
-// from an embedded store. Step time = (time rank 0 reports step S + 3 -
-// time it reports step 3) / S within one run (every step ends with the
-// loss on the host, so a report follows its step's GPU work): loading,
-// group forming, the first steps' one-time costs (a CUDA graph is recorded
-// on the second) and the final checkpoint stay outside (after one
-// discarded warm-up run). Prints a table; never
+// from an embedded store. Step time = (time rank 0 reports step S + 2 -
+// time it reports step 3) / (S - 1) within one run of S + 3 steps (every step
+// ends with the loss on the host, so a report follows its step's GPU work):
+// loading, group forming, the first steps' one-time costs (a CUDA graph is
+// recorded on the second) and the last step (it writes the final checkpoint)
+// stay outside (after one discarded warm-up run). Prints a table; never
 // pass/fail. On CPU run it with OPENBLAS_NUM_THREADS=1: the in-process
 // ranks call BLAS concurrently, and OpenBLAS' own thread pool serialises
 // them (measured: 2 ranks 0.46x of 1 rank with it, 1.48x without).
@@ -128,7 +128,7 @@ struct StepTiming {
 
 constexpr int kSkipSteps = 3;
 
-// Timing of steps (kSkipSteps, steps] of one run; seconds -1 on error.
+// Timing of steps (kSkipSteps, steps - 1] of one run; seconds -1 on error.
 StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
                     const std::string& teacher, const std::string& job,
                     int world, int steps, const std::string& profile = "") {
@@ -178,15 +178,18 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
         std::fprintf(stderr, "rank %d: %s\n", r,
                      res.status().ToString().c_str());
         ok = false;
-      } else if (r == 0 && steps > kSkipSteps && ctx.times.count(kSkipSteps) &&
-                 ctx.times.count(steps)) {
-        const double wall = std::chrono::duration<double>(ctx.times[steps] -
+      } else if (r == 0 && steps > kSkipSteps + 1 &&
+                 ctx.times.count(kSkipSteps) && ctx.times.count(steps - 1)) {
+        // The last step also writes the final checkpoint (~1 s at width
+        // 1024): it is left out with the first ones.
+        const int last = steps - 1;
+        const double wall = std::chrono::duration<double>(ctx.times[last] -
                                                           ctx.times[kSkipSteps])
                                 .count();
-        timing.seconds = wall / (steps - kSkipSteps);
-        timing.input_wait = (ctx.waits[steps] - ctx.waits[kSkipSteps]) / wall;
+        timing.seconds = wall / (last - kSkipSteps);
+        timing.input_wait = (ctx.waits[last] - ctx.waits[kSkipSteps]) / wall;
         std::vector<double> each;
-        for (int k = kSkipSteps + 1; k <= steps; ++k) {
+        for (int k = kSkipSteps + 1; k <= last; ++k) {
           each.push_back(
               std::chrono::duration<double>(ctx.times[k] - ctx.times[k - 1])
                   .count());

@@ -1,8 +1,9 @@
 // The LibTorch TrainingEngine for one latent flow layer (or the regression
 // layer): FlowLayer initialised from teacher layer m, SFM / FW / hybrid /
 // regression loss, one flat float32 gradient buffer (plus the loss) for the
-// all-reduce, global-norm clipping and AdamW on flat moment buffers, bf16
-// autocast on CUDA. The header is torch-free.
+// all-reduce, global-norm clipping and AdamW (worker/model/adamw.h); on
+// CUDA bf16 evaluations and CUDA graph replay of steps. The header is
+// torch-free.
 #ifndef LFT_WORKER_TRAINER_ENGINE_FLOW_TRAINING_ENGINE_H_
 #define LFT_WORKER_TRAINER_ENGINE_FLOW_TRAINING_ENGINE_H_
 

@@ -130,9 +130,7 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
   fo.dtype = torch::kFloat;
   FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
   AdamW opt({AdamWGroup{layer->parameters(), o.weight_decay}});
-  torch::Tensor grad = torch::zeros(
-      {opt.size()},
-      torch::TensorOptions().dtype(torch::kFloat).device(fo.device));
+  torch::Tensor grad = torch::zeros_like(opt.master());
   const int64_t hidden = teacher.config().hidden_size;
   const int64_t batch = std::max<int64_t>(1, o.batch_sequences);
   for (int64_t step = 0; step < o.steps; ++step) {

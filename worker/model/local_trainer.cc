@@ -132,9 +132,7 @@ absl::StatusOr<Trained> TrainOne(const GptNeoX& teacher,
   fo.dtype = torch::kFloat;  // master weights in fp32
   FlowLayer layer(teacher.layer(o.m), teacher.layer_shape(), fo);
   AdamW opt({AdamWGroup{layer->parameters(), o.weight_decay}});
-  torch::Tensor grad = torch::zeros(
-      {opt.size()},
-      torch::TensorOptions().dtype(torch::kFloat).device(fo.device));
+  torch::Tensor grad = torch::zeros_like(opt.master());
   FlowLossOptions lo;
   lo.method = method == "sfm"  ? FlowMethod::kSfm
               : method == "fw" ? FlowMethod::kFw

@@ -215,9 +215,7 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
     AdamW optimizer(
         {AdamWGroup{decay, options.weight_decay}, AdamWGroup{no_decay, 0.0}},
         adam_options);
-    torch::Tensor grad = torch::zeros(
-        {optimizer.size()},
-        torch::TensorOptions().dtype(torch::kFloat).device(device));
+    torch::Tensor grad = torch::zeros_like(optimizer.master());
 
     std::mt19937_64 rng(options.seed);
     std::uniform_int_distribution<int64_t> offset_dist(

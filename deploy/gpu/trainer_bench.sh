@@ -85,6 +85,7 @@ out = {
     # The trainer task as in a job: pairs from lft-store over gRPC.
     "job_tokens_per_second": pick("fw", 2048, 8, "grpc").get("tokens_per_second"),
     "job_input_wait_fraction": pick("fw", 2048, 8, "grpc").get("input_wait_fraction"),
+    "job_input_prefetch_fraction": pick("fw", 2048, 8, "grpc").get("input_prefetch_fraction"),
     "job_vs_benchmark": (pick("fw", 2048, 8, "grpc").get("tokens_per_second", 0)
                          / max(1.0, fw2048.get("tokens_per_second", 0))),
     "anchor_python_fw3_s512_b8_tokens_per_second": 199000,

@@ -19,7 +19,9 @@
 // --store-address reads (and first writes) the pairs through a running
 // lft-store over gRPC instead of an embedded store, as a job's trainer does;
 // the input-wait column is lft_trainer_input_wait_seconds_total over the
-// same steps divided by their wall time.
+// same steps divided by their wall time (reads that stall the step), the
+// read-ahead column lft_trainer_input_prefetch_seconds_total (reads of the
+// next step's pairs while the GPU runs this one).
 // --profile (LibTorch 2 only) records one more run of S + 3 steps of the
 // first rank count with the Kineto profiler and writes its Chrome trace;
 // deploy/gpu/kernel_profile.py turns it into a per-step kernel table.
@@ -106,18 +108,23 @@ class KernelProfile {
 class TimedRankContext : public lft::InProcessRankContext {
  public:
   TimedRankContext(lft::FakeRendezvous* rv, uint32_t rank,
-                   prometheus::Counter* input_wait)
-      : InProcessRankContext(rv, rank), input_wait_(input_wait) {}
+                   prometheus::Counter* input_wait,
+                   prometheus::Counter* prefetch)
+      : InProcessRankContext(rv, rank),
+        input_wait_(input_wait),
+        prefetch_(prefetch) {}
   bool ReportProgress(const lft::ProgressUpdate& update) override {
     times[update.steps_done] = std::chrono::steady_clock::now();
     waits[update.steps_done] = input_wait_->Value();
+    prefetches[update.steps_done] = prefetch_->Value();
     return InProcessRankContext::ReportProgress(update);
   }
   std::map<uint64_t, std::chrono::steady_clock::time_point> times;
-  std::map<uint64_t, double> waits;
+  std::map<uint64_t, double> waits, prefetches;
 
  private:
   prometheus::Counter* input_wait_;
+  prometheus::Counter* prefetch_;
 };
 
 struct StepTiming {
@@ -149,6 +156,8 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
       TimedRankContext ctx(
           &rv, r,
           &metrics.Counter("lft_trainer_input_wait_seconds_total", "",
+                           {{"job", job}, {"role", "trainer"}}),
+          &metrics.Counter("lft_trainer_input_prefetch_seconds_total", "",
                            {{"job", job}, {"role", "trainer"}}));
       lft::v1::Task t;
       t.set_job_id(job);
@@ -188,6 +197,8 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
                                 .count();
         timing.seconds = wall / (last - kSkipSteps);
         timing.input_wait = (ctx.waits[last] - ctx.waits[kSkipSteps]) / wall;
+        timing.prefetch =
+            (ctx.prefetches[last] - ctx.prefetches[kSkipSteps]) / wall;
         std::vector<double> each;
         for (int k = kSkipSteps + 1; k <= last; ++k) {
           each.push_back(
@@ -336,8 +347,8 @@ int main(int argc, char** argv) {
       c.peak_tflops);
   std::printf(
       "| store | ranks | step (s) | tokens/s | speed-up vs 1 rank | MFU | "
-      "input wait |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+      "input wait | read ahead |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   double base = 0;
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
@@ -366,14 +377,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "single steps: fastest %.4f median %.4f slowest %.4f s\n",
                  timing.fastest, timing.median, timing.slowest);
-    std::printf("| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f |\n", where,
-                world, step, tps, base / step, mfu, timing.input_wait);
+    std::printf("| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f | %.3f |\n",
+                where, world, step, tps, base / step, mfu, timing.input_wait,
+                timing.prefetch);
     std::printf(
         "json {\"method\": \"%s\", \"store\": \"%s\", \"cuda_graph\": %s, "
         "\"hidden\": %d, "
         "\"seq\": %d, \"batch\": %d, \"ranks\": %d, "
         "\"step_seconds\": %.5f, \"tokens_per_second\": %.1f, "
         "\"mfu\": %.4f, \"input_wait_fraction\": %.4f, "
+        "\"input_prefetch_fraction\": %.4f, "
         "\"peak_bf16_tflops\": %.1f}\n",
         c.method.c_str(), where,
         c.device != "cpu" &&

@@ -37,6 +37,7 @@ struct TrainerMetrics {
   prometheus::Counter* tokens = nullptr;
   prometheus::Histogram* step_seconds = nullptr;
   prometheus::Counter* input_wait = nullptr;
+  prometheus::Counter* input_prefetch = nullptr;
   prometheus::Counter* allreduce = nullptr;
   prometheus::Counter* checkpoints = nullptr;
   prometheus::Counter* model_flops = nullptr;
@@ -55,6 +56,11 @@ TrainerMetrics MakeMetrics(MetricsRegistry* r, const std::string& job) {
                                  {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30}, l);
   m.input_wait = &r->Counter("lft_trainer_input_wait_seconds_total",
                              "Time spent waiting for latent pairs", l);
+  m.input_prefetch =
+      &r->Counter("lft_trainer_input_prefetch_seconds_total",
+                  "Time spent reading the next step's pairs while the device "
+                  "runs this one (overlapped: not a stall)",
+                  l);
   m.allreduce = &r->Counter("lft_trainer_allreduce_seconds_total",
                             "Time spent in the gradient all-reduce", l);
   m.checkpoints = &r->Counter("lft_trainer_checkpoints_total",
@@ -176,15 +182,23 @@ class TrainerSession {
     context_->ReportProgress(progress_);
 
     pairs_.resize(per_rank_);
+    next_pairs_.resize(per_rank_);
     run_start_ = std::chrono::steady_clock::now();
     start_step_ = pos_.step;
     while (pos_.step < total_steps_) {
       if (context_->cancellation().cancelled()) return Cancelled();
       const auto step_start = std::chrono::steady_clock::now();
-      if (reader_ == nullptr) LFT_RETURN_IF_ERROR(OpenEpoch());
-      LFT_ASSIGN_OR_RETURN(const uint64_t tokens, ReadBatch());
-      if (metrics_.input_wait != nullptr)
-        metrics_.input_wait->Increment(Since(step_start));
+      uint64_t tokens = 0;
+      if (next_ready_) {  // read while the previous step ran
+        std::swap(pairs_, next_pairs_);
+        tokens = next_tokens_;
+        next_ready_ = false;
+      } else {
+        if (reader_ == nullptr) LFT_RETURN_IF_ERROR(OpenEpoch());
+        LFT_ASSIGN_OR_RETURN(tokens, ReadBatch(&pairs_));
+        if (metrics_.input_wait != nullptr)
+          metrics_.input_wait->Increment(Since(step_start));
+      }
       LFT_ASSIGN_OR_RETURN(const double loss, TrainStep(tokens));
       LFT_RETURN_IF_ERROR(MaybeCheckpoint());
       LFT_RETURN_IF_ERROR(ReportStep(loss, tokens, step_start));
@@ -296,11 +310,12 @@ class TrainerSession {
     return absl::OkStatus();
   }
 
-  // This rank's share of the step's global batch; the tokens it holds.
-  absl::StatusOr<uint64_t> ReadBatch() {
+  // This rank's share of the step's global batch into *pairs; the tokens
+  // it holds.
+  absl::StatusOr<uint64_t> ReadBatch(std::vector<LatentPairRecord>* pairs) {
     uint64_t tokens = 0;
     for (uint64_t i = 0; i < per_rank_; ++i) {
-      auto more = reader_->Next(&pairs_[i]);
+      auto more = reader_->Next(&(*pairs)[i]);
       if (!more.ok())
         return Annotate(more.status(), absl::StrCat(where_, ": reading pairs"));
       if (!*more) {
@@ -308,9 +323,28 @@ class TrainerSession {
             absl::StrCat(where_, ": the store's pairs ran out within epoch ",
                          pos_.epoch, " (were pairs deleted while training?)"));
       }
-      tokens += pairs_[i].tokens;
+      tokens += (*pairs)[i].tokens;
     }
     return tokens;
+  }
+
+  // With an engine that overlaps input (OverlapsInput), reads the next
+  // step's pairs and stages them while this step runs on the device. Not
+  // across an epoch's end (the next reader depends on this step's
+  // position) nor past the last step.
+  absl::Status PrefetchNextStep() {
+    if (!engine_->OverlapsInput() || reader_ == nullptr ||
+        pos_.step + 1 >= total_steps_ ||
+        pos_.pairs_consumed + 2 * batch_ > epoch_pairs_) {
+      return absl::OkStatus();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    LFT_ASSIGN_OR_RETURN(next_tokens_, ReadBatch(&next_pairs_));
+    engine_->StageNextStep(next_pairs_, pos_.step + 1);
+    next_ready_ = true;
+    if (metrics_.input_prefetch != nullptr)
+      metrics_.input_prefetch->Increment(Since(t0));
+    return absl::OkStatus();
   }
 
   // Gradients, one all-reduce of gradients and loss, clip and update; then
@@ -327,6 +361,7 @@ class TrainerSession {
       if (metrics_.allreduce != nullptr)
         metrics_.allreduce->Increment(Since(t0));
     }
+    LFT_RETURN_IF_ERROR(PrefetchNextStep());
     const double lr = WarmupCosineLr(
         ts_.learning_rate(), kMinLearningRateRatio, ts_.warmup_steps(),
         static_cast<int64_t>(total_steps_), static_cast<int64_t>(pos_.step));
@@ -487,6 +522,10 @@ class TrainerSession {
   uint64_t epoch_pairs_ = 0;     // usable pairs of the current epoch
   uint64_t epoch_snapshot_ = 0;  // pairs stored when it began
   std::vector<LatentPairRecord> pairs_;
+  // The next step's pairs, read during this step (PrefetchNextStep).
+  std::vector<LatentPairRecord> next_pairs_;
+  uint64_t next_tokens_ = 0;
+  bool next_ready_ = false;
 };
 
 }  // namespace

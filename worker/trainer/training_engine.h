@@ -48,6 +48,22 @@ class TrainingEngine {
   virtual absl::Status ComputeGradients(
       absl::Span<const LatentPairRecord> pairs, uint64_t step) = 0;
 
+  // True if ComputeGradients returns while the device still works on the
+  // step (CUDA): the runner then reads the next step's pairs meanwhile and
+  // hands them to StageNextStep, so that neither the store read nor the
+  // transfer leaves the device idle. False (the default): nothing to
+  // overlap, the runner reads each step's pairs when the step starts.
+  virtual bool OverlapsInput() const { return false; }
+  // Starts moving `pairs` (those of step `step`) to the device: host
+  // copies, transfer and decode queued behind the running step. A later
+  // ComputeGradients(pairs, step) with the same pairs uses the result;
+  // with others it does the work itself. Errors surface there.
+  virtual void StageNextStep(absl::Span<const LatentPairRecord> pairs,
+                             uint64_t step) {
+    (void)pairs;
+    (void)step;
+  }
+
   // The buffer ComputeGradients fills: gradient_count() elements of
   // gradient_dtype(), in host memory for Gloo and device memory for NCCL.
   // Model FLOPs (forward and backward, worker/model/flow_flops.h) of one

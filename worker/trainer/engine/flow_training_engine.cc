@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -113,12 +114,18 @@ class FlowTrainingEngine : public TrainingEngine {
       // batches, the host decodes into float32 and builds the mask.
       const bool on_device = device_.is_cuda() && SameShape(pairs);
       torch::Tensor x0, x1, mask;
+      FlowTimes times;
       bool padded = false;
-      if (on_device) {
+      if (on_device && staged_.step == step && staged_.Holds(pairs)) {
+        x0 = staged_.x0;
+        x1 = staged_.x1;
+        times = staged_.times;
+      } else if (on_device) {
         LFT_ASSIGN_OR_RETURN(DevicePairBatch db,
                              AssemblePairsOnDevice(pairs, hidden, device_));
         x0 = db.x0;
         x1 = db.x1;
+        times = StepTimes(pairs, step);
       } else {
         PairBatch batch;
         LFT_RETURN_IF_ERROR(AssemblePairBatch(pairs, hidden, &batch));
@@ -126,14 +133,39 @@ class FlowTrainingEngine : public TrainingEngine {
         x1 = batch.x1.to(device_);
         mask = batch.mask;
         padded = batch.padded;
+        times = StepTimes(pairs, step);
       }
-      FlowTimes times = StepTimes(pairs, step);
+      staged_ = StagedStep();
       torch::Tensor m = padded ? mask.to(device_) : torch::Tensor();
       if (!on_device || graph_mode_ == GraphMode::kOff) {
         ForwardBackward(x0, x1, m, times);
         return absl::OkStatus();
       }
       return GraphStep(x0, x1, times);
+    });
+  }
+
+  bool OverlapsInput() const override { return device_.is_cuda(); }
+
+  void StageNextStep(absl::Span<const LatentPairRecord> pairs,
+                     uint64_t step) override {
+    staged_ = StagedStep();
+    if (!device_.is_cuda() || pairs.empty() || !SameShape(pairs)) return;
+    // A failure leaves nothing staged: ComputeGradients then redoes the
+    // work and reports the error with the step.
+    (void)GuardTorch("staging the next step", [&]() -> absl::Status {
+      LFT_ASSIGN_OR_RETURN(
+          DevicePairBatch db,
+          AssemblePairsOnDevice(pairs, layer_->shape().hidden, device_));
+      StagedStep s;
+      s.x0 = db.x0;
+      s.x1 = db.x1;
+      s.times = StepTimes(pairs, step);
+      s.step = step;
+      for (const LatentPairRecord& p : pairs)
+        s.keys.push_back({p.shard, p.chunk, p.sequence});
+      staged_ = std::move(s);
+      return absl::OkStatus();
     });
   }
 
@@ -277,11 +309,16 @@ class FlowTrainingEngine : public TrainingEngine {
       if (t.fw_inner.defined()) fw_rows.push_back(t.fw_inner);
       if (t.sfm.defined()) sfm_rows.push_back(t.sfm);
     }
+    // On CUDA through pinned memory, without waiting: a copy from pageable
+    // memory would wait for the step running on the device.
+    auto to_device = [this](const std::vector<torch::Tensor>& rows) {
+      torch::Tensor t = torch::cat(rows, 0).to(torch::kFloat);
+      if (!device_.is_cuda()) return t;
+      return t.pin_memory().to(device_, /*non_blocking=*/true);
+    };
     FlowTimes times;
-    if (!fw_rows.empty())
-      times.fw_inner = torch::cat(fw_rows, 0).to(device_, torch::kFloat);
-    if (!sfm_rows.empty())
-      times.sfm = torch::cat(sfm_rows, 0).to(device_, torch::kFloat);
+    if (!fw_rows.empty()) times.fw_inner = to_device(fw_rows);
+    if (!sfm_rows.empty()) times.sfm = to_device(sfm_rows);
     return times;
   }
 
@@ -367,6 +404,23 @@ class FlowTrainingEngine : public TrainingEngine {
   CudaStepGraph graph_;
   torch::Tensor gx0_, gx1_;  // the graph's inputs
   FlowTimes gtimes_;
+  // The next step's inputs, on the device (StageNextStep).
+  struct StagedStep {
+    uint64_t step = ~uint64_t{0};
+    torch::Tensor x0, x1;
+    FlowTimes times;
+    std::vector<std::tuple<uint32_t, uint32_t, uint64_t>> keys;
+    bool Holds(absl::Span<const LatentPairRecord> pairs) const {
+      if (keys.size() != pairs.size()) return false;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (keys[i] !=
+            std::make_tuple(pairs[i].shard, pairs[i].chunk, pairs[i].sequence))
+          return false;
+      }
+      return true;
+    }
+  };
+  StagedStep staged_;
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,9 +33,22 @@ class FakeTrainingEngine : public TrainingEngine {
   static constexpr size_t kWeights = 4;
 
   // `seen`, if given, collects the sequence numbers of the pairs trained
-  // on, in order; it must outlive the engine.
-  explicit FakeTrainingEngine(std::vector<uint64_t>* seen = nullptr)
-      : seen_(seen) {}
+  // on, in order; it must outlive the engine. With `overlaps` the engine
+  // asks for read-ahead (OverlapsInput) and `staged`, if given, collects
+  // (step, sequence numbers) of every StageNextStep.
+  explicit FakeTrainingEngine(
+      std::vector<uint64_t>* seen = nullptr, bool overlaps = false,
+      std::vector<std::pair<uint64_t, std::vector<uint64_t>>>* staged = nullptr)
+      : seen_(seen), overlaps_(overlaps), staged_(staged) {}
+
+  bool OverlapsInput() const override { return overlaps_; }
+  void StageNextStep(absl::Span<const LatentPairRecord> pairs,
+                     uint64_t step) override {
+    if (staged_ == nullptr) return;
+    std::vector<uint64_t> seq;
+    for (const LatentPairRecord& p : pairs) seq.push_back(p.sequence);
+    staged_->emplace_back(step, std::move(seq));
+  }
 
   absl::Status ComputeGradients(absl::Span<const LatentPairRecord> pairs,
                                 uint64_t step) override {
@@ -92,6 +106,8 @@ class FakeTrainingEngine : public TrainingEngine {
 
  private:
   std::vector<uint64_t>* const seen_;
+  const bool overlaps_;
+  std::vector<std::pair<uint64_t, std::vector<uint64_t>>>* const staged_;
   float buffer_[kWeights + 1] = {};
   double weight_ = 0;
 };

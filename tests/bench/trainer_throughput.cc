@@ -128,8 +128,9 @@ class TimedRankContext : public lft::InProcessRankContext {
 };
 
 struct StepTiming {
-  double seconds = -1;                          // per step
-  double input_wait = 0;                        // fraction of step time
+  double seconds = -1;    // per step
+  double input_wait = 0;  // fraction of step time
+  double prefetch = 0;    // fraction of step time reading ahead (overlapped)
   double fastest = 0, median = 0, slowest = 0;  // single steps
 };
 

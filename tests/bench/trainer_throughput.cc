@@ -396,7 +396,7 @@ int main(int argc, char** argv) {
             ? "true"
             : "false",
         c.hidden, c.seq, c.batch, world, step, tps, mfu, timing.input_wait,
-        c.peak_tflops);
+        timing.prefetch, c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();

@@ -681,8 +681,10 @@ int Pull(const Flags& f, std::ostream& out, std::ostream& err) {
   for (int attempt = 0;; ++attempt) {
     const uint64_t offset =
         std::min<uint64_t>(FileSize(partial), want->bytes());
-    if (offset < FileSize(partial))
-      std::filesystem::resize_file(partial, offset);
+    if (offset < FileSize(partial)) {
+      std::error_code ec;  // a longer file than the blob: cut to its size
+      std::filesystem::resize_file(partial, offset, ec);
+    }
     s = DownloadFrom(t, job, *want, partial, offset);
     if (s.ok() || !Resumable(s) || attempt >= 4 || absl::Now() >= t.deadline) {
       break;

@@ -198,8 +198,10 @@ def flags_in_parse_call(path):
 # A main file declares FlagSpecs ({"name", "VALUE", "help"}) or names its
 # flags in its Flags::Parse call.
 def accepted_flags(path):
-    specs = set(re.findall(r'\{"([a-z][a-z0-9-]*)", "', read(path)))
-    return specs or flags_in_parse_call(path)
+    text = read(path)
+    if "FlagSpec" not in text:
+        return flags_in_parse_call(path)
+    return set(re.findall(r'\{"([a-z][a-z0-9-]*)", "', text))
 
 accepted = {
     "lft-coordinator": accepted_flags(os.path.join(src, "coordinator", "coordinator_main.cc")),

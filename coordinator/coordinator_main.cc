@@ -15,21 +15,48 @@
 
 namespace {
 
-constexpr char kUsage[] = R"(usage: lft-coordinator --db DIR [flags]
+const std::vector<lft::FlagSpec>& CoordinatorFlags() {
+  static const std::vector<lft::FlagSpec>* flags = new std::vector<
+      lft::FlagSpec>{
+      {"listen", "HOST:PORT",
+       "gRPC address (default 127.0.0.1:7070; port 0 picks one); a port in "
+       "use is refused"},
+      {"db", "DIR", "RocksDB directory for jobs, tasks, workers, events"},
+      {"tls-cert", "PEM", "certificate chain: serve TLS (needs a token)"},
+      {"tls-key", "PEM", "private key of --tls-cert"},
+      {"tls-ca", "PEM", "CA for client certificates (optional, with TLS)"},
+      {"token", "TOKEN",
+       "bearer token clients must send (default: env LFT_AUTH_TOKEN)"},
+      {"insecure-loopback", "",
+       "plaintext, only on a loopback address (local runs, tests)"},
+      {"metrics-port", "N",
+       "serve Prometheus /metrics on N (0 picks one; default off)"},
+      {"metrics-host", "HOST",
+       "address for /metrics (default 127.0.0.1; 0.0.0.0 for a scraper on "
+       "another host)"},
+      {"heartbeat-interval-ms", "N",
+       "workers heartbeat this often (default "
+       "2000)"},
+      {"lease-ms", "N", "lease length and worker timeout (default 10000)"},
+      {"max-task-attempts", "N",
+       "tries per task before the job fails (default 4)"},
+      {"store-address", "ADDR",
+       "latent store handed to workers (\"a,b\": sharded); CheckpointService "
+       "reads checkpoints from it (default: none, workers embed stores)"},
+      {"store-token", "TOKEN",
+       "bearer token for --store-address (default: the --token)"},
+      {"store-tls-ca", "PEM",
+       "CA of the store's certificate (default: plaintext to loopback, the "
+       "system's roots otherwise)"},
+      {"port-file", "PATH",
+       "write the bound gRPC port (and metrics port) here"},
+      {"tick-ms", "N", "period of the lease reaper and planner (default 200)"},
+      {"help", "", "print this text and exit"},
+  };
+  return *flags;
+}
 
-  --listen HOST:PORT        gRPC address (default 127.0.0.1:7070; port 0 picks one)
-  --db DIR                  RocksDB directory for jobs, tasks, workers, events
-  --tls-cert PEM --tls-key PEM [--tls-ca PEM]   serve TLS (needs a token)
-  --token TOKEN             bearer token clients must send (or env LFT_AUTH_TOKEN)
-  --insecure-loopback       plaintext, only on a loopback address (local runs, tests)
-  --metrics-port N          serve Prometheus /metrics on N (0 picks one; default off)
-  --metrics-host HOST       address for /metrics (default 0.0.0.0)
-  --heartbeat-interval-ms N workers heartbeat this often (default 2000)
-  --lease-ms N              lease length and worker timeout (default 10000)
-  --max-task-attempts N     tries per task before the job fails (default 4)
-  --store-address ADDR      latent store address handed to workers
-  --port-file PATH          write the bound gRPC port (and metrics port) here
-)";
+constexpr char kSynopsis[] = "lft-coordinator --db DIR [flags]";
 
 int Fail(const absl::Status& s, int code) {
   std::fprintf(stderr, "lft-coordinator: %s\n",
@@ -42,19 +69,16 @@ int Fail(const absl::Status& s, int code) {
 int main(int argc, char** argv) {
   lft::SetLogComponent("coordinator");
   std::vector<std::string> args(argv + 1, argv + argc);
-  auto flags = lft::Flags::Parse(
-      args,
-      {"listen", "db", "tls-cert", "tls-key", "tls-ca", "token", "metrics-port",
-       "metrics-host", "heartbeat-interval-ms", "lease-ms", "max-task-attempts",
-       "store-address", "port-file", "tick-ms"},
-      {"insecure-loopback", "help"});
+  auto flags = lft::Flags::Parse(args, CoordinatorFlags());
   if (!flags.ok()) {
-    std::fprintf(stderr, "lft-coordinator: %s\n%s",
-                 std::string(flags.status().message()).c_str(), kUsage);
+    std::fprintf(stderr, "lft-coordinator: %s\n\n%s",
+                 std::string(flags.status().message()).c_str(),
+                 lft::Flags::Usage(kSynopsis, CoordinatorFlags()).c_str());
     return 2;
   }
   if (flags->Has("help")) {
-    std::fputs(kUsage, stdout);
+    std::fputs(lft::Flags::Usage(kSynopsis, CoordinatorFlags()).c_str(),
+               stdout);
     return 0;
   }
   lft::ServerOptions o;
@@ -67,6 +91,9 @@ int main(int argc, char** argv) {
   o.security.insecure_loopback = flags->Has("insecure-loopback");
   o.metrics_host = flags->Get("metrics-host", o.metrics_host);
   o.coordinator.store_address = flags->Get("store-address");
+  o.store_credentials.token =
+      flags->Has("store-token") ? flags->Get("store-token") : o.security.token;
+  o.store_credentials.tls_ca_path = flags->Get("store-tls-ca");
   for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
            {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
            {"lease-ms", &o.coordinator.lease_duration_ms},

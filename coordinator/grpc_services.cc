@@ -1,9 +1,11 @@
 #include "coordinator/grpc_services.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/base/status.h"
 #include "common/rpc/grpc_status.h"
+#include "latent-store/checkpoint_stream.h"
 
 namespace lft {
 namespace {
@@ -92,6 +94,62 @@ grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* context,
     LFT_ASSIGN_OR_RETURN(*response->mutable_job(),
                          core_->Cancel(request->job_id()));
     return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<PairStore*> CheckpointServiceImpl::StoreOfJob(
+    const std::string& job_id) const {
+  LFT_RETURN_IF_ERROR(core_->GetJob(job_id).status());
+  if (stores_ == nullptr || store_address_.empty()) {
+    return absl::FailedPreconditionError(
+        "this coordinator runs without --store-address: its workers keep "
+        "checkpoints in their embedded stores; pull from the store directly "
+        "(lftctl pull --store HOST:PORT)");
+  }
+  auto store = stores_->Get(store_address_);
+  if (!store.ok()) {
+    return Annotate(store.status(),
+                    absl::StrCat("latent store ", store_address_));
+  }
+  return *store;
+}
+
+grpc::Status CheckpointServiceImpl::List(
+    grpc::ServerContext* context,
+    const lft::v1::ListJobCheckpointsRequest* request,
+    lft::v1::ListCheckpointsResponse* response) {
+  return guard_->Run("CheckpointList", context, [&]() -> absl::Status {
+    LFT_ASSIGN_OR_RETURN(PairStore * store, StoreOfJob(request->job_id()));
+    auto list = store->ListCheckpoints(request->job_id());
+    // A job the store does not know yet (no task wrote to it) has nothing.
+    if (absl::IsNotFound(list.status())) return absl::OkStatus();
+    if (!list.ok()) {
+      return Annotate(list.status(),
+                      absl::StrCat("latent store ", store_address_));
+    }
+    for (const CheckpointInfo& c : *list) {
+      auto* info = response->add_checkpoints();
+      info->set_name(c.name);
+      info->set_bytes(c.bytes);
+      info->set_sha256(c.sha256);
+      info->set_created_unix_ms(c.created_unix_ms);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status CheckpointServiceImpl::Pull(
+    grpc::ServerContext* context, const lft::v1::PullCheckpointRequest* request,
+    grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) {
+  return guard_->Run("CheckpointPull", context, [&]() -> absl::Status {
+    LFT_ASSIGN_OR_RETURN(PairStore * store, StoreOfJob(request->job_id()));
+    LFT_ASSIGN_OR_RETURN(
+        std::string name,
+        ResolveCheckpointName(store, request->job_id(), request->name()));
+    return StreamCheckpoint(store, request->job_id(), name, request->offset(),
+                            [writer](const lft::v1::CheckpointChunk& c) {
+                              return writer->Write(c);
+                            });
   });
 }
 

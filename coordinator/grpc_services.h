@@ -1,4 +1,5 @@
-// Thin gRPC handlers for JobService and WorkerService: each checks the
+// Thin gRPC handlers for JobService, CheckpointService and WorkerService:
+// each checks the
 // bearer token, converts the request and calls the Coordinator, maps the
 // absl::Status to a gRPC status, and counts the call in
 // lft_coordinator_rpcs_total{method,code}.
@@ -7,10 +8,13 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "common/base/prometheus_metrics.h"
 #include "common/rpc/auth.h"
 #include "coordinator/coordinator.h"
+#include "latent-store/pair_store_pool.h"
+#include "lft/v1/checkpoint.grpc.pb.h"
 #include "lft/v1/job.grpc.pb.h"
 #include "lft/v1/worker.grpc.pb.h"
 
@@ -51,6 +55,38 @@ class JobServiceImpl final : public lft::v1::JobService::Service {
 
  private:
   Coordinator* const core_;
+  const RpcGuard* const guard_;
+};
+
+// CheckpointService: a job's checkpoints and reports, relayed from the latent
+// store its tasks use (CoordinatorOptions::store_address; checkpoints live on
+// store 0 of a sharded "a,b" address). NOT_FOUND for a job the coordinator
+// does not know; FAILED_PRECONDITION when it runs without a store address
+// (workers then embed their own stores, which the coordinator cannot read).
+class CheckpointServiceImpl final : public lft::v1::CheckpointService::Service {
+ public:
+  // `stores` (may be null when store_address is empty) outlives the service.
+  CheckpointServiceImpl(Coordinator* core, PairStorePool* stores,
+                        std::string store_address, const RpcGuard* guard)
+      : core_(core),
+        stores_(stores),
+        store_address_(std::move(store_address)),
+        guard_(guard) {}
+  grpc::Status List(grpc::ServerContext* context,
+                    const lft::v1::ListJobCheckpointsRequest* request,
+                    lft::v1::ListCheckpointsResponse* response) override;
+  grpc::Status Pull(
+      grpc::ServerContext* context,
+      const lft::v1::PullCheckpointRequest* request,
+      grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) override;
+
+ private:
+  // The job's store, after checking the job exists.
+  absl::StatusOr<PairStore*> StoreOfJob(const std::string& job_id) const;
+
+  Coordinator* const core_;
+  PairStorePool* const stores_;
+  const std::string store_address_;
   const RpcGuard* const guard_;
 };
 

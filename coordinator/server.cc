@@ -3,8 +3,10 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/db_directory.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
+#include "common/rpc/listen.h"
 
 namespace lft {
 
@@ -14,9 +16,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::InvalidArgumentError(
         "--db: name the coordinator's state directory");
   }
+  LFT_RETURN_IF_ERROR(CheckDbDirectory(options.db_path, "--db"));
   LFT_ASSIGN_OR_RETURN(
       std::shared_ptr<grpc::ServerCredentials> creds,
       MakeServerCredentials(options.security, options.listen_address));
+  // Refused before gRPC tries (and logs its own lines about it).
+  LFT_RETURN_IF_ERROR(CheckCanListen(options.listen_address, "--listen"));
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
   LFT_ASSIGN_OR_RETURN(
       s->core_, Coordinator::Open(options.db_path, options.coordinator,
@@ -27,15 +32,25 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::make_unique<JobServiceImpl>(s->core_.get(), s->guard_.get());
   s->worker_service_ =
       std::make_unique<WorkerServiceImpl>(s->core_.get(), s->guard_.get());
+  if (!options.coordinator.store_address.empty()) {
+    RemotePairStoreOptions remote;
+    remote.credentials = options.store_credentials;
+    s->store_pool_ = std::make_unique<PairStorePool>("", remote);
+  }
+  s->checkpoint_service_ = std::make_unique<CheckpointServiceImpl>(
+      s->core_.get(), s->store_pool_.get(), options.coordinator.store_address,
+      s->guard_.get());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  AddExclusiveListeningPort(&builder, options.listen_address, creds, &s->port_);
   builder.RegisterService(s->job_service_.get());
   builder.RegisterService(s->worker_service_.get());
+  builder.RegisterService(s->checkpoint_service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen_address,
-                     " (address in use or not local? pass another --listen)"));
+    // A server that bound nothing is not started; drop it before it is
+    // shut down.
+    s->server_.reset();
+    return ListenError(options.listen_address, "--listen");
   }
   if (options.metrics_port >= 0) {
     LFT_ASSIGN_OR_RETURN(s->metrics_, MetricsHttpServer::Start(
@@ -55,11 +70,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 void CoordinatorServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  // Start may have failed half-way (db locked, port in use): stop only what
+  // was started.
   // Wake blocked Watch/AcquireTask/Rendezvous calls first so the server's
   // shutdown does not wait for them.
-  core_->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    absl::ToChronoSeconds(grace));
+  if (core_ != nullptr) core_->Shutdown();
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      absl::ToChronoSeconds(grace));
+  }
   metrics_.reset();
 }
 

@@ -1,5 +1,6 @@
-// lft-coordinator as a library: the Coordinator, its gRPC server and the
-// /metrics endpoint, started together. main() parses flags and calls Start.
+// lft-coordinator as a library: the Coordinator, its gRPC server (JobService,
+// WorkerService, CheckpointService) and the /metrics endpoint, started
+// together. main() parses flags and calls Start.
 #ifndef LFT_COORDINATOR_SERVER_H_
 #define LFT_COORDINATOR_SERVER_H_
 
@@ -11,6 +12,8 @@
 #include "common/rpc/auth.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_services.h"
+#include "latent-store/pair_store_pool.h"
+#include "latent-store/remote_pair_store.h"
 
 namespace lft {
 
@@ -20,8 +23,12 @@ struct ServerOptions {
   ServerSecurityOptions security;
   // -1 disables /metrics; 0 picks a free port.
   int metrics_port = -1;
-  std::string metrics_host = "0.0.0.0";
+  // Loopback like every other listening socket; a scrape from another host
+  // needs --metrics-host 0.0.0.0 (or the pod IP).
+  std::string metrics_host = "127.0.0.1";
   CoordinatorOptions coordinator;
+  // How CheckpointService reaches coordinator.store_address (token, CA).
+  StoreClientCredentials store_credentials;
   // Period of the lease reaper and planner.
   int64_t tick_ms = 200;
 };
@@ -30,8 +37,11 @@ struct ServerOptions {
 class CoordinatorServer {
  public:
   // Opens the state, binds the gRPC and metrics ports and starts serving.
-  // InvalidArgument for inconsistent security flags; Unavailable if a port
-  // cannot be bound or the db is locked; errors of Coordinator::Open.
+  // InvalidArgument for inconsistent security flags or an unloadable
+  // certificate, key or CA; Unavailable if a port is in use (never shared:
+  // SO_REUSEPORT is off) or cannot be bound, or the db is locked; errors of
+  // Coordinator::Open (a read-only or non-directory --db). Nothing keeps
+  // running on error.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       const ServerOptions& options);
   ~CoordinatorServer();
@@ -53,6 +63,8 @@ class CoordinatorServer {
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<PairStorePool> store_pool_;
+  std::unique_ptr<CheckpointServiceImpl> checkpoint_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;
   int port_ = 0;

@@ -1123,9 +1123,8 @@ absl::StatusOr<CheckpointInfo> LatentStore::PutCheckpoint(
 }
 
 absl::StatusOr<CheckpointInfo> LatentStore::ReadCheckpoint(
-    absl::string_view job, absl::string_view name,
-    const std::function<absl::Status(const CheckpointInfo&, absl::string_view)>&
-        sink) {
+    absl::string_view job, absl::string_view name, uint64_t offset,
+    const CheckpointSink& sink) {
   LFT_RETURN_IF_ERROR(ValidateJobId(job));
   LFT_RETURN_IF_ERROR(ValidateCheckpointName(name));
   const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
@@ -1144,6 +1143,11 @@ absl::StatusOr<CheckpointInfo> LatentStore::ReadCheckpoint(
   }
   LFT_RETURN_IF_ERROR(FromRocks(s, "reading checkpoint manifest"));
   LFT_ASSIGN_OR_RETURN(Manifest m, ParseManifest(text));
+  if (offset > m.info.bytes) {
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", offset, " is past the end of checkpoint '",
+                     name, "' of job '", job, "' (", m.info.bytes, " bytes)"));
+  }
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   uint64_t total = 0;
@@ -1163,8 +1167,14 @@ absl::StatusOr<CheckpointInfo> LatentStore::ReadCheckpoint(
     status = FromRocks(s, "reading checkpoint chunk");
     if (!status.ok()) break;
     EVP_DigestUpdate(ctx, chunk.data(), chunk.size());
+    const uint64_t chunk_start = total;
     total += chunk.size();
-    status = sink(m.info, absl::string_view(chunk.data(), chunk.size()));
+    // Bytes before `offset` are hashed but not sent.
+    if (total > offset) {
+      const uint64_t skip = offset > chunk_start ? offset - chunk_start : 0;
+      status = sink(
+          m.info, absl::string_view(chunk.data() + skip, chunk.size() - skip));
+    }
   }
   const std::string digest = HexDigest(ctx);
   EVP_MD_CTX_free(ctx);

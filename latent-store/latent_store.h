@@ -117,10 +117,16 @@ class LatentStore : public PairStore {
   // of all the bytes: DataLoss on mismatch (the sink has then seen bad
   // bytes and must discard them). A sink error stops the read and is
   // returned. NotFound if the job or checkpoint does not exist.
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(absl::string_view job,
+                                                absl::string_view name,
+                                                const CheckpointSink& sink) {
+    return ReadCheckpoint(job, name, 0, sink);
+  }
+  // From `offset` on (PairStore::ReadCheckpoint); the digest still covers
+  // every byte.
   absl::StatusOr<CheckpointInfo> ReadCheckpoint(
-      absl::string_view job, absl::string_view name,
-      const std::function<absl::Status(const CheckpointInfo& info,
-                                       absl::string_view chunk)>& sink);
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) override;
 
   // Flushes memtables to SST/blob files (makes disable_wal writes durable).
   absl::Status Flush();

@@ -1,4 +1,5 @@
-// lft-store: serves lft.v1.LatentStoreService over a RocksDB directory.
+// lft-store: serves lft.v1.LatentStoreService and lft.v1.CheckpointService over
+// a RocksDB directory.
 //
 //   lft-store --listen 127.0.0.1:0 --db /data/store --insecure-loopback
 //   lft-store --listen 0.0.0.0:7071 --db /data/store --tls-cert store.pem
@@ -21,10 +22,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/db_directory.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"
 #include "common/base/prometheus_metrics.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/listen.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -72,6 +75,12 @@ const std::vector<lft::FlagSpec>& StoreFlags() {
 
 constexpr char kSynopsis[] = "lft-store --db DIR [--listen HOST:PORT] [flags]";
 
+// One line on stderr, then the exit code.
+int Fail(absl::string_view message, int code) {
+  std::fprintf(stderr, "lft-store: %s\n", std::string(message).c_str());
+  return code;
+}
+
 // A boolean flag: absent -> `def`, "--name" -> true, "--name=false" -> false
 // (SimpleAtob spellings); InvalidArgument for another value.
 absl::StatusOr<bool> GetBool(const lft::Flags& flags, const std::string& name,
@@ -87,10 +96,8 @@ absl::StatusOr<bool> GetBool(const lft::Flags& flags, const std::string& name,
 
 int Run(const lft::Flags& flags) {
   const std::string db_path = flags.Get("db");
-  if (db_path.empty()) {
-    lft::LogError("--db is required (the store's directory)");
-    return 2;
-  }
+  if (db_path.empty())
+    return Fail("--db DIR is required (the store's directory)", 2);
   absl::StatusOr<int64_t> max_mib_flag = flags.GetInt("max-message-mib", 64);
   absl::StatusOr<int64_t> metrics_port = flags.GetInt("metrics-port", -1);
   absl::StatusOr<bool> sync = GetBool(flags, "sync", true);
@@ -100,16 +107,14 @@ int Run(const lft::Flags& flags) {
   for (const absl::Status& s :
        {max_mib_flag.status(), metrics_port.status(), sync.status(),
         wal.status(), blob_files.status(), pairs_wal.status()}) {
-    if (!s.ok()) {
-      std::fprintf(stderr, "lft-store: %s\n", std::string(s.message()).c_str());
-      return 2;
-    }
+    if (!s.ok()) return Fail(s.message(), 2);
+  }
+  if (*max_mib_flag < 1 || *max_mib_flag > 1024) {
+    return Fail(absl::StrCat("--max-message-mib must be in 1..1024, not ",
+                             *max_mib_flag),
+                2);
   }
   const int max_mib = static_cast<int>(*max_mib_flag);
-  if (max_mib < 1 || max_mib > 1024) {
-    lft::LogError("--max-message-mib must be in 1..1024", {{"got", max_mib}});
-    return 2;
-  }
   const std::string listen = flags.Get("listen", "127.0.0.1:7071");
   lft::ServerSecurityOptions security;
   security.tls_cert_path = flags.Get("tls-cert");
@@ -117,11 +122,14 @@ int Run(const lft::Flags& flags) {
   security.tls_ca_path = flags.Get("tls-ca");
   security.token = lft::TokenFromFlagOrEnv(flags.Get("token"));
   security.insecure_loopback = flags.Has("insecure-loopback");
+  if (absl::Status s = lft::CheckDbDirectory(db_path, "--db"); !s.ok()) {
+    return Fail(s.message(), 2);
+  }
   auto credentials = lft::MakeServerCredentials(security, listen);
-  if (!credentials.ok()) {
-    std::fprintf(stderr, "lft-store: %s\n",
-                 std::string(credentials.status().message()).c_str());
-    return 2;
+  if (!credentials.ok()) return Fail(credentials.status().message(), 2);
+  // Refused before gRPC tries (and logs its own lines about it).
+  if (absl::Status s = lft::CheckCanListen(listen, "--listen"); !s.ok()) {
+    return Fail(s.message(), 1);
   }
   // Signals are taken by sigwait below; block them before threads start.
   sigset_t signals;
@@ -139,24 +147,26 @@ int Run(const lft::Flags& flags) {
   options.metrics = &metrics;
   auto store = lft::LatentStore::Open(db_path, options);
   if (!store.ok()) {
-    lft::LogError("cannot open store", {{"error", store.status().ToString()}});
-    return 1;
+    return Fail(absl::StrCat("cannot open the store --db ", db_path, ": ",
+                             store.status().message()),
+                1);
   }
 
   lft::StoreServiceOptions service_options;
   service_options.max_message_bytes = static_cast<uint64_t>(max_mib) << 20;
   service_options.auth_token = security.token;
   lft::StoreService service(store->get(), service_options);
+  lft::StoreCheckpointService checkpoint_service(store->get(), security.token);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, *credentials, &port);
+  lft::AddExclusiveListeningPort(&builder, listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(max_mib << 20);
   builder.SetMaxSendMessageSize(max_mib << 20);
   builder.RegisterService(&service);
+  builder.RegisterService(&checkpoint_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    lft::LogError("cannot listen", {{"address", listen}});
-    return 1;
+    return Fail(lft::ListenError(listen, "--listen").message(), 1);
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::unique_ptr<lft::MetricsHttpServer> http;
@@ -164,9 +174,10 @@ int Run(const lft::Flags& flags) {
     auto started = lft::MetricsHttpServer::Start(
         host, static_cast<int>(*metrics_port), &metrics);
     if (!started.ok()) {
-      lft::LogError("cannot serve /metrics",
-                    {{"error", started.status().ToString()}});
-      return 1;
+      server->Shutdown();
+      return Fail(absl::StrCat("cannot serve /metrics (--metrics-port): ",
+                               started.status().message()),
+                  1);
     }
     http = *std::move(started);
     std::printf("metrics on %s:%d\n", host.c_str(), http->port());

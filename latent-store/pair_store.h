@@ -12,6 +12,7 @@
 #define LFT_LATENT_STORE_PAIR_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +103,11 @@ struct CheckpointInfo {
   int64_t created_unix_ms = 0;
 };
 
+// Receives a checkpoint's bytes in order; `info` describes the whole blob.
+// An error stops the read and is returned by ReadCheckpoint.
+using CheckpointSink = std::function<absl::Status(const CheckpointInfo& info,
+                                                  absl::string_view chunk)>;
+
 class PairStore {
  public:
   virtual ~PairStore() = default;
@@ -167,6 +173,16 @@ class PairStore {
   // on mismatch). NotFound if the job or checkpoint does not exist.
   virtual absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
                                                     absl::string_view name) = 0;
+  // Streams the checkpoint's bytes from `offset` on to `sink`, in order and
+  // in pieces of at most a few MiB. The sha256 of the whole blob (the bytes
+  // before `offset` too) is checked where the blob is stored: DataLoss after
+  // the last piece on mismatch, and the sink has then seen bad bytes.
+  // OutOfRange if offset exceeds the blob's size (offset == size sends
+  // nothing and returns the info). NotFound if the job or checkpoint does
+  // not exist.
+  virtual absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) = 0;
   // Published checkpoints, oldest first (ties by name).
   virtual absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
       absl::string_view job) = 0;

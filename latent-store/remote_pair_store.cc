@@ -52,6 +52,20 @@ class RemotePairReader : public PairReader {
         continue;
       }
       for (auto& p : *response.mutable_pairs()) buffer_.push_back(std::move(p));
+      if (response.has_pair_part()) {
+        // A pair over half the message limit, in parts.
+        bool done = false;
+        LatentPairRecord whole;
+        absl::Status s =
+            assembler_.Add(std::move(*response.mutable_pair_part()),
+                           response.pair_continues(), &whole, &done);
+        if (!s.ok()) return absl::DataLossError(s.message());
+        if (done) {
+          lft::v1::LatentPair proto;
+          PairToProto(std::move(whole), &proto);
+          buffer_.push_back(std::move(proto));
+        }
+      }
     }
     absl::Status s = PairFromProto(std::move(buffer_.front()), pair);
     buffer_.pop_front();
@@ -63,6 +77,7 @@ class RemotePairReader : public PairReader {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<lft::v1::ScanPairsResponse>> stream_;
   std::deque<lft::v1::LatentPair> buffer_;
+  PairPartAssembler assembler_;
   bool finished_ = false;
   absl::Status status_;
 };
@@ -117,14 +132,6 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
                                        absl::Span<const LatentPairRecord> pairs,
                                        absl::Time deadline) {
   const uint64_t budget = options_.max_message_bytes - (64 << 10);
-  for (size_t i = 0; i < pairs.size(); ++i) {
-    if (PairWireBytes(pairs[i]) > budget) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pair ", i, " is ", PairWireBytes(pairs[i]),
-          " bytes on the wire, over the max message size ",
-          options_.max_message_bytes, "; split the sequence into chunks"));
-    }
-  }
   grpc::ClientContext context;
   AttachBearerToken(&context, options_.credentials.token);
   if (deadline != absl::InfiniteFuture()) {
@@ -138,6 +145,26 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
   bool ok = true;
   for (const LatentPairRecord& p : pairs) {
     const uint64_t b = PairWireBytes(p);
+    if (b > budget) {
+      // Over one message: the pending batch, then this pair in parts, each
+      // in a message of its own.
+      if (request.pairs_size() > 0 && !stream->Write(request)) {
+        ok = false;
+        break;
+      }
+      request.clear_pairs();
+      bytes = 0;
+      ok = SplitPairIntoParts(p, budget / 2,
+                              [&](lft::v1::LatentPair&& part, bool continues) {
+                                lft::v1::PutPairsRequest message;
+                                message.set_job_id(std::string(job));
+                                *message.mutable_pair_part() = std::move(part);
+                                message.set_pair_continues(continues);
+                                return stream->Write(message);
+                              });
+      if (!ok) break;
+      continue;
+    }
     if (request.pairs_size() > 0 && bytes + b > budget) {
       if (!stream->Write(request)) {
         ok = false;
@@ -206,6 +233,10 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   request.set_start_block(options.start_block);
   request.set_skip_pairs(options.skip_pairs);
   request.set_block_pairs(options.block_pairs);
+  // Our channel accepts this much: the server packs up to half of it per
+  // message and sends only larger pairs in parts.
+  request.set_max_message_bytes(static_cast<uint32_t>(
+      std::min<uint64_t>(options_.max_message_bytes, 0xFFFFFFFFull)));
   return std::unique_ptr<PairReader>(
       new RemotePairReader(stub_.get(), request, options_.credentials.token));
 }
@@ -262,14 +293,14 @@ absl::StatusOr<CheckpointInfo> RemotePairStore::PutCheckpoint(
 }
 
 absl::StatusOr<CheckpointInfo> RemotePairStore::ReadCheckpoint(
-    absl::string_view job, absl::string_view name,
-    const std::function<absl::Status(const CheckpointInfo& info,
-                                     absl::string_view chunk)>& sink) {
+    absl::string_view job, absl::string_view name, uint64_t offset,
+    const CheckpointSink& sink) {
   grpc::ClientContext context;
   SetDeadline(&context);
   lft::v1::GetCheckpointRequest request;
   request.set_job_id(std::string(job));
   request.set_name(std::string(name));
+  request.set_offset(offset);
   auto stream = stub_->GetCheckpoint(&context, request);
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(),
                                                               &EVP_MD_CTX_free);
@@ -303,6 +334,20 @@ absl::StatusOr<CheckpointInfo> RemotePairStore::ReadCheckpoint(
   EVP_DigestFinal_ex(sha.get(), digest, &len);
   const std::string hex = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), len));
+  if (first) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", name, "' of job '", job,
+        "': the store ended the stream without sending its header"));
+  }
+  if (offset > 0) {
+    if (received != info.bytes - std::min(offset, info.bytes)) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", name, "' of job '", job, "' arrived as ", received,
+          " bytes from offset ", offset, " but the store recorded ", info.bytes,
+          " bytes in all"));
+    }
+    return info;
+  }
   if (hex != info.sha256 || received != info.bytes) {
     return absl::DataLossError(absl::StrCat(
         "checkpoint '", name, "' of job '", job, "' arrived as ", received,

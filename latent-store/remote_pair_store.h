@@ -39,8 +39,9 @@ struct RemotePairStoreOptions {
   uint64_t max_message_bytes = 64ull << 20;
   // Deadline of unary calls and of each checkpoint transfer.
   absl::Duration rpc_timeout = absl::Minutes(5);
-  // Checkpoint upload chunk size.
-  uint64_t checkpoint_chunk_bytes = 4ull << 20;
+  // Checkpoint upload chunk size: 1 MiB keeps every message under gRPC's
+  // default 4 MiB limit.
+  uint64_t checkpoint_chunk_bytes = 1ull << 20;
 };
 
 // Thread-safe (a gRPC channel is).
@@ -54,9 +55,9 @@ class RemotePairStore : public PairStore {
 
   absl::Status CreateJob(absl::string_view job,
                          const JobConfig& config) override;
-  // Sends the pairs in messages under max_message_bytes on one stream;
-  // OK once the server acknowledged all of them. InvalidArgument, before
-  // anything is sent, for a pair larger than a message.
+  // Sends the pairs in messages under max_message_bytes on one stream (a
+  // pair larger than a message in parts, PutPairsRequest.pair_part); OK
+  // once the server acknowledged all of them.
   absl::Status PutPairs(absl::string_view job,
                         absl::Span<const LatentPairRecord> pairs,
                         absl::Time deadline) override;
@@ -81,10 +82,17 @@ class RemotePairStore : public PairStore {
   // seen bad bytes and must discard them). `info` carries the store's name,
   // size and sha256 (created_unix_ms is not sent). A sink error cancels the
   // call and is returned. NotFound for an unknown job or checkpoint.
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(absl::string_view job,
+                                                absl::string_view name,
+                                                const CheckpointSink& sink) {
+    return ReadCheckpoint(job, name, 0, sink);
+  }
+  // From `offset` on (a resumed download). With offset > 0 only the length
+  // of what arrives is checked here (the store checked the whole blob's
+  // sha256; the caller hashes its kept prefix plus these bytes).
   absl::StatusOr<CheckpointInfo> ReadCheckpoint(
-      absl::string_view job, absl::string_view name,
-      const std::function<absl::Status(const CheckpointInfo& info,
-                                       absl::string_view chunk)>& sink);
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) override;
   absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
       absl::string_view job) override;
   absl::Status DeleteCheckpoint(absl::string_view job,

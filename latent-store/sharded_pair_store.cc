@@ -216,6 +216,12 @@ absl::StatusOr<std::string> ShardedPairStore::GetCheckpoint(
   return stores_[0]->GetCheckpoint(job, name);
 }
 
+absl::StatusOr<CheckpointInfo> ShardedPairStore::ReadCheckpoint(
+    absl::string_view job, absl::string_view name, uint64_t offset,
+    const CheckpointSink& sink) {
+  return stores_[0]->ReadCheckpoint(job, name, offset, sink);
+}
+
 absl::StatusOr<std::vector<CheckpointInfo>> ShardedPairStore::ListCheckpoints(
     absl::string_view job) {
   return stores_[0]->ListCheckpoints(job);

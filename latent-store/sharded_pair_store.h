@@ -59,6 +59,9 @@ class ShardedPairStore : public PairStore {
       absl::string_view expected_sha256) override;
   absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
                                             absl::string_view name) override;
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) override;
   absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
       absl::string_view job) override;
   absl::Status DeleteCheckpoint(absl::string_view job,

@@ -1,5 +1,6 @@
 #include "latent-store/store_service.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -8,9 +9,13 @@
 #include "absl/time/clock.h"
 #include "common/base/status.h"
 #include "common/rpc/grpc_status.h"
+#include "latent-store/checkpoint_stream.h"
 
 namespace lft {
 namespace {
+
+// gRPC's default receive limit: what a client that names none accepts.
+constexpr uint64_t kDefaultClientMessageBytes = 4ull << 20;
 
 grpc::Status Err(const absl::Status& s, absl::string_view rpc) {
   return ToGrpcStatus(Annotate(s, rpc));
@@ -114,6 +119,125 @@ uint64_t PairWireBytes(const LatentPairRecord& pair) {
   return pair.x0.size() + pair.x1.size() + 5 * pair.token_ids.size() + 64;
 }
 
+bool SplitPairIntoParts(const LatentPairRecord& pair, uint64_t part_bytes,
+                        const std::function<bool(lft::v1::LatentPair&& part,
+                                                 bool continues)>& emit) {
+  part_bytes = std::max<uint64_t>(part_bytes, 4096);
+  size_t x0_done = 0, x1_done = 0, ids_done = 0;
+  bool first = true;
+  while (true) {
+    lft::v1::LatentPair part;
+    if (first) {
+      part.set_shard(pair.shard);
+      part.set_sequence(pair.sequence);
+      part.set_chunk(pair.chunk);
+      part.set_tokens(pair.tokens);
+      part.set_hidden(pair.hidden);
+      part.set_dtype(CodecToProto(pair.codec));
+      first = false;
+    }
+    uint64_t room = part_bytes;
+    const size_t x0_take = std::min<uint64_t>(room, pair.x0.size() - x0_done);
+    part.set_x0(pair.x0.data() + x0_done, x0_take);
+    x0_done += x0_take;
+    room -= x0_take;
+    const size_t x1_take = std::min<uint64_t>(room, pair.x1.size() - x1_done);
+    part.set_x1(pair.x1.data() + x1_done, x1_take);
+    x1_done += x1_take;
+    room -= x1_take;
+    // A varint token id takes at most 5 bytes.
+    const size_t ids_take =
+        std::min<uint64_t>(room / 5, pair.token_ids.size() - ids_done);
+    part.mutable_token_ids()->Add(pair.token_ids.begin() + ids_done,
+                                  pair.token_ids.begin() + ids_done + ids_take);
+    ids_done += ids_take;
+    const bool continues = x0_done < pair.x0.size() ||
+                           x1_done < pair.x1.size() ||
+                           ids_done < pair.token_ids.size();
+    if (!emit(std::move(part), continues)) return false;
+    if (!continues) return true;
+  }
+}
+
+absl::Status PairPartAssembler::Add(lft::v1::LatentPair&& part, bool continues,
+                                    LatentPairRecord* pair, bool* done) {
+  *done = false;
+  auto fail = [&](absl::string_view why) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("pair in parts (shard ", pending_.shard, ", sequence ",
+                     pending_.sequence, "): ", why));
+    in_progress_ = false;
+    pending_ = LatentPairRecord();
+    return s;
+  };
+  if (!in_progress_) {
+    pending_ = LatentPairRecord();
+    LFT_RETURN_IF_ERROR(PairFromProto(std::move(part), &pending_));
+    if (pending_.tokens == 0 || pending_.hidden == 0) {
+      return fail("the first part must set tokens and hidden");
+    }
+    payload_bytes_ =
+        EncodedBytes(pending_.codec, pending_.tokens, pending_.hidden);
+    in_progress_ = true;
+  } else {
+    pending_.x0.append(part.x0());
+    pending_.x1.append(part.x1());
+    pending_.token_ids.insert(pending_.token_ids.end(),
+                              part.token_ids().begin(), part.token_ids().end());
+  }
+  if (pending_.x0.size() > payload_bytes_ ||
+      pending_.x1.size() > payload_bytes_ ||
+      pending_.token_ids.size() > pending_.tokens) {
+    return fail(absl::StrCat("the parts exceed the shape [", pending_.tokens,
+                             ", ", pending_.hidden, "]"));
+  }
+  if (continues) return absl::OkStatus();
+  if (pending_.x0.size() != payload_bytes_ ||
+      pending_.x1.size() != payload_bytes_) {
+    return fail(absl::StrCat("the last part leaves x0 at ", pending_.x0.size(),
+                             " and x1 at ", pending_.x1.size(), " of ",
+                             payload_bytes_, " bytes"));
+  }
+  in_progress_ = false;
+  *pair = std::move(pending_);
+  pending_ = LatentPairRecord();
+  *done = true;
+  return absl::OkStatus();
+}
+
+grpc::Status StoreCheckpointService::List(
+    grpc::ServerContext* context,
+    const lft::v1::ListJobCheckpointsRequest* request,
+    lft::v1::ListCheckpointsResponse* response) {
+  absl::Status s = auth_.Check(context->client_metadata());
+  if (!s.ok()) return Err(s, "List");
+  auto list = store_->ListCheckpoints(request->job_id());
+  if (!list.ok()) return Err(list.status(), "List");
+  for (const CheckpointInfo& c : *list) {
+    auto* info = response->add_checkpoints();
+    info->set_name(c.name);
+    info->set_bytes(c.bytes);
+    info->set_sha256(c.sha256);
+    info->set_created_unix_ms(c.created_unix_ms);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status StoreCheckpointService::Pull(
+    grpc::ServerContext* context, const lft::v1::PullCheckpointRequest* request,
+    grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) {
+  absl::Status s = auth_.Check(context->client_metadata());
+  if (!s.ok()) return Err(s, "Pull");
+  auto name = ResolveCheckpointName(store_, request->job_id(), request->name());
+  if (!name.ok()) return Err(name.status(), "Pull");
+  return Err(
+      StreamCheckpoint(store_, request->job_id(), *name, request->offset(),
+                       [writer](const lft::v1::CheckpointChunk& c) {
+                         return writer->Write(c);
+                       }),
+      "Pull");
+}
+
 StoreService::StoreService(LatentStore* store,
                            const StoreServiceOptions& options)
     : store_(store), options_(options), auth_(options.auth_token) {}
@@ -146,6 +270,7 @@ grpc::Status StoreService::PutPairs(
   uint64_t pairs_written = 0;
   uint64_t bytes_written = 0;
   std::vector<LatentPairRecord> batch;
+  PairPartAssembler assembler;
   while (reader->Read(&request)) {
     if (job.empty()) {
       job = request.job_id();
@@ -162,7 +287,23 @@ grpc::Status StoreService::PutPairs(
           "PutPairs");
     }
     batch.clear();
-    batch.resize(static_cast<size_t>(request.pairs_size()));
+    if (request.has_pair_part() || assembler.in_progress()) {
+      if (request.pairs_size() > 0) {
+        return Err(absl::InvalidArgumentError(
+                       "a message with pair_part (or one that follows a part "
+                       "with pair_continues) must carry no pairs"),
+                   "PutPairs");
+      }
+      bool done = false;
+      batch.emplace_back();
+      absl::Status s =
+          assembler.Add(std::move(*request.mutable_pair_part()),
+                        request.pair_continues(), &batch.back(), &done);
+      if (!s.ok()) return Err(s, "PutPairs");
+      if (!done) continue;
+    }
+    const size_t whole = static_cast<size_t>(request.pairs_size());
+    if (whole > 0) batch.resize(whole);
     for (int i = 0; i < request.pairs_size(); ++i) {
       absl::Status s =
           PairFromProto(std::move(*request.mutable_pairs(i)), &batch[i]);
@@ -175,6 +316,12 @@ grpc::Status StoreService::PutPairs(
     if (!s.ok()) return Err(s, "PutPairs");
     pairs_written += batch.size();
     for (const auto& p : batch) bytes_written += p.x0.size() + p.x1.size();
+  }
+  if (assembler.in_progress()) {
+    return Err(absl::InvalidArgumentError(
+                   "the stream ended inside a pair sent in parts (the last "
+                   "part must have pair_continues false)"),
+               "PutPairs");
   }
   response->set_pairs_written(pairs_written);
   response->set_bytes_written(bytes_written);
@@ -202,9 +349,17 @@ grpc::Status StoreService::ScanPairs(
   if (request->block_pairs() != 0) options.block_pairs = request->block_pairs();
   auto reader = store_->Scan(request->job_id(), options);
   if (!reader.ok()) return Err(reader.status(), "ScanPairs");
-  // Half the max message size per response: the other half is headroom for
-  // framing and for a pair that lands just under the limit.
-  const uint64_t budget = options_.max_message_bytes / 2;
+  // The client's limit (gRPC's default 4 MiB if it names none), at most
+  // ours. Half of it per response: the other half is headroom for framing
+  // and for a pair that lands just under the limit. A pair over half the
+  // limit goes in parts.
+  const uint64_t limit = request->max_message_bytes() == 0
+                             ? std::min<uint64_t>(kDefaultClientMessageBytes,
+                                                  options_.max_message_bytes)
+                             : std::min<uint64_t>(request->max_message_bytes(),
+                                                  options_.max_message_bytes);
+  // A limit under 64 KiB is taken as 64 KiB: parts need room for framing.
+  const uint64_t budget = std::max<uint64_t>(limit, 64 << 10) / 2;
   lft::v1::ScanPairsResponse response;
   uint64_t bytes = 0;
   LatentPairRecord pair;
@@ -216,6 +371,26 @@ grpc::Status StoreService::ScanPairs(
     if (!more.ok()) return Err(more.status(), "ScanPairs");
     if (!*more) break;
     const uint64_t b = PairWireBytes(pair);
+    if (b > budget) {
+      if (response.pairs_size() > 0 && !writer->Write(response)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED,
+                            "client went away during ScanPairs");
+      }
+      response.Clear();
+      bytes = 0;
+      const bool sent = SplitPairIntoParts(
+          pair, budget - 4096, [&](lft::v1::LatentPair&& part, bool continues) {
+            lft::v1::ScanPairsResponse message;
+            *message.mutable_pair_part() = std::move(part);
+            message.set_pair_continues(continues);
+            return writer->Write(message);
+          });
+      if (!sent) {
+        return grpc::Status(grpc::StatusCode::CANCELLED,
+                            "client went away during ScanPairs");
+      }
+      continue;
+    }
     if (response.pairs_size() > 0 && bytes + b > budget) {
       // Write blocks while the client's flow-control window is full.
       if (!writer->Write(response)) {
@@ -285,34 +460,12 @@ grpc::Status StoreService::GetCheckpoint(
     grpc::ServerContext* context, const lft::v1::GetCheckpointRequest* request,
     grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) {
   if (grpc::Status a = Authorize(context, "GetCheckpoint"); !a.ok()) return a;
-  bool first = true;
-  auto info = store_->ReadCheckpoint(
-      request->job_id(), request->name(),
-      [&](const CheckpointInfo& meta, absl::string_view data) {
-        lft::v1::CheckpointChunk chunk;
-        if (first) {
-          chunk.set_job_id(request->job_id());
-          chunk.set_name(meta.name);
-          chunk.set_sha256(meta.sha256);
-          chunk.set_total_bytes(meta.bytes);
-          first = false;
-        }
-        chunk.set_data(std::string(data));
-        if (!writer->Write(chunk)) {
-          return absl::CancelledError("client went away during GetCheckpoint");
-        }
-        return absl::OkStatus();
-      });
-  if (!info.ok()) return Err(info.status(), "GetCheckpoint");
-  if (first) {  // empty blob: still send the header chunk
-    lft::v1::CheckpointChunk chunk;
-    chunk.set_job_id(request->job_id());
-    chunk.set_name(info->name);
-    chunk.set_sha256(info->sha256);
-    chunk.set_total_bytes(0);
-    writer->Write(chunk);
-  }
-  return grpc::Status::OK;
+  return Err(StreamCheckpoint(store_, request->job_id(), request->name(),
+                              request->offset(),
+                              [writer](const lft::v1::CheckpointChunk& c) {
+                                return writer->Write(c);
+                              }),
+             "GetCheckpoint");
 }
 
 grpc::Status StoreService::ListCheckpoints(

@@ -8,11 +8,13 @@
 #define LFT_LATENT_STORE_STORE_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/rpc/auth.h"
 #include "latent-store/latent_store.h"
+#include "lft/v1/checkpoint.grpc.pb.h"
 #include "lft/v1/store.grpc.pb.h"
 
 namespace lft {
@@ -28,6 +30,34 @@ absl::Status PairFromProto(lft::v1::LatentPair&& proto, LatentPairRecord* pair);
 void PairToProto(LatentPairRecord&& pair, lft::v1::LatentPair* proto);
 // Bytes a pair adds to a message (payloads + token ids + a little framing).
 uint64_t PairWireBytes(const LatentPairRecord& pair);
+
+// A pair larger than one message travels in parts (PutPairsRequest and
+// ScanPairsResponse .pair_part, store.proto): `emit(part, continues)` is
+// called once per part, each part with at most `part_bytes` of payload
+// (>= 4 KiB). The parts are copies: only pairs over a message take this path.
+// Returns false as soon as emit does.
+bool SplitPairIntoParts(const LatentPairRecord& pair, uint64_t part_bytes,
+                        const std::function<bool(lft::v1::LatentPair&& part,
+                                                 bool continues)>& emit);
+
+// Reassembles a pair from its parts. Not thread-safe.
+class PairPartAssembler {
+ public:
+  // True between a first part and the last one.
+  bool in_progress() const { return in_progress_; }
+  // Adds the next part; after the last one (continues == false) *done is
+  // true and *pair holds the whole pair. InvalidArgument (nothing kept) if
+  // the first part has no valid dtype or shape, or the parts grow past the
+  // pair's shape (tokens x hidden); on the last part, if a payload or the
+  // token ids are short.
+  absl::Status Add(lft::v1::LatentPair&& part, bool continues,
+                   LatentPairRecord* pair, bool* done);
+
+ private:
+  bool in_progress_ = false;
+  LatentPairRecord pending_;
+  uint64_t payload_bytes_ = 0;  // EncodedBytes of the pending pair's shape
+};
 absl::StatusOr<TensorCodec> CodecFromProto(lft::v1::TensorDtype dtype);
 lft::v1::TensorDtype CodecToProto(TensorCodec codec);
 
@@ -41,6 +71,29 @@ struct StoreServiceOptions {
   // on loopback without a token). UNAUTHENTICATED otherwise, saying how to
   // pass one.
   std::string auth_token;
+};
+
+// CheckpointService over the store's own blobs (lft-store serves it beside
+// LatentStoreService, so `lftctl pull --store` needs no coordinator).
+class StoreCheckpointService final
+    : public lft::v1::CheckpointService::Service {
+ public:
+  // `store` must outlive the service; calls need `auth_token` (if set).
+  StoreCheckpointService(LatentStore* store, const std::string& auth_token)
+      : store_(store), auth_(auth_token) {}
+  // NotFound for an unknown job.
+  grpc::Status List(grpc::ServerContext* context,
+                    const lft::v1::ListJobCheckpointsRequest* request,
+                    lft::v1::ListCheckpointsResponse* response) override;
+  // StreamCheckpoint (checkpoint_stream.h), "latest" resolved.
+  grpc::Status Pull(
+      grpc::ServerContext* context,
+      const lft::v1::PullCheckpointRequest* request,
+      grpc::ServerWriter<lft::v1::CheckpointChunk>* writer) override;
+
+ private:
+  LatentStore* const store_;
+  const BearerTokenChecker auth_;
 };
 
 class StoreService final : public lft::v1::LatentStoreService::Service {

@@ -1,17 +1,20 @@
 #include "lftctl/lftctl.h"
 
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,7 +33,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "latent-store/checkpoint_names.h"
-#include "latent-store/remote_pair_store.h"
+#include "lft/v1/checkpoint.grpc.pb.h"
 #include "lft/v1/job.grpc.pb.h"
 #include "lftctl/job_spec_yaml.h"
 
@@ -51,9 +54,11 @@ Commands:
   watch JOB             stream progress until the job ends (bars on a terminal)
   cancel JOB            cancel a job that has not finished
   pull JOB [NAME] [--out PATH] [--store HOST:PORT]
-                        download a checkpoint or report blob of JOB from the
-                        latent store (default: the newest checkpoint) to PATH
-                        (default ./NAME), verifying its sha256
+                        download a checkpoint or report blob of JOB (default:
+                        the newest checkpoint) to PATH (default ./NAME),
+                        verifying its sha256; through the coordinator, or
+                        from the store with --store; a pull that stopped
+                        half-way resumes from PATH.partial-<sha256 prefix>
   pull JOB --list [--store HOST:PORT]
                         list JOB's blobs: name, bytes, sha256, creation time
   analyze --teacher DIR --heldout FILE.jsonl.zst [...]
@@ -72,8 +77,9 @@ Global flags:
                         implied for loopback addresses without --tls-ca
   --timeout-s N         per-call deadline in seconds (default 10; pull:
                         the whole download, default 600)
-  --store HOST:PORT     latent store for pull (default: env LFT_STORE_ADDRESS,
-                        else 127.0.0.1:7071); --token, --tls-ca and
+  --store HOST:PORT     pull from this latent store's CheckpointService
+                        (default: env LFT_STORE_ADDRESS, else through the
+                        coordinator at --server); --token, --tls-ca and
                         --insecure apply to it as to the coordinator
 
 Exit codes:
@@ -459,105 +465,263 @@ std::string FormatUnixMs(int64_t ms) {
                           absl::UTCTimeZone());
 }
 
+// Adds the first `bytes` bytes of `path` to `sha`. The errno status if the
+// file cannot be read; DataLoss if it is shorter.
+absl::Status HashFilePrefix(const std::string& path, uint64_t bytes,
+                            EVP_MD_CTX* sha) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr)
+    return ErrnoToStatus(errno, absl::StrCat("reading ", path));
+  std::string buffer(1 << 20, '\0');
+  uint64_t left = bytes;
+  while (left > 0) {
+    const size_t want =
+        static_cast<size_t>(std::min<uint64_t>(left, buffer.size()));
+    const size_t got = std::fread(buffer.data(), 1, want, file);
+    if (got == 0) break;
+    EVP_DigestUpdate(sha, buffer.data(), got);
+    left -= got;
+  }
+  std::fclose(file);
+  if (left > 0) {
+    return absl::DataLossError(
+        absl::StrCat(path, " is shorter than ", bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+std::string HexDigest(EVP_MD_CTX* sha) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(sha, digest, &len);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), len));
+}
+
+struct PullTarget {
+  std::unique_ptr<lft::v1::CheckpointService::Stub> stub;
+  std::string token;
+  std::string where;  // "store HOST:PORT" or "coordinator HOST:PORT"
+  absl::Time deadline;
+
+  void Prepare(grpc::ClientContext* ctx) const {
+    AttachBearerToken(ctx, token);
+    ctx->set_deadline(absl::ToChronoTime(deadline));
+  }
+};
+
+// Appends blob `want` of `job` to `partial` from `offset` (its current
+// size) on, checking each chunk's place and the blob's identity.
+absl::Status DownloadFrom(const PullTarget& t, const std::string& job,
+                          const lft::v1::CheckpointInfo& want,
+                          const std::string& partial, uint64_t offset) {
+  std::FILE* file = std::fopen(partial.c_str(), offset > 0 ? "ab" : "wb");
+  if (file == nullptr) {
+    return ErrnoToStatus(errno, absl::StrCat("--out: cannot create ", partial));
+  }
+  lft::v1::PullCheckpointRequest req;
+  req.set_job_id(job);
+  req.set_name(want.name());
+  req.set_offset(offset);
+  grpc::ClientContext ctx;
+  t.Prepare(&ctx);
+  std::unique_ptr<grpc::ClientReader<lft::v1::CheckpointChunk>> reader(
+      t.stub->Pull(&ctx, req));
+  lft::v1::CheckpointChunk chunk;
+  absl::Status s;
+  bool first = true;
+  uint64_t position = offset;
+  while (s.ok() && reader->Read(&chunk)) {
+    if (first) {
+      first = false;
+      if (absl::AsciiStrToLower(chunk.sha256()) !=
+              absl::AsciiStrToLower(want.sha256()) ||
+          chunk.total_bytes() != want.bytes()) {
+        // The blob was replaced between the listing and the download.
+        s = absl::AbortedError(absl::StrCat(
+            "blob '", want.name(),
+            "' changed during the download (listed "
+            "sha256 ",
+            want.sha256(), ", now ", chunk.sha256(), "); pull again"));
+        break;
+      }
+    }
+    if (chunk.offset() != position) {
+      s = absl::DataLossError(
+          absl::StrCat("blob '", want.name(), "': a chunk for offset ",
+                       chunk.offset(), " arrived at offset ", position));
+      break;
+    }
+    if (std::fwrite(chunk.data().data(), 1, chunk.data().size(), file) !=
+        chunk.data().size()) {
+      s = ErrnoToStatus(errno, absl::StrCat("writing ", partial));
+      break;
+    }
+    position += chunk.data().size();
+  }
+  if (!s.ok()) ctx.TryCancel();
+  while (!s.ok() && reader->Read(&chunk)) {
+  }
+  const grpc::Status finish = reader->Finish();
+  if (s.ok()) s = Annotate(FromGrpcStatus(finish), t.where);
+  if (std::fflush(file) != 0 || fsync(fileno(file)) != 0) {
+    if (s.ok()) s = ErrnoToStatus(errno, absl::StrCat("writing ", partial));
+  }
+  std::fclose(file);
+  if (s.ok() && position != want.bytes()) {
+    s = absl::UnavailableError(absl::StrCat(t.where, ": the download of '",
+                                            want.name(), "' ended at byte ",
+                                            position, " of ", want.bytes()));
+  }
+  return s;
+}
+
+// Failures worth resuming from the bytes already kept.
+bool Resumable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsAborted(s) || absl::IsCancelled(s) ||
+         absl::IsResourceExhausted(s);
+}
+
+uint64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<uint64_t>(size);
+}
+
 int Pull(const Flags& f, std::ostream& out, std::ostream& err) {
   const std::vector<std::string>& pos = f.positional();
   if (pos.size() < 2 || pos.size() > 3 || (f.Has("list") && pos.size() != 2)) {
     return Usage("pull takes JOB [NAME], or JOB --list", err);
   }
   const std::string& job = pos[1];
+  // CheckpointService of the store named by --store or $LFT_STORE_ADDRESS,
+  // else of the coordinator (which relays from the job's store).
   std::string target = f.Get("store");
   if (target.empty()) {
     const char* env = std::getenv(kEnvStoreAddress);
-    target = env != nullptr && *env != '\0' ? env : kDefaultStoreAddress;
+    if (env != nullptr) target = env;
   }
+  const bool via_store = !target.empty();
+  if (!via_store) target = f.Get("server", kDefaultCoordinatorAddress);
   auto timeout = f.GetInt("timeout-s", 600);
   if (!timeout.ok() || *timeout <= 0)
     return Usage("--timeout-s must be a positive integer", err);
-  RemotePairStoreOptions o;
-  o.rpc_timeout = absl::Seconds(*timeout);
-  o.credentials.token = TokenFromFlagOrEnv(f.Get("token"));
-  o.credentials.tls_ca_path = f.Get("tls-ca");
-  o.credentials.insecure = f.Has("insecure");
-  auto store = RemotePairStore::Connect(target, o);
-  if (!store.ok()) return Usage(std::string(store.status().message()), err);
+  ClientSecurityOptions cs;
+  cs.tls_ca_path = f.Get("tls-ca");
+  cs.insecure = f.Has("insecure");
+  auto creds = MakeChannelCredentials(cs, target);
+  if (!creds.ok()) return Usage(std::string(creds.status().message()), err);
+  PullTarget t;
+  // Default channel arguments on purpose: every message of the protocol
+  // fits gRPC's default limits.
+  t.stub =
+      lft::v1::CheckpointService::NewStub(grpc::CreateChannel(target, *creds));
+  t.token = TokenFromFlagOrEnv(f.Get("token"));
+  t.where = absl::StrCat(via_store ? "store " : "coordinator ", target);
+  t.deadline = absl::Now() + absl::Seconds(*timeout);
 
-  auto list = (*store)->ListCheckpoints(job);
-  if (!list.ok()) {
-    return Report(Annotate(list.status(), absl::StrCat("store ", target)), err);
+  lft::v1::ListJobCheckpointsRequest list_req;
+  list_req.set_job_id(job);
+  lft::v1::ListCheckpointsResponse list;
+  {
+    grpc::ClientContext ctx;
+    t.Prepare(&ctx);
+    absl::Status s = FromGrpcStatus(t.stub->List(&ctx, list_req, &list));
+    if (!s.ok()) return Report(Annotate(s, t.where), err);
   }
   if (f.Has("list")) {
     out << absl::StrFormat("%-32s %12s %-64s %s\n", "NAME", "BYTES", "SHA256",
                            "CREATED");
-    for (const CheckpointInfo& c : *list) {
-      out << absl::StrFormat("%-32s %12d %-64s %s\n", c.name, c.bytes, c.sha256,
-                             FormatUnixMs(c.created_unix_ms));
+    for (const lft::v1::CheckpointInfo& c : list.checkpoints()) {
+      out << absl::StrFormat("%-32s %12d %-64s %s\n", c.name(), c.bytes(),
+                             c.sha256(), FormatUnixMs(c.created_unix_ms()));
     }
     return kExitOk;
   }
-  const CheckpointInfo* want = nullptr;
+  const lft::v1::CheckpointInfo* want = nullptr;
   if (pos.size() == 3) {
-    for (const CheckpointInfo& c : *list) {
-      if (c.name == pos[2]) want = &c;
+    for (const lft::v1::CheckpointInfo& c : list.checkpoints()) {
+      if (c.name() == pos[2]) want = &c;
     }
     if (want == nullptr) {
       return Report(
           absl::NotFoundError(absl::StrCat(
-              "job '", job, "' has no blob named '", pos[2], "' in store ",
-              target, " (lftctl pull ", job, " --list shows the names)")),
+              "job '", job, "' has no blob named '", pos[2], "' in ", t.where,
+              " (lftctl pull ", job, " --list shows the names)")),
           err);
     }
   } else {
-    for (const CheckpointInfo& c : *list) {  // oldest first
-      if (IsTrainingCheckpoint(c.name) &&
-          (want == nullptr || c.created_unix_ms >= want->created_unix_ms)) {
+    for (const lft::v1::CheckpointInfo& c :
+         list.checkpoints()) {  // oldest first
+      if (IsTrainingCheckpoint(c.name()) &&
+          (want == nullptr || c.created_unix_ms() >= want->created_unix_ms())) {
         want = &c;
       }
     }
     if (want == nullptr) {
       return Report(
           absl::NotFoundError(absl::StrCat(
-              "job '", job, "' has no checkpoint in store ", target, " yet")),
+              "job '", job, "' has no checkpoint in ", t.where, " yet")),
           err);
     }
   }
-  const std::string path = f.Get("out", want->name);
-  // Written next to the destination and renamed into place only once the
-  // digest matched, so PATH never holds a partial or corrupt blob.
-  const std::string partial = absl::StrCat(path, ".partial");
-  std::FILE* file = std::fopen(partial.c_str(), "wb");
-  if (file == nullptr) {
-    return Report(
-        ErrnoToStatus(errno, absl::StrCat("--out: cannot create ", partial)),
-        err);
+  const std::string path = f.Get("out", want->name());
+  // Bytes land next to the destination, in a file named after the blob's
+  // digest, and are renamed into place only once the digest matched: PATH
+  // never holds a partial or corrupt blob, and a pull that stopped half-way
+  // (network, Ctrl-C) resumes from the bytes it kept.
+  const std::string partial =
+      absl::StrCat(path, ".partial-", want->sha256().substr(0, 16));
+  const uint64_t kept = std::min<uint64_t>(FileSize(partial), want->bytes());
+  if (kept > 0) {
+    out << "resuming " << want->name() << " from byte " << kept << " of "
+        << want->bytes() << " (" << partial << ")\n";
   }
-  auto info = (*store)->ReadCheckpoint(
-      job, want->name,
-      [&](const CheckpointInfo&, absl::string_view chunk) -> absl::Status {
-        if (std::fwrite(chunk.data(), 1, chunk.size(), file) != chunk.size()) {
-          return ErrnoToStatus(errno, absl::StrCat("writing ", partial));
-        }
-        return absl::OkStatus();
-      });
-  absl::Status s = info.status();
-  if (std::fflush(file) != 0 || fsync(fileno(file)) != 0) {
-    if (s.ok()) s = ErrnoToStatus(errno, absl::StrCat("writing ", partial));
+  absl::Status s;
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t offset =
+        std::min<uint64_t>(FileSize(partial), want->bytes());
+    if (offset < FileSize(partial)) {
+      std::error_code ec;  // a longer file than the blob: cut to its size
+      std::filesystem::resize_file(partial, offset, ec);
+    }
+    s = DownloadFrom(t, job, *want, partial, offset);
+    if (s.ok() || !Resumable(s) || attempt >= 4 || absl::Now() >= t.deadline) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(250 << attempt));
   }
-  std::fclose(file);
-  if (s.ok() && info->sha256 != absl::AsciiStrToLower(want->sha256)) {
-    // The blob was replaced between the listing and the download.
-    s = absl::AbortedError(absl::StrCat(
-        "blob '", want->name, "' changed during the download (listed sha256 ",
-        want->sha256, ", downloaded ", info->sha256, "); pull again"));
+  if (s.ok()) {
+    // The digest covers every byte, the ones kept from an earlier run too.
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(
+        EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
+    s = HashFilePrefix(partial, want->bytes(), sha.get());
+    const std::string hex = s.ok() ? HexDigest(sha.get()) : "";
+    if (s.ok() && hex != absl::AsciiStrToLower(want->sha256())) {
+      s = absl::DataLossError(absl::StrCat(
+          "checkpoint '", want->name(), "' of job '", job, "' arrived as ",
+          want->bytes(), " bytes with sha256 ", hex, " but the store recorded ",
+          want->bytes(), " bytes with sha256 ", want->sha256(),
+          kept > 0 ? " (the kept partial file was bad)" : ""));
+    }
   }
   if (s.ok() && std::rename(partial.c_str(), path.c_str()) != 0) {
     s = ErrnoToStatus(errno, absl::StrCat("renaming ", partial, " to ", path));
   }
   if (!s.ok()) {
-    std::remove(partial.c_str());
+    if (Resumable(s) && FileSize(partial) > 0) {
+      // Kept for the next run.
+      s = Annotate(s, absl::StrCat(FileSize(partial), " of ", want->bytes(),
+                                   " bytes kept in ", partial,
+                                   "; run the same pull again to resume"));
+    } else {
+      std::remove(partial.c_str());
+    }
     return Report(s, err);
   }
-  out << path << "  " << info->bytes << " bytes  sha256 " << info->sha256
-      << "\n";
+  out << path << "  " << want->bytes() << " bytes  sha256 "
+      << absl::AsciiStrToLower(want->sha256()) << "\n";
   return kExitOk;
 }
 }  // namespace
@@ -576,7 +740,7 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
     return flags->Has("help") ? kExitOk : kExitUsage;
   }
   if (flags->positional()[0] == "pull") return Pull(*flags, out, err);
-  const std::string target = flags->Get("server", "127.0.0.1:7070");
+  const std::string target = flags->Get("server", kDefaultCoordinatorAddress);
   ClientSecurityOptions cs;
   cs.tls_ca_path = flags->Get("tls-ca");
   cs.insecure = flags->Has("insecure");

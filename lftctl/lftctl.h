@@ -1,6 +1,7 @@
 // lftctl, the user's client, as a library function so tests call it
 // in-process as well as through the binary. Commands: submit, get, list,
-// watch, cancel, and pull (from the latent store) (docs/api.md). Exit codes
+// watch, cancel, and pull (CheckpointService of the coordinator or of a
+// store) (docs/api.md). Exit codes
 // (kExit*) are part of the interface.
 #ifndef LFT_LFTCTL_LFTCTL_H_
 #define LFT_LFTCTL_LFTCTL_H_
@@ -31,9 +32,10 @@ inline constexpr int kExitInternal = 6;
 // (DATA_LOSS); nothing is left at the output path.
 inline constexpr int kExitDataLoss = 7;
 
-// Where `lftctl pull` looks for the store without --store: $LFT_STORE_ADDRESS,
-// else this (lft-store's default --listen).
-inline constexpr char kDefaultStoreAddress[] = "127.0.0.1:7071";
+// Where lftctl finds the coordinator without --server (lft-coordinator's
+// default --listen). `lftctl pull` asks its CheckpointService unless
+// --store or $LFT_STORE_ADDRESS names a store to pull from directly.
+inline constexpr char kDefaultCoordinatorAddress[] = "127.0.0.1:7070";
 
 // The exit code for a failed call with this status.
 int ExitCodeFor(const absl::Status& status);

@@ -24,6 +24,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev prometheus curl
   # tests/deploy_check.sh: Kubernetes manifests (python3 yaml) and the SLURM script
   python3-yaml shellcheck
+  # tests/integration/python_client_test.py: an independent Python client with
+  # stubs from Debian's grpc-tools (protoc 3.5.1: the protos must stay
+  # compatible with it)
+  python3-grpcio python3-grpc-tools python3-protobuf
 )
 
 missing=()

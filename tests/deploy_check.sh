@@ -195,12 +195,18 @@ def flags_in_parse_call(path):
     m = re.search(r"Flags::Parse\((.*?)\);", text, re.S)
     return set(re.findall(r'"([a-z][a-z0-9-]*)"', m.group(1))) if m else set()
 
+# A main file declares FlagSpecs ({"name", "VALUE", "help"}) or names its
+# flags in its Flags::Parse call.
+def accepted_flags(path):
+    text = read(path)
+    if "FlagSpec" not in text:
+        return flags_in_parse_call(path)
+    return set(re.findall(r'\{"([a-z][a-z0-9-]*)", "', text))
+
 accepted = {
-    "lft-coordinator": flags_in_parse_call(os.path.join(src, "coordinator", "coordinator_main.cc")),
-    "lft-worker": flags_in_parse_call(os.path.join(src, "worker", "worker_main.cc")),
-    # lft-store declares FlagSpecs: {"name", "VALUE", "help"}.
-    "lft-store": set(re.findall(r'\{"([a-z][a-z0-9-]*)", "',
-                                read(os.path.join(src, "latent-store", "main.cc")))),
+    "lft-coordinator": accepted_flags(os.path.join(src, "coordinator", "coordinator_main.cc")),
+    "lft-worker": accepted_flags(os.path.join(src, "worker", "worker_main.cc")),
+    "lft-store": accepted_flags(os.path.join(src, "latent-store", "main.cc")),
 }
 for binary, names in accepted.items():
     if len(names) < 5:

@@ -2,17 +2,24 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/env.h"
+#include "common/base/status.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 
@@ -20,6 +27,92 @@ namespace lft {
 namespace {
 
 constexpr char kBearerPrefix[] = "Bearer ";
+
+// OpenSSL's reason for the last failure, and the error queue cleared.
+std::string OpenSslReason() {
+  const unsigned long code = ERR_peek_last_error();
+  std::string reason =
+      code == 0 ? "no PEM block of that kind" : ERR_reason_error_string(code);
+  ERR_clear_error();
+  return reason;
+}
+
+using UniqueBio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+
+UniqueBio MemoryBio(const std::string& pem) {
+  return UniqueBio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                   &BIO_free);
+}
+
+// Certificates in `pem`, in order; InvalidArgument naming `what` and `path`
+// when there is none or one does not parse. gRPC would accept such a file
+// and fail only when the server starts, without saying which file.
+absl::StatusOr<std::vector<std::unique_ptr<X509, decltype(&X509_free)>>>
+ParseCertificates(const std::string& pem, absl::string_view what,
+                  const std::string& path) {
+  std::vector<std::unique_ptr<X509, decltype(&X509_free)>> certs;
+  UniqueBio bio = MemoryBio(pem);
+  while (true) {
+    X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+    if (cert == nullptr) break;
+    certs.emplace_back(cert, &X509_free);
+  }
+  const unsigned long last = ERR_peek_last_error();
+  // Reading stops with "no start line" at the end of the file: expected.
+  if (certs.empty() ||
+      (last != 0 && ERR_GET_REASON(last) != PEM_R_NO_START_LINE)) {
+    const std::string reason = OpenSslReason();
+    std::string hint;
+    if (certs.empty() && absl::StrContains(pem, "PRIVATE KEY")) {
+      hint = what == "--tls-cert"
+                 ? "; the file holds a private key: are --tls-cert and "
+                   "--tls-key swapped?"
+                 : "; the file holds a private key";
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " ", path, ": not a PEM certificate (", reason, hint, ")"));
+  }
+  ERR_clear_error();
+  return certs;
+}
+
+// Checks what gRPC would otherwise only find (and report vaguely) when the
+// server starts: the certificate chain and key parse and belong together,
+// and the CA file holds certificates.
+absl::Status CheckServerPem(const ServerSecurityOptions& options,
+                            const std::string& cert_pem,
+                            const std::string& key_pem,
+                            const std::string& ca_pem) {
+  LFT_ASSIGN_OR_RETURN(auto chain, ParseCertificates(cert_pem, "--tls-cert",
+                                                     options.tls_cert_path));
+  UniqueBio key_bio = MemoryBio(key_pem);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr),
+      &EVP_PKEY_free);
+  if (key == nullptr) {
+    const std::string reason = OpenSslReason();
+    const bool certificate = !absl::StrContains(key_pem, "PRIVATE KEY") &&
+                             absl::StrContains(key_pem, "CERTIFICATE");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls-key ", options.tls_key_path, ": not a PEM private key (", reason,
+        certificate ? "; the file holds a certificate: are --tls-cert and "
+                      "--tls-key swapped?"
+                    : "",
+        ")"));
+  }
+  if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls-key ", options.tls_key_path,
+                     " does not match the certificate in --tls-cert ",
+                     options.tls_cert_path));
+  }
+  if (!ca_pem.empty()) {
+    LFT_RETURN_IF_ERROR(
+        ParseCertificates(ca_pem, "--tls-ca", options.tls_ca_path).status());
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -146,13 +239,18 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   if (!cert.ok()) return cert.status();
   auto key = ReadPemFile(options.tls_key_path, "--tls-key");
   if (!key.ok()) return key.status();
-  pair.cert_chain = *cert;
-  pair.private_key = *key;
-  ssl.pem_key_cert_pairs.push_back(pair);
+  std::string ca_pem;
   if (!options.tls_ca_path.empty()) {
     auto ca = ReadPemFile(options.tls_ca_path, "--tls-ca");
     if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    ca_pem = *std::move(ca);
+  }
+  LFT_RETURN_IF_ERROR(CheckServerPem(options, *cert, *key, ca_pem));
+  pair.cert_chain = *cert;
+  pair.private_key = *key;
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!ca_pem.empty()) {
+    ssl.pem_root_certs = ca_pem;
     ssl.client_certificate_request =
         GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY;
   }

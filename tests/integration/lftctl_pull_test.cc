@@ -1,7 +1,9 @@
-// `lftctl pull` against a real lft-store process on 127.0.0.1 (with a
-// bearer token): listing, the newest checkpoint, a named blob, the exit codes
+// `lftctl pull` (CheckpointService) against a real lft-store process on
+// 127.0.0.1 (with a bearer token), directly and through a real
+// lft-coordinator: listing, the newest checkpoint, a named blob, a download
+// resumed from a kept partial file (and a bad one refused), the exit codes
 // and messages scripts see for unknown jobs and names, and, against a fake
-// store that declares a wrong sha256, that nothing is left at --out.
+// server that declares a wrong sha256, that nothing is left at --out.
 #include <signal.h>
 
 #include <cstdlib>
@@ -11,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/security/server_credentials.h"
@@ -19,6 +24,7 @@
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "latent-store/remote_pair_store.h"
+#include "lft/v1/checkpoint.grpc.pb.h"
 #include "lftctl/lftctl.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
@@ -107,6 +113,18 @@ class LftctlPullTest : public ::testing::Test {
   std::string step10_, step20_;
 };
 
+// True if no "PATH.partial*" file is left beside `path`.
+bool NoPartialFiles(const std::string& path) {
+  const fs::path p(path);
+  for (const auto& e : fs::directory_iterator(p.parent_path())) {
+    if (absl::StartsWith(e.path().filename().string(),
+                         p.filename().string() + ".partial")) {
+      return false;
+    }
+  }
+  return true;
+}
+
 TEST_F(LftctlPullTest, ListShowsNamesSizesDigestsAndTimes) {
   CtlResult r = Ctl({"pull", "j-1", "--list", "--token", kToken});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -125,7 +143,7 @@ TEST_F(LftctlPullTest, PullsNewestCheckpointAndNamedBlobsVerified) {
   // The newest checkpoint, not the report written after it.
   EXPECT_TRUE(ReadFile(out) == step20_);
   EXPECT_THAT(r.out, HasSubstr(absl::StrCat(out, "  200001 bytes  sha256 ")));
-  EXPECT_FALSE(fs::exists(out + ".partial"));
+  EXPECT_TRUE(NoPartialFiles(out));
 
   const std::string named = dir_.Sub("s10.bin");
   r = Ctl({"pull", "j-1", "step-10", "--out", named, "--token", kToken});
@@ -170,22 +188,128 @@ TEST_F(LftctlPullTest, StoreErrorsGetScriptableExitCodes) {
   r = Ctl({"pull", "j-1", "a", "b", "--token", kToken});
   EXPECT_EQ(r.code, kExitUsage);
   EXPECT_THAT(r.err, HasSubstr("pull takes JOB [NAME], or JOB --list"));
-  // Without --store and LFT_STORE_ADDRESS: lft-store's default address.
+  // Without --store and LFT_STORE_ADDRESS: the coordinator's default
+  // address.
   r = Ctl({"pull", "j-1", "--token", kToken, "--timeout-s", "3"},
           /*with_store=*/false);
   EXPECT_NE(r.code, kExitOk);
-  EXPECT_THAT(r.err, HasSubstr("store 127.0.0.1:7071"));
+  EXPECT_THAT(r.err, HasSubstr("coordinator 127.0.0.1:7070"));
   EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(LftctlPullTest, ResumesFromTheBytesAKeptPartialFileHolds) {
+  auto list = client_->ListCheckpoints("j-1");
+  ASSERT_TRUE(list.ok()) << list.status();
+  std::string sha10;
+  for (const CheckpointInfo& c : *list) {
+    if (c.name == "step-10") sha10 = c.sha256;
+  }
+  ASSERT_EQ(sha10.size(), 64u);
+  const std::string out = dir_.Sub("resumed.bin");
+  const std::string partial =
+      absl::StrCat(out, ".partial-", sha10.substr(0, 16));
+  std::ofstream(partial, std::ios::binary) << step10_.substr(0, 100000);
+  CtlResult r =
+      Ctl({"pull", "j-1", "step-10", "--out", out, "--token", kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("resuming step-10 from byte 100000 of 300000"));
+  EXPECT_TRUE(ReadFile(out) == step10_);
+  EXPECT_TRUE(NoPartialFiles(out));
+
+  // A kept file whose bytes are not the blob's: refused, removed, and the
+  // next pull starts over.
+  const std::string bad = dir_.Sub("bad.bin");
+  const std::string bad_partial =
+      absl::StrCat(bad, ".partial-", sha10.substr(0, 16));
+  std::ofstream(bad_partial, std::ios::binary) << std::string(1000, 'x');
+  r = Ctl({"pull", "j-1", "step-10", "--out", bad, "--token", kToken});
+  EXPECT_EQ(r.code, kExitDataLoss) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("(the kept partial file was bad)"));
+  EXPECT_FALSE(fs::exists(bad));
+  EXPECT_TRUE(NoPartialFiles(bad));
+  r = Ctl({"pull", "j-1", "step-10", "--out", bad, "--token", kToken});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadFile(bad) == step10_);
+}
+
+// Through lft-coordinator's CheckpointService, which relays from the store
+// named by --store-address.
+TEST_F(LftctlPullTest, PullsThroughTheCoordinator) {
+  // A job the coordinator knows: its first job is "j-1", whose blobs the
+  // store holds (SetUp). It stays PENDING: no workers.
+  ASSERT_EQ(
+      std::system(absl::StrCat("printf '{\"text\": \"a\"}\\n' | zstd -q -o ",
+                               dir_.Sub("c.jsonl.zst"))
+                      .c_str()),
+      0);
+  std::filesystem::create_directories(dir_.Sub("teacher"));
+  std::ofstream(dir_.Sub("teacher/config.json"))
+      << R"({"num_hidden_layers": 24, "max_position_embeddings": 2048})";
+  std::ofstream(dir_.Sub("spec.json")) << absl::StrCat(
+      R"({"name": "pull", "teacher": {"path": ")", dir_.Sub("teacher"),
+      R"("}, "corpus": {"jsonlZstPaths": [")", dir_.Sub("c.jsonl.zst"),
+      R"("]}, "block": {"firstLayer": 6, "endLayer": 12}})");
+  auto start = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {
+        LFT_COORDINATOR_BIN, "--db",
+        dir_.Sub(name),      "--listen",
+        "127.0.0.1:0",       "--insecure-loopback",
+        "--port-file",       dir_.Sub(name + ".port")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = std::make_unique<ChildProcess>(argv, dir_.Sub(name + ".out"),
+                                            dir_.Sub(name + ".err"));
+    int port = 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline && p->running() && port == 0) {
+      std::vector<std::string> parts =
+          absl::StrSplit(ReadFile(dir_.Sub(name + ".port")), ' ');
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &port)) {
+        port = 0;
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+    }
+    EXPECT_GT(port, 0) << p->err();
+    return std::make_pair(std::move(p), absl::StrCat("127.0.0.1:", port));
+  };
+  auto [coordinator, address] =
+      start("coordinator",
+            {"--store-address", store_->address(), "--store-token", kToken});
+  CtlResult r = Ctl({"--server", address, "submit", dir_.Sub("spec.json")},
+                    /*with_store=*/false);
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.out, "j-1\n");
+
+  r = Ctl({"--server", address, "pull", "j-1", "--list"}, false);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("step-10 +300000 [0-9a-f]{64}"));
+  const std::string out = dir_.Sub("via-coordinator.bin");
+  r = Ctl({"--server", address, "pull", "j-1", "--out", out}, false);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(ReadFile(out) == step20_);  // the newest checkpoint
+
+  r = Ctl({"--server", address, "pull", "j-9", "--list"}, false);
+  EXPECT_EQ(r.code, kExitNotFound);
+  EXPECT_THAT(r.err, HasSubstr("not found: coordinator 127.0.0.1:"));
+  EXPECT_THAT(r.err, HasSubstr("no job has id \"j-9\""));
+
+  // Without --store-address the coordinator cannot read checkpoints.
+  auto [bare, bare_address] = start("bare", {});
+  r = Ctl({"--server", bare_address, "submit", dir_.Sub("spec.json")}, false);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Ctl({"--server", bare_address, "pull", "j-1", "--list"}, false);
+  EXPECT_EQ(r.code, kExitFailedPrecondition);
+  EXPECT_THAT(r.err, HasSubstr("runs without --store-address"));
 }
 
 // Serves one blob "abc" whose declared sha256 (in the listing and the first
 // chunk) is `declared`.
-class FakeStore : public lft::v1::LatentStoreService::Service {
+class FakeCheckpoints : public lft::v1::CheckpointService::Service {
  public:
-  explicit FakeStore(std::string declared) : declared_(std::move(declared)) {}
-  grpc::Status ListCheckpoints(grpc::ServerContext*,
-                               const lft::v1::ListCheckpointsRequest*,
-                               lft::v1::ListCheckpointsResponse* r) override {
+  explicit FakeCheckpoints(std::string declared)
+      : declared_(std::move(declared)) {}
+  grpc::Status List(grpc::ServerContext*,
+                    const lft::v1::ListJobCheckpointsRequest*,
+                    lft::v1::ListCheckpointsResponse* r) override {
     auto* c = r->add_checkpoints();
     c->set_name("step-1");
     c->set_bytes(3);
@@ -193,9 +317,8 @@ class FakeStore : public lft::v1::LatentStoreService::Service {
     c->set_created_unix_ms(1);
     return grpc::Status::OK;
   }
-  grpc::Status GetCheckpoint(
-      grpc::ServerContext*, const lft::v1::GetCheckpointRequest*,
-      grpc::ServerWriter<lft::v1::CheckpointChunk>* w) override {
+  grpc::Status Pull(grpc::ServerContext*, const lft::v1::PullCheckpointRequest*,
+                    grpc::ServerWriter<lft::v1::CheckpointChunk>* w) override {
     lft::v1::CheckpointChunk chunk;
     chunk.set_name("step-1");
     chunk.set_sha256(declared_);
@@ -203,6 +326,7 @@ class FakeStore : public lft::v1::LatentStoreService::Service {
     chunk.set_data("ab");
     w->Write(chunk);
     chunk.Clear();
+    chunk.set_offset(2);
     chunk.set_data("c");
     w->Write(chunk);
     return grpc::Status::OK;
@@ -216,7 +340,7 @@ TEST(LftctlPullDigestTest, MismatchRemovesPartialFileAndKeepsOldOne) {
   TempDir dir;
   for (const std::string& declared :
        {std::string(64, '0'), std::string(kShaAbc)}) {
-    FakeStore fake(declared);
+    FakeCheckpoints fake(declared);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -244,7 +368,7 @@ TEST(LftctlPullDigestTest, MismatchRemovesPartialFileAndKeepsOldOne) {
       EXPECT_EQ(ReadFile(out), "old");  // not replaced
       EXPECT_THAT(o.str(), Not(HasSubstr("bytes  sha256")));
     }
-    EXPECT_FALSE(fs::exists(out + ".partial"));
+    EXPECT_TRUE(NoPartialFiles(out));
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::seconds(1));
   }

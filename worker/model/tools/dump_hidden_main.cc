@@ -9,21 +9,51 @@
 // (i = 0..L, HF's list; F32) and "logits" (F32 [B, T, V]).
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "common/base/flags.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 
+namespace {
+
+constexpr char kSynopsis[] =
+    "lft-dump-hidden MODEL_DIR IDS.safetensors OUT.safetensors [f32|bf16] "
+    "[cpu|cuda]";
+
+const std::vector<lft::FlagSpec>& DumpHiddenFlags() {
+  static const std::vector<lft::FlagSpec>* flags =
+      new std::vector<lft::FlagSpec>{
+          {"help", "",
+           "print this text and exit (arguments: the teacher directory, "
+           "input_ids I64 [B, T], the output file, compute dtype (default "
+           "f32), device (default cpu))"},
+      };
+  return *flags;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr,
-                 "usage: %s MODEL_DIR IDS.safetensors OUT.safetensors "
-                 "[f32|bf16] [cpu|cuda]\n",
-                 argv[0]);
+  auto flags = lft::Flags::Parse(
+      std::vector<std::string>(argv + 1, argv + argc), DumpHiddenFlags());
+  const std::string usage = lft::Flags::Usage(kSynopsis, DumpHiddenFlags());
+  if (flags.ok() && flags->Has("help")) {
+    std::fputs(usage.c_str(), stdout);
+    return 0;
+  }
+  if (!flags.ok() || flags->positional().size() < 3 ||
+      flags->positional().size() > 5) {
+    std::fprintf(stderr, "lft-dump-hidden: %s\n\n%s",
+                 flags.ok() ? "needs 3 to 5 arguments"
+                            : std::string(flags.status().message()).c_str(),
+                 usage.c_str());
     return 2;
   }
+  const std::vector<std::string>& args = flags->positional();
   lft::NeoXLoadOptions lo;
-  const std::string dtype = argc > 4 ? argv[4] : "f32";
-  const std::string device = argc > 5 ? argv[5] : "cpu";
+  const std::string dtype = args.size() > 3 ? args[3] : "f32";
+  const std::string device = args.size() > 4 ? args[4] : "cpu";
   if (dtype == "bf16") {
     lo.dtype = torch::kBFloat16;
   } else if (dtype != "f32") {
@@ -36,14 +66,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "device must be cpu or cuda\n");
     return 2;
   }
-  auto model = lft::GptNeoX::Load(argv[1], lo);
+  auto model = lft::GptNeoX::Load(args[0], lo);
   if (!model.ok()) {
     std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
     return 1;
   }
-  auto ids = lft::LoadTensors(argv[2]);
+  auto ids = lft::LoadTensors(args[1]);
   if (!ids.ok() || !ids->count("input_ids")) {
-    std::fprintf(stderr, "%s: needs an input_ids tensor\n", argv[2]);
+    std::fprintf(stderr, "%s: needs an input_ids tensor\n", args[1].c_str());
     return 1;
   }
   auto out = (*model)->Forward(ids->at("input_ids"));
@@ -58,12 +88,12 @@ int main(int argc, char** argv) {
   }
   dump["logits"] = out->logits;
   dump["input_ids"] = ids->at("input_ids");
-  auto s = lft::SaveTensors(dump, argv[3]);
+  auto s = lft::SaveTensors(dump, args[2]);
   if (!s.ok()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("wrote %s (%zu hidden states)\n", argv[3],
+  std::printf("wrote %s (%zu hidden states)\n", args[2].c_str(),
               out->hidden_states.size());
   return 0;
 }

@@ -27,8 +27,17 @@ constexpr char kUsage[] = R"(usage: lft-coordinator --db DIR [flags]
   --heartbeat-interval-ms N workers heartbeat this often (default 2000)
   --lease-ms N              lease length and worker timeout (default 10000)
   --max-task-attempts N     tries per task before the job fails (default 4)
-  --store-address ADDR      latent store address handed to workers
+  --store-address ADDR      latent store address handed to workers; the
+                            coordinator registers, retains and deletes each
+                            job's data there (with --token, --store-tls-ca)
+  --store-tls-ca PEM        CA of the store's certificate (default: plaintext
+                            to a loopback store, system roots otherwise)
+  --pair-retention-s N      delete a job's pairs N s after it ended; checkpoints
+                            and reports stay until lftctl delete (default
+                            86400; 0 keeps pairs until lftctl delete)
   --port-file PATH          write the bound gRPC port (and metrics port) here
+  --skip-input-checks       do not check the teacher, corpus and held-out files
+                            at submit (only where this host cannot see them)
 )";
 
 int Fail(const absl::Status& s, int code) {
@@ -46,8 +55,9 @@ int main(int argc, char** argv) {
       args,
       {"listen", "db", "tls-cert", "tls-key", "tls-ca", "token", "metrics-port",
        "metrics-host", "heartbeat-interval-ms", "lease-ms", "max-task-attempts",
-       "store-address", "port-file", "tick-ms"},
-      {"insecure-loopback", "help"});
+       "store-address", "port-file", "tick-ms", "store-tls-ca",
+       "pair-retention-s"},
+      {"insecure-loopback", "skip-input-checks", "help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "lft-coordinator: %s\n%s",
                  std::string(flags.status().message()).c_str(), kUsage);
@@ -67,6 +77,13 @@ int main(int argc, char** argv) {
   o.security.insecure_loopback = flags->Has("insecure-loopback");
   o.metrics_host = flags->Get("metrics-host", o.metrics_host);
   o.coordinator.store_address = flags->Get("store-address");
+  o.coordinator.check_inputs_at_submit = !flags->Has("skip-input-checks");
+  o.store_credentials.token = o.security.token;
+  o.store_credentials.tls_ca_path = flags->Get("store-tls-ca");
+  auto retention =
+      flags->GetInt("pair-retention-s", o.coordinator.pair_retention_ms / 1000);
+  if (!retention.ok()) return Fail(retention.status(), 2);
+  o.coordinator.pair_retention_ms = *retention * 1000;
   for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
            {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
            {"lease-ms", &o.coordinator.lease_duration_ms},

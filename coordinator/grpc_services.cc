@@ -95,6 +95,16 @@ grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* context,
   });
 }
 
+grpc::Status JobServiceImpl::Delete(grpc::ServerContext* context,
+                                    const lft::v1::DeleteJobRequest* request,
+                                    lft::v1::DeleteJobResponse* response) {
+  return guard_->Run("Delete", context, [&]() -> absl::Status {
+    LFT_ASSIGN_OR_RETURN(*response->mutable_job(),
+                         core_->Delete(request->job_id(), request->force()));
+    return absl::OkStatus();
+  });
+}
+
 grpc::Status WorkerServiceImpl::Register(
     grpc::ServerContext* context, const lft::v1::RegisterRequest* request,
     lft::v1::RegisterResponse* response) {

@@ -11,6 +11,7 @@
 #include "common/rpc/auth.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc_services.h"
+#include "latent-store/remote_pair_store.h"
 
 namespace lft {
 
@@ -21,7 +22,10 @@ struct ServerOptions {
   // -1 disables /metrics; 0 picks a free port.
   int metrics_port = -1;
   std::string metrics_host = "0.0.0.0";
+  // coordinator.latent_store is set by Start: a client of
+  // coordinator.store_address (when set) with these credentials.
   CoordinatorOptions coordinator;
+  StoreClientCredentials store_credentials;
   // Period of the lease reaper and planner.
   int64_t tick_ms = 200;
 };
@@ -50,6 +54,7 @@ class CoordinatorServer {
   MetricsRegistry registry_;
   std::unique_ptr<BearerTokenChecker> auth_;
   std::unique_ptr<RpcGuard> guard_;
+  std::unique_ptr<PairStore> latent_store_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;

@@ -70,7 +70,8 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
         R"(}, "block": {"firstLayer": 1, "endLayer": 3}, "sequenceLength": )",
         kSeqLen, R"(, "storageDtype": "STORAGE_DTYPE_BF16",)",
         R"( "training": {"maxSteps": 10, "checkpointEverySteps": 5},)",
-        R"( "evaluation": {"maxSequences": 4}})");
+        R"( "evaluation": {"maxSequences": 4, "heldoutPaths": [")", corpus_,
+        R"("]}})");
   }
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store,

@@ -14,6 +14,8 @@
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/base/teacher_config.h"
+#include "common/tensor/tensor_codec.h"
+#include "coordinator/job_inputs.h"
 
 namespace lft {
 namespace {
@@ -72,21 +74,29 @@ std::string Describe(const TaskRecord& t) {
   return absl::StrCat("task ", task.task_id(), " (evaluation)");
 }
 
+// `rate`: units per second over the recent window (Coordinator::RecentRate);
+// 0 leaves rate and ETA unset rather than guessing from the first seconds.
 lft::v1::PhaseProgress MakeProgress(JobState phase, const std::string& unit,
                                     uint64_t done, uint64_t total,
-                                    int64_t started_ms, int64_t now_ms) {
+                                    double rate) {
   lft::v1::PhaseProgress p;
   p.set_phase(phase);
   p.set_unit(unit);
   p.set_units_done(done);
   p.set_units_total(total);
-  const double seconds = (now_ms - started_ms) / 1000.0;
-  if (started_ms > 0 && seconds > 0 && done > 0) {
-    const double rate = done / seconds;
+  if (rate > 0) {
     p.set_units_per_second(rate);
     if (total > done) p.set_eta_seconds((total - done) / rate);
   }
   return p;
+}
+
+// How far back RecentRate looks.
+constexpr int64_t kRateWindowMs = 60 * 1000;
+
+lft::v1::StorageDtype DefaultedDtype(lft::v1::StorageDtype d) {
+  return d == lft::v1::STORAGE_DTYPE_UNSPECIFIED ? lft::v1::STORAGE_DTYPE_BF16
+                                                 : d;
 }
 
 }  // namespace
@@ -423,6 +433,19 @@ void Coordinator::SetJobState(Transition* tx, JobRecord* job, JobState state,
   if (state == lft::v1::JOB_STATE_EVALUATING)
     job->set_evaluating_started_unix_ms(now);
   FillProgress(*tx, *job, job->mutable_job());
+  if (IsTerminal(state)) {
+    job->set_ended_unix_ms(now);
+    // A finished job has no rate and nothing left to wait for.
+    for (auto& p : *job->mutable_job()->mutable_progress()) {
+      p.clear_units_per_second();
+      p.clear_eta_seconds();
+    }
+    const std::string id = job->job().id();
+    tx->AfterCommit([this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      rates_.erase(rates_.lower_bound(id + "/"),
+                   rates_.lower_bound(id + "0"));  // '0' follows '/'
+    });
+  }
   AppendEvent(tx, job, message, /*with_progress=*/true);
 }
 
@@ -464,9 +487,28 @@ absl::StatusOr<Job> Coordinator::Submit(
     const lft::v1::SubmitJobRequest& request) {
   lft::v1::JobSpec spec = request.spec();
   ApplyJobSpecDefaults(&spec);
-  LFT_ASSIGN_OR_RETURN(std::optional<TeacherShape> shape,
-                       ReadTeacherShape(spec.teacher().path()));
-  LFT_RETURN_IF_ERROR(SpecProblemsToStatus(ValidateJobSpec(spec, shape)));
+  std::vector<SpecProblem> problems;
+  std::optional<TeacherShape> shape;
+  if (options_.check_inputs_at_submit &&
+      spec.kind() == lft::v1::JOB_KIND_COMPRESS) {
+    // The file checks run on a copy: problems keep the user's list indexes,
+    // the stored spec gets the expanded globs. Off the lock: they read files.
+    lft::v1::JobSpec checked = spec;
+    JobInputs inputs = CheckJobInputs(&checked);
+    if (inputs.teacher.has_value()) {
+      shape = TeacherShape{
+          static_cast<int>(inputs.teacher->num_hidden_layers),
+          static_cast<int>(inputs.teacher->max_position_embeddings)};
+    }
+    problems = ValidateJobSpec(spec, shape);
+    problems.insert(problems.end(), inputs.problems.begin(),
+                    inputs.problems.end());
+    spec = std::move(checked);
+  } else {
+    LFT_ASSIGN_OR_RETURN(shape, ReadTeacherShape(spec.teacher().path()));
+    problems = ValidateJobSpec(spec, shape);
+  }
+  LFT_RETURN_IF_ERROR(SpecProblemsToStatus(problems));
   if (spec.kind() != lft::v1::JOB_KIND_COMPRESS) {
     return absl::UnimplementedError(
         absl::StrCat("kind: ", lft::v1::JobKind_Name(spec.kind()),
@@ -576,6 +618,59 @@ absl::StatusOr<Job> Coordinator::Cancel(const std::string& job_id) {
   const Job cancelled = job->job();
   LFT_RETURN_IF_ERROR(tx.Commit());
   return cancelled;
+}
+
+absl::StatusOr<Job> Coordinator::Delete(const std::string& job_id, bool force) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "no job has id \"", job_id, "\" (lftctl list shows the jobs)"));
+    }
+    if (options_.latent_store == nullptr) {
+      return absl::FailedPreconditionError(
+          "this coordinator runs without a latent store (--store-address); "
+          "delete the job's data in the store it used");
+    }
+    if (!IsTerminal(it->second.job().state())) {
+      if (!force) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("job ", job_id, " is still running (",
+                         ShortJobState(it->second.job().state()),
+                         "); cancel it first or delete with --force"));
+      }
+      Transition tx(this);
+      JobRecord* job = tx.Job(job_id);
+      CloseOpenTasks(&tx, job_id);
+      SetJobState(&tx, job, lft::v1::JOB_STATE_CANCELLED,
+                  absl::StrCat("job ", job_id, " cancelled to delete it"));
+      LFT_RETURN_IF_ERROR(tx.Commit());
+    }
+  }
+  // The store call runs without the lock: it compacts, which takes a while.
+  absl::Status deleted = options_.latent_store->DeleteJob(job_id);
+  if (!deleted.ok() && !absl::IsNotFound(deleted)) {
+    return Annotate(deleted, absl::StrCat("deleting job ", job_id,
+                                          "'s data from the latent store"));
+  }
+  absl::MutexLock lock(&mu_);
+  Transition tx(this);
+  JobRecord* job = tx.Job(job_id);
+  const int64_t now = clock_->NowUnixMs();
+  if (job->job().data_deleted_unix_ms() == 0) {
+    job->mutable_job()->set_data_deleted_unix_ms(now);
+    if (job->job().pairs_deleted_unix_ms() == 0) {
+      job->mutable_job()->set_pairs_deleted_unix_ms(now);
+    }
+    AppendEvent(&tx, job,
+                absl::StrCat("job ", job_id,
+                             "'s pairs, checkpoints and reports deleted"),
+                false);
+  }
+  const Job out = job->job();
+  LFT_RETURN_IF_ERROR(tx.Commit());
+  return out;
 }
 
 absl::StatusOr<std::vector<JobEvent>> Coordinator::WaitForEvents(
@@ -757,6 +852,10 @@ absl::StatusOr<lft::v1::ReportProgressResponse> Coordinator::ReportProgress(
   t->set_documents_done(request.documents_done());
   t->set_sequences_done(request.sequences_done());
   t->set_loss(request.loss());
+  t->set_stage(request.stage());
+  t->set_stage_units_done(request.stage_units_done());
+  t->set_stage_units_total(request.stage_units_total());
+  t->set_stage_unit(request.stage_unit());
   if (!request.checkpoint().empty()) t->set_checkpoint(request.checkpoint());
   JobRecord* job = tx.Job(t->task().job_id());
   if (t->task().has_training() && t->task().training().rank() == 0) {
@@ -998,11 +1097,32 @@ void Coordinator::ReformTrainerGroup(Transition* tx, JobRecord* job,
               false);
 }
 
+double Coordinator::RecentRate(const std::string& series, int64_t now,
+                               uint64_t done) {
+  std::deque<std::pair<int64_t, uint64_t>>& w = rates_[series];
+  // A requeued task starts its count again: so does the window.
+  if (!w.empty() && done < w.back().second) w.clear();
+  if (w.empty() || done != w.back().second || now - w.back().first >= 1000) {
+    w.emplace_back(now, done);
+  }
+  // The window starts at the first progress (a phase's start-up, before any
+  // unit is done, is not its rate) and reaches back about a minute.
+  while (w.size() > 2 &&
+         (now - w.front().first > kRateWindowMs || w.front().second == 0)) {
+    w.pop_front();
+  }
+  if (w.size() < 2) return 0;
+  const double seconds = (w.back().first - w.front().first) / 1000.0;
+  if (seconds < 1.0 || w.back().second <= w.front().second) return 0;
+  return (w.back().second - w.front().second) / seconds;
+}
+
 void Coordinator::FillProgress(const Transition& tx, const JobRecord& job,
                                Job* out) {
   const int64_t now = clock_->NowUnixMs();
   uint64_t tokens = 0, docs = 0, steps = 0, train_tokens = 0, sequences = 0;
   bool any_eval = false, any_train = false;
+  const TaskRecord* eval = nullptr;
   for (const std::string& id : tx.TaskIds(job.job().id())) {
     const TaskRecord& t = tx.PeekTask(id);
     if (t.task().has_extraction()) {
@@ -1017,10 +1137,12 @@ void Coordinator::FillProgress(const Transition& tx, const JobRecord& job,
     } else if (t.task().has_evaluation()) {
       any_eval = true;
       sequences = t.sequences_done();
+      eval = &t;
     }
   }
   out->clear_progress();
   const lft::v1::JobSpec& spec = job.job().spec();
+  const std::string& id = job.job().id();
   if (job.planned()) {
     uint64_t total = 0;
     if (docs > 0 && job.documents_total() > 0) {
@@ -1029,21 +1151,33 @@ void Coordinator::FillProgress(const Transition& tx, const JobRecord& job,
     }
     *out->add_progress() =
         MakeProgress(lft::v1::JOB_STATE_EXTRACTING, "tokens", tokens, total,
-                     job.extracting_started_unix_ms(), now);
+                     RecentRate(id + "/extracting", now, tokens));
   }
   if (any_train) {
     const bool by_steps = spec.training().max_steps() > 0;
+    const uint64_t done = by_steps ? steps : train_tokens;
     *out->add_progress() = MakeProgress(
-        lft::v1::JOB_STATE_TRAINING, by_steps ? "steps" : "tokens",
-        by_steps ? steps : train_tokens,
+        lft::v1::JOB_STATE_TRAINING, by_steps ? "steps" : "tokens", done,
         by_steps ? spec.training().max_steps() : spec.training().max_tokens(),
-        job.training_started_unix_ms(), now);
+        RecentRate(id + "/training", now, done));
   }
   if (any_eval) {
-    *out->add_progress() =
-        MakeProgress(lft::v1::JOB_STATE_EVALUATING, "sequences", sequences,
-                     spec.evaluation().max_sequences(),
-                     job.evaluating_started_unix_ms(), now);
+    if (eval != nullptr && !eval->stage().empty()) {
+      // The evaluator's current stage (regression baseline, scoring) with
+      // its own units, so the phase never sits at 0 while a stage runs.
+      lft::v1::PhaseProgress p = MakeProgress(
+          lft::v1::JOB_STATE_EVALUATING, eval->stage_unit(),
+          eval->stage_units_done(), eval->stage_units_total(),
+          RecentRate(absl::StrCat(id, "/evaluating/", eval->stage()), now,
+                     eval->stage_units_done()));
+      p.set_stage(eval->stage());
+      *out->add_progress() = std::move(p);
+    } else {
+      *out->add_progress() =
+          MakeProgress(lft::v1::JOB_STATE_EVALUATING, "sequences", sequences,
+                       spec.evaluation().max_sequences(),
+                       RecentRate(id + "/evaluating", now, sequences));
+    }
   }
 }
 
@@ -1059,19 +1193,29 @@ void Coordinator::MaybeProgressEvent(Transition* tx, JobRecord* job) {
 }
 
 void Coordinator::PlanPendingJobs() {
-  std::vector<std::pair<std::string, lft::v1::CorpusSpec>> pending;
+  std::vector<std::pair<std::string, lft::v1::JobSpec>> pending;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, r] : jobs_) {
       if (r.job().state() == lft::v1::JOB_STATE_PENDING && !r.planned()) {
-        pending.emplace_back(id, r.job().spec().corpus());
+        pending.emplace_back(id, r.job().spec());
       }
     }
   }
-  for (const auto& [id, corpus] : pending) {
-    // Sharding reads the corpus; it runs without the lock.
+  for (const auto& [id, spec] : pending) {
+    // Registering with the store and sharding read files and call the
+    // store; they run without the lock.
+    bool store_job_created = false;
+    absl::Status created = CreateStoreJob(id, spec, &store_job_created);
+    if (absl::IsUnavailable(created) || absl::IsDeadlineExceeded(created)) {
+      LogWarning("latent store unreachable; planning the job at a later tick",
+                 {{"job", id}, {"error", created.ToString()}});
+      continue;
+    }
     absl::StatusOr<std::vector<lft::v1::ExtractionTask>> shards =
-        sharding_->Shard(corpus);
+        created.ok()
+            ? sharding_->Shard(spec.corpus())
+            : absl::StatusOr<std::vector<lft::v1::ExtractionTask>>(created);
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end() ||
@@ -1097,6 +1241,7 @@ void Coordinator::PlanPendingJobs() {
       }
       job->set_planned(true);
       job->set_documents_total(docs);
+      job->set_store_job_created(store_job_created);
       if (job->job().spec().training().streaming())
         CreateTrainingTasks(&tx, job);
       SetJobState(
@@ -1110,6 +1255,89 @@ void Coordinator::PlanPendingJobs() {
     if (!s.ok()) {
       LogError("planning a job failed; retrying at the next tick",
                {{"job", id}, {"error", s.ToString()}});
+    }
+  }
+}
+
+absl::Status Coordinator::CreateStoreJob(const std::string& job_id,
+                                         const lft::v1::JobSpec& spec,
+                                         bool* created) {
+  *created = false;
+  if (options_.latent_store == nullptr) return absl::OkStatus();
+  absl::StatusOr<NeoXConfig> config = ReadNeoXConfig(spec.teacher().path());
+  if (!config.ok()) {
+    // The teacher lives on the workers only (--skip-input-checks): the
+    // first teacher registers the job, as before.
+    return absl::OkStatus();
+  }
+  JobConfig jc;
+  jc.hidden = static_cast<uint32_t>(config->hidden_size);
+  switch (DefaultedDtype(spec.storage_dtype())) {
+    case lft::v1::STORAGE_DTYPE_F32:
+      jc.codec = TensorCodec::kF32;
+      break;
+    case lft::v1::STORAGE_DTYPE_F16:
+      jc.codec = TensorCodec::kF16;
+      break;
+    case lft::v1::STORAGE_DTYPE_FP8_E4M3:
+      jc.codec = TensorCodec::kFp8E4M3;
+      break;
+    default:
+      jc.codec = TensorCodec::kBF16;
+      break;
+  }
+  // Streaming: teachers run at most this far ahead of the trainer.
+  if (spec.training().streaming()) {
+    jc.max_pending_pairs = spec.training().streaming_buffer_pairs();
+  }
+  absl::Status s = options_.latent_store->CreateJob(job_id, jc);
+  if (!s.ok()) {
+    return Annotate(s, "registering the job with the latent store");
+  }
+  *created = true;
+  return absl::OkStatus();
+}
+
+void Coordinator::ApplyPairRetention() {
+  if (options_.latent_store == nullptr || options_.pair_retention_ms <= 0) {
+    return;
+  }
+  const int64_t now = clock_->NowUnixMs();
+  std::vector<std::string> due;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, r] : jobs_) {
+      if (!IsTerminal(r.job().state()) || r.job().pairs_deleted_unix_ms() > 0)
+        continue;
+      // Jobs that ended before ended_unix_ms existed count from their last
+      // update.
+      const int64_t ended =
+          r.ended_unix_ms() > 0 ? r.ended_unix_ms() : r.job().updated_unix_ms();
+      if (now - ended >= options_.pair_retention_ms) due.push_back(id);
+    }
+  }
+  for (const std::string& id : due) {
+    absl::Status s = options_.latent_store->DeletePairs(id);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      LogWarning("deleting pairs after retention failed; retrying later",
+                 {{"job", id}, {"error", s.ToString()}});
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    Transition tx(this);
+    JobRecord* job = tx.Job(id);
+    if (job->job().pairs_deleted_unix_ms() > 0) continue;
+    job->mutable_job()->set_pairs_deleted_unix_ms(now);
+    AppendEvent(&tx, job,
+                absl::StrCat("pairs deleted from the latent store ",
+                             options_.pair_retention_ms / 1000,
+                             " s after the job ended (retention); checkpoints "
+                             "and reports stay until lftctl delete"),
+                false);
+    absl::Status c = tx.Commit();
+    if (!c.ok()) {
+      LogError("recording pair retention failed",
+               {{"job", id}, {"error", c.ToString()}});
     }
   }
 }
@@ -1158,6 +1386,7 @@ void Coordinator::ExpireLeases() {
 
 void Coordinator::Tick() {
   PlanPendingJobs();
+  ApplyPairRetention();
   absl::MutexLock lock(&mu_);
   ExpireLeases();
   UpdateGauges();

@@ -26,6 +26,7 @@
 #define LFT_COORDINATOR_COORDINATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -44,6 +45,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/corpus_sharding.h"
 #include "coordinator/state_store.h"
+#include "latent-store/pair_store.h"
 #include "lft/v1/job.pb.h"
 #include "lft/v1/worker.pb.h"
 
@@ -63,6 +65,24 @@ struct CoordinatorOptions {
   int64_t max_wait_ms = 30000;
   // Copied into every task (Task.store_address).
   std::string store_address;
+  // Submit checks the files a spec names (coordinator/job_inputs.h) and
+  // refuses a job whose teacher, corpus or held-out files are missing or
+  // malformed here. Turn off only where the coordinator cannot see the
+  // workers' files (lft-coordinator --skip-input-checks); workers then find
+  // such problems when they start a task.
+  bool check_inputs_at_submit = true;
+  // The latent store whose per-job lifecycle the coordinator owns: it
+  // registers each job (hidden width from the teacher's config.json, codec,
+  // streaming bound) before the first extraction task exists, deletes a
+  // terminal job's pairs after pair_retention_ms, and serves Delete. Not
+  // owned; may be null (no store lifecycle: workers register jobs
+  // themselves, Delete is FailedPrecondition).
+  PairStore* latent_store = nullptr;
+  // How long a job's pairs stay in the store after it ended (SUCCEEDED,
+  // FAILED or CANCELLED); checkpoints and reports stay until Delete.
+  // Default one day (docs/operations.md, "Data lifecycle"); <= 0 keeps
+  // pairs until Delete.
+  int64_t pair_retention_ms = 24 * 3600 * 1000;
 };
 
 // Thread-safe.
@@ -80,10 +100,13 @@ class Coordinator {
 
   // ---- JobService ----
 
-  // Defaults and validates the spec (reading the teacher's config.json when
-  // it is readable here) and creates a PENDING job. InvalidArgument listing
-  // every problem "field: message"; Unimplemented for job kinds other than
-  // COMPRESS. A repeated request_id returns the job created the first time.
+  // Defaults and validates the spec and, with check_inputs_at_submit, the
+  // files it names (teacher directory with weight shapes against its
+  // config.json, corpus, held-out files; globs in corpus.jsonl_zst_paths are
+  // expanded into the stored spec), then creates a PENDING job.
+  // InvalidArgument listing every problem "field: message" at once;
+  // Unimplemented for job kinds other than COMPRESS. A repeated request_id
+  // returns the job created the first time.
   absl::StatusOr<lft::v1::Job> Submit(const lft::v1::SubmitJobRequest& request);
   // NotFound if no job has that id.
   absl::StatusOr<lft::v1::Job> GetJob(const std::string& job_id);
@@ -94,6 +117,14 @@ class Coordinator {
   // holders see them revoked at the next heartbeat). NotFound;
   // FailedPrecondition if the job already finished.
   absl::StatusOr<lft::v1::Job> Cancel(const std::string& job_id);
+  // Deletes the job's pairs, checkpoints and reports from the latent store
+  // (returning their disk space) and records it in the job
+  // (data_deleted_unix_ms); the job's record and events stay. A running job
+  // is FailedPrecondition unless `force`, which cancels it first. NotFound
+  // for an unknown job; FailedPrecondition without a latent_store; the
+  // store's error (e.g. Unavailable: retry) with nothing recorded. Deleting
+  // again is OK.
+  absl::StatusOr<lft::v1::Job> Delete(const std::string& job_id, bool force);
   // Events of the job with sequence > after_sequence, waiting up to
   // `timeout` for at least one. *finished is set when the job is terminal
   // and the returned events are its last. NotFound for an unknown job;
@@ -137,9 +168,10 @@ class Coordinator {
 
   // ---- Background work ----
 
-  // One round of: sharding PENDING jobs, expiring leases, forgetting silent
-  // workers, refreshing gauges. Run by the background loop; tests with a
-  // FakeClock call it directly.
+  // One round of: sharding PENDING jobs (registering each with the latent
+  // store first), expiring leases, forgetting silent workers, deleting the
+  // pairs of jobs past their retention, refreshing gauges. Run by the
+  // background loop; tests with a FakeClock call it directly.
   void Tick();
   // Calls Tick() every `period` on a thread until Shutdown().
   void StartBackgroundLoop(absl::Duration period);
@@ -226,6 +258,18 @@ class Coordinator {
   static void CountTransition(lft::v1::TaskState before,
                               lft::v1::TaskState after, TaskCounts* counts);
   void PlanPendingJobs() ABSL_LOCKS_EXCLUDED(mu_);
+  // Registers the job with the latent store. OK when registered or when
+  // the coordinator cannot (no store, teacher config unreadable here: the
+  // teachers register it then); Unavailable to retry at the next tick;
+  // other errors fail the job.
+  absl::Status CreateStoreJob(const std::string& job_id,
+                              const lft::v1::JobSpec& spec, bool* created)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void ApplyPairRetention() ABSL_LOCKS_EXCLUDED(mu_);
+  // The units-per-second of `series` over its recent window after adding
+  // (now, done); 0 until the window spans two reports.
+  double RecentRate(const std::string& series, int64_t now, uint64_t done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -252,6 +296,11 @@ class Coordinator {
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<int, TaskCounts>> counts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> request_ids_ ABSL_GUARDED_BY(mu_);
+  // Soft state: recent (unix ms, units done) samples per job, phase and
+  // stage, for rates and ETAs from the last minute instead of the phase's
+  // average (which the start-up of a phase drags down).
+  std::map<std::string, std::deque<std::pair<int64_t, uint64_t>>> rates_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_task_sequence_ ABSL_GUARDED_BY(mu_) = 1;

@@ -41,13 +41,22 @@ const std::vector<lft::FlagSpec>& CoordinatorFlags() {
       {"max-task-attempts", "N",
        "tries per task before the job fails (default 4)"},
       {"store-address", "ADDR",
-       "latent store handed to workers (\"a,b\": sharded); CheckpointService "
-       "reads checkpoints from it (default: none, workers embed stores)"},
+       "latent store handed to workers (\"a,b\": sharded); the coordinator "
+       "registers, retains and deletes each job's data there and "
+       "CheckpointService reads checkpoints from it (default: none, workers "
+       "embed stores)"},
       {"store-token", "TOKEN",
        "bearer token for --store-address (default: the --token)"},
       {"store-tls-ca", "PEM",
        "CA of the store's certificate (default: plaintext to loopback, the "
        "system's roots otherwise)"},
+      {"pair-retention-s", "N",
+       "delete a job's pairs N s after it ended; checkpoints and reports "
+       "stay until lftctl delete (default 86400; 0 keeps pairs until lftctl "
+       "delete)"},
+      {"skip-input-checks", "",
+       "do not check the teacher, corpus and held-out files at submit (only "
+       "where this host cannot see them)"},
       {"port-file", "PATH",
        "write the bound gRPC port (and metrics port) here"},
       {"tick-ms", "N", "period of the lease reaper and planner (default 200)"},
@@ -94,6 +103,11 @@ int main(int argc, char** argv) {
   o.store_credentials.token =
       flags->Has("store-token") ? flags->Get("store-token") : o.security.token;
   o.store_credentials.tls_ca_path = flags->Get("store-tls-ca");
+  o.coordinator.check_inputs_at_submit = !flags->Has("skip-input-checks");
+  auto retention =
+      flags->GetInt("pair-retention-s", o.coordinator.pair_retention_ms / 1000);
+  if (!retention.ok()) return Fail(retention.status(), 2);
+  o.coordinator.pair_retention_ms = *retention * 1000;
   for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
            {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
            {"lease-ms", &o.coordinator.lease_duration_ms},

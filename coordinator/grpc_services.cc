@@ -97,6 +97,16 @@ grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* context,
   });
 }
 
+grpc::Status JobServiceImpl::Delete(grpc::ServerContext* context,
+                                    const lft::v1::DeleteJobRequest* request,
+                                    lft::v1::DeleteJobResponse* response) {
+  return guard_->Run("Delete", context, [&]() -> absl::Status {
+    LFT_ASSIGN_OR_RETURN(*response->mutable_job(),
+                         core_->Delete(request->job_id(), request->force()));
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<PairStore*> CheckpointServiceImpl::StoreOfJob(
     const std::string& job_id) const {
   LFT_RETURN_IF_ERROR(core_->GetJob(job_id).status());

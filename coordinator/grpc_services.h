@@ -52,6 +52,9 @@ class JobServiceImpl final : public lft::v1::JobService::Service {
   grpc::Status Cancel(grpc::ServerContext* context,
                       const lft::v1::CancelJobRequest* request,
                       lft::v1::CancelJobResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext* context,
+                      const lft::v1::DeleteJobRequest* request,
+                      lft::v1::DeleteJobResponse* response) override;
 
  private:
   Coordinator* const core_;

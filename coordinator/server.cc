@@ -23,9 +23,21 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // Refused before gRPC tries (and logs its own lines about it).
   LFT_RETURN_IF_ERROR(CheckCanListen(options.listen_address, "--listen"));
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
+  CoordinatorOptions core_options = options.coordinator;
+  if (!core_options.store_address.empty() &&
+      core_options.latent_store == nullptr) {
+    RemotePairStoreOptions ro;
+    ro.credentials = options.store_credentials;
+    ro.rpc_timeout = absl::Seconds(60);
+    LFT_ASSIGN_OR_RETURN(
+        std::unique_ptr<RemotePairStore> remote,
+        RemotePairStore::Connect(core_options.store_address, ro));
+    s->latent_store_ = std::move(remote);
+    core_options.latent_store = s->latent_store_.get();
+  }
   LFT_ASSIGN_OR_RETURN(
-      s->core_, Coordinator::Open(options.db_path, options.coordinator,
-                                  &s->clock_, &s->sharding_, &s->registry_));
+      s->core_, Coordinator::Open(options.db_path, core_options, &s->clock_,
+                                  &s->sharding_, &s->registry_));
   s->auth_ = std::make_unique<BearerTokenChecker>(options.security.token);
   s->guard_ = std::make_unique<RpcGuard>(s->auth_.get(), &s->registry_);
   s->job_service_ =

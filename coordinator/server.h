@@ -26,8 +26,10 @@ struct ServerOptions {
   // Loopback like every other listening socket; a scrape from another host
   // needs --metrics-host 0.0.0.0 (or the pod IP).
   std::string metrics_host = "127.0.0.1";
+  // coordinator.latent_store is set by Start: a client of
+  // coordinator.store_address (when set) with store_credentials, which
+  // CheckpointService uses too (token, CA).
   CoordinatorOptions coordinator;
-  // How CheckpointService reaches coordinator.store_address (token, CA).
   StoreClientCredentials store_credentials;
   // Period of the lease reaper and planner.
   int64_t tick_ms = 200;
@@ -60,6 +62,7 @@ class CoordinatorServer {
   MetricsRegistry registry_;
   std::unique_ptr<BearerTokenChecker> auth_;
   std::unique_ptr<RpcGuard> guard_;
+  std::unique_ptr<PairStore> latent_store_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;

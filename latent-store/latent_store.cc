@@ -17,6 +17,7 @@
 #include "common/base/log.h"
 #include "common/base/split_mix64.h"
 #include "common/base/status.h"
+#include "latent-store/checkpoint_names.h"
 #include "latent-store/record_format.h"
 #include "nlohmann/json.hpp"
 #include "rocksdb/db.h"
@@ -942,7 +943,11 @@ absl::StatusOr<JobStats> LatentStore::Stats(absl::string_view job) {
     stats.pending = st.pairs - st.consumed;
   }
   auto list = ListCheckpointsLocked(job);
-  if (list.ok()) stats.checkpoints = list->size();
+  if (list.ok()) {
+    for (const CheckpointInfo& c : *list) {
+      ++(IsTrainingCheckpoint(c.name) ? stats.checkpoints : stats.reports);
+    }
+  }
   return stats;
 }
 
@@ -969,10 +974,64 @@ absl::Status LatentStore::DeleteJob(absl::string_view job) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   LFT_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "deleting job"));
-  absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job);
-  it->second.pending_gauge->Set(0);
-  jobs_.erase(it);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job);
+    it->second.pending_gauge->Set(0);
+    jobs_.erase(it);
+  }
+  return CompactJobKeys(job, /*checkpoints=*/true);
+}
+
+absl::Status LatentStore::DeletePairs(absl::string_view job) {
+  LFT_RETURN_IF_ERROR(ValidateJobId(job));
+  absl::MutexLock write_lock(&write_mu_);
+  JobState zeroed;
+  {
+    absl::MutexLock lock(&mu_);
+    if (jobs_.find(job) == jobs_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("job '", job, "' is not registered with the store"));
+    }
+  }
+  const std::string lp = sf::LengthPrefixed(job);
+  const std::string index = JobKey(sf::kTagIndex, job);
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(pairs_cf_, lp, sf::PrefixSuccessor(lp));
+  batch.DeleteRange(meta_cf_, index, sf::PrefixSuccessor(index));
+  batch.Put(meta_cf_, JobKey(sf::kTagCounters, job), CountersValue(zeroed));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  LFT_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "deleting pairs"));
+  {
+    absl::MutexLock lock(&mu_);
+    JobState& st = jobs_.find(job)->second;
+    st.pairs = st.tokens = st.bytes = st.consumed = 0;
+    st.pending_gauge->Set(0);
+  }
+  return CompactJobKeys(job, /*checkpoints=*/false);
+}
+
+absl::Status LatentStore::CompactJobKeys(absl::string_view job,
+                                         bool checkpoints) {
+  const std::string lp = sf::LengthPrefixed(job);
+  const std::string end = sf::PrefixSuccessor(lp);
+  const rocksdb::Slice begin_slice(lp), end_slice(end);
+  rocksdb::CompactRangeOptions co;
+  // Rewrite the bottommost files too: that is where old pairs live.
+  co.bottommost_level_compaction =
+      rocksdb::BottommostLevelCompaction::kForceOptimized;
+  // The memtable may still hold the range tombstone; flush it first so the
+  // compaction sees it.
+  LFT_RETURN_IF_ERROR(Flush());
+  LFT_RETURN_IF_ERROR(
+      FromRocks(db_->CompactRange(co, pairs_cf_, &begin_slice, &end_slice),
+                "compacting deleted pairs"));
+  if (checkpoints) {
+    LFT_RETURN_IF_ERROR(FromRocks(
+        db_->CompactRange(co, checkpoints_cf_, &begin_slice, &end_slice),
+        "compacting deleted checkpoints"));
+  }
   return absl::OkStatus();
 }
 

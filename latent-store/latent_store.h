@@ -101,6 +101,7 @@ class LatentStore : public PairStore {
   absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
                                                uint64_t keep) override;
   absl::Status DeleteJob(absl::string_view job) override;
+  absl::Status DeletePairs(absl::string_view job) override;
 
   // The job's config. NotFound for an unknown job.
   absl::StatusOr<JobConfig> GetJobConfig(absl::string_view job);
@@ -158,6 +159,9 @@ class LatentStore : public PairStore {
   LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
               std::vector<rocksdb::ColumnFamilyHandle*> handles);
   absl::Status LoadState();
+  // Compacts the job's key ranges after a range deletion, so that the SST
+  // and blob files holding them are rewritten or dropped.
+  absl::Status CompactJobKeys(absl::string_view job, bool checkpoints);
   absl::Status CollectAbandonedUploads();
   prometheus::Gauge* PendingGauge(const std::string& job);
   static std::string CountersValue(const JobState& state);

@@ -55,8 +55,13 @@ struct JobStats {
   uint64_t tokens = 0;    // sum of their tokens
   uint64_t bytes = 0;     // sum of their stored record sizes
   uint64_t consumed = 0;  // pairs acknowledged by readers (AckConsumed)
-  uint64_t pending = 0;   // pairs - consumed
+  // pairs - consumed: pairs no reader has consumed yet, in streaming and
+  // cached mode alike (trainers acknowledge the first epoch's reads).
+  uint64_t pending = 0;
+  // Trainer checkpoints (IsTrainingCheckpoint names, step-N) ...
   uint64_t checkpoints = 0;
+  // ... and every other blob: the evaluator's reports and plots.
+  uint64_t reports = 0;
 };
 
 // How a trainer rank reads its share of a job.
@@ -193,9 +198,15 @@ class PairStore {
   virtual absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
                                                        uint64_t keep) = 0;
 
-  // Deletes the job, its pairs and its checkpoints. Writers blocked on it
+  // Deletes the job, its pairs and its checkpoints, and returns their disk
+  // space (the key ranges are compacted before OK). Writers blocked on it
   // return Aborted. NotFound for an unknown job.
   virtual absl::Status DeleteJob(absl::string_view job) = 0;
+
+  // Deletes the job's pairs and returns their disk space, keeping the job,
+  // its checkpoints and reports: pair retention after a job ends. Stats then
+  // shows 0 pairs. Idempotent; NotFound for an unknown job.
+  virtual absl::Status DeletePairs(absl::string_view job) = 0;
 };
 
 // Validation shared by every implementation (InvalidArgument with the rule).

@@ -254,6 +254,7 @@ absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {
   stats.tokens = response.tokens();
   stats.bytes = response.bytes();
   stats.checkpoints = response.checkpoints();
+  stats.reports = response.reports();
   stats.consumed = response.consumed_pairs();
   stats.pending = response.pending_pairs();
   return stats;
@@ -414,6 +415,15 @@ absl::StatusOr<uint64_t> RemotePairStore::KeepLastCheckpoints(
   LFT_RETURN_IF_ERROR(
       FromGrpcStatus(stub_->KeepLastCheckpoints(&context, request, &response)));
   return response.deleted();
+}
+
+absl::Status RemotePairStore::DeletePairs(absl::string_view job) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::DeleteStorePairsRequest request;
+  request.set_job_id(std::string(job));
+  lft::v1::DeleteStorePairsResponse response;
+  return FromGrpcStatus(stub_->DeletePairs(&context, request, &response));
 }
 
 absl::Status RemotePairStore::DeleteJob(absl::string_view job) {

@@ -100,6 +100,7 @@ class RemotePairStore : public PairStore {
   absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
                                                uint64_t keep) override;
   absl::Status DeleteJob(absl::string_view job) override;
+  absl::Status DeletePairs(absl::string_view job) override;
 
  private:
   RemotePairStore(std::shared_ptr<grpc::Channel> channel,

@@ -201,6 +201,7 @@ absl::StatusOr<JobStats> ShardedPairStore::Stats(absl::string_view job) {
     total.consumed += st->consumed;
     total.pending += st->pending;
     if (s == 0) total.checkpoints = st->checkpoints;
+    if (s == 0) total.reports = st->reports;
   }
   return total;
 }
@@ -235,6 +236,15 @@ absl::Status ShardedPairStore::DeleteCheckpoint(absl::string_view job,
 absl::StatusOr<uint64_t> ShardedPairStore::KeepLastCheckpoints(
     absl::string_view job, uint64_t keep) {
   return stores_[0]->KeepLastCheckpoints(job, keep);
+}
+
+absl::Status ShardedPairStore::DeletePairs(absl::string_view job) {
+  absl::Status first;
+  for (size_t s = 0; s < stores_.size(); ++s) {
+    absl::Status r = stores_[s]->DeletePairs(job);
+    if (first.ok() && !r.ok()) first = Annotate(r, absl::StrCat("store ", s));
+  }
+  return first;
 }
 
 absl::Status ShardedPairStore::DeleteJob(absl::string_view job) {

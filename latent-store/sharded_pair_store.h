@@ -69,6 +69,7 @@ class ShardedPairStore : public PairStore {
   absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
                                                uint64_t keep) override;
   absl::Status DeleteJob(absl::string_view job) override;
+  absl::Status DeletePairs(absl::string_view job) override;
 
  private:
   friend class ShardedPairReader;

@@ -340,7 +340,9 @@ grpc::Status StoreService::ScanPairs(
   }
   ScanOptions options;
   options.partition = request->partition();
-  options.partitions = request->partitions() == 0 ? 1 : request->partitions();
+  // 0 is refused by Scan ("need partitions >= 1"), not taken as 1: a reader
+  // that forgot the field would otherwise read every partition.
+  options.partitions = request->partitions();
   options.shuffle = request->shuffle();
   options.seed = request->seed();
   options.epoch = request->epoch();
@@ -420,6 +422,7 @@ grpc::Status StoreService::Stats(grpc::ServerContext* context,
   response->set_tokens(stats->tokens);
   response->set_bytes(stats->bytes);
   response->set_checkpoints(stats->checkpoints);
+  response->set_reports(stats->reports);
   response->set_consumed_pairs(stats->consumed);
   response->set_pending_pairs(stats->pending);
   return grpc::Status::OK;
@@ -532,6 +535,14 @@ grpc::Status StoreService::AckPairs(grpc::ServerContext* context,
   if (grpc::Status a = Authorize(context, "AckPairs"); !a.ok()) return a;
   return Err(store_->AckConsumed(request->job_id(), request->pairs()),
              "AckPairs");
+}
+
+grpc::Status StoreService::DeletePairs(
+    grpc::ServerContext* context,
+    const lft::v1::DeleteStorePairsRequest* request,
+    lft::v1::DeleteStorePairsResponse*) {
+  if (grpc::Status a = Authorize(context, "DeletePairs"); !a.ok()) return a;
+  return Err(store_->DeletePairs(request->job_id()), "DeletePairs");
 }
 
 grpc::Status StoreService::DeleteJob(

@@ -146,6 +146,10 @@ class StoreService final : public lft::v1::LatentStoreService::Service {
   grpc::Status DeleteJob(grpc::ServerContext* context,
                          const lft::v1::DeleteStoreJobRequest* request,
                          lft::v1::DeleteStoreJobResponse* response) override;
+  grpc::Status DeletePairs(
+      grpc::ServerContext* context,
+      const lft::v1::DeleteStorePairsRequest* request,
+      lft::v1::DeleteStorePairsResponse* response) override;
 
  private:
   // OK, or UNAUTHENTICATED naming `rpc` and how to fix the token.

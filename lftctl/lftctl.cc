@@ -53,6 +53,9 @@ Commands:
   list [--state STATE]  list jobs, newest first (STATE: pending, extracting, ...)
   watch JOB             stream progress until the job ends (bars on a terminal)
   cancel JOB            cancel a job that has not finished
+  delete JOB [--force]  delete a finished job's pairs, checkpoints and reports
+                        from the latent store (--force cancels a running job
+                        first); the job stays listed
   pull JOB [NAME] [--out PATH] [--store HOST:PORT]
                         download a checkpoint or report blob of JOB (default:
                         the newest checkpoint) to PATH (default ./NAME),
@@ -176,6 +179,18 @@ std::string FormatJob(const lft::v1::Job& job) {
   }
   if (!job.error().empty())
     absl::StrAppend(&out, "  error    ", job.error(), "\n");
+  auto when = [](int64_t ms) {
+    return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms),
+                            absl::UTCTimeZone());
+  };
+  if (job.data_deleted_unix_ms() > 0) {
+    absl::StrAppend(&out, "  data     pairs, checkpoints and reports deleted ",
+                    when(job.data_deleted_unix_ms()), "\n");
+  } else if (job.pairs_deleted_unix_ms() > 0) {
+    absl::StrAppend(&out, "  data     pairs deleted (retention) ",
+                    when(job.pairs_deleted_unix_ms()),
+                    "; checkpoints and reports kept\n");
+  }
   return out;
 }
 
@@ -302,6 +317,7 @@ std::string FormatPhaseProgress(const lft::v1::PhaseProgress& p, bool bar) {
   } else {
     absl::StrAppend(&out, Human(p.units_done()), " ", p.unit());
   }
+  if (!p.stage().empty()) absl::StrAppend(&out, " (", p.stage(), ")");
   if (p.units_per_second() > 0) {
     absl::StrAppend(&out, "  ", Human(p.units_per_second()), " ", p.unit(),
                     "/s");
@@ -369,7 +385,12 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
     drawn = 0;
     out << "\x1b[1m" << job_id << "  " << ShortJobState(state) << "\x1b[0m\n";
     ++drawn;
-    for (const auto& [phase, p] : phases) {
+    for (const auto& [phase, shown] : phases) {
+      lft::v1::PhaseProgress p = shown;
+      if (IsTerminal(state)) {  // nothing is running any more
+        p.clear_eta_seconds();
+        p.clear_units_per_second();
+      }
       out << "  " << absl::StrFormat("%-8s", PhaseName(p.phase()))
           << FormatPhaseProgress(p, true) << "\n";
       ++drawn;
@@ -389,6 +410,12 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
       last_ok = absl::Now();
       after = e.sequence();
       state = e.state();
+      // Phases after the event's state have not started as of this event.
+      for (auto it = phases.begin(); it != phases.end();) {
+        it = it->first > static_cast<int>(state) && !IsTerminal(state)
+                 ? phases.erase(it)
+                 : std::next(it);
+      }
       if (e.has_progress()) phases[e.progress().phase()] = e.progress();
       const std::string when = absl::FormatTime(
           "%H:%M:%S", absl::FromUnixMillis(e.unix_ms()), absl::UTCTimeZone());
@@ -401,7 +428,10 @@ int Watch(const Client& c, const std::string& job_id, std::ostream& out,
           lft::v1::GetJobRequest greq;
           greq.set_job_id(job_id);
           lft::v1::GetJobResponse gresp;
-          if (c.stub->Get(&gctx, greq, &gresp).ok()) {
+          // Only while the job is still in this event's state: a replayed
+          // old event must not show the bars of later phases.
+          if (c.stub->Get(&gctx, greq, &gresp).ok() &&
+              gresp.job().state() == e.state()) {
             for (const auto& p : gresp.job().progress()) phases[p.phase()] = p;
           }
           for (int i = 0; i < drawn; ++i) out << "\x1b[1A\x1b[2K";
@@ -733,7 +763,7 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
       {"server", "token", "tls-ca", "timeout-s", "name", "teacher", "corpus",
        "block", "method", "trainer-ranks", "max-steps", "sequence-length",
        "documents-per-shard", "request-id", "state", "store", "out"},
-      {"insecure", "help", "json", "watch", "list"});
+      {"insecure", "help", "json", "watch", "list", "force"});
   if (!flags.ok()) return Usage(std::string(flags.status().message()), err);
   if (flags->Has("help") || flags->positional().empty()) {
     (flags->Has("help") ? out : err) << kHelp;
@@ -758,7 +788,8 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
   const std::string& command = flags->positional()[0];
   const std::vector<std::string>& pos = flags->positional();
   if (command == "submit") return Submit(c, *flags, out, err, stdout_is_tty);
-  if (command == "get" || command == "watch" || command == "cancel") {
+  if (command == "get" || command == "watch" || command == "cancel" ||
+      command == "delete") {
     if (pos.size() != 2)
       return Usage(absl::StrCat(command, " takes one JOB id"), err);
   }
@@ -820,6 +851,22 @@ int LftctlMain(const std::vector<std::string>& args, std::ostream& out,
     grpc::Status s = c.stub->Cancel(&ctx, req, &resp);
     if (!s.ok()) return Report(FromGrpcStatus(s), err);
     out << resp.job().id() << " " << ShortJobState(resp.job().state()) << "\n";
+    return kExitOk;
+  }
+  if (command == "delete") {
+    lft::v1::DeleteJobRequest req;
+    req.set_job_id(pos[1]);
+    req.set_force(flags->Has("force"));
+    lft::v1::DeleteJobResponse resp;
+    grpc::ClientContext ctx;
+    // Deleting compacts the store's key range: give it more than a get.
+    c.Prepare(&ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(std::max<int64_t>(c.timeout_s, 120)));
+    grpc::Status s = c.stub->Delete(&ctx, req, &resp);
+    if (!s.ok()) return Report(FromGrpcStatus(s), err);
+    out << resp.job().id() << " " << ShortJobState(resp.job().state())
+        << " data deleted\n";
     return kExitOk;
   }
   if (command == "watch") return Watch(c, pos[1], out, err, stdout_is_tty);

@@ -1,11 +1,15 @@
 #include "common/base/job_spec.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/base/status.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 
 namespace lft {
 namespace {
@@ -14,9 +18,9 @@ using lft::v1::JobKind;
 using lft::v1::JobSpec;
 using lft::v1::Method;
 
-constexpr uint32_t kMaxSequenceLength = 1 << 16;
-constexpr uint32_t kMaxSolverSteps = 64;
-constexpr uint32_t kMaxTrainerRanks = 4096;
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using Json = nlohmann::json;
 
 class ProblemList {
  public:
@@ -38,9 +42,18 @@ bool ValidName(const std::string& name) {
   return name.front() != '-' && name.back() != '-';
 }
 
+// "42 is not a known value of lft.v1.Solver": enums arrive as integers over
+// raw RPC, and proto3 keeps unknown values instead of rejecting them.
+std::string UnknownEnum(int value, const google::protobuf::EnumDescriptor* d) {
+  return absl::StrCat(value, " is not a known value of ", d->full_name());
+}
+
 void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
   const Method m = t.method();
-  if (m == lft::v1::METHOD_UNSPECIFIED) {
+  if (!lft::v1::Method_IsValid(m)) {
+    p->Add("training.method", UnknownEnum(m, lft::v1::Method_descriptor()) +
+                                  "; set one of sfm, fw, hybrid, regression");
+  } else if (m == lft::v1::METHOD_UNSPECIFIED) {
     p->Add("training.method", "set one of sfm, fw, hybrid, regression");
   }
   if (m == lft::v1::METHOD_HYBRID &&
@@ -56,14 +69,33 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
            absl::StrCat("must be in [1, ", kMaxSolverSteps, "], got ",
                         t.flow_walking_steps(), " (the paper uses 3)"));
   }
-  if (t.solver() == lft::v1::SOLVER_UNSPECIFIED) {
+  if (!lft::v1::Solver_IsValid(t.solver())) {
+    p->Add("training.solver",
+           UnknownEnum(t.solver(), lft::v1::Solver_descriptor()) +
+               "; set euler or midpoint");
+  } else if (t.solver() == lft::v1::SOLVER_UNSPECIFIED) {
     p->Add("training.solver", "set euler or midpoint");
+  }
+  if (!lft::v1::EstimatorInit_IsValid(t.estimator_init())) {
+    p->Add(
+        "training.estimator_init",
+        UnknownEnum(t.estimator_init(), lft::v1::EstimatorInit_descriptor()) +
+            "; set teacher_layer or adaln_zero");
   }
   if (t.max_steps() == 0 && t.max_tokens() == 0) {
     p->Add("training.max_steps", "set a budget: max_steps or max_tokens");
   }
+  if (t.max_steps() > kMaxTrainingSteps) {
+    p->Add("training.max_steps",
+           absl::StrCat("must be at most ", kMaxTrainingSteps, ", got ",
+                        t.max_steps()));
+  }
   if (t.global_batch_sequences() == 0) {
     p->Add("training.global_batch_sequences", "must be at least 1");
+  } else if (t.global_batch_sequences() > kMaxGlobalBatchSequences) {
+    p->Add("training.global_batch_sequences",
+           absl::StrCat("must be at most ", kMaxGlobalBatchSequences, ", got ",
+                        t.global_batch_sequences()));
   }
   if (!(std::isfinite(t.learning_rate()) && t.learning_rate() > 0 &&
         t.learning_rate() < 1)) {
@@ -103,8 +135,12 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
                         "trainer_ranks to 1 (got ",
                         t.trainer_ranks(), ") or turn streaming off"));
   }
-  if (t.streaming() && t.streaming_buffer_pairs() > 0 &&
-      t.streaming_buffer_pairs() < t.global_batch_sequences()) {
+  if (t.streaming_buffer_pairs() > kMaxStreamingBufferPairs) {
+    p->Add("training.streaming_buffer_pairs",
+           absl::StrCat("must be at most ", kMaxStreamingBufferPairs, ", got ",
+                        t.streaming_buffer_pairs()));
+  } else if (t.streaming() && t.streaming_buffer_pairs() > 0 &&
+             t.streaming_buffer_pairs() < t.global_batch_sequences()) {
     p->Add("training.streaming_buffer_pairs",
            absl::StrCat("buffer of ", t.streaming_buffer_pairs(),
                         " pairs is smaller than one global batch of ",
@@ -113,7 +149,47 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
   }
 }
 
+// What one trainer rank holds per step grows with its share of the batch
+// times the sequence length: bounding the tokens per rank bounds the memory
+// a worker must allocate, whatever the two factors are.
+void ValidateBatchSize(const JobSpec& spec, ProblemList* p) {
+  const lft::v1::TrainingSpec& t = spec.training();
+  if (t.global_batch_sequences() == 0 || t.trainer_ranks() == 0 ||
+      t.global_batch_sequences() > kMaxGlobalBatchSequences ||
+      spec.sequence_length() > kMaxSequenceLength) {
+    return;  // reported on their own
+  }
+  const uint64_t per_rank =
+      (uint64_t{t.global_batch_sequences()} + t.trainer_ranks() - 1) /
+      t.trainer_ranks();
+  const uint64_t tokens = per_rank * spec.sequence_length();
+  if (tokens > kMaxTokensPerRankStep) {
+    p->Add("training.global_batch_sequences",
+           absl::StrCat(per_rank, " sequences per rank x ",
+                        spec.sequence_length(), " tokens = ", tokens,
+                        " tokens per rank and step, more than the limit of ",
+                        kMaxTokensPerRankStep,
+                        "; lower the batch or add trainer ranks"));
+  }
+  if (t.max_steps() == 0 && t.max_tokens() > 0) {
+    const uint64_t step_tokens =
+        uint64_t{t.global_batch_sequences()} * spec.sequence_length();
+    const uint64_t steps = t.max_tokens() / std::max<uint64_t>(1, step_tokens);
+    if (steps > kMaxTrainingSteps) {
+      p->Add("training.max_tokens",
+             absl::StrCat(t.max_tokens(), " tokens are ", steps, " steps of ",
+                          step_tokens, " tokens, more than the limit of ",
+                          kMaxTrainingSteps, " steps"));
+    }
+  }
+}
+
 void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
+  if (e.heldout_paths().empty()) {
+    p->Add("evaluation.heldout_paths",
+           "list at least one held-out Pile-format .jsonl.zst file (the "
+           "evaluator scores on it)");
+  }
   if (e.steps().empty()) p->Add("evaluation.steps", "list at least one k");
   for (int i = 0; i < e.steps_size(); ++i) {
     if (e.steps(i) < 1 || e.steps(i) > kMaxSolverSteps) {
@@ -123,14 +199,24 @@ void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
     }
   }
   for (int i = 0; i < e.solvers_size(); ++i) {
-    if (e.solvers(i) == lft::v1::SOLVER_UNSPECIFIED) {
+    if (!lft::v1::Solver_IsValid(e.solvers(i))) {
+      p->Add(absl::StrCat("evaluation.solvers[", i, "]"),
+             UnknownEnum(e.solvers(i), lft::v1::Solver_descriptor()) +
+                 "; set euler or midpoint");
+    } else if (e.solvers(i) == lft::v1::SOLVER_UNSPECIFIED) {
       p->Add(absl::StrCat("evaluation.solvers[", i, "]"),
              "set euler or midpoint");
     }
   }
-  if (e.skip_baselines() > 16) {
+  if (e.skip_baselines() > kMaxSkipBaselines) {
     p->Add("evaluation.skip_baselines",
-           absl::StrCat("at most 16, got ", e.skip_baselines()));
+           absl::StrCat("at most ", kMaxSkipBaselines, ", got ",
+                        e.skip_baselines()));
+  }
+  if (e.max_sequences() > kMaxEvaluationSequences) {
+    p->Add("evaluation.max_sequences",
+           absl::StrCat("must be at most ", kMaxEvaluationSequences, ", got ",
+                        e.max_sequences()));
   }
 }
 
@@ -214,7 +300,10 @@ std::vector<SpecProblem> ValidateJobSpec(
                        "and ending with a letter or digit"));
   }
   const JobKind kind = spec.kind();
-  if (kind == lft::v1::JOB_KIND_UNSPECIFIED) {
+  if (!lft::v1::JobKind_IsValid(kind)) {
+    p.Add("kind", UnknownEnum(kind, lft::v1::JobKind_descriptor()) +
+                      "; set compress, analyze or pretrain");
+  } else if (kind == lft::v1::JOB_KIND_UNSPECIFIED) {
     p.Add("kind", "set compress, analyze or pretrain");
   }
   if (spec.teacher().path().empty()) {
@@ -244,11 +333,21 @@ std::vector<SpecProblem> ValidateJobSpec(
             absl::StrCat("block [", m, ", ", n, ") is outside the teacher's ",
                          teacher->num_layers, " layers"));
     }
-    if (spec.storage_dtype() == lft::v1::STORAGE_DTYPE_UNSPECIFIED) {
+    if (!lft::v1::StorageDtype_IsValid(spec.storage_dtype())) {
+      p.Add("storage_dtype", UnknownEnum(spec.storage_dtype(),
+                                         lft::v1::StorageDtype_descriptor()) +
+                                 "; set f32, bf16, f16 or fp8_e4m3");
+    } else if (spec.storage_dtype() == lft::v1::STORAGE_DTYPE_UNSPECIFIED) {
       p.Add("storage_dtype", "set f32, bf16, f16 or fp8_e4m3");
     }
     ValidateTraining(spec.training(), &p);
     ValidateEvaluation(spec.evaluation(), &p);
+    ValidateBatchSize(spec, &p);
+  }
+  if (spec.teacher_workers() > kMaxTeacherWorkers) {
+    p.Add("teacher_workers",
+          absl::StrCat("must be at most ", kMaxTeacherWorkers, ", got ",
+                       spec.teacher_workers()));
   }
   if (spec.sequence_length() < 2 ||
       spec.sequence_length() > kMaxSequenceLength) {
@@ -275,7 +374,91 @@ absl::Status SpecProblemsToStatus(const std::vector<SpecProblem>& problems) {
       problems.size() == 1 ? "" : "s", "):\n  ", absl::StrJoin(lines, "\n  ")));
 }
 
+namespace {
+
+// "line L, column C" of the byte at 0-based `offset` of `text`.
+std::string LineAndColumn(absl::string_view text, size_t offset) {
+  offset = std::min(offset, text.size());
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return absl::StrCat("line ", line, ", column ", column);
+}
+
+const FieldDescriptor* FindJsonField(const Descriptor* d,
+                                     const std::string& key) {
+  const FieldDescriptor* f = d->FindFieldByName(key);
+  if (f != nullptr) return f;
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->json_name() == key) return d->field(i);
+  }
+  return nullptr;
+}
+
+// Bools must be JSON true or false: protobuf's parser also takes strings
+// such as "yes", "t" or "0" and would silently turn a typo into a setting.
+absl::Status CheckBools(const Json& value, const FieldDescriptor* f,
+                        const std::string& path) {
+  if (value.is_null()) return absl::OkStatus();
+  if (f->is_repeated() && value.is_array()) {
+    for (size_t i = 0; i < value.size(); ++i) {
+      const Json& item = value[i];
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_BOOL && !item.is_boolean())
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, "[", i, "]: expected true or false, got ", item.dump()));
+    }
+    return absl::OkStatus();
+  }
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_BOOL && !value.is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected true or false, got ", value.dump()));
+  }
+  if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && value.is_object() &&
+      !f->is_map()) {
+    const Descriptor* d = f->message_type();
+    for (const auto& [key, v] : value.items()) {
+      const FieldDescriptor* sub = FindJsonField(d, key);
+      if (sub == nullptr) continue;  // the proto parser names it
+      LFT_RETURN_IF_ERROR(CheckBools(v, sub, absl::StrCat(path, ".", key)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<JobSpec> ParseJobSpecJson(absl::string_view json) {
+  Json tree;
+  try {
+    tree = Json::parse(json.begin(), json.end());
+  } catch (const Json::parse_error& e) {
+    // e.byte is 1-based: the byte at which parsing failed.
+    const size_t at = e.byte > 0 ? e.byte - 1 : 0;
+    std::string what = e.what();
+    const size_t colon = what.rfind(": ");
+    if (colon != std::string::npos) what = what.substr(colon + 2);
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec is not valid JSON for lft.v1.JobSpec: ",
+                     LineAndColumn(json, at), ": ", what));
+  }
+  if (tree.is_object()) {
+    const Descriptor* d = JobSpec::descriptor();
+    for (const auto& [key, v] : tree.items()) {
+      const FieldDescriptor* f = FindJsonField(d, key);
+      if (f == nullptr) continue;
+      absl::Status s = CheckBools(v, f, key);
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job spec is not valid JSON for lft.v1.JobSpec: ", s.message()));
+      }
+    }
+  }
   JobSpec spec;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;

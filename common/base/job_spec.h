@@ -4,6 +4,7 @@
 #ifndef LFT_COMMON_BASE_JOB_SPEC_H_
 #define LFT_COMMON_BASE_JOB_SPEC_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,23 @@ struct TeacherShape {
   int max_position_embeddings = 0;
 };
 
+// The stated limits of a spec's size fields (docs/api.md, "Limits"). They
+// keep every accepted spec within what a worker can allocate: the tokens one
+// trainer rank holds per step, the steps whose losses it records, the pairs
+// a streaming store buffers.
+inline constexpr uint32_t kMaxSequenceLength = 1 << 16;
+inline constexpr uint32_t kMaxSolverSteps = 64;
+inline constexpr uint32_t kMaxTrainerRanks = 4096;
+inline constexpr uint32_t kMaxTeacherWorkers = 4096;
+inline constexpr uint32_t kMaxGlobalBatchSequences = 1 << 16;
+// Sequences per rank times sequence_length: 2^20 tokens, e.g. 512 sequences
+// of 2048 tokens; at hidden 4096 in f32 the pair batch alone is 32 GiB.
+inline constexpr uint64_t kMaxTokensPerRankStep = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxTrainingSteps = 100'000'000;
+inline constexpr uint64_t kMaxStreamingBufferPairs = uint64_t{1} << 24;
+inline constexpr uint32_t kMaxEvaluationSequences = 1 << 16;
+inline constexpr uint32_t kMaxSkipBaselines = 16;
+
 // Fills unset fields with the documented defaults (docs/api.md); fields the
 // user set are left alone.
 void ApplyJobSpecDefaults(lft::v1::JobSpec* spec);
@@ -48,8 +66,10 @@ absl::Status SpecProblemsToStatus(const std::vector<SpecProblem>& problems);
 
 // Parses a spec written as JSON (proto3 JSON mapping: "sequenceLength" or
 // "sequence_length", enums by name, e.g. "method": "METHOD_FW" or "fw").
-// InvalidArgument with the parser's message on malformed input. Defaults are
-// not applied.
+// InvalidArgument on malformed input: "line L, column C: ..." (1-based) for
+// a syntax error; the field's path for a bool given as anything but true or
+// false (protobuf's parser alone would take "yes"); the parser's message
+// otherwise (unknown field, unknown enum name). Defaults are not applied.
 absl::StatusOr<lft::v1::JobSpec> ParseJobSpecJson(absl::string_view json);
 
 }  // namespace lft

@@ -225,6 +225,34 @@ absl::StatusOr<std::optional<TeacherShape>> ReadTeacherShape(
   return std::optional<TeacherShape>(shape);
 }
 
+std::vector<NeoXTensorShape> NeoXTensorShapes(const NeoXConfig& c) {
+  const int64_t h = c.hidden_size, v = c.vocab_size, in = c.intermediate_size;
+  std::vector<NeoXTensorShape> out = {
+      {"gpt_neox.embed_in.weight", {v, h}},
+      {"gpt_neox.final_layer_norm.weight", {h}},
+      {"gpt_neox.final_layer_norm.bias", {h}},
+  };
+  if (!c.tie_word_embeddings) out.push_back({"embed_out.weight", {v, h}});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("gpt_neox.layers.", i, ".");
+    out.push_back({p + "input_layernorm.weight", {h}});
+    out.push_back({p + "input_layernorm.bias", {h}});
+    out.push_back({p + "post_attention_layernorm.weight", {h}});
+    out.push_back({p + "post_attention_layernorm.bias", {h}});
+    out.push_back({p + "attention.query_key_value.weight", {3 * h, h}});
+    out.push_back({p + "attention.dense.weight", {h, h}});
+    if (c.attention_bias) {
+      out.push_back({p + "attention.query_key_value.bias", {3 * h}});
+      out.push_back({p + "attention.dense.bias", {h}});
+    }
+    out.push_back({p + "mlp.dense_h_to_4h.weight", {in, h}});
+    out.push_back({p + "mlp.dense_h_to_4h.bias", {in}});
+    out.push_back({p + "mlp.dense_4h_to_h.weight", {h, in}});
+    out.push_back({p + "mlp.dense_4h_to_h.bias", {h}});
+  }
+  return out;
+}
+
 std::string NeoXConfigToJson(const NeoXConfig& c) {
   Json j;
   j["architectures"] = {"GPTNeoXForCausalLM"};

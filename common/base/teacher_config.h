@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -62,6 +63,16 @@ absl::StatusOr<TeacherShape> ParseTeacherShape(absl::string_view json_text,
 // but is malformed.
 absl::StatusOr<std::optional<TeacherShape>> ReadTeacherShape(
     const std::string& teacher_dir);
+
+// The floating-point tensors a GPT-NeoX checkpoint of `config` holds, with
+// their shapes, as HF's GPTNeoXForCausalLM names them (the names and shapes
+// worker/model/gpt_neox.cc loads): embeddings, every layer, final norm and,
+// unless the embeddings are tied, the output projection.
+struct NeoXTensorShape {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+std::vector<NeoXTensorShape> NeoXTensorShapes(const NeoXConfig& config);
 
 // The config as HF transformers writes it (old key spellings), for export.
 std::string NeoXConfigToJson(const NeoXConfig& config);

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
       RealClock clock;
       FakeSharding sharding(static_cast<int>(n), 10);
       CoordinatorOptions o;
+      o.check_inputs_at_submit = false;
       auto core =
           *Coordinator::Open(dir.path() + "/db", o, &clock, &sharding, nullptr);
       absl::Time t0 = absl::Now();
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
       RealClock clock;
       FakeSharding sharding(static_cast<int>(n), 10);
       CoordinatorOptions o;
+      o.check_inputs_at_submit = false;
       auto core = *Coordinator::Open(so.db_path, o, &clock, &sharding, nullptr);
       SubmitAndPlan(core.get());
       core.reset();

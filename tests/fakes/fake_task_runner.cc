@@ -1,5 +1,7 @@
 #include "tests/fakes/fake_task_runner.h"
 
+#include <new>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -17,6 +19,7 @@ absl::StatusOr<TaskResult> FakeTaskRunner::Run(const lft::v1::Task& task,
                                                TaskContext* context) {
   if (!options_.fail_with.empty())
     return absl::InternalError(options_.fail_with);
+  if (options_.throw_bad_alloc) throw std::bad_alloc();
   if (task.has_extraction()) return Extract(task, context);
   if (task.has_training()) return Train(task, context);
   if (task.has_evaluation()) return Evaluate(task, context);

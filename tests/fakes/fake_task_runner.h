@@ -27,6 +27,8 @@ struct FakeTaskRunnerOptions {
   std::function<void()> on_crash;
   // Fail every task with this message (tests of the retry budget).
   std::string fail_with;
+  // Throw std::bad_alloc from Run, as an oversized batch would.
+  bool throw_bad_alloc = false;
 };
 
 // One Run at a time.

@@ -77,7 +77,8 @@ class CoordinatorIntegrationTest : public ::testing::Test {
         R"("}, "corpus": {"jsonlZstPaths": [")", corpus_,
         R"("], "documentsPerShard": 25}, "block": {"firstLayer": 6, "endLayer": 12},)",
         R"( "training": {"maxSteps": 30, "checkpointEverySteps": 10},)",
-        R"( "evaluation": {"maxSequences": 10}})");
+        R"( "evaluation": {"maxSequences": 10, "heldoutPaths": [")", corpus_,
+        R"("]}})");
   }
 
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
@@ -86,19 +87,14 @@ class CoordinatorIntegrationTest : public ::testing::Test {
   std::unique_ptr<Process> StartCoordinator(std::vector<std::string> extra,
                                             int port = 0) {
     std::filesystem::remove(Path("port"));
-    std::vector<std::string> argv = {LFT_COORDINATOR_BIN,
-                                     "--db",
-                                     Path("db"),
-                                     "--listen",
-                                     absl::StrCat("127.0.0.1:", port),
-                                     "--port-file",
-                                     Path("port"),
-                                     "--heartbeat-interval-ms",
-                                     "100",
-                                     "--lease-ms",
-                                     "1000",
-                                     "--tick-ms",
-                                     "50"};
+    std::vector<std::string> argv = {
+        LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen",
+        absl::StrCat("127.0.0.1:", port), "--port-file", Path("port"),
+        "--heartbeat-interval-ms", "100", "--lease-ms", "1000", "--tick-ms",
+        "50",
+        // lft-fake-worker needs no weights; the
+        // fixture's teacher has none.
+        "--skip-input-checks"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p = std::make_unique<Process>(argv, Path("coordinator.out"),
                                        Path("coordinator.log"));

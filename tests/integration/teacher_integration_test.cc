@@ -70,7 +70,8 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
         R"(}, "block": {"firstLayer": 1, "endLayer": 3}, "sequenceLength": )",
         kSeqLen, R"(, "storageDtype": "STORAGE_DTYPE_BF16",)",
         R"( "training": {"maxSteps": 10, "checkpointEverySteps": 5},)",
-        R"( "evaluation": {"maxSequences": 4}})");
+        R"( "evaluation": {"maxSequences": 4, "heldoutPaths": [")", corpus_,
+        R"("]}})");
   }
 
   std::vector<LatentPairRecord> ReadAll(PairStore* store,
@@ -183,6 +184,19 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   EXPECT_NE(store_metrics.find("lft_store_pairs_written_total"),
             std::string::npos)
       << store_metrics;
+
+  // The coordinator registered the job with the store before the teachers
+  // ran (they found it there); lftctl delete removes its data through the
+  // coordinator and the job stays listed.
+  auto del = Ctl({"delete", job});
+  ASSERT_EQ(del.first, 0) << del.second;
+  EXPECT_NE(del.second.find("data deleted"), std::string::npos) << del.second;
+  EXPECT_TRUE(absl::IsNotFound(client->Stats(job).status()))
+      << client->Stats(job).status();
+  auto get = Ctl({"get", job});
+  EXPECT_NE(get.second.find("pairs, checkpoints and reports deleted"),
+            std::string::npos)
+      << get.second;
   if (!::lft::testing::HavePromtool()) {
     GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
   }

@@ -46,6 +46,13 @@ struct ProgressUpdate {
   double loss = 0;
   // Latest checkpoint written (trainers); the group resumes from it.
   std::string checkpoint;
+  // The current stage of a task with several (the evaluator: "training the
+  // regression baseline" in steps, then "scoring" in sequences) and its own
+  // progress; empty for tasks without stages.
+  std::string stage;
+  uint64_t stage_units_done = 0;
+  uint64_t stage_units_total = 0;
+  std::string stage_unit;
 };
 
 // What a finished task produced.
@@ -75,8 +82,9 @@ class TaskContext {
   // Trainers: joins the task's generation and blocks until every rank did.
   // Rank 0 passes its communicator id (NCCL unique id / Gloo address),
   // others pass "". Every rank gets the same result, including the
-  // checkpoint the coordinator chose to resume from. Aborted if the generation was dissolved (stop and
-  // return); Cancelled if the task was cancelled meanwhile.
+  // checkpoint the coordinator chose to resume from. Aborted if the generation
+  // was dissolved (stop and return); Cancelled if the task was cancelled
+  // meanwhile.
   virtual absl::StatusOr<RendezvousResult> Rendezvous(
       const std::string& communicator_id) = 0;
 };

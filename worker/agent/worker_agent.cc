@@ -1,5 +1,7 @@
 #include "worker/agent/worker_agent.h"
 
+#include <exception>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -70,6 +72,10 @@ class WorkerAgent::Context : public TaskContext {
     r.set_tokens_per_second(u.tokens_per_second);
     r.set_loss(u.loss);
     r.set_checkpoint(u.checkpoint);
+    r.set_stage(u.stage);
+    r.set_stage_units_done(u.stage_units_done);
+    r.set_stage_units_total(u.stage_units_total);
+    r.set_stage_unit(u.stage_unit);
     auto resp = agent_->control_->ReportProgress(r);
     if (resp.ok() && !resp->keep_going()) {
       cancel_->Cancel("the coordinator no longer leases this task to us");
@@ -210,6 +216,24 @@ void WorkerAgent::HeartbeatLoop() {
   }
 }
 
+// The task runner boundary: a runner's allocation failure (a batch too
+// large for this host) or any other exception that escaped it fails the
+// task with its cause instead of terminating the worker.
+absl::StatusOr<TaskResult> WorkerAgent::RunGuarded(const lft::v1::Task& task,
+                                                   TaskContext* context) {
+  try {
+    return runner_->Run(task, context);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("task ", task.task_id(),
+                     ": out of host memory (std::bad_alloc); lower "
+                     "training.global_batch_sequences or sequence_length"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("task ", task.task_id(), ": ", e.what()));
+  }
+}
+
 void WorkerAgent::RunTask(const lft::v1::Task& task) {
   auto cancel = std::make_shared<CancellationToken>();
   std::string worker;
@@ -222,7 +246,7 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
   }
   LogInfo("task started", {{"task", task.task_id()}, {"worker", worker}});
   Context context(this, task, cancel);
-  absl::StatusOr<TaskResult> result = runner_->Run(task, &context);
+  absl::StatusOr<TaskResult> result = RunGuarded(task, &context);
   if (result.ok()) context.Flush();
   {
     absl::MutexLock lock(&mu_);

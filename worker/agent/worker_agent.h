@@ -70,6 +70,8 @@ class WorkerAgent {
   absl::Status EnsureRegistered();
   void HeartbeatLoop();
   void RunTask(const lft::v1::Task& task);
+  absl::StatusOr<TaskResult> RunGuarded(const lft::v1::Task& task,
+                                        TaskContext* context);
 
   WorkerControl* const control_;
   TaskRunner* const runner_;

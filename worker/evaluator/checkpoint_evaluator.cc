@@ -135,6 +135,7 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
   const int64_t batch = std::max<int64_t>(1, o.batch_sequences);
   for (int64_t step = 0; step < o.steps; ++step) {
     if (Cancelled(hooks)) return CancelledStatus();
+    if (hooks.regression_progress) hooks.regression_progress(step, o.steps);
     LFT_ASSIGN_OR_RETURN(PairBatch b, NextPairBatch(source, batch, hidden,
                                                     teacher.options().device));
     for (torch::Tensor& p : layer->parameters()) p.mutable_grad().reset();
@@ -276,6 +277,7 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   const int64_t bs = std::max<int64_t>(1, plan.batch_sequences);
   int64_t tokens_done = 0;
   torch::NoGradGuard no_grad;
+  if (hooks.progress) hooks.progress(0, 0);  // scoring starts
   for (int64_t first = 0; first < total; first += bs) {
     if (Cancelled(hooks)) return CancelledStatus();
     const int64_t b = std::min(bs, total - first);

@@ -87,6 +87,8 @@ struct EvaluationHooks {
   std::function<bool()> cancelled;
   // Held-out sequences fully scored so far.
   std::function<void(int64_t sequences_done, int64_t tokens_done)> progress;
+  // Regression-baseline training steps done of `total` (before scoring).
+  std::function<void(int64_t steps_done, int64_t total)> regression_progress;
 };
 
 // Scores `checkpoint` (for block [m, n) of `teacher`) on `heldout`.

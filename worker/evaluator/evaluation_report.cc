@@ -295,16 +295,30 @@ absl::StatusOr<std::string> RenderLossPlot(const EvaluationReport& report) {
   return img.EncodePng();
 }
 
+// Two panels, KL_PQ and KL_x, each KL against k on a log10 y axis: the
+// skip baselines sit one or two decades above the flow curves, which a
+// linear axis squeezes flat, and KL_x often equals KL_PQ to three digits,
+// so one panel each keeps both visible. Values below kKlFloor are drawn at
+// the floor (log of 0).
 absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
+  constexpr double kKlFloor = 1e-6;
   std::map<std::string, std::vector<const EvaluationRow*>> by_solver;
   int64_t k_min = 0, k_max = 0;
-  double y_max = 0;
+  double lo = 0, hi = 0;
+  bool any = false;
+  auto widen = [&](double v) {
+    const double l = std::log10(std::max(v, kKlFloor));
+    lo = any ? std::min(lo, l) : l;
+    hi = any ? std::max(hi, l) : l;
+    any = true;
+  };
   for (const EvaluationRow& r : report.rows) {
     if (!r.is_flow()) continue;
     by_solver[r.solver].push_back(&r);
     k_min = k_min == 0 ? r.k : std::min(k_min, r.k);
     k_max = std::max(k_max, r.k);
-    y_max = std::max({y_max, r.kl_pq, r.kl_x});
+    widen(r.kl_pq);
+    widen(r.kl_x);
   }
   if (by_solver.empty()) {
     return absl::FailedPreconditionError(
@@ -315,74 +329,107 @@ absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
   for (const EvaluationRow& r : report.rows) {
     if (r.method == "skip" || (r.method == "regression" && !r.is_flow())) {
       levels.push_back(&r);
-      y_max = std::max(y_max, r.kl_pq);
+      widen(r.kl_pq);
+      widen(r.kl_x);
     }
   }
-  RgbImage img(760, 420);
-  PlotArea a;
-  a.left = 70;
-  a.top = 40;
-  a.width = 440;
-  a.height = 300;
-  a.x_min = static_cast<double>(k_min == k_max ? k_min - 1 : k_min);
-  a.x_max = static_cast<double>(k_min == k_max ? k_max + 1 : k_max);
-  a.y_min = 0;
-  a.y_max = y_max > 0 ? y_max * 1.1 : 1;
-  // One tick per integer k when that stays readable.
-  const int span = static_cast<int>(a.x_max - a.x_min);
-  DrawAxes(&img, a, "k (solver steps)", "KL", span <= 12 ? span + 1 : 5);
-  img.Text(a.left + 60, 8,
+  const int decade_lo = static_cast<int>(std::floor(lo));
+  const int decade_hi =
+      std::max(decade_lo + 1, static_cast<int>(std::ceil(hi)));
+  RgbImage img(1000, 420);
+  img.Text(70, 8,
            absl::StrCat(Upper(report.method), " block [", report.first_layer,
-                        ", ", report.end_layer, "): KL_PQ solid, KL_x dashed"),
+                        ", ", report.end_layer,
+                        "): KL against solver steps k (log scale)"),
            0, 0, 0);
-  int legend_y = a.top;
-  const int legend_x = a.left + a.width + 20;
-  auto legend = [&](const std::string& text, uint8_t r, uint8_t g, uint8_t b,
-                    bool dashed) {
-    if (dashed) {
-      DashedLine(&img, legend_x, legend_y + 3, legend_x + 24, legend_y + 3, r,
-                 g, b);
-    } else {
-      img.Line(legend_x, legend_y + 3, legend_x + 24, legend_y + 3, r, g, b);
-      img.Line(legend_x, legend_y + 4, legend_x + 24, legend_y + 4, r, g, b);
-    }
-    img.Text(legend_x + 30, legend_y, text, 0, 0, 0);
-    legend_y += 14;
-  };
   static constexpr uint8_t kSolverColors[][3] = {
       {31, 119, 180}, {214, 39, 40}, {148, 103, 189}};
-  size_t ci = 0;
   for (auto& [solver, rows] : by_solver) {
     std::sort(rows.begin(), rows.end(),
               [](const EvaluationRow* x, const EvaluationRow* y) {
                 return x->k < y->k;
               });
-    const uint8_t* c = kSolverColors[std::min<size_t>(ci++, 2)];
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const double x = a.X(static_cast<double>(rows[i]->k));
-      img.Dot(x, a.Y(rows[i]->kl_pq), 3, c[0], c[1], c[2]);
-      img.Dot(x, a.Y(rows[i]->kl_x), 2, c[0], c[1], c[2]);
-      if (i == 0) continue;
-      const double xp = a.X(static_cast<double>(rows[i - 1]->k));
-      img.Line(xp, a.Y(rows[i - 1]->kl_pq), x, a.Y(rows[i]->kl_pq), c[0], c[1],
-               c[2]);
-      DashedLine(&img, xp, a.Y(rows[i - 1]->kl_x), x, a.Y(rows[i]->kl_x), c[0],
-                 c[1], c[2]);
-    }
-    legend(absl::StrCat(solver, " KL_PQ"), c[0], c[1], c[2], false);
-    legend(absl::StrCat(solver, " KL_x"), c[0], c[1], c[2], true);
   }
-  for (const EvaluationRow* r : levels) {
+  auto level_color = [](const EvaluationRow* r, uint8_t* c) {
     const bool reg = r->method == "regression";
     const uint8_t shade =
         reg ? 0
             : static_cast<uint8_t>(std::min<int64_t>(60 + 30 * r->skip, 200));
-    const uint8_t g = reg ? 160 : shade;
-    const double y = a.Y(r->kl_pq);
-    img.Line(a.left + 1, y, a.left + a.width - 1, y, shade, g, shade);
-    legend(absl::StrFormat("%s KL_PQ %.3g", r->Label(), r->kl_pq), shade, g,
-           shade, false);
+    c[0] = shade;
+    c[1] = reg ? 160 : shade;
+    c[2] = shade;
+  };
+  auto panel = [&](int left, const std::string& name,
+                   double EvaluationRow::*metric) {
+    PlotArea a;
+    a.left = left;
+    a.top = 40;
+    a.width = 300;
+    a.height = 300;
+    a.x_min = static_cast<double>(k_min == k_max ? k_min - 1 : k_min);
+    a.x_max = static_cast<double>(k_min == k_max ? k_max + 1 : k_max);
+    a.y_min = decade_lo;
+    a.y_max = decade_hi;
+    const int span = static_cast<int>(a.x_max - a.x_min);
+    DrawAxes(&img, a, "k (solver steps)", name, span <= 12 ? span + 1 : 5,
+             /*y_ticks=*/0);
+    for (int d = decade_lo; d <= decade_hi; ++d) {
+      const double py = a.Y(d);
+      img.Line(a.left - 4, py, a.left, py, 0, 0, 0);
+      if (d > decade_lo && d < decade_hi) {
+        img.Line(a.left + 1, py, a.left + a.width - 1, py, 225, 225, 225);
+      }
+      const std::string label = absl::StrFormat("%g", std::pow(10.0, d));
+      img.Text(a.left - 7 - RgbImage::TextWidth(label),
+               static_cast<int>(py) - 3, label, 0, 0, 0);
+    }
+    auto y_of = [&](double v) {
+      return a.Y(std::log10(std::max(v, kKlFloor)));
+    };
+    size_t ci = 0;
+    for (const auto& [solver, rows] : by_solver) {
+      const uint8_t* c = kSolverColors[std::min<size_t>(ci++, 2)];
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const double x = a.X(static_cast<double>(rows[i]->k));
+        img.Dot(x, y_of(rows[i]->*metric), 3, c[0], c[1], c[2]);
+        if (i == 0) continue;
+        const double xp = a.X(static_cast<double>(rows[i - 1]->k));
+        img.Line(xp, y_of(rows[i - 1]->*metric), x, y_of(rows[i]->*metric),
+                 c[0], c[1], c[2]);
+      }
+    }
+    for (const EvaluationRow* r : levels) {
+      uint8_t c[3];
+      level_color(r, c);
+      const double y = y_of(r->*metric);
+      DashedLine(&img, a.left + 1, y, a.left + a.width - 1, y, c[0], c[1],
+                 c[2]);
+    }
+  };
+  panel(70, "KL_PQ", &EvaluationRow::kl_pq);
+  panel(440, "KL_x", &EvaluationRow::kl_x);
+  int legend_y = 40;
+  const int legend_x = 770;
+  size_t ci = 0;
+  for (const auto& [solver, rows] : by_solver) {
+    const uint8_t* c = kSolverColors[std::min<size_t>(ci++, 2)];
+    img.Line(legend_x, legend_y + 3, legend_x + 24, legend_y + 3, c[0], c[1],
+             c[2]);
+    img.Dot(legend_x + 12, legend_y + 3, 3, c[0], c[1], c[2]);
+    img.Text(legend_x + 30, legend_y, absl::StrCat("flow, ", solver), 0, 0, 0);
+    legend_y += 14;
   }
+  for (const EvaluationRow* r : levels) {
+    uint8_t c[3];
+    level_color(r, c);
+    DashedLine(&img, legend_x, legend_y + 3, legend_x + 24, legend_y + 3, c[0],
+               c[1], c[2]);
+    img.Text(legend_x + 30, legend_y,
+             absl::StrFormat("%s %.3g / %.3g", r->Label(), r->kl_pq, r->kl_x),
+             0, 0, 0);
+    legend_y += 14;
+  }
+  img.Text(legend_x, legend_y + 6, "(levels: KL_PQ / KL_x)", 0, 0, 0);
   return img.EncodePng();
 }
 

@@ -213,6 +213,17 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
     progress.tokens_per_second = secs > 0 ? tokens / secs : 0;
+    progress.stage = "scoring";
+    progress.stage_unit = "sequences";
+    progress.stage_units_done = static_cast<uint64_t>(sequences);
+    progress.stage_units_total = heldout->sequences.size();
+    if (!context->ReportProgress(progress)) stop = true;
+  };
+  hooks.regression_progress = [&](int64_t steps, int64_t total) {
+    progress.stage = "training the regression baseline";
+    progress.stage_unit = "steps";
+    progress.stage_units_done = static_cast<uint64_t>(steps);
+    progress.stage_units_total = static_cast<uint64_t>(total);
     if (!context->ReportProgress(progress)) stop = true;
   };
   auto report = EvaluateCheckpoint(*teacher->model, *checkpoint, *heldout, plan,

@@ -50,7 +50,9 @@ const std::vector<lft::FlagSpec>& PretrainFlags() {
           {"batch", "N", "Sequences per step (default 16)"},
           {"steps", "N",
            "Optimizer steps (the LR schedule's length; default 1000)"},
-          {"max-seconds", "X", "Stop after this long (0 = no limit)"},
+          {"max-seconds", "X",
+           "Guard: stop after this long even before --steps, with a warning "
+           "(the teacher then depends on the machine's speed; 0 = no limit)"},
           {"lr", "X", "Peak learning rate (default 1e-3)"},
           {"warmup", "N", "Warm-up steps (default 50)"},
           {"max-train-tokens", "N",
@@ -250,6 +252,15 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       });
   if (!report.ok()) return Fail(report.status());
+  if (report->stopped_by_time_cap) {
+    std::fprintf(stderr,
+                 "\nlft-pretrain: WARNING: the --max-seconds guard of %.0f s "
+                 "stopped training at step %lld of %lld: this teacher is "
+                 "undertrained and differs from one trained to the end on "
+                 "another machine\n",
+                 options.max_seconds, static_cast<long long>(report->steps),
+                 static_cast<long long>(options.max_steps));
+  }
   std::printf(
       "\n| teacher | params | steps | tokens | seconds | tokens/s | held-out "
       "loss (nats) | "

@@ -231,7 +231,10 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
     const int64_t b = options.batch_sequences;
     double loss_ema = 0;
     for (int64_t step = 0; step < options.max_steps; ++step) {
-      if (options.max_seconds > 0 && elapsed() > options.max_seconds) break;
+      if (options.max_seconds > 0 && elapsed() > options.max_seconds) {
+        report.stopped_by_time_cap = true;
+        break;
+      }
       const double warm = std::min(
           1.0, (step + 1.0) / std::max<int64_t>(1, options.warmup_steps));
       const double progress =

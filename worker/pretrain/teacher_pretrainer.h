@@ -32,8 +32,9 @@ struct PretrainOptions {
   int64_t sequence_length = 128;
   int64_t batch_sequences = 16;
   int64_t max_steps = 1000;
-  // Wall-clock budget; training stops at whichever of the two comes first
-  // (0 = no time limit). The schedule follows max_steps.
+  // A guard, not a budget: training runs max_steps, and stops early only if
+  // this much wall-clock time passed first (0 = no limit), which makes the
+  // teacher depend on the machine's speed. PretrainReport says so.
   double max_seconds = 0;
   double learning_rate = 1e-3;
   double weight_decay = 0.01;
@@ -68,6 +69,8 @@ struct PretrainReport {
   double heldout_perplexity = 0;
   double unigram_entropy = 0;
   int64_t heldout_tokens = 0;
+  // True if max_seconds stopped training before max_steps.
+  bool stopped_by_time_cap = false;
 };
 
 // Tokenizes Pile-format files (`*.jsonl.zst`) into one stream, documents

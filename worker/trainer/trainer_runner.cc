@@ -381,7 +381,10 @@ class TrainerSession {
     pos_.tokens += tokens * world_;
     pos_.losses.push_back(*loss);
     if (pos_.pairs_consumed + batch_ > epoch_pairs_) reader_.reset();
-    if (ts_.streaming() && rank_ == 0) {
+    // Acknowledged in cached mode too, for the first epoch: the store's
+    // pending pairs then mean "not yet consumed" in every mode (the store
+    // lag the dashboard shows); later epochs re-read consumed pairs.
+    if (rank_ == 0 && (ts_.streaming() || pos_.epoch == 0)) {
       absl::Status ack = store_->AckConsumed(job_, batch_);
       if (!ack.ok())
         return Annotate(ack, absl::StrCat(where_, ": acknowledging pairs"));

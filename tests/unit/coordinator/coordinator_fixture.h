@@ -27,6 +27,11 @@ class CoordinatorTest : public ::testing::Test {
     o.lease_duration_ms = kLeaseMs;
     o.max_task_attempts = 3;
     o.progress_event_interval_ms = 0;
+    // The specs name files that do not exist; the file checks have tests of
+    // their own (job_inputs_test.cc, coordinator_test.cc).
+    o.check_inputs_at_submit = check_inputs_;
+    o.latent_store = latent_store_;
+    o.pair_retention_ms = pair_retention_ms_;
     auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_,
                                &metrics_);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -75,6 +80,9 @@ class CoordinatorTest : public ::testing::Test {
     return core_->GetJob(job)->state();
   }
 
+  bool check_inputs_ = false;
+  PairStore* latent_store_ = nullptr;
+  int64_t pair_retention_ms_ = 0;
   TempDir dir_;
   FakeClock clock_;
   FakeSharding sharding_{3, 10};

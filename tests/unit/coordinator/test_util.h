@@ -13,8 +13,8 @@
 #include "coordinator/corpus_sharding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/testing/status_matchers.h"
 #include "lft/v1/job.pb.h"
+#include "tests/testing/status_matchers.h"
 
 namespace lft {
 
@@ -73,6 +73,7 @@ inline lft::v1::JobSpec ValidSpec(
   spec.mutable_training()->set_max_steps(20);
   spec.mutable_training()->set_checkpoint_every_steps(5);
   spec.mutable_evaluation()->set_max_sequences(8);
+  spec.mutable_evaluation()->add_heldout_paths("/data/pile-val.jsonl.zst");
   return spec;
 }
 

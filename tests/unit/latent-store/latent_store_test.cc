@@ -1,6 +1,7 @@
 #include "latent-store/latent_store.h"
 
 #include <atomic>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -378,6 +379,77 @@ TEST_F(LatentStoreTest, DeleteJobAbortsBlockedWriters) {
   writer.join();
   EXPECT_THAT(result, StatusIs(absl::StatusCode::kAborted, "was deleted"));
   EXPECT_THAT(store_->DeleteJob("job"),
+              StatusIs(absl::StatusCode::kNotFound, "not registered"));
+}
+
+// Stats.checkpoints counted reports and PNGs too.
+TEST_F(LatentStoreTest, StatsCountCheckpointsAndReportsApart) {
+  Create("job");
+  for (const char* name : {"step-0000000010", "step-0000000020", "report.json",
+                           "report.md", "kl_vs_k.png"}) {
+    ASSERT_TRUE(store_->PutCheckpoint("job", name, "blob", "").ok());
+  }
+  auto stats = store_->Stats("job");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->checkpoints, 2u);
+  EXPECT_EQ(stats->reports, 3u);
+}
+
+// Bytes under the directory, recursively.
+uint64_t DiskBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) total += e.file_size();
+  }
+  return total;
+}
+
+// Pairs of finished jobs stayed on disk: deleting must give the space back
+// (range deletion, then compaction of the job's key range).
+TEST_F(LatentStoreTest, DeleteJobAndDeletePairsReturnDiskSpace) {
+  constexpr uint32_t kTokens = 256, kWide = 256;  // 128 KiB per x0 in bf16
+  JobConfig c;
+  c.hidden = kWide;
+  for (const char* job : {"gone", "kept"}) {
+    ASSERT_TRUE(store_->CreateJob(job, c).ok());
+    for (uint64_t b = 0; b < 8; ++b) {
+      std::vector<LatentPairRecord> batch;
+      for (uint64_t s = 0; s < 8; ++s) {
+        batch.push_back(MakePair(0, b * 8 + s, 0, kTokens, kWide));
+      }
+      ASSERT_TRUE(store_->PutPairs(job, batch, absl::InfiniteFuture()).ok());
+    }
+  }
+  ASSERT_TRUE(store_->PutCheckpoint("kept", "report.json", "{}", "").ok());
+  ASSERT_TRUE(store_->Flush().ok());
+  const uint64_t job_bytes = 64ull * 2 * kTokens * kWide * 2;  // 16 MiB
+  const uint64_t before = DiskBytes(dir_.Sub("db"));
+  ASSERT_GT(before, 2 * job_bytes);
+
+  ASSERT_TRUE(store_->DeleteJob("gone").ok());
+  const uint64_t after_delete = DiskBytes(dir_.Sub("db"));
+  EXPECT_LT(after_delete, before - job_bytes * 9 / 10)
+      << "before " << before << " after " << after_delete;
+
+  ASSERT_TRUE(store_->DeletePairs("kept").ok());
+  const uint64_t after_pairs = DiskBytes(dir_.Sub("db"));
+  EXPECT_LT(after_pairs, after_delete - job_bytes * 9 / 10)
+      << "before " << after_delete << " after " << after_pairs;
+  auto stats = store_->Stats("kept");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->pairs, 0u);
+  EXPECT_EQ(stats->reports, 1u);
+  EXPECT_TRUE(ReadAll("kept", ScanOptions()).empty());
+  // The job still takes pairs, and its counters survive a reopen.
+  ASSERT_TRUE(
+      store_
+          ->PutPairs("kept",
+                     {MakePair(1, 0, 0, 2, kWide), MakePair(1, 1, 0, 2, kWide)},
+                     absl::InfiniteFuture())
+          .ok());
+  Reopen();
+  EXPECT_EQ(store_->Stats("kept")->pairs, 2u);
+  EXPECT_THAT(store_->DeletePairs("nope"),
               StatusIs(absl::StatusCode::kNotFound, "not registered"));
 }
 

@@ -219,8 +219,24 @@ TEST_F(StoreServiceTest, RawStubBadInputNeverCrashesTheServer) {
     }
     EXPECT_EQ(r->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
+  {  // partitions 0 was read as 1 although Scan says "need partitions >= 1".
+    grpc::ClientContext ctx;
+    lft::v1::ScanPairsRequest req;
+    req.set_job_id("job");
+    auto r = stub->ScanPairs(&ctx, req);
+    lft::v1::ScanPairsResponse resp;
+    while (r->Read(&resp)) {
+    }
+    grpc::Status s = r->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("need partitions >= 1"), std::string::npos)
+        << s.error_message();
+  }
   // Still serving.
   EXPECT_TRUE(remote_->Stats("job").ok());
+  // DeletePairs over gRPC keeps the job.
+  EXPECT_TRUE(remote_->DeletePairs("job").ok());
+  EXPECT_EQ(remote_->Stats("job")->pairs, 0u);
 }
 
 TEST_F(StoreServiceTest, CheckpointsOverGrpc) {

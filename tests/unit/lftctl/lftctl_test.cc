@@ -44,6 +44,18 @@ TEST(LftctlTest, ProgressLineShowsDoneTotalRateAndEta) {
             "[############------------] ");
 }
 
+// Evaluation sat at 0/48 sequences while it trained the regression
+// baseline; the stage and its own units now show.
+TEST(LftctlTest, ProgressLineNamesTheEvaluationStage) {
+  lft::v1::PhaseProgress p;
+  p.set_unit("steps");
+  p.set_units_done(50);
+  p.set_units_total(200);
+  p.set_stage("training the regression baseline");
+  EXPECT_EQ(FormatPhaseProgress(p, false),
+            " 25%  50/200 steps (training the regression baseline)");
+}
+
 TEST(LftctlTest, ExitCodes) {
   EXPECT_EQ(ExitCodeFor(absl::InvalidArgumentError("x")), kExitUsage);
   EXPECT_EQ(ExitCodeFor(absl::NotFoundError("x")), kExitNotFound);

@@ -24,6 +24,7 @@ lft::v1::JobSpec MinimalSpec() {
   spec.mutable_corpus()->add_jsonl_zst_paths("/data/pile/00.jsonl.zst");
   spec.mutable_block()->set_first_layer(6);
   spec.mutable_block()->set_end_layer(12);
+  spec.mutable_evaluation()->add_heldout_paths("/data/pile/val.jsonl.zst");
   return spec;
 }
 
@@ -143,11 +144,13 @@ TEST(JobSpecTest, ReportsEveryProblemWithItsFieldPath) {
   EXPECT_THAT(problems,
               HasProblem("evaluation.solvers[0]", "euler or midpoint"));
   EXPECT_THAT(problems, HasProblem("sequence_length", "got 1"));
-  EXPECT_THAT(problems, SizeIs(17));
+  EXPECT_THAT(problems,
+              HasProblem("evaluation.heldout_paths", "at least one held-out"));
+  EXPECT_THAT(problems, SizeIs(18));
 
   absl::Status status = SpecProblemsToStatus(problems);
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
-                               "invalid job spec (17 problems)"));
+                               "invalid job spec (18 problems)"));
   EXPECT_THAT(status,
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "\n  training.learning_rate: must be in (0, 1), got 2"));
@@ -195,6 +198,109 @@ TEST(JobSpecTest, MalformedJsonIsInvalidArgument) {
               StatusIs(absl::StatusCode::kInvalidArgument, "nmae"));
   EXPECT_THAT(ParseJobSpecJson(R"({"training": {"method": "METHOD_NOPE"}})"),
               StatusIs(absl::StatusCode::kInvalidArgument, "METHOD_NOPE"));
+}
+
+// Proto3 keeps unknown enum values; over a raw RPC solver 42 and init 42
+// were accepted and even ran.
+TEST(JobSpecTest, EnumValuesOutOfRangeAreRefused) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  spec.mutable_training()->set_solver(static_cast<lft::v1::Solver>(42));
+  spec.mutable_training()->set_estimator_init(
+      static_cast<lft::v1::EstimatorInit>(42));
+  spec.mutable_training()->set_method(static_cast<lft::v1::Method>(42));
+  spec.set_storage_dtype(static_cast<lft::v1::StorageDtype>(42));
+  spec.mutable_evaluation()->set_solvers(0, static_cast<lft::v1::Solver>(42));
+  auto problems = ValidateJobSpec(spec);
+  EXPECT_THAT(
+      problems,
+      HasProblem("training.solver",
+                 "42 is not a known value of lft.v1.Solver; set euler"));
+  EXPECT_THAT(problems, HasProblem("training.estimator_init",
+                                   "42 is not a known value of "
+                                   "lft.v1.EstimatorInit; set teacher_layer"));
+  EXPECT_THAT(problems, HasProblem("training.method",
+                                   "42 is not a known value of lft.v1.Method"));
+  EXPECT_THAT(problems,
+              HasProblem("storage_dtype",
+                         "42 is not a known value of lft.v1.StorageDtype"));
+  EXPECT_THAT(problems, HasProblem("evaluation.solvers[0]",
+                                   "42 is not a known value of lft.v1.Solver"));
+  spec = MinimalSpec();
+  spec.set_kind(static_cast<lft::v1::JobKind>(42));
+  EXPECT_THAT(ValidateJobSpec(spec),
+              HasProblem("kind", "42 is not a known value of lft.v1.JobKind"));
+}
+
+// global_batch_sequences 4294967295 passed and every trainer aborted with
+// std::bad_alloc.
+TEST(JobSpecTest, SizeFieldsAreBoundedByTheStatedLimits) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  spec.mutable_training()->set_global_batch_sequences(4294967295u);
+  EXPECT_THAT(ValidateJobSpec(spec),
+              HasProblem("training.global_batch_sequences",
+                         "must be at most 65536, got 4294967295"));
+
+  spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  spec.set_sequence_length(2048);
+  spec.mutable_training()->set_global_batch_sequences(1024);
+  EXPECT_THAT(ValidateJobSpec(spec),
+              HasProblem("training.global_batch_sequences",
+                         "1024 sequences per rank x 2048 tokens = 2097152 "
+                         "tokens per rank and step, more than the limit of "
+                         "1048576"));
+  spec.mutable_training()->set_trainer_ranks(2);
+  EXPECT_THAT(ValidateJobSpec(spec), IsEmpty());
+
+  spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  spec.mutable_training()->set_max_steps(kMaxTrainingSteps + 1);
+  spec.mutable_training()->set_warmup_steps(10);
+  spec.mutable_training()->set_streaming_buffer_pairs(uint64_t{1} << 40);
+  spec.mutable_evaluation()->set_max_sequences(1u << 20);
+  spec.set_teacher_workers(100000);
+  auto problems = ValidateJobSpec(spec);
+  EXPECT_THAT(problems, HasProblem("training.max_steps",
+                                   "must be at most 100000000, got"));
+  EXPECT_THAT(problems, HasProblem("training.streaming_buffer_pairs",
+                                   "must be at most 16777216"));
+  EXPECT_THAT(problems,
+              HasProblem("evaluation.max_sequences", "must be at most 65536"));
+  EXPECT_THAT(problems, HasProblem("teacher_workers",
+                                   "must be at most 4096, got 100000"));
+
+  spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  spec.mutable_training()->set_max_steps(0);
+  spec.mutable_training()->set_max_tokens(uint64_t{1} << 62);
+  EXPECT_THAT(ValidateJobSpec(spec),
+              HasProblem("training.max_tokens",
+                         "more than the limit of 100000000 steps"));
+}
+
+// "yes" was taken as true: protobuf's JSON parser accepts strings for bools.
+TEST(JobSpecTest, JsonBoolsAreOnlyTrueOrFalse) {
+  EXPECT_THAT(
+      ParseJobSpecJson(R"({"evaluation": {"regressionBaseline": "yes"}})"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "evaluation.regressionBaseline: expected true or false, got "
+               "\"yes\""));
+  EXPECT_THAT(ParseJobSpecJson(R"({"training": {"streaming": 1}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "training.streaming: expected true or false, got 1"));
+  auto ok = ParseJobSpecJson(R"({"training": {"streaming": true}})");
+  ASSERT_THAT(ok, IsOk());
+  EXPECT_TRUE(ok->training().streaming());
+}
+
+TEST(JobSpecTest, JsonSyntaxErrorsNameTheLineAndColumn) {
+  EXPECT_THAT(ParseJobSpecJson("{\n  \"name\": \"j\",\n  \"kind\" 3\n}"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "not valid JSON for lft.v1.JobSpec: line 3, column 10"));
+  EXPECT_THAT(ParseJobSpecJson("{\"name\": "),
+              StatusIs(absl::StatusCode::kInvalidArgument, "line 1, column"));
 }
 
 }  // namespace

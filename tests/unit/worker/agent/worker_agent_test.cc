@@ -16,6 +16,7 @@ class AgentFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     CoordinatorOptions o;
+    o.check_inputs_at_submit = false;  // the spec names no real files
     o.heartbeat_interval_ms = 50;
     o.lease_duration_ms = 600;
     o.progress_event_interval_ms = 0;
@@ -131,6 +132,22 @@ TEST_F(AgentFixture, FailingRunnerExhaustsRetryBudget) {
   ASSERT_TRUE(WaitForState(job, lft::v1::JOB_STATE_FAILED, absl::Seconds(10)));
   EXPECT_THAT(core_->GetJob(job)->error(),
               ::testing::HasSubstr("last error: teacher weights missing"));
+}
+
+// A trainer took global_batch_sequences 4294967295 and died with
+// "terminate called after throwing an instance of 'std::bad_alloc'"; the
+// job said the task "was lost". Now the task fails with the cause and the
+// worker lives on.
+TEST_F(AgentFixture, AllocationFailureFailsTheTaskNamingTheCause) {
+  FakeTaskRunnerOptions oom;
+  oom.throw_bad_alloc = true;
+  WorkerAgent* t = Start(lft::v1::WORKER_ROLE_TEACHER, "t", oom);
+  const std::string job = Submit(ValidSpec());
+  ASSERT_TRUE(WaitForState(job, lft::v1::JOB_STATE_FAILED, absl::Seconds(10)));
+  EXPECT_THAT(core_->GetJob(job)->error(),
+              ::testing::HasSubstr("out of host memory (std::bad_alloc); "
+                                   "lower training.global_batch_sequences"));
+  EXPECT_GE(t->tasks_completed(), 1u);  // it reported, it did not die
 }
 
 }  // namespace

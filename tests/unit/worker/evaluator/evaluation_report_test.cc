@@ -2,7 +2,9 @@
 // table and verdict sentence, its PNG plots, and held-out packing.
 #include "worker/evaluator/evaluation_report.h"
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -126,6 +128,10 @@ TEST(EvaluationReportTest, PlotsArePngsAndNeedData) {
   auto kl = RenderKlPlot(r);
   ASSERT_TRUE(kl.ok()) << kl.status();
   EXPECT_EQ(kl->substr(0, 8), "\x89PNG\r\n\x1a\n");
+  // LFT_TEST_PLOT_DIR=DIR keeps the plot, to look at it.
+  if (const char* dir = std::getenv("LFT_TEST_PLOT_DIR")) {
+    std::ofstream(std::string(dir) + "/kl_vs_k.png", std::ios::binary) << *kl;
+  }
   r.losses.clear();
   EXPECT_THAT(RenderLossPlot(r),
               StatusIs(absl::StatusCode::kFailedPrecondition, "ckpt-10"));

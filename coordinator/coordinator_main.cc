@@ -27,6 +27,13 @@ constexpr char kUsage[] = R"(usage: lft-coordinator --db DIR [flags]
   --heartbeat-interval-ms N workers heartbeat this often (default 2000)
   --lease-ms N              lease length and worker timeout (default 10000)
   --max-task-attempts N     tries per task before the job fails (default 4)
+  --planning-deadline-ms N  fail a job whose corpus planning (opening and
+                            counting its files) takes longer (default 600000;
+                            0 = no deadline)
+  --group-notice-ms N       report a trainer group short of ranks in the job
+                            status after N ms (default 10000)
+  --group-deadline-ms N     fail a job whose trainer group has not formed
+                            within N ms (default 0 = wait forever)
   --store-address ADDR      latent store address handed to workers
   --port-file PATH          write the bound gRPC port (and metrics port) here
 )";
@@ -46,7 +53,8 @@ int main(int argc, char** argv) {
       args,
       {"listen", "db", "tls-cert", "tls-key", "tls-ca", "token", "metrics-port",
        "metrics-host", "heartbeat-interval-ms", "lease-ms", "max-task-attempts",
-       "store-address", "port-file", "tick-ms"},
+       "store-address", "port-file", "tick-ms", "group-notice-ms",
+       "group-deadline-ms", "planning-deadline-ms"},
       {"insecure-loopback", "help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "lft-coordinator: %s\n%s",
@@ -70,7 +78,10 @@ int main(int argc, char** argv) {
   for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
            {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
            {"lease-ms", &o.coordinator.lease_duration_ms},
-           {"tick-ms", &o.tick_ms}}) {
+           {"tick-ms", &o.tick_ms},
+           {"group-notice-ms", &o.coordinator.group_notice_ms},
+           {"group-deadline-ms", &o.coordinator.group_deadline_ms},
+           {"planning-deadline-ms", &o.coordinator.planning_deadline_ms}}) {
     auto v = flags->GetInt(name, *target);
     if (!v.ok()) return Fail(v.status(), 2);
     *target = *v;

@@ -53,8 +53,29 @@ absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
       batch.Delete(m.key);
     }
   }
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch),
-                   "writing coordinator state");
+  auto no_space = [&](const rocksdb::Status& s) {
+    out_of_space_ = true;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("writing coordinator state: the disk of --db ",
+                     db_->GetName(), " is full (", s.ToString(),
+                     "); free space there: writes resume by themselves"));
+  };
+  auto is_no_space = [](const rocksdb::Status& s) {
+    return s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace;
+  };
+  absl::MutexLock lock(&write_mu_);
+  if (out_of_space_) {
+    // RocksDB stops writes after a failed WAL append; Resume() opens a new
+    // WAL once space returned (latent-store/latent_store.cc does the same).
+    rocksdb::Status r = db_->Resume();
+    if (is_no_space(r)) return no_space(r);
+    if (!r.ok())
+      return FromRocks(r, "resuming coordinator state after a full disk");
+    out_of_space_ = false;
+  }
+  rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+  if (is_no_space(s)) return no_space(s);
+  return FromRocks(s, "writing coordinator state");
 }
 
 absl::Status StateStore::Scan(

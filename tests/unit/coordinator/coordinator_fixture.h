@@ -27,6 +27,8 @@ class CoordinatorTest : public ::testing::Test {
     o.lease_duration_ms = kLeaseMs;
     o.max_task_attempts = 3;
     o.progress_event_interval_ms = 0;
+    o.group_notice_ms = group_notice_ms_;
+    o.group_deadline_ms = group_deadline_ms_;
     auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_,
                                &metrics_);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -75,6 +77,9 @@ class CoordinatorTest : public ::testing::Test {
     return core_->GetJob(job)->state();
   }
 
+  // Options a test may change before calling Reopen().
+  int64_t group_notice_ms_ = 10000;
+  int64_t group_deadline_ms_ = 0;
   TempDir dir_;
   FakeClock clock_;
   FakeSharding sharding_{3, 10};

@@ -209,7 +209,7 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
 
 absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
     const lft::v1::Task& task, const LoadedTeacher& teacher, TensorCodec codec,
-    PairStore* store, TaskContext* context) {
+    PairStore* store, TaskContext* context, bool* store_restarted) {
   const lft::v1::JobSpec& spec = task.spec();
   const lft::v1::ExtractionTask& ex = task.extraction();
   const int64_t m = spec.block().first_layer();

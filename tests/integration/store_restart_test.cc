@@ -26,12 +26,12 @@ class StoreRestartTest : public testing_util::LocalClusterTest {
   void StartWorkers() {
     StartServices();
     // Paused so that each phase lasts long enough to be hit: 100 ms per
-    // teacher batch, 50 ms per trainer step, 500 ms before the evaluator
+    // teacher batch, 150 ms per trainer step, 500 ms before the evaluator
     // writes its results.
     teacher_proc_ =
         StartTeacher("teacher", {"--test-pause-ms-per-batch", "100"});
     trainer_proc_ =
-        StartWorker("trainer", "trainer", {"--test-pause-ms-per-batch", "50"});
+        StartWorker("trainer", "trainer", {"--test-pause-ms-per-batch", "150"});
     evaluator_proc_ = StartWorker("evaluator", "evaluator",
                                   {"--test-pause-ms-per-batch", "500"});
   }
@@ -45,7 +45,7 @@ class StoreRestartTest : public testing_util::LocalClusterTest {
         R"( "endLayer": 3}, "sequenceLength": 32, "storageDtype": )",
         R"("STORAGE_DTYPE_F32", "training": {"method": "METHOD_FW", )",
         R"("maxSteps": 30, "globalBatchSequences": 4, "learningRate": 0.003,)",
-        R"( "warmupSteps": 4, "checkpointEverySteps": 10, "trainerRanks": 1,)",
+        R"( "warmupSteps": 4, "checkpointEverySteps": 2, "trainerRanks": 1,)",
         R"( "seed": 3}, "evaluation": {"maxSequences": 4, "heldoutPaths": [")",
         corpus_, R"("], "steps": [1, 3]}})");
     auto r = Ctl({"submit", path});
@@ -140,11 +140,12 @@ TEST_F(StoreRestartTest, StoreKilledInEachPhaseRestartedAfter1sSameReport) {
   EXPECT_EQ(FinishedReport(extraction), reference);
   EXPECT_GT(Count(teacher_proc_->err(), kUnavailableLog), 0u) << Logs();
 
-  // Training: a few steps before the step-10 checkpoint is written.
+  // Training: checkpoints every 2 steps (about 0.4 s), so the trainer
+  // writes to the store while it is down.
   const std::string training = Submit("training");
   ASSERT_TRUE(WaitUntil([&] {
     auto [state, step] = StateAndStep(training);
-    return state == "JOB_STATE_TRAINING" && step >= 5;
+    return state == "JOB_STATE_TRAINING" && step >= 3;
   })) << Logs();
   KillAndRestartStore(absl::Seconds(1));
   EXPECT_EQ(FinishedReport(training), reference);
@@ -171,7 +172,7 @@ TEST_F(StoreRestartTest, StoreDown20sDuringTrainingJobSucceedsSameReport) {
   const std::string job = Submit("down20s");
   ASSERT_TRUE(WaitUntil([&] {
     auto [state, step] = StateAndStep(job);
-    return state == "JOB_STATE_TRAINING" && step >= 5;
+    return state == "JOB_STATE_TRAINING" && step >= 3;
   })) << Logs();
   KillAndRestartStore(absl::Seconds(20));
   EXPECT_EQ(FinishedReport(job), reference);

@@ -26,6 +26,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_open_files = 256;
+  // Write() resumes after a full disk itself (see there).
+  options.max_bgerror_resume_count = 0;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &db);
   if (!s.ok())
@@ -69,11 +71,12 @@ absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
     // WAL once space returned (latent-store/latent_store.cc does the same).
     rocksdb::Status r = db_->Resume();
     if (is_no_space(r)) return no_space(r);
-    if (!r.ok())
+    // Busy: RocksDB's own recovery is under way; the write below tells.
+    if (!r.ok() && !r.IsBusy())
       return FromRocks(r, "resuming coordinator state after a full disk");
-    out_of_space_ = false;
   }
   rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+  if (s.ok()) out_of_space_ = false;
   if (is_no_space(s)) return no_space(s);
   return FromRocks(s, "writing coordinator state");
 }

@@ -33,6 +33,13 @@ if(LFT_SANITIZE)
   add_link_options(-fsanitize=${_lft_sanitize_flag})
 endif()
 
+if(LFT_FUZZ)
+  # Every library is instrumented for coverage and ASan; the fuzz targets
+  # link libFuzzer's main (tests/fuzz/CMakeLists.txt).
+  add_compile_options(-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address)
+endif()
+
 # Applies lft's warning set to a target that we own.
 function(lft_target_defaults target)
   target_compile_options(${target} PRIVATE ${LFT_WARNING_FLAGS})

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/base/job_spec.h"
 #include "common/base/job_state.h"
 #include "common/base/log.h"
@@ -982,6 +983,19 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
     LFT_RETURN_IF_ERROR(check());
     RendezvousState& cur = rendezvous_[job_id];
     if (cur.joined.size() >= world && !cur.communicator_id.empty()) {
+      if (jobs_[job_id].formed_generation() != request.generation()) {
+        Transition tx(this);
+        JobRecord* job = tx.Job(job_id);
+        job->set_formed_generation(request.generation());
+        job->mutable_job()->clear_waiting_reason();
+        AppendEvent(
+            &tx, job,
+            absl::StrCat("trainer group generation ", request.generation(),
+                         " formed with ", world, " rank(s)"),
+            false);
+        LFT_RETURN_IF_ERROR(tx.Commit());
+        group_waits_.erase(job_id);
+      }
       lft::v1::RendezvousResponse resp;
       resp.set_rank(rank);
       resp.set_world_size(world);
@@ -1012,6 +1026,26 @@ void Coordinator::AdvanceJob(Transition* tx, JobRecord* job) {
   const TaskCounts evaluation = tx->Counts(id, lft::v1::Task::kEvaluation);
   const JobState state = job->job().state();
   if (state == lft::v1::JOB_STATE_EXTRACTING && extraction.unfinished == 0) {
+    const lft::v1::TrainingSpec& ts = job->job().spec().training();
+    if (ts.streaming()) {
+      // Streaming trainers would wait forever for a first global batch.
+      uint64_t pairs = 0;
+      for (const std::string& task_id : tx->TaskIds(id)) {
+        const TaskRecord& t = tx->PeekTask(task_id);
+        if (t.task().has_extraction()) pairs += t.pairs_written();
+      }
+      if (pairs < ts.global_batch_sequences()) {
+        return FailJob(
+            tx, job,
+            absl::StrCat("extraction produced ", pairs, " pair(s) of ",
+                         job->job().spec().sequence_length(),
+                         " tokens, fewer than one global batch of ",
+                         ts.global_batch_sequences(),
+                         " sequences, so training could never take a step; add "
+                         "documents to the corpus or lower "
+                         "training.global_batch_sequences or sequence_length"));
+      }
+    }
     if (training.total == 0) CreateTrainingTasks(tx, job);
     SetJobState(
         tx, job, lft::v1::JOB_STATE_TRAINING,
@@ -1192,71 +1226,150 @@ void Coordinator::MaybeProgressEvent(Transition* tx, JobRecord* job) {
   AppendEvent(tx, job, "", /*with_progress=*/true);
 }
 
-void Coordinator::PlanPendingJobs() {
+void Coordinator::RegisterPendingJobsWithStore() {
   std::vector<std::pair<std::string, lft::v1::JobSpec>> pending;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, r] : jobs_) {
-      if (r.job().state() == lft::v1::JOB_STATE_PENDING && !r.planned()) {
+      if (r.job().state() == lft::v1::JOB_STATE_PENDING && !r.planned() &&
+          store_registrations_.count(id) == 0) {
         pending.emplace_back(id, r.job().spec());
       }
     }
   }
   for (const auto& [id, spec] : pending) {
-    // Registering with the store and sharding read files and call the
-    // store; they run without the lock.
-    bool store_job_created = false;
-    absl::Status created = CreateStoreJob(id, spec, &store_job_created);
-    if (absl::IsUnavailable(created) || absl::IsDeadlineExceeded(created)) {
+    // Reads the teacher's config.json and calls the store: without the
+    // lock.
+    bool created = false;
+    absl::Status s = CreateStoreJob(id, spec, &created);
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
       LogWarning("latent store unreachable; planning the job at a later tick",
-                 {{"job", id}, {"error", created.ToString()}});
+                 {{"job", id}, {"error", s.ToString()}});
       continue;
     }
-    absl::StatusOr<std::vector<lft::v1::ExtractionTask>> shards =
-        created.ok()
-            ? sharding_->Shard(spec.corpus())
-            : absl::StatusOr<std::vector<lft::v1::ExtractionTask>>(created);
     absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end() ||
-        it->second.job().state() != lft::v1::JOB_STATE_PENDING ||
-        it->second.planned()) {
+    store_registrations_[id] = StoreRegistration{s, created};
+  }
+}
+
+std::vector<std::shared_ptr<Coordinator::PlanningResult>>
+Coordinator::StartPlanning() {
+  std::vector<std::shared_ptr<PlanningResult>> started;
+  const int64_t now = clock_->NowUnixMs();
+  std::vector<std::pair<std::string, absl::Status>> unregistered;
+  // Registrations of jobs cancelled before their planning are dropped.
+  for (auto it = store_registrations_.begin();
+       it != store_registrations_.end();) {
+    auto job = jobs_.find(it->first);
+    const bool pending =
+        job != jobs_.end() &&
+        job->second.job().state() == lft::v1::JOB_STATE_PENDING &&
+        !job->second.planned();
+    it = pending ? std::next(it) : store_registrations_.erase(it);
+  }
+  for (const auto& [id, r] : jobs_) {
+    if (r.job().state() != lft::v1::JOB_STATE_PENDING || r.planned() ||
+        planning_.count(id) > 0) {
       continue;
     }
-    Transition tx(this);
-    JobRecord* job = tx.Job(id);
-    if (!shards.ok()) {
-      FailJob(&tx, job, std::string(shards.status().message()));
-    } else {
-      uint64_t docs = 0;
-      for (const auto& shard : *shards) {
-        TaskRecord* t =
-            tx.NewTask(job, absl::StrCat(id, "-x", shard.shard_index()),
-                       options_.store_address);
-        *t->mutable_task()->mutable_extraction() = shard;
-        t->set_state(lft::v1::TASK_STATE_QUEUED);
-        if (shard.end_document() > shard.first_document()) {
-          docs += shard.end_document() - shard.first_document();
-        }
-      }
-      job->set_planned(true);
-      job->set_documents_total(docs);
-      job->set_store_job_created(store_job_created);
-      if (job->job().spec().training().streaming())
-        CreateTrainingTasks(&tx, job);
-      SetJobState(
-          &tx, job, lft::v1::JOB_STATE_EXTRACTING,
-          absl::StrCat("corpus sharded into ", shards->size(),
-                       " extraction task(s) over ", docs, " documents"));
+    // Registered with the store first (RegisterPendingJobsWithStore).
+    auto reg = store_registrations_.find(id);
+    if (reg == store_registrations_.end()) continue;
+    if (!reg->second.status.ok()) {
+      unregistered.emplace_back(id, reg->second.status);
+      continue;
     }
-    // A failed write leaves the job PENDING and unplanned: the next Tick
-    // shards it again.
-    absl::Status s = tx.Commit();
-    if (!s.ok()) {
-      LogError("planning a job failed; retrying at the next tick",
-               {{"job", id}, {"error", s.ToString()}});
-    }
+    // Sharding opens and reads the corpus, which may block for good (a FIFO,
+    // a hung mount): it runs on a detached thread that owns what it touches
+    // and never takes mu_, so neither the lock nor this thread waits on it.
+    auto result = std::make_shared<PlanningResult>();
+    planning_[id] = Planning{result, now};
+    started.push_back(result);
+    std::thread([result, sharding = sharding_,
+                 corpus = r.job().spec().corpus()] {
+      auto shards = sharding->Shard(corpus);
+      absl::MutexLock lock(&result->mu);
+      result->shards = std::move(shards);
+      result->done = true;
+    }).detach();
   }
+  for (const auto& [id, status] : unregistered) ApplyPlan(id, status);
+  return started;
+}
+
+void Coordinator::ApplyFinishedPlans() {
+  const int64_t now = clock_->NowUnixMs();
+  std::vector<std::string> ended;
+  for (auto& [id, planning] : planning_) {
+    auto job = jobs_.find(id);
+    if (job == jobs_.end() ||
+        job->second.job().state() != lft::v1::JOB_STATE_PENDING ||
+        job->second.planned()) {
+      ended.push_back(id);  // cancelled meanwhile: the plan is dropped
+      continue;
+    }
+    std::optional<absl::StatusOr<std::vector<lft::v1::ExtractionTask>>> shards;
+    {
+      absl::MutexLock lock(&planning.result->mu);
+      if (planning.result->done) shards = planning.result->shards;
+    }
+    if (!shards.has_value()) {
+      const int64_t waited_ms = now - planning.started_unix_ms;
+      if (options_.planning_deadline_ms <= 0 ||
+          waited_ms < options_.planning_deadline_ms) {
+        continue;
+      }
+      shards = absl::DeadlineExceededError(absl::StrCat(
+          "planning the corpus did not finish within ",
+          options_.planning_deadline_ms,
+          " ms (the coordinator's --planning-deadline-ms): opening or "
+          "reading one of its files blocks; is a corpus path a FIFO, a "
+          "device or on a hung network mount?"));
+    }
+    ApplyPlan(id, *shards);
+    // A failed write leaves the job PENDING and unplanned: it is planned
+    // again from the start.
+    ended.push_back(id);
+  }
+  for (const std::string& id : ended) planning_.erase(id);
+}
+
+void Coordinator::ApplyPlan(
+    const std::string& id,
+    const absl::StatusOr<std::vector<lft::v1::ExtractionTask>>& shards) {
+  Transition tx(this);
+  JobRecord* job = tx.Job(id);
+  if (!shards.ok()) {
+    FailJob(&tx, job, std::string(shards.status().message()));
+  } else {
+    uint64_t docs = 0;
+    for (const auto& shard : *shards) {
+      TaskRecord* t =
+          tx.NewTask(job, absl::StrCat(id, "-x", shard.shard_index()),
+                     options_.store_address);
+      *t->mutable_task()->mutable_extraction() = shard;
+      t->set_state(lft::v1::TASK_STATE_QUEUED);
+      if (shard.end_document() > shard.first_document()) {
+        docs += shard.end_document() - shard.first_document();
+      }
+    }
+    job->set_planned(true);
+    job->set_documents_total(docs);
+    auto reg = store_registrations_.find(id);
+    job->set_store_job_created(reg != store_registrations_.end() &&
+                               reg->second.created);
+    if (job->job().spec().training().streaming()) CreateTrainingTasks(&tx, job);
+    SetJobState(&tx, job, lft::v1::JOB_STATE_EXTRACTING,
+                absl::StrCat("corpus sharded into ", shards->size(),
+                             " extraction task(s) over ", docs, " documents"));
+  }
+  absl::Status s = tx.Commit();
+  if (!s.ok()) {
+    // The job stays PENDING and unplanned: registered and planned again.
+    LogError("planning a job failed; retrying at the next tick",
+             {{"job", id}, {"error", s.ToString()}});
+  }
+  store_registrations_.erase(id);
 }
 
 absl::Status Coordinator::CreateStoreJob(const std::string& job_id,
@@ -1385,11 +1498,116 @@ void Coordinator::ExpireLeases() {
 }
 
 void Coordinator::Tick() {
-  PlanPendingJobs();
+  RegisterPendingJobsWithStore();
   ApplyPairRetention();
+  std::vector<std::shared_ptr<PlanningResult>> started;
+  {
+    absl::MutexLock lock(&mu_);
+    started = StartPlanning();
+  }
+  // A plan that is quick (the usual case) is applied in this very round;
+  // one that blocks is waited for at most kInlinePlanningWait here, outside
+  // the lock, and looked at again every round until its deadline.
+  constexpr absl::Duration kInlinePlanningWait = absl::Milliseconds(200);
+  const absl::Time until = absl::Now() + kInlinePlanningWait;
+  for (const auto& result : started) {
+    absl::MutexLock lock(&result->mu);
+    auto done = [&result]() ABSL_SHARED_LOCKS_REQUIRED(result->mu) {
+      return result->done;
+    };
+    result->mu.AwaitWithDeadline(absl::Condition(&done), until);
+  }
   absl::MutexLock lock(&mu_);
+  ApplyFinishedPlans();
   ExpireLeases();
+  CheckTrainerGroups();
   UpdateGauges();
+}
+
+std::string Coordinator::MissingRanks(const std::string& job_id) {
+  const RendezvousState* rv = nullptr;
+  auto r = rendezvous_.find(job_id);
+  const JobRecord& job = jobs_[job_id];
+  if (r != rendezvous_.end() &&
+      r->second.generation == job.training_generation())
+    rv = &r->second;
+  int trainers = 0;
+  for (const auto& [wid, w] : workers_)
+    if (w.info().role() == lft::v1::WORKER_ROLE_TRAINER) ++trainers;
+  std::vector<std::string> missing;
+  uint32_t world = 0;
+  for (const std::string& task_id : job_tasks_[job_id]) {
+    const TaskRecord& t = tasks_[task_id];
+    if (!t.task().has_training()) continue;
+    const uint32_t rank = t.task().training().rank();
+    world = t.task().training().world_size();
+    if (rv != nullptr && rv->joined.count(rank) > 0) continue;
+    if (t.state() == lft::v1::TASK_STATE_LEASED) {
+      missing.push_back(absl::StrCat("rank ", rank, " (leased to ",
+                                     t.worker_id(), ", not joined yet)"));
+    } else {
+      missing.push_back(
+          absl::StrCat("rank ", rank, " (no trainer worker has taken it)"));
+    }
+  }
+  return absl::StrCat(
+      world - missing.size(), " of ", world, " ranks joined; missing ",
+      absl::StrJoin(missing, ", "), "; ", trainers,
+      " trainer worker(s) registered: start more trainer workers or lower "
+      "training.trainer_ranks");
+}
+
+void Coordinator::CheckTrainerGroups() {
+  const int64_t now = clock_->NowUnixMs();
+  for (auto& [id, record] : jobs_) {
+    const JobState state = record.job().state();
+    bool training_open = false;
+    if (auto job_counts = counts_.find(id); job_counts != counts_.end()) {
+      auto kind = job_counts->second.find(lft::v1::Task::kTraining);
+      training_open =
+          kind != job_counts->second.end() && kind->second.unfinished > 0;
+    }
+    if (IsTerminal(state) || !training_open ||
+        record.formed_generation() == record.training_generation()) {
+      group_waits_.erase(id);
+      continue;
+    }
+    GroupWait& wait = group_waits_[id];
+    if (wait.generation != record.training_generation()) {
+      wait = GroupWait();
+      wait.generation = record.training_generation();
+      wait.since_unix_ms = now;
+    }
+    const int64_t waited_ms = now - wait.since_unix_ms;
+    const bool past_deadline = options_.group_deadline_ms > 0 &&
+                               waited_ms >= options_.group_deadline_ms;
+    if (!past_deadline &&
+        (wait.reported || waited_ms < options_.group_notice_ms)) {
+      continue;
+    }
+    const std::string what =
+        absl::StrCat("trainer group generation ", wait.generation, " of job ",
+                     id, " has waited ", waited_ms / 1000,
+                     " s for its ranks: ", MissingRanks(id));
+    Transition tx(this);
+    JobRecord* job = tx.Job(id);
+    if (past_deadline) {
+      FailJob(&tx, job,
+              absl::StrCat(what, " (the coordinator's --group-deadline-ms is ",
+                           options_.group_deadline_ms, ")"));
+    } else {
+      job->mutable_job()->set_waiting_reason(what);
+      AppendEvent(&tx, job, what, false);
+    }
+    // A failed write is retried at the next tick.
+    absl::Status s = tx.Commit();
+    if (!s.ok()) {
+      LogError("reporting a trainer group short of ranks failed",
+               {{"job", id}, {"error", s.ToString()}});
+      continue;
+    }
+    if (!past_deadline) group_waits_[id].reported = true;
+  }
 }
 
 void Coordinator::StartBackgroundLoop(absl::Duration period) {

@@ -7,7 +7,9 @@
 // Job life: Submit creates a PENDING job; Tick() shards its corpus into
 // extraction tasks (EXTRACTING); when every shard is done it creates
 // trainer_ranks training tasks (TRAINING; with training.streaming they exist
-// from the start); when the group finishes, one evaluation task
+// from the start; a streaming job whose extraction ends with fewer pairs than
+// one global batch fails then, since it could never take a step); when the
+// group finishes, one evaluation task
 // (EVALUATING); then SUCCEEDED. A task that fails more than the retry budget
 // fails the job; Cancel moves it to CANCELLED. Leases: a leased task expires
 // unless its holder heartbeats; Tick() requeues it (same task id and shard
@@ -63,6 +65,18 @@ struct CoordinatorOptions {
   int64_t progress_event_interval_ms = 1000;
   // Longest AcquireTask / Rendezvous wait, whatever the caller asks.
   int64_t max_wait_ms = 30000;
+  // A trainer group whose ranks have not all joined after this long is
+  // reported in Job.waiting_reason and an event (which ranks are missing,
+  // whether any trainer worker holds them).
+  int64_t group_notice_ms = 10000;
+  // Planning a job's corpus (opening and counting its files) runs on a
+  // thread of its own; a job whose planning has not finished after this
+  // long fails (a FIFO or a hung mount as a corpus path), and the planning
+  // thread is abandoned. 0 = no deadline.
+  int64_t planning_deadline_ms = 600000;
+  // Optional: a job whose trainer group has not formed within this long
+  // fails, naming the missing ranks. 0 = wait for ranks forever.
+  int64_t group_deadline_ms = 0;
   // Copied into every task (Task.store_address).
   std::string store_address;
   // Submit checks the files a spec names (coordinator/job_inputs.h) and
@@ -91,8 +105,10 @@ class Coordinator {
   // Opens the state in `db_path` and reloads every job, task, worker and
   // event; workers and leases found there get a fresh grace period of two
   // leases (time to reconnect and heartbeat).
-  // `clock` and `sharding` must outlive the coordinator; `metrics` may be
-  // null. Errors of StateStore::Open, or DataLoss if a record is corrupt.
+  // `clock` must outlive the coordinator, and `sharding` every planning
+  // thread as well (one blocked past planning_deadline_ms is abandoned, not
+  // joined: lft-coordinator's lives for the process); `metrics` may be null.
+  // Errors of StateStore::Open, or DataLoss if a record is corrupt.
   static absl::StatusOr<std::unique_ptr<Coordinator>> Open(
       const std::string& db_path, const CoordinatorOptions& options,
       Clock* clock, CorpusSharding* sharding, MetricsRegistry* metrics);
@@ -193,6 +209,24 @@ class Coordinator {
   // Queue order: oldest job first, then task creation order.
   using QueueKey = std::pair<std::pair<uint64_t, uint64_t>, std::string>;
 
+  // The outcome of one job's corpus planning, filled by its thread.
+  struct PlanningResult {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<std::vector<lft::v1::ExtractionTask>> shards
+        ABSL_GUARDED_BY(mu);
+  };
+  struct Planning {
+    std::shared_ptr<PlanningResult> result;
+    int64_t started_unix_ms = 0;
+  };
+  // A trainer generation that has not formed yet: since when (coordinator
+  // clock; reset by a coordinator restart) and whether it was reported.
+  struct GroupWait {
+    uint64_t generation = 0;
+    int64_t since_unix_ms = 0;
+    bool reported = false;
+  };
   struct RendezvousState {
     uint64_t generation = 0;
     std::map<uint32_t, std::string> joined;  // rank -> worker id
@@ -257,7 +291,21 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void CountTransition(lft::v1::TaskState before,
                               lft::v1::TaskState after, TaskCounts* counts);
-  void PlanPendingJobs() ABSL_LOCKS_EXCLUDED(mu_);
+  // Starts a planning thread for each PENDING job without one; returns
+  // their results. Never blocks on the corpus.
+  std::vector<std::shared_ptr<PlanningResult>> StartPlanning()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies the plans that finished and fails the jobs whose planning is
+  // past planning_deadline_ms.
+  void ApplyFinishedPlans() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyPlan(
+      const std::string& job_id,
+      const absl::StatusOr<std::vector<lft::v1::ExtractionTask>>& shards)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers PENDING, unplanned jobs with the latent store (CreateStoreJob)
+  // before their planning starts; runs without the lock. A store that
+  // cannot be reached leaves the job for a later tick.
+  void RegisterPendingJobsWithStore() ABSL_LOCKS_EXCLUDED(mu_);
   // Registers the job with the latent store. OK when registered or when
   // the coordinator cannot (no store, teacher config unreadable here: the
   // teachers register it then); Unavailable to retry at the next tick;
@@ -271,6 +319,12 @@ class Coordinator {
   double RecentRate(const std::string& series, int64_t now, uint64_t done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports trainer groups short of ranks past group_notice_ms and fails
+  // their jobs past group_deadline_ms.
+  void CheckTrainerGroups() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Which ranks of the job's current generation have not joined, and why.
+  std::string MissingRanks(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoordinatorOptions options_;
@@ -290,6 +344,17 @@ class Coordinator {
   std::map<std::string, std::vector<lft::v1::JobEvent>> events_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, RendezvousState> rendezvous_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, GroupWait> group_waits_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Planning> planning_ ABSL_GUARDED_BY(mu_);
+  // Jobs registered with the store (RegisterPendingJobsWithStore) and not
+  // planned yet: the outcome, and whether the coordinator created the job
+  // there (JobRecord.store_job_created).
+  struct StoreRegistration {
+    absl::Status status;
+    bool created = false;
+  };
+  std::map<std::string, StoreRegistration> store_registrations_
+      ABSL_GUARDED_BY(mu_);
   // Indexes over tasks_ (rebuilt on Load): queued tasks per role, and per
   // job and payload kind how many tasks exist and are unfinished.
   std::map<lft::v1::WorkerRole, std::set<QueueKey>> queued_

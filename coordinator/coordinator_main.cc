@@ -40,6 +40,15 @@ const std::vector<lft::FlagSpec>& CoordinatorFlags() {
       {"lease-ms", "N", "lease length and worker timeout (default 10000)"},
       {"max-task-attempts", "N",
        "tries per task before the job fails (default 4)"},
+      {"planning-deadline-ms", "N",
+       "fail a job whose corpus planning (opening and counting its files) "
+       "takes longer (default 600000; 0 = no deadline)"},
+      {"group-notice-ms", "N",
+       "report a trainer group short of ranks in the job status after N ms "
+       "(default 10000)"},
+      {"group-deadline-ms", "N",
+       "fail a job whose trainer group has not formed within N ms (default "
+       "0 = wait forever)"},
       {"store-address", "ADDR",
        "latent store handed to workers (\"a,b\": sharded); the coordinator "
        "registers, retains and deletes each job's data there and "
@@ -111,7 +120,10 @@ int main(int argc, char** argv) {
   for (auto [name, target] : std::vector<std::pair<const char*, int64_t*>>{
            {"heartbeat-interval-ms", &o.coordinator.heartbeat_interval_ms},
            {"lease-ms", &o.coordinator.lease_duration_ms},
-           {"tick-ms", &o.tick_ms}}) {
+           {"tick-ms", &o.tick_ms},
+           {"group-notice-ms", &o.coordinator.group_notice_ms},
+           {"group-deadline-ms", &o.coordinator.group_deadline_ms},
+           {"planning-deadline-ms", &o.coordinator.planning_deadline_ms}}) {
     auto v = flags->GetInt(name, *target);
     if (!v.ok()) return Fail(v.status(), 2);
     *target = *v;

@@ -26,6 +26,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_open_files = 256;
+  // Write() resumes after a full disk itself (see there).
+  options.max_bgerror_resume_count = 0;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &db);
   if (!s.ok())
@@ -53,8 +55,30 @@ absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
       batch.Delete(m.key);
     }
   }
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch),
-                   "writing coordinator state");
+  auto no_space = [&](const rocksdb::Status& s) {
+    out_of_space_ = true;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("writing coordinator state: the disk of --db ",
+                     db_->GetName(), " is full (", s.ToString(),
+                     "); free space there: writes resume by themselves"));
+  };
+  auto is_no_space = [](const rocksdb::Status& s) {
+    return s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace;
+  };
+  absl::MutexLock lock(&write_mu_);
+  if (out_of_space_) {
+    // RocksDB stops writes after a failed WAL append; Resume() opens a new
+    // WAL once space returned (latent-store/latent_store.cc does the same).
+    rocksdb::Status r = db_->Resume();
+    if (is_no_space(r)) return no_space(r);
+    // Busy: RocksDB's own recovery is under way; the write below tells.
+    if (!r.ok() && !r.IsBusy())
+      return FromRocks(r, "resuming coordinator state after a full disk");
+  }
+  rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+  if (s.ok()) out_of_space_ = false;
+  if (is_no_space(s)) return no_space(s);
+  return FromRocks(s, "writing coordinator state");
 }
 
 absl::Status StateStore::Scan(

@@ -48,8 +48,11 @@ class StateStore {
     std::string key;
     std::optional<std::string> value;
   };
-  // Applies all mutations atomically (one WriteBatch). Internal on failure,
-  // in which case none is applied.
+  // Applies all mutations atomically (one WriteBatch). On failure none is
+  // applied: ResourceExhausted naming the directory when its disk is full
+  // (RocksDB then refuses writes; the next Write resumes the database
+  // first, so writes succeed again once space returns, and reads are served
+  // meanwhile), Internal on other failures.
   absl::Status Write(const std::vector<Mutation>& mutations);
 
   // Fault injection for tests: while a hook is set, Write calls it first
@@ -74,6 +77,9 @@ class StateStore {
 
   absl::Mutex hook_mu_;
   WriteHook write_hook_ ABSL_GUARDED_BY(hook_mu_);
+  // Serializes writes with DB::Resume() after a full disk.
+  absl::Mutex write_mu_;
+  bool out_of_space_ ABSL_GUARDED_BY(write_mu_) = false;
 };
 
 }  // namespace lft

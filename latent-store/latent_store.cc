@@ -1,6 +1,7 @@
 #include "latent-store/latent_store.h"
 
 #include <openssl/evp.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -351,6 +352,10 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
   // payload. Flushes of full memtables run in parallel with each other and
   // with new writes.
   db_options.atomic_flush = true;
+  // After a background error (a full disk) the next write calls
+  // DB::Resume() itself (Checked); RocksDB's own retry loop would hold
+  // recovery "in progress" and answer every Resume() Busy.
+  db_options.max_bgerror_resume_count = 0;
   db_options.max_background_jobs = 8;
   db_options.max_background_flushes = 4;
   db_options.bytes_per_sync = 8 << 20;
@@ -532,7 +537,8 @@ absl::Status LatentStore::CollectAbandonedUploads() {
   LogInfo("removed unpublished checkpoint uploads", {{"count", abandoned}});
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Write(wo, &batch), "removing abandoned uploads");
+  return Checked("removing abandoned uploads",
+                 [&] { return db_->Write(wo, &batch); });
 }
 
 std::vector<std::string> LatentStore::ListJobs() {
@@ -582,9 +588,9 @@ absl::Status LatentStore::CreateJob(absl::string_view job,
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  LFT_RETURN_IF_ERROR(FromRocks(
-      db_->Put(wo, meta_cf_, JobKey(sf::kTagJob, job), ConfigJson(config)),
-      "registering job"));
+  LFT_RETURN_IF_ERROR(Checked("registering job", [&] {
+    return db_->Put(wo, meta_cf_, JobKey(sf::kTagJob, job), ConfigJson(config));
+  }));
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = jobs_.try_emplace(std::string(job));
   it->second.config = config;
@@ -617,6 +623,10 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     LFT_RETURN_IF_ERROR(ValidatePair(pairs[i], config, i));
   }
   if (pairs.empty()) return absl::OkStatus();
+  uint64_t incoming = 0;
+  for (const LatentPairRecord& p : pairs)
+    incoming += p.x0.size() + p.x1.size() + 4 * p.token_ids.size();
+  LFT_RETURN_IF_ERROR(CheckFreeSpace(incoming, "writing pairs"));
 
   const uint64_t n = pairs.size();
   // Back-pressure: admit the batch when it fits under the bound (or the job
@@ -754,8 +764,9 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     next.bytes =
         static_cast<uint64_t>(static_cast<int64_t>(next.bytes) + d_bytes);
     batch.Put(meta_cf_, JobKey(sf::kTagCounters, job), CountersValue(next));
-    LFT_RETURN_IF_ERROR(
-        FromRocks(db_->Write(PairWriteOptions(), &batch), "writing pairs"));
+    LFT_RETURN_IF_ERROR(Checked("writing pairs", [&] {
+      return db_->Write(PairWriteOptions(), &batch);
+    }));
     {
       absl::MutexLock lock(&mu_);
       JobState& st = jobs_.find(job)->second;
@@ -798,10 +809,77 @@ absl::Status LatentStore::AckConsumed(absl::string_view job, uint64_t pairs) {
   // The counters row is also written by PutPairs: it shares the pairs'
   // durability, so that a WAL replay never restores counts of pairs whose
   // payloads were lost.
-  return FromRocks(
-      db_->Put(PairWriteOptions(), meta_cf_, JobKey(sf::kTagCounters, job),
-               CountersValue(snapshot)),
-      "persisting consumed count");
+  return Checked("persisting consumed count", [&] {
+    return db_->Put(PairWriteOptions(), meta_cf_, JobKey(sf::kTagCounters, job),
+                    CountersValue(snapshot));
+  });
+}
+
+absl::Status LatentStore::CheckFreeSpace(uint64_t bytes,
+                                         absl::string_view what) {
+  struct statvfs fs;
+  if (statvfs(db_->GetName().c_str(), &fs) != 0) return absl::OkStatus();
+  const uint64_t free_bytes =
+      static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_frsize);
+  // Unflushed memtables are not counted (RocksDB reports their arenas, not
+  // their data): the reserve is sized to cover them (latent_store.h).
+  const uint64_t needed = bytes + options_.min_free_disk_bytes;
+  if (free_bytes >= needed) return absl::OkStatus();
+  LogWarning(
+      "latent store disk nearly full; refusing writes until space "
+      "returns",
+      {{"path", db_->GetName()},
+       {"free_bytes", free_bytes},
+       {"needed_bytes", needed}});
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, ": the disk of the latent store at ", db_->GetName(), " is full (",
+      free_bytes, " bytes free; this write needs ", bytes,
+      " and the reserve --min-free-disk-mib ",
+      options_.min_free_disk_bytes >> 20,
+      " MiB); free space there: writes resume by themselves, reads are "
+      "served meanwhile"));
+}
+
+absl::Status LatentStore::Checked(absl::string_view what,
+                                  const std::function<rocksdb::Status()>& op) {
+  auto no_space = [&](const rocksdb::Status& s) {
+    out_of_space_ = true;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": the disk of the latent store at ", db_->GetName(),
+        " is full (", s.ToString(),
+        "); free space there: writes resume by themselves, reads are "
+        "served meanwhile"));
+  };
+  if (out_of_space_.load()) {
+    // Resume() re-opens the WAL and flushes what the failed write left in
+    // the memtables; no write touches the old WAL writer before it (a write
+    // after a failed WAL append trips RocksDB's sync_without_flush_called_
+    // assertion).
+    absl::MutexLock lock(&resume_mu_);
+    if (out_of_space_.load()) {
+      rocksdb::Status r = db_->Resume();
+      // Busy: RocksDB's own recovery (retryable I/O errors such as ENOSPC)
+      // is under way; the write below then answers whether it is done.
+      if (!r.ok() && !r.IsBusy()) {
+        if (r.IsNoSpace() || r.subcode() == rocksdb::Status::kNoSpace)
+          return no_space(r);
+        return FromRocks(r, absl::StrCat(what, ": resuming after a full disk"));
+      }
+      if (r.ok()) {
+        out_of_space_ = false;
+        LogInfo("latent store writes resumed after a full disk",
+                {{"path", db_->GetName()}});
+      }
+    }
+  }
+  rocksdb::Status s = op();
+  if (s.ok()) out_of_space_ = false;
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace) {
+    LogWarning("latent store disk full; refusing writes until space returns",
+               {{"path", db_->GetName()}, {"error", s.ToString()}});
+    return no_space(s);
+  }
+  return FromRocks(s, what);
 }
 
 rocksdb::WriteOptions LatentStore::PairWriteOptions() const {
@@ -842,8 +920,10 @@ absl::Status LatentStore::SyncPairs(absl::string_view job,
   rocksdb::FlushOptions fo;
   fo.wait = true;
   fo.allow_write_stall = true;
-  absl::Status s = FromRocks(db_->Flush(fo, {pairs_cf_, meta_cf_}),
-                             absl::StrCat("syncing pairs of job '", job, "'"));
+  absl::Status s =
+      Checked(absl::StrCat("syncing pairs of job '", job, "'"), [&] {
+        return db_->Flush(fo, {pairs_cf_, meta_cf_});
+      });
   sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
   return s;
 }
@@ -973,7 +1053,8 @@ absl::Status LatentStore::DeleteJob(absl::string_view job) {
   batch.Delete(meta_cf_, JobKey(sf::kTagJob, job));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  LFT_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "deleting job"));
+  LFT_RETURN_IF_ERROR(
+      Checked("deleting job", [&] { return db_->Write(wo, &batch); }));
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job);
@@ -1002,7 +1083,8 @@ absl::Status LatentStore::DeletePairs(absl::string_view job) {
   batch.Put(meta_cf_, JobKey(sf::kTagCounters, job), CountersValue(zeroed));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  LFT_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "deleting pairs"));
+  LFT_RETURN_IF_ERROR(
+      Checked("deleting pairs", [&] { return db_->Write(wo, &batch); }));
   {
     absl::MutexLock lock(&mu_);
     JobState& st = jobs_.find(job)->second;
@@ -1038,8 +1120,9 @@ absl::Status LatentStore::CompactJobKeys(absl::string_view job,
 absl::Status LatentStore::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  return FromRocks(db_->Flush(fo, {pairs_cf_, checkpoints_cf_, meta_cf_}),
-                   "flushing");
+  return Checked("flushing", [&] {
+    return db_->Flush(fo, {pairs_cf_, checkpoints_cf_, meta_cf_});
+  });
 }
 
 absl::StatusOr<std::string> LatentStore::TestOnlyGetRaw(
@@ -1071,10 +1154,11 @@ absl::Status LatentStore::TestOnlyPutRaw(absl::string_view column_family,
     return absl::InvalidArgumentError(
         absl::StrCat("no column family '", column_family, "'"));
   }
-  return FromRocks(db_->Put(rocksdb::WriteOptions(), cf,
-                            rocksdb::Slice(key.data(), key.size()),
-                            rocksdb::Slice(value.data(), value.size())),
-                   "test put");
+  return Checked("test put", [&] {
+    return db_->Put(rocksdb::WriteOptions(), cf,
+                    rocksdb::Slice(key.data(), key.size()),
+                    rocksdb::Slice(value.data(), value.size()));
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1110,8 +1194,9 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> LatentStore::StartCheckpoint(
   sf::PutBe64(&marker, blob);
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  LFT_RETURN_IF_ERROR(
-      FromRocks(db_->Put(wo, meta_cf_, marker, ""), "starting checkpoint"));
+  LFT_RETURN_IF_ERROR(Checked("starting checkpoint", [&] {
+    return db_->Put(wo, meta_cf_, marker, "");
+  }));
   return std::unique_ptr<CheckpointWriter>(
       new CheckpointWriter(this, std::string(job), std::string(name),
                            absl::AsciiStrToLower(expected_sha256), blob));
@@ -1157,7 +1242,8 @@ absl::Status LatentStore::CommitCheckpoint(const std::string& job,
   batch.Delete(meta_cf_, marker);
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Write(wo, &batch), "publishing checkpoint");
+  return Checked("publishing checkpoint",
+                 [&] { return db_->Write(wo, &batch); });
 }
 
 absl::Status LatentStore::AbortCheckpoint(const std::string& job,
@@ -1168,8 +1254,8 @@ absl::Status LatentStore::AbortCheckpoint(const std::string& job,
   std::string marker = JobKey(sf::kTagUpload, job);
   sf::PutBe64(&marker, blob_id);
   batch.Delete(meta_cf_, marker);
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch),
-                   "discarding checkpoint upload");
+  return Checked("discarding checkpoint upload",
+                 [&] { return db_->Write(rocksdb::WriteOptions(), &batch); });
 }
 
 absl::StatusOr<CheckpointInfo> LatentStore::PutCheckpoint(
@@ -1310,7 +1396,7 @@ absl::Status LatentStore::DeleteCheckpointLocked(absl::string_view job,
   batch.Delete(meta_cf_, mkey);
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Write(wo, &batch), "deleting checkpoint");
+  return Checked("deleting checkpoint", [&] { return db_->Write(wo, &batch); });
 }
 
 absl::Status LatentStore::DeleteCheckpoint(absl::string_view job,
@@ -1359,14 +1445,16 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 absl::Status CheckpointWriter::WriteChunk() {
+  LFT_RETURN_IF_ERROR(
+      store_->CheckFreeSpace(buffer_.size(), "writing checkpoint chunk"));
   rocksdb::WriteOptions wo;
   wo.disableWAL = store_->options_.disable_wal;
   // Chunks need no sync of their own: the publishing batch is synced, and
   // it reaches the WAL after them.
-  LFT_RETURN_IF_ERROR(FromRocks(
-      store_->db_->Put(wo, store_->checkpoints_cf_,
-                       sf::ChunkKey(job_, blob_id_, chunks_), buffer_),
-      "writing checkpoint chunk"));
+  LFT_RETURN_IF_ERROR(store_->Checked("writing checkpoint chunk", [&] {
+    return store_->db_->Put(wo, store_->checkpoints_cf_,
+                            sf::ChunkKey(job_, blob_id_, chunks_), buffer_);
+  }));
   store_->checkpoint_bytes_written_.Increment(
       static_cast<double>(buffer_.size()));
   ++chunks_;

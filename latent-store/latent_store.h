@@ -8,6 +8,7 @@
 #ifndef LFT_LATENT_STORE_LATENT_STORE_H_
 #define LFT_LATENT_STORE_LATENT_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -25,6 +26,7 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class Status;
 struct WriteOptions;
 }  // namespace rocksdb
 
@@ -57,6 +59,14 @@ struct LatentStoreOptions {
   uint64_t write_buffer_bytes = 256ull << 20;
   // Checkpoint blobs are stored in chunks of this size.
   uint64_t checkpoint_chunk_bytes = 4ull << 20;
+  // Writes of pairs and checkpoints are refused (ResourceExhausted naming
+  // the directory) unless the disk keeps this much free beyond the write,
+  // so that RocksDB itself does not run out of space (an ENOSPC inside a
+  // flush of blob files left RocksDB 7.8 unrecoverable until a restart).
+  // It must cover the unflushed memtables (up to six of
+  // write_buffer_bytes) and a compaction's output. Deletions are always
+  // admitted.
+  uint64_t min_free_disk_bytes = 2ull << 30;
   // Optional; lft_store_* metrics are registered here. Must outlive the store.
   MetricsRegistry* metrics = nullptr;
 };
@@ -177,6 +187,16 @@ class LatentStore : public PairStore {
   uint64_t NewBlobId();
   // How pair batches (and the counters row they share) are written.
   rocksdb::WriteOptions PairWriteOptions() const;
+  // Runs one RocksDB write (`op`), first resuming the database if an
+  // earlier write found the disk full. A full disk is ResourceExhausted
+  // naming the store's directory; RocksDB then refuses writes until
+  // DB::Resume() succeeds (space returned), which the next write tries, so
+  // writes resume by themselves and reads are served meanwhile.
+  absl::Status Checked(absl::string_view what,
+                       const std::function<rocksdb::Status()>& op);
+  // ResourceExhausted naming the directory when writing `bytes` more would
+  // leave less than min_free_disk_bytes free once memtables are flushed.
+  absl::Status CheckFreeSpace(uint64_t bytes, absl::string_view what);
 
   const LatentStoreOptions options_;
   // Differs on every Open (WriteSession): a writer that sees it change
@@ -197,6 +217,9 @@ class LatentStore : public PairStore {
   prometheus::Counter& backpressure_seconds_;
   prometheus::Counter& checkpoint_bytes_written_;
   prometheus::Counter& sync_seconds_;
+  // Set by a write that failed for lack of space; cleared by DB::Resume().
+  std::atomic<bool> out_of_space_{false};
+  absl::Mutex resume_mu_;  // one DB::Resume() at a time
 
   // Serializes writers: counters are read-modify-written and each pair's
   // index entry is checked before its batch is built. Never held while

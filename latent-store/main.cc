@@ -14,6 +14,7 @@
 // acknowledged (docs/store.md, "Write path").
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -59,6 +60,10 @@ const std::vector<lft::FlagSpec>& StoreFlags() {
           {"wal", "",
            "write-ahead log for job configs and checkpoints (default; "
            "--wal=false: nothing is durable before a flush)"},
+          {"min-free-disk-mib", "N",
+           "refuse pair and checkpoint writes (RESOURCE_EXHAUSTED) while "
+           "fewer than N MiB would stay free (default 2048: the memtables "
+           "and a compaction must still fit)"},
           {"pairs-wal", "",
            "also log pair payloads in the WAL: acknowledged pairs survive a "
            "store kill without SyncPairs, at half the write bandwidth "
@@ -100,13 +105,15 @@ int Run(const lft::Flags& flags) {
     return Fail("--db DIR is required (the store's directory)", 2);
   absl::StatusOr<int64_t> max_mib_flag = flags.GetInt("max-message-mib", 64);
   absl::StatusOr<int64_t> metrics_port = flags.GetInt("metrics-port", -1);
+  absl::StatusOr<int64_t> min_free_mib =
+      flags.GetInt("min-free-disk-mib", 2048);
   absl::StatusOr<bool> sync = GetBool(flags, "sync", true);
   absl::StatusOr<bool> wal = GetBool(flags, "wal", true);
   absl::StatusOr<bool> blob_files = GetBool(flags, "blob-files", true);
   absl::StatusOr<bool> pairs_wal = GetBool(flags, "pairs-wal", false);
   for (const absl::Status& s :
-       {max_mib_flag.status(), metrics_port.status(), sync.status(),
-        wal.status(), blob_files.status(), pairs_wal.status()}) {
+       {max_mib_flag.status(), metrics_port.status(), min_free_mib.status(),
+        sync.status(), wal.status(), blob_files.status(), pairs_wal.status()}) {
     if (!s.ok()) return Fail(s.message(), 2);
   }
   if (*max_mib_flag < 1 || *max_mib_flag > 1024) {
@@ -145,6 +152,8 @@ int Run(const lft::Flags& flags) {
   options.pairs_in_wal = *pairs_wal;
   options.enable_blob_files = *blob_files;
   options.metrics = &metrics;
+  options.min_free_disk_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(0, *min_free_mib)) << 20;
   auto store = lft::LatentStore::Open(db_path, options);
   if (!store.ok()) {
     return Fail(absl::StrCat("cannot open the store --db ", db_path, ": ",

@@ -9,6 +9,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache clang-format
   # scripts/check-thread-safety.sh: clang checks the thread-safety annotations
   clang
+  # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes for clang
+  libclang-rt-14-dev
   # model code (LibTorch 1.13, CPU) and CPU collectives
   libtorch-dev libgloo-dev
   # an optimised BLAS: without it LibTorch falls back to the reference BLAS

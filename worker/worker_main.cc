@@ -49,7 +49,8 @@ constexpr char kUsage[] =
                             lets a Prometheus on another host scrape it)
   --max-tasks N             exit after N tasks (default 0 = never)
   --test-pause-ms-per-batch N  tests only: sleep N ms after every teacher
-                            batch or trainer step
+                            batch or trainer step, and before an
+                            evaluator writes its results
 )";
 
 // The latent store is reached with the coordinator's credentials (every
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
     eo.stores = &stores;
     eo.batch_sequences = *batch;
     eo.metrics = &registry;
+    eo.pause_before_outputs = absl::Milliseconds(*pause_ms);
     runner = std::make_unique<lft::EvaluationRunner>(eo);
   } else {
     lft::TeacherRunnerOptions ro;

@@ -1,7 +1,6 @@
 #include "common/tensor/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,9 +75,7 @@ int64_t TensorView::NumElements() const {
   return n;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::string& path) {
@@ -99,15 +96,31 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
         absl::StrCat(path, ": file is ", size,
                      " bytes, too short for the 8-byte header length"));
   }
-  void* mapping = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_errno = errno;
-  ::close(fd);
-  if (mapping == MAP_FAILED) {
-    return ErrnoToStatus(map_errno, absl::StrCat("mmap ", path));
+  // Read, not mmap'd: a mapping faults (SIGBUS, killing the process) when
+  // the file is truncated under it, and a worker keeps its teacher for many
+  // tasks. Reading costs the same one pass over the bytes; a file that
+  // shrinks while being read is reported as such.
+  file->owned_bytes_.resize(size);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd, file->owned_bytes_.data() + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      ::close(fd);
+      return ErrnoToStatus(e, absl::StrCat("read ", path));
+    }
+    if (n == 0) {
+      ::close(fd);
+      return absl::DataLossError(
+          absl::StrCat(path, ": file shrank from ", size, " to ", done,
+                       " bytes while being read (truncated or rewritten)"));
+    }
+    done += static_cast<size_t>(n);
   }
-  file->mapping_ = mapping;
-  file->mapping_size_ = size;
-  LFT_RETURN_IF_ERROR(file->Parse(static_cast<const uint8_t*>(mapping), size));
+  ::close(fd);
+  LFT_RETURN_IF_ERROR(file->Parse(
+      reinterpret_cast<const uint8_t*>(file->owned_bytes_.data()), size));
   return file;
 }
 

@@ -5,11 +5,13 @@
 // (offsets relative to the end of the header) and an optional
 // "__metadata__" string map, then the raw little-endian tensor bytes.
 //
-// The reader maps the file read-only and hands out views into the mapping, so
-// loading copies nothing. Every field of the header is validated before any
-// view is handed out: a truncated file, an oversized header, an unknown dtype,
-// a size that disagrees with the shape, or overlapping tensors produce an
-// error naming the file and tensor, never a crash.
+// The reader reads the file once into memory it owns and hands out views into
+// it, so loading copies nothing after that read. It does not mmap: a mapped
+// file truncated under a running worker (which keeps its teacher for many
+// tasks) would kill it with SIGBUS. Every field of the header is validated
+// before any view is handed out: a truncated file, an oversized header, an
+// unknown dtype, a size that disagrees with the shape, or overlapping tensors
+// produce an error naming the file and tensor, never a crash.
 #ifndef LFT_COMMON_TENSOR_SAFETENSORS_H_
 #define LFT_COMMON_TENSOR_SAFETENSORS_H_
 
@@ -54,8 +56,10 @@ inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 // threads.
 class SafetensorsFile {
  public:
-  // Maps and validates `path`. NotFound if it does not exist; DataLoss if it
-  // is truncated; InvalidArgument if its header is malformed. The message
+  // Reads (into memory the file owns; not mmap, so that a file truncated
+  // later cannot fault the process) and validates `path`. NotFound if it
+  // does not exist; DataLoss if it is truncated or shrinks while being read;
+  // InvalidArgument if its header is malformed. The message
   // names the file and, where one is at fault, the tensor.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
       const std::string& path);
@@ -82,9 +86,7 @@ class SafetensorsFile {
   absl::Status Parse(const uint8_t* base, size_t size);
 
   std::string label_;
-  std::string owned_bytes_;  // FromBytes: the image itself
-  void* mapping_ = nullptr;  // Open: the mmap'd file
-  size_t mapping_size_ = 0;
+  std::string owned_bytes_;  // the file's bytes (Open) or image (FromBytes)
   std::vector<TensorView> tensors_;
   std::map<std::string, size_t, std::less<>> index_;
   std::map<std::string, std::string> metadata_;

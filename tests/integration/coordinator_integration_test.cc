@@ -9,10 +9,12 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -464,6 +466,50 @@ TEST_F(CoordinatorIntegrationTest, TlsWithTokenServesLftctl) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_EQ(Completions().size(), 4u);  // every shard, through TLS
+}
+
+}  // namespace
+}  // namespace lft
+
+namespace lft {
+namespace {
+
+// Regression: a FIFO as a corpus path blocked the whole coordinator (other
+// jobs stayed PENDING, leases stopped expiring, SIGTERM did nothing). Now
+// the FIFO job fails at --planning-deadline-ms naming the cause, another
+// job completes meanwhile and SIGTERM stops the process within seconds.
+TEST_F(CoordinatorIntegrationTest, FifoCorpusFailsAtPlanningDeadline) {
+  const std::string fifo = Path("fifo.jsonl.zst");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
+  const std::string fifo_spec = Path("fifo-spec.json");
+  std::ofstream(fifo_spec) << absl::StrCat(
+      R"({"name": "fifo-job", "teacher": {"path": ")", teacher_,
+      R"("}, "corpus": {"jsonlZstPaths": [")", fifo,
+      R"("]}, "block": {"firstLayer": 6, "endLayer": 12},)",
+      R"( "training": {"maxSteps": 30, "checkpointEverySteps": 10},)",
+      R"( "evaluation": {"maxSequences": 10}})");
+  auto coord = StartCoordinator(
+      {"--insecure-loopback", "--planning-deadline-ms", "3000"});
+  auto t1 = StartWorker("teacher", "t1");
+  auto tr = StartWorker("trainer", "tr");
+  auto ev = StartWorker("evaluator", "ev");
+  CtlResult stuck = Ctl({"submit", fifo_spec});
+  ASSERT_EQ(stuck.code, 0) << stuck.err;
+  const std::string stuck_job(absl::StripAsciiWhitespace(stuck.out));
+  CtlResult other = Ctl({"submit", spec_, "--trainer-ranks", "1"});
+  ASSERT_EQ(other.code, 0) << other.err;
+  const std::string other_job(absl::StripAsciiWhitespace(other.out));
+  CtlResult watch = Ctl({"watch", other_job}, absl::Seconds(60));
+  EXPECT_EQ(watch.code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("SUCCEEDED"));
+  CtlResult failed = Ctl({"watch", stuck_job}, absl::Seconds(30));
+  EXPECT_NE(failed.code, 0) << failed.out << failed.err;
+  EXPECT_THAT(failed.out + failed.err,
+              HasSubstr("planning the corpus did not finish within 3000 ms"));
+  const absl::Time stop = absl::Now();
+  coord->Kill(SIGTERM);
+  EXPECT_EQ(coord->Wait(absl::Seconds(10)), 0) << coord->err();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(5));
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ class WorkerAgent::Context : public TaskContext {
     r.set_task_id(task_.task_id());
     r.set_generation(task_.training().generation());
     r.set_communicator_id(communicator_id);
+    Backoff backoff(agent_->options_.coordinator_backoff);
     while (!cancel_->cancelled()) {
       r.set_worker_id(agent_->worker_id());
       auto resp = agent_->control_->Rendezvous(r);
@@ -109,11 +110,9 @@ class WorkerAgent::Context : public TaskContext {
         return out;
       }
       const absl::StatusCode code = resp.status().code();
-      if (code != absl::StatusCode::kDeadlineExceeded &&
-          code != absl::StatusCode::kUnavailable) {
-        return resp.status();
-      }
-      cancel_->WaitFor(agent_->options_.retry_backoff);
+      if (code == absl::StatusCode::kDeadlineExceeded) continue;  // long poll
+      if (code != absl::StatusCode::kUnavailable) return resp.status();
+      cancel_->WaitFor(backoff.Next());
     }
     return absl::CancelledError(cancel_->reason());
   }
@@ -159,6 +158,7 @@ absl::Status WorkerAgent::RegisterLocked() {
 }
 
 absl::Status WorkerAgent::EnsureRegistered() {
+  Backoff backoff(options_.coordinator_backoff);
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -174,7 +174,7 @@ absl::Status WorkerAgent::EnsureRegistered() {
       LogWarning("coordinator unreachable; retrying",
                  {{"error", s.ToString()}});
     }
-    absl::SleepFor(options_.retry_backoff);
+    SleepUnlessStopping(backoff.Next());
   }
 }
 
@@ -248,12 +248,8 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
   Context context(this, task, cancel);
   absl::StatusOr<TaskResult> result = RunGuarded(task, &context);
   if (result.ok()) context.Flush();
-  {
-    absl::MutexLock lock(&mu_);
-    current_task_.clear();
-    current_cancel_.reset();
-  }
   if (cancel->cancelled()) {
+    ClearCurrentTask();
     ++tasks_revoked_;
     LogInfo("task stopped",
             {{"task", task.task_id()}, {"reason", cancel->reason()}});
@@ -269,9 +265,14 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
     req.set_error(std::string(result.status().message()));
     if (req.error().empty()) req.set_error(result.status().ToString());
   }
-  for (int attempt = 0; attempt < 20; ++attempt) {
+  // The task stays current while its completion is retried, so that
+  // heartbeats keep renewing its lease through a coordinator restart.
+  Backoff backoff(options_.coordinator_backoff);
+  const absl::Time give_up = absl::Now() + options_.completion_retry_window;
+  while (true) {
     auto resp = control_->CompleteTask(req);
     if (resp.ok()) {
+      ClearCurrentTask();
       ++tasks_completed_;
       if (options_.on_completed) options_.on_completed(task, result.ok());
       LogInfo("task completed",
@@ -279,14 +280,33 @@ void WorkerAgent::RunTask(const lft::v1::Task& task) {
       return;
     }
     const absl::StatusCode c = resp.status().code();
-    if (c != absl::StatusCode::kUnavailable &&
-        c != absl::StatusCode::kDeadlineExceeded) {
+    if ((c != absl::StatusCode::kUnavailable &&
+         c != absl::StatusCode::kDeadlineExceeded) ||
+        cancel->cancelled() || absl::Now() >= give_up) {
+      ClearCurrentTask();
       LogWarning("completion refused", {{"task", task.task_id()},
                                         {"error", resp.status().ToString()}});
       return;
     }
-    absl::SleepFor(options_.retry_backoff);
+    LogWarning("coordinator unreachable; retrying the completion",
+               {{"task", task.task_id()}, {"error", resp.status().ToString()}});
+    if (SleepUnlessStopping(backoff.Next())) {
+      ClearCurrentTask();
+      return;
+    }
   }
+}
+
+void WorkerAgent::ClearCurrentTask() {
+  absl::MutexLock lock(&mu_);
+  current_task_.clear();
+  current_cancel_.reset();
+}
+
+bool WorkerAgent::SleepUnlessStopping(absl::Duration wait) {
+  absl::MutexLock lock(&mu_);
+  auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+  return mu_.AwaitWithTimeout(absl::Condition(&stop), wait);
 }
 
 absl::Status WorkerAgent::Run() {
@@ -295,6 +315,7 @@ absl::Status WorkerAgent::Run() {
   if (!s.ok()) return s;
   heartbeat_ = std::thread([this] { HeartbeatLoop(); });
   uint64_t tasks = 0;
+  Backoff backoff(options_.coordinator_backoff);
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -318,9 +339,10 @@ absl::Status WorkerAgent::Run() {
           resp.status().code() == absl::StatusCode::kPermissionDenied) {
         return resp.status();
       }
-      absl::SleepFor(options_.retry_backoff);
+      SleepUnlessStopping(backoff.Next());
       continue;
     }
+    backoff.Reset();
     if (!resp->has_task()) continue;
     RunTask(resp->task());
     ++tasks;

@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/base/backoff.h"
 #include "lft/v1/worker.pb.h"
 #include "worker/agent/task_runner.h"
 #include "worker/agent/worker_control.h"
@@ -36,8 +37,15 @@ struct WorkerAgentOptions {
   uint32_t acquire_wait_ms = 2000;
   // Progress is sent at most this often.
   int64_t progress_interval_ms = 500;
-  // Back-off after the coordinator could not be reached.
-  absl::Duration retry_backoff = absl::Milliseconds(300);
+  // Waits after the coordinator could not be reached: exponential from
+  // `initial` to `max`, with jitter (common/base/backoff.h), so a restarted
+  // coordinator is not hit by every worker at once. Registration and task
+  // acquisition wait forever; a completion is retried for
+  // completion_retry_window (the task's lease is renewed meanwhile), then
+  // dropped: the coordinator re-runs the task when the lease expires.
+  BackoffPolicy coordinator_backoff = {absl::Milliseconds(200),
+                                       absl::Seconds(5)};
+  absl::Duration completion_retry_window = absl::Minutes(5);
   // Stop after this many tasks (completed or failed); 0 = never (tests).
   uint64_t max_tasks = 0;
   // Called after the coordinator accepted a task's completion (ok = the
@@ -72,6 +80,9 @@ class WorkerAgent {
   void RunTask(const lft::v1::Task& task);
   absl::StatusOr<TaskResult> RunGuarded(const lft::v1::Task& task,
                                         TaskContext* context);
+  void ClearCurrentTask();
+  // Waits up to `wait`; true if Stop() was called by then.
+  bool SleepUnlessStopping(absl::Duration wait);
 
   WorkerControl* const control_;
   TaskRunner* const runner_;

@@ -14,6 +14,7 @@
 #include "common/base/status.h"
 #include "latent-store/checkpoint_names.h"
 #include "latent-store/remote_pair_store.h"
+#include "latent-store/retrying_pair_store.h"
 #include "worker/evaluator/checkpoint_evaluator.h"
 #include "worker/evaluator/evaluation_report.h"
 #include "worker/evaluator/heldout.h"
@@ -146,7 +147,14 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
       TeacherUsesBf16(options_.device, spec.teacher().compute_dtype());
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
                        teachers_.Get(spec.teacher().path(), bf16));
-  LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
+  LFT_ASSIGN_OR_RETURN(PairStore * pooled, stores_->Get(task.store_address()));
+  // A store that is down costs this task a wait, not a failed attempt.
+  StoreRetryOptions retry;
+  retry.give_up_after = options_.store_unavailable_wait;
+  retry.description = absl::StrCat("latent store ", task.store_address());
+  retry.sleep = [&token](absl::Duration d) { return token.WaitFor(d); };
+  RetryingPairStore retrying_store(pooled, retry);
+  PairStore* const store = &retrying_store;
 
   auto bytes = store->GetCheckpoint(job, name);
   if (!bytes.ok()) {
@@ -247,6 +255,10 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
   if (report->BestFlowRow() != nullptr) {
     LFT_ASSIGN_OR_RETURN(std::string png, RenderKlPlot(*report));
     outputs.emplace_back(kKlPlotName, std::move(png));
+  }
+  if (options_.pause_before_outputs > absl::ZeroDuration()) {
+    LogInfo("pausing before writing the results (tests)", {{"job", job}});
+    if (token.WaitFor(options_.pause_before_outputs)) return cancelled_status();
   }
   for (const auto& [file, data] : outputs) {
     if (token.cancelled()) return cancelled_status();

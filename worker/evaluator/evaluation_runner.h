@@ -25,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store_pool.h"
 #include "worker/agent/task_runner.h"
@@ -42,6 +43,13 @@ struct EvaluationRunnerOptions {
   // Shared store connections (see TeacherRunnerOptions). Must outlive the
   // runner.
   PairStorePool* stores = nullptr;
+  // How long a store call may keep failing with Unavailable (store down or
+  // restarting; retried with backoff, latent-store/retrying_pair_store.h)
+  // before the task fails naming the store.
+  absl::Duration store_unavailable_wait = absl::Minutes(5);
+  // Tests only: an interruptible pause before the results are written, so
+  // that a test can stop the store in the middle of an evaluation.
+  absl::Duration pause_before_outputs = absl::ZeroDuration();
   // Held-out sequences per teacher pass.
   int64_t batch_sequences = 4;
   // Steps of the regression baseline: < 0 takes the job's training budget

@@ -334,7 +334,7 @@ absl::StatusOr<std::unique_ptr<GptNeoX>> GptNeoX::Load(
             if (view.NumElements() == 0) {
               t = torch::empty(view.shape, torch::TensorOptions().dtype(*dt));
             } else if (reinterpret_cast<uintptr_t>(ptr) % esize == 0) {
-              // The deleter keeps the mapping alive as long as the tensor.
+              // The deleter keeps the file's bytes alive as long as the tensor.
               t = torch::from_blob(
                   ptr, view.shape, [file](void*) {},
                   torch::TensorOptions().dtype(*dt));

@@ -26,6 +26,8 @@ struct LoadedTeacher {
   std::unique_ptr<GptNeoX> model;
   std::unique_ptr<BpeTokenizer> tokenizer;
   int32_t eos_id = 0;
+  // Names, sizes and mtimes of the files it was loaded from (TeacherCache).
+  std::string files_fingerprint;
 };
 
 // Whether a teacher runs in bfloat16: compute_dtype "bfloat16", or empty
@@ -49,8 +51,11 @@ class TeacherCache {
   explicit TeacherCache(std::string device) : device_(std::move(device)) {}
 
   // The teacher in `dir` in bfloat16 or float32, loaded on first use with
-  // LoadTeacherWithTokenizer (its errors; nothing is cached on error). The
-  // pointer stays valid for the cache's life.
+  // LoadTeacherWithTokenizer (its errors; nothing is cached on error), and
+  // loaded again when a file it was loaded from changed size or mtime since
+  // (so a teacher rewritten or truncated under a running worker fails the
+  // next task with the loader's error instead of serving stale weights).
+  // The pointer stays valid until the next Get of the same teacher.
   absl::StatusOr<LoadedTeacher*> Get(const std::string& dir, bool bf16);
   // Teachers loaded so far (keyed by directory and dtype).
   size_t size() const;

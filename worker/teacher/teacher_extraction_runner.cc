@@ -31,9 +31,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/random/distributions.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/backoff.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/corpus/sequence_packer.h"
@@ -42,6 +41,7 @@
 #include "common/text/bpe_tokenizer.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
+#include "latent-store/retrying_pair_store.h"
 #include "worker/model/device_latent_codec.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/teacher_loader.h"
@@ -146,13 +146,6 @@ class PipelineState {
   uint64_t documents_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Errors after which the shard is worth redoing once the store is back: it
-// is unreachable, or it restarted and may have lost unsynced pairs.
-bool StoreMayComeBack(const absl::Status& s) {
-  return absl::IsUnavailable(s) ||
-         (absl::IsAborted(s) && absl::StrContains(s.message(), "restarted"));
-}
-
 }  // namespace
 
 absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
@@ -176,24 +169,33 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
   }
   LFT_ASSIGN_OR_RETURN(LoadedTeacher * teacher,
                        teachers_.Get(spec.teacher().path(), bf16));
-  LFT_ASSIGN_OR_RETURN(PairStore * store, stores_->Get(task.store_address()));
+  LFT_ASSIGN_OR_RETURN(PairStore * pooled, stores_->Get(task.store_address()));
+  // A store that is down costs this task a wait (every call is retried with
+  // backoff), not a failed attempt.
+  StoreRetryOptions retry;
+  retry.give_up_after = options_.store_unavailable_wait;
+  retry.description = absl::StrCat("latent store ", task.store_address());
+  retry.sleep = [context](absl::Duration d) {
+    return context->cancellation().WaitFor(d);
+  };
+  RetryingPairStore store(pooled, retry);
 
-  // A store that is down or restarted costs this task a wait and a redo
-  // from the shard's start (keys are idempotent), not a failed attempt.
+  // A store that restarted mid-shard may have lost pairs it acknowledged but
+  // had not synced (SyncPairs answers Aborted): the shard is redone from its
+  // start (keys are idempotent).
   const absl::Time give_up = absl::Now() + options_.store_unavailable_wait;
-  absl::Duration backoff = absl::Milliseconds(200);
+  Backoff backoff;
   while (true) {
+    bool store_restarted = false;
     absl::StatusOr<TaskResult> r =
-        ExtractShard(task, *teacher, codec, store, context);
-    if (r.ok() || !StoreMayComeBack(r.status()) ||
-        context->cancellation().cancelled() || absl::Now() >= give_up) {
+        ExtractShard(task, *teacher, codec, &store, context, &store_restarted);
+    if (r.ok() || !store_restarted || context->cancellation().cancelled() ||
+        absl::Now() >= give_up) {
       if (!r.ok()) return Annotate(r.status(), where);
       return r;
     }
-    // Full jitter: teachers that lost the same store do not return in step.
-    const absl::Duration wait =
-        backoff * (0.5 + 0.5 * absl::Uniform(jitter_, 0.0, 1.0));
-    LogWarning("store unavailable, redoing the shard after a wait",
+    const absl::Duration wait = backoff.Next();
+    LogWarning("the store restarted mid-shard, redoing the shard after a wait",
                {{"job", task.job_id()},
                 {"shard", std::to_string(ex.shard_index())},
                 {"wait_ms", std::to_string(absl::ToInt64Milliseconds(wait))},
@@ -202,13 +204,12 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::Run(
       return absl::CancelledError(absl::StrCat(
           where, ": cancelled: ", context->cancellation().reason()));
     }
-    backoff = std::min(backoff * 2, absl::Seconds(10));
   }
 }
 
 absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
     const lft::v1::Task& task, const LoadedTeacher& teacher, TensorCodec codec,
-    PairStore* store, TaskContext* context) {
+    PairStore* store, TaskContext* context, bool* store_restarted) {
   const lft::v1::JobSpec& spec = task.spec();
   const lft::v1::ExtractionTask& ex = task.extraction();
   const int64_t m = spec.block().first_layer();
@@ -458,8 +459,11 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
         absl::StrCat("cancelled: ", context->cancellation().reason()));
   }
   // The commit point: the task completes only once its pairs are durable.
-  LFT_RETURN_IF_ERROR(Annotate(store->SyncPairs(task.job_id(), session),
-                               "making the shard's pairs durable"));
+  absl::Status synced = store->SyncPairs(task.job_id(), session);
+  // By SyncPairs' contract Aborted means the store restarted since
+  // `session`, so pairs acknowledged before may be gone.
+  if (absl::IsAborted(synced)) *store_restarted = true;
+  LFT_RETURN_IF_ERROR(Annotate(synced, "making the shard's pairs durable"));
   report();
   TaskResult result;
   result.pairs_written = progress.sequences_done;

@@ -24,7 +24,6 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -56,9 +55,10 @@ struct TeacherRunnerOptions {
   // remote store, its own stream); encoded batches waiting for a writer
   // block the GPU stage beyond one more.
   int64_t store_writers = 4;
-  // How long a task keeps redoing its shard while the store is unreachable
-  // or restarted (exponential backoff from 0.2 s to 10 s, with jitter)
-  // before it fails with the store's error.
+  // How long a task waits for a store that is unreachable (each call is
+  // retried with exponential backoff from 0.2 s to 10 s, with jitter;
+  // latent-store/retrying_pair_store.h) or keeps redoing its shard after the
+  // store restarted, before it fails naming the store and its error.
   absl::Duration store_unavailable_wait = absl::Minutes(5);
   // Optional: counters lft_teacher_tokens_total and
   // lft_teacher_pairs_written_total and gauge lft_teacher_tokens_per_second,
@@ -94,18 +94,20 @@ class TeacherExtractionRunner : public TaskRunner {
   size_t cached_teachers() const;
 
  private:
-  // One pass over the shard: pipeline, then SyncPairs.
+  // One pass over the shard: pipeline, then SyncPairs. Sets
+  // *store_restarted when SyncPairs found that the store restarted since
+  // the shard's first write (the shard must be redone).
   absl::StatusOr<TaskResult> ExtractShard(const lft::v1::Task& task,
                                           const LoadedTeacher& teacher,
                                           TensorCodec codec, PairStore* store,
-                                          TaskContext* context);
+                                          TaskContext* context,
+                                          bool* store_restarted);
 
   const TeacherRunnerOptions options_;
   // options_.stores, or a pool of its own over options_.store_db.
   std::unique_ptr<PairStorePool> owned_stores_;
   PairStorePool* const stores_;
   TeacherCache teachers_;
-  absl::BitGen jitter_;  // used by Run only (one Run at a time)
 };
 
 }  // namespace lft

@@ -14,6 +14,7 @@
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "latent-store/checkpoint_names.h"
+#include "latent-store/retrying_pair_store.h"
 #include "worker/collective/collective.h"
 #include "worker/model/lr_schedule.h"
 
@@ -165,7 +166,16 @@ class TrainerSession {
         ts_.max_steps() > 0
             ? ts_.max_steps()
             : (ts_.max_tokens() + batch_ * seq_len_ - 1) / (batch_ * seq_len_);
-    LFT_ASSIGN_OR_RETURN(store_, options_.stores->Get(task_.store_address()));
+    LFT_ASSIGN_OR_RETURN(PairStore * pooled,
+                         options_.stores->Get(task_.store_address()));
+    StoreRetryOptions retry;
+    retry.give_up_after = options_.store_unavailable_wait;
+    retry.description = absl::StrCat("latent store ", task_.store_address());
+    retry.sleep = [this](absl::Duration d) {
+      return context_->cancellation().WaitFor(d);
+    };
+    retrying_store_ = std::make_unique<RetryingPairStore>(pooled, retry);
+    store_ = retrying_store_.get();
     auto engine = options_.engine_factory(spec_, options_.device);
     if (!engine.ok()) return Annotate(engine.status(), where_);
     engine_ = std::move(*engine);
@@ -509,7 +519,8 @@ class TrainerSession {
   // Set up by Run before the loop.
   uint64_t per_rank_ = 0;
   uint64_t total_steps_ = 0;
-  PairStore* store_ = nullptr;
+  std::unique_ptr<RetryingPairStore> retrying_store_;
+  PairStore* store_ = nullptr;  // retrying_store_
   std::unique_ptr<TrainingEngine> engine_;
   std::unique_ptr<GroupTransport> transport_;
   std::unique_ptr<Collective> collective_;

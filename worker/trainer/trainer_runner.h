@@ -82,6 +82,12 @@ struct TrainerRunnerOptions {
   // Streaming: how long a new epoch waits for a global batch of pairs it
   // has not seen before it re-reads what is there.
   absl::Duration streaming_wait = absl::Seconds(5);
+  // How long a store call may keep failing with Unavailable (store down or
+  // restarting; retried with backoff, latent-store/retrying_pair_store.h)
+  // before the task fails naming the store. Ranks wait for the store at
+  // different points, so a peer may meanwhile wait in a collective: keep
+  // collective_timeout above the store restarts you want to ride out.
+  absl::Duration store_unavailable_wait = absl::Minutes(5);
   // step-N checkpoints kept in the store (older ones are deleted).
   uint32_t keep_checkpoints = 3;
   // Optional: lft_trainer_* metrics labelled job and role. Must outlive

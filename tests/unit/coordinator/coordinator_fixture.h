@@ -32,6 +32,8 @@ class CoordinatorTest : public ::testing::Test {
     o.check_inputs_at_submit = check_inputs_;
     o.latent_store = latent_store_;
     o.pair_retention_ms = pair_retention_ms_;
+    o.group_notice_ms = group_notice_ms_;
+    o.group_deadline_ms = group_deadline_ms_;
     auto c = Coordinator::Open(dir_.path() + "/db", o, &clock_, &sharding_,
                                &metrics_);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -83,6 +85,9 @@ class CoordinatorTest : public ::testing::Test {
   bool check_inputs_ = false;
   PairStore* latent_store_ = nullptr;
   int64_t pair_retention_ms_ = 0;
+  // Options a test may change before calling Reopen().
+  int64_t group_notice_ms_ = 10000;
+  int64_t group_deadline_ms_ = 0;
   TempDir dir_;
   FakeClock clock_;
   FakeSharding sharding_{3, 10};

@@ -378,3 +378,155 @@ TEST_F(CoordinatorTest, ListIsNewestFirstWithFiltersAndPages) {
 
 }  // namespace
 }  // namespace lft
+
+namespace lft {
+namespace {
+
+// Regression: a streaming job whose corpus packs into fewer pairs than one
+// global batch stayed in TRAINING forever (its trainers waited for a batch).
+TEST_F(CoordinatorTest, StreamingJobWithFewerPairsThanOneBatchFails) {
+  lft::v1::JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_streaming(true);
+  spec.mutable_training()->set_global_batch_sequences(16);
+  const std::string job = SubmitAndPlan(spec);
+  const std::string teacher = Register(lft::v1::WORKER_ROLE_TEACHER, "x");
+  for (int i = 0; i < 3; ++i) {
+    lft::v1::CompleteTaskRequest r;
+    r.set_worker_id(teacher);
+    r.set_task_id(Acquire(teacher).task_id());
+    r.set_pairs_written(5);
+    ASSERT_TRUE(core_->CompleteTask(r).ok());
+  }
+  auto got = core_->GetJob(job);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state(), lft::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(got->error(),
+              ::testing::HasSubstr("extraction produced 15 pair(s)"));
+  EXPECT_THAT(got->error(),
+              ::testing::HasSubstr("fewer than one global batch of 16"));
+}
+
+// Regression: a trainer group short of a rank waited forever with no word in
+// the job status. Now the status names the missing rank after
+// group_notice_ms, and group_deadline_ms fails the job.
+TEST_F(CoordinatorTest, GroupShortOfARankIsReportedThenFailsAtDeadline) {
+  group_notice_ms_ = 1000;
+  group_deadline_ms_ = 3000;
+  Reopen();
+  lft::v1::JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_trainer_ranks(2);
+  spec.mutable_training()->set_global_batch_sequences(16);
+  const std::string job = SubmitAndPlan(spec);
+  const std::string teacher = Register(lft::v1::WORKER_ROLE_TEACHER, "x");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Complete(teacher, Acquire(teacher).task_id()).ok());
+  }
+  ASSERT_EQ(State(job), lft::v1::JOB_STATE_TRAINING);
+  const std::string r0 = Register(lft::v1::WORKER_ROLE_TRAINER, "r0");
+  const lft::v1::Task t0 = Acquire(r0);
+  ASSERT_EQ(t0.training().rank(), 0u);
+  lft::v1::RendezvousRequest rv;
+  rv.set_worker_id(r0);
+  rv.set_task_id(t0.task_id());
+  rv.set_generation(1);
+  rv.set_communicator_id("id-g1");
+  EXPECT_THAT(core_->Rendezvous(rv, absl::Milliseconds(20)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2"));
+  auto advance = [&](int half_leases) {
+    for (int i = 0; i < half_leases; ++i) {
+      clock_.AdvanceMs(kLeaseMs / 2);
+      lft::v1::HeartbeatRequest hb;
+      hb.set_worker_id(r0);
+      hb.add_task_ids(t0.task_id());
+      ASSERT_TRUE(core_->Heartbeat(hb).ok());
+      core_->Tick();
+    }
+  };
+  advance(2);
+  EXPECT_EQ(core_->GetJob(job)->waiting_reason(), "");
+  advance(1);
+  auto waiting = core_->GetJob(job);
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_EQ(waiting->state(), lft::v1::JOB_STATE_TRAINING);
+  EXPECT_THAT(waiting->waiting_reason(),
+              ::testing::HasSubstr("1 of 2 ranks joined; missing rank 1 (no "
+                                   "trainer worker has taken it)"));
+  advance(4);
+  auto failed = core_->GetJob(job);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), lft::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(failed->error(), ::testing::HasSubstr("missing rank 1"));
+  EXPECT_THAT(failed->error(),
+              ::testing::HasSubstr("--group-deadline-ms is 3000"));
+}
+
+}  // namespace
+}  // namespace lft
+
+namespace lft {
+namespace {
+
+// Sharding that blocks until released, as opening a FIFO does.
+class BlockingSharding : public CorpusSharding {
+ public:
+  absl::StatusOr<std::vector<lft::v1::ExtractionTask>> Shard(
+      const lft::v1::CorpusSpec&) override {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&released_));
+    return std::vector<lft::v1::ExtractionTask>(1);
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Regression: a FIFO as a corpus path blocked the coordinator's scheduling
+// thread in open(): other jobs stayed PENDING, leases stopped expiring and
+// SIGTERM did nothing. Now planning runs apart and fails at its deadline.
+TEST(CoordinatorPlanningTest, BlockedPlanningFailsAtDeadlineWhileTicksGoOn) {
+  // Outlives the abandoned planning thread until Release() lets it return.
+  static BlockingSharding* const sharding = new BlockingSharding();
+  TempDir dir;
+  FakeClock clock;
+  CoordinatorOptions o;
+  o.lease_duration_ms = 1000;
+  o.planning_deadline_ms = 5000;
+  auto core =
+      Coordinator::Open(dir.path() + "/db", o, &clock, sharding, nullptr);
+  ASSERT_TRUE(core.ok()) << core.status();
+  lft::v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ValidSpec();
+  auto job = (*core)->Submit(submit);
+  ASSERT_TRUE(job.ok()) << job.status();
+  lft::v1::RegisterRequest reg;
+  reg.mutable_info()->set_role(lft::v1::WORKER_ROLE_TEACHER);
+  reg.mutable_info()->set_hostname("w");
+  ASSERT_TRUE((*core)->Register(reg).ok());
+
+  const absl::Time start = absl::Now();
+  (*core)->Tick();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "Tick blocked";
+  EXPECT_EQ((*core)->GetJob(job->id())->state(), lft::v1::JOB_STATE_PENDING);
+  // The round goes on while planning blocks: the silent worker is forgotten.
+  clock.AdvanceMs(2000);
+  (*core)->Tick();
+  EXPECT_TRUE((*core)->Workers().empty());
+  clock.AdvanceMs(4000);
+  (*core)->Tick();
+  auto failed = (*core)->GetJob(job->id());
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), lft::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(failed->error(),
+              HasSubstr("planning the corpus did not finish within 5000 ms"));
+  (*core)->Shutdown();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  sharding->Release();
+}
+
+}  // namespace
+}  // namespace lft

@@ -41,7 +41,7 @@ class AgentFixture : public ::testing::Test {
     o.info.set_hostname(host);
     o.acquire_wait_ms = 50;
     o.progress_interval_ms = 10;
-    o.retry_backoff = absl::Milliseconds(20);
+    o.coordinator_backoff = {absl::Milliseconds(20), absl::Milliseconds(40)};
     agents_.push_back(std::make_unique<WorkerAgent>(control_.get(),
                                                     runners_.back().get(), o));
     WorkerAgent* a = agents_.back().get();

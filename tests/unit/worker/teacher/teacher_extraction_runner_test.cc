@@ -235,3 +235,30 @@ TEST_F(TeacherRunnerTest, ErrorsNameTheFile) {
 
 }  // namespace
 }  // namespace lft
+
+namespace lft {
+namespace {
+
+// Regression: truncating model.safetensors under a running worker killed it
+// with SIGBUS (the cached teacher's weights were views into an mmap). Now
+// the file is read, and the next task reloads it and fails naming it.
+TEST_F(TeacherRunnerTest, TeacherTruncatedUnderRunningWorkerFailsNextTask) {
+  TeacherExtractionRunner runner(Options());
+  FakeContext ctx;
+  auto first = runner.Run(MakeTask(lft::v1::STORAGE_DTYPE_F32), &ctx);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const fs::path weights = root_ / "teacher" / "model.safetensors";
+  fs::resize_file(weights, fs::file_size(weights) / 2);
+  auto second = runner.Run(MakeTask(lft::v1::STORAGE_DTYPE_F32), &ctx);
+  EXPECT_THAT(second, testing_util::StatusIs(absl::StatusCode::kDataLoss,
+                                             "model.safetensors"));
+  // The runner (and its process) live on: a repaired teacher works again.
+  ASSERT_TRUE(testing_util::WriteRandomTeacher((root_ / "teacher").string(),
+                                               model_->config(), 3)
+                  .ok());
+  auto third = runner.Run(MakeTask(lft::v1::STORAGE_DTYPE_F32), &ctx);
+  EXPECT_TRUE(third.ok()) << third.status();
+}
+
+}  // namespace
+}  // namespace lft

@@ -55,13 +55,15 @@ absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
       batch.Delete(m.key);
     }
   }
-  auto no_space = [&](const rocksdb::Status& s) {
-    out_of_space_ = true;
-    return absl::ResourceExhaustedError(
-        absl::StrCat("writing coordinator state: the disk of --db ",
-                     db_->GetName(), " is full (", s.ToString(),
-                     "); free space there: writes resume by themselves"));
-  };
+  // Called with write_mu_ held.
+  auto no_space =
+      [&](const rocksdb::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+        out_of_space_ = true;
+        return absl::ResourceExhaustedError(
+            absl::StrCat("writing coordinator state: the disk of --db ",
+                         db_->GetName(), " is full (", s.ToString(),
+                         "); free space there: writes resume by themselves"));
+      };
   auto is_no_space = [](const rocksdb::Status& s) {
     return s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace;
   };

@@ -350,6 +350,15 @@ absl::StatusOr<std::shared_ptr<BpeTokenizer::Model>> ParseModel(
       m->added.push_back(std::move(tok));
     }
   }
+  // The id-to-token table is sized by the largest id: ids far beyond the
+  // tokens the file defines (a corrupt or hostile file) would make it huge.
+  const int64_t entries =
+      static_cast<int64_t>(m->token_to_id.size() + m->added.size());
+  if (max_id >= 2 * entries + 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer.json: token id ", max_id, " is far beyond the ", entries,
+        " tokens the file defines (ids must be below 2 x tokens + 1024)"));
+  }
   BuildAddedTokenIndex(m->added, false, &m->raw_index);
   BuildAddedTokenIndex(m->added, true, &m->normalized_index);
   m->vocab_size = max_id + 1;

@@ -159,6 +159,14 @@ TEST(BpeTokenizerTest, RejectsBadTokenizerJson) {
   EXPECT_EQ(
       BpeTokenizer::FromFile("/nonexistent/tokenizer.json").status().code(),
       absl::StatusCode::kNotFound);
+
+  // An id far beyond the tokens defined would size the id table by it
+  // (found by tokenizer_json_fuzzer: 2 GiB from a 1268-byte file).
+  j = nlohmann::json::parse(TinyTokenizerJson(false, false));
+  j["model"]["vocab"]["zz"] = 1 << 29;
+  auto sparse = BpeTokenizer::FromJson(j.dump());
+  EXPECT_EQ(sparse.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(sparse.status().message(), HasSubstr("far beyond"));
 }
 
 std::string SrcDir() {

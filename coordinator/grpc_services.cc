@@ -137,13 +137,7 @@ grpc::Status CheckpointServiceImpl::List(
       return Annotate(list.status(),
                       absl::StrCat("latent store ", store_address_));
     }
-    for (const CheckpointInfo& c : *list) {
-      auto* info = response->add_checkpoints();
-      info->set_name(c.name);
-      info->set_bytes(c.bytes);
-      info->set_sha256(c.sha256);
-      info->set_created_unix_ms(c.created_unix_ms);
-    }
+    AppendCheckpointInfos(*list, response);
     return absl::OkStatus();
   });
 }

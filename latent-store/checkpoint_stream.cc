@@ -73,4 +73,15 @@ absl::Status StreamCheckpoint(
   return absl::OkStatus();
 }
 
+void AppendCheckpointInfos(const std::vector<CheckpointInfo>& list,
+                           lft::v1::ListCheckpointsResponse* response) {
+  for (const CheckpointInfo& c : list) {
+    auto* info = response->add_checkpoints();
+    info->set_name(c.name);
+    info->set_bytes(c.bytes);
+    info->set_sha256(c.sha256);
+    info->set_created_unix_ms(c.created_unix_ms);
+  }
+}
+
 }  // namespace lft

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +45,10 @@ absl::Status StreamCheckpoint(
     PairStore* store, absl::string_view job, absl::string_view name,
     uint64_t offset,
     const std::function<bool(const lft::v1::CheckpointChunk&)>& write);
+
+// Appends `list` to a ListCheckpoints response, as every server lists them.
+void AppendCheckpointInfos(const std::vector<CheckpointInfo>& list,
+                           lft::v1::ListCheckpointsResponse* response);
 
 }  // namespace lft
 

@@ -213,13 +213,7 @@ grpc::Status StoreCheckpointService::List(
   if (!s.ok()) return Err(s, "List");
   auto list = store_->ListCheckpoints(request->job_id());
   if (!list.ok()) return Err(list.status(), "List");
-  for (const CheckpointInfo& c : *list) {
-    auto* info = response->add_checkpoints();
-    info->set_name(c.name);
-    info->set_bytes(c.bytes);
-    info->set_sha256(c.sha256);
-    info->set_created_unix_ms(c.created_unix_ms);
-  }
+  AppendCheckpointInfos(*list, response);
   return grpc::Status::OK;
 }
 
@@ -478,13 +472,7 @@ grpc::Status StoreService::ListCheckpoints(
   if (grpc::Status a = Authorize(context, "ListCheckpoints"); !a.ok()) return a;
   auto list = store_->ListCheckpoints(request->job_id());
   if (!list.ok()) return Err(list.status(), "ListCheckpoints");
-  for (const auto& c : *list) {
-    auto* info = response->add_checkpoints();
-    info->set_name(c.name);
-    info->set_bytes(c.bytes);
-    info->set_sha256(c.sha256);
-    info->set_created_unix_ms(c.created_unix_ms);
-  }
+  AppendCheckpointInfos(*list, response);
   return grpc::Status::OK;
 }
 

@@ -187,6 +187,25 @@ absl::StatusOr<std::string> RetryingPairStore::GetCheckpoint(
   return data;
 }
 
+absl::StatusOr<CheckpointInfo> RetryingPairStore::ReadCheckpoint(
+    absl::string_view job, absl::string_view name, uint64_t offset,
+    const CheckpointSink& sink) {
+  uint64_t next = offset;
+  CheckpointInfo info;
+  absl::Status s = Retry("ReadCheckpoint", absl::InfiniteFuture(), [&] {
+    auto r = base_->ReadCheckpoint(
+        job, name, next, [&](const CheckpointInfo& i, absl::string_view chunk) {
+          absl::Status taken = sink(i, chunk);
+          if (taken.ok()) next += chunk.size();
+          return taken;
+        });
+    if (r.ok()) info = *std::move(r);
+    return r.status();
+  });
+  if (!s.ok()) return s;
+  return info;
+}
+
 absl::StatusOr<std::vector<CheckpointInfo>> RetryingPairStore::ListCheckpoints(
     absl::string_view job) {
   std::vector<CheckpointInfo> list;
@@ -220,6 +239,11 @@ absl::StatusOr<uint64_t> RetryingPairStore::KeepLastCheckpoints(
 absl::Status RetryingPairStore::DeleteJob(absl::string_view job) {
   return Retry("DeleteJob", absl::InfiniteFuture(),
                [&] { return base_->DeleteJob(job); });
+}
+
+absl::Status RetryingPairStore::DeletePairs(absl::string_view job) {
+  return Retry("DeletePairs", absl::InfiniteFuture(),
+               [&] { return base_->DeletePairs(job); });
 }
 
 }  // namespace lft

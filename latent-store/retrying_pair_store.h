@@ -78,6 +78,10 @@ class RetryingPairStore : public PairStore {
       absl::string_view expected_sha256) override;
   absl::StatusOr<std::string> GetCheckpoint(absl::string_view job,
                                             absl::string_view name) override;
+  // A read cut by an outage resumes after the bytes the sink already took.
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) override;
   absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(
       absl::string_view job) override;
   absl::Status DeleteCheckpoint(absl::string_view job,
@@ -85,6 +89,7 @@ class RetryingPairStore : public PairStore {
   absl::StatusOr<uint64_t> KeepLastCheckpoints(absl::string_view job,
                                                uint64_t keep) override;
   absl::Status DeleteJob(absl::string_view job) override;
+  absl::Status DeletePairs(absl::string_view job) override;
 
   // Runs `op` until it returns anything but Unavailable, the caller is
   // cancelled (Cancelled), `deadline` or give_up_after passes (Unavailable

@@ -110,6 +110,27 @@ class FlakyPairStore : public PairStore {
     LFT_RETURN_IF_ERROR(Gate());
     return base_->DeleteJob(job);
   }
+  absl::Status DeletePairs(absl::string_view job) override {
+    LFT_RETURN_IF_ERROR(Gate());
+    return base_->DeletePairs(job);
+  }
+  // With read_break_after_chunks >= 0, one read breaks (Unavailable) after
+  // passing that many chunks on.
+  int read_break_after_chunks = -1;
+  absl::StatusOr<CheckpointInfo> ReadCheckpoint(
+      absl::string_view job, absl::string_view name, uint64_t offset,
+      const CheckpointSink& sink) override {
+    LFT_RETURN_IF_ERROR(Gate());
+    int left = read_break_after_chunks;
+    read_break_after_chunks = -1;  // once
+    return base_->ReadCheckpoint(
+        job, name, offset,
+        [&](const CheckpointInfo& info, absl::string_view chunk) {
+          if (left == 0) return absl::UnavailableError("connection reset");
+          if (left > 0) --left;
+          return sink(info, chunk);
+        });
+  }
 
  private:
   class BreakingReader : public PairReader {
@@ -268,6 +289,26 @@ TEST_F(RetryingPairStoreTest, PutPairsRetriesWithinItsDeadline) {
   auto stats = base_->Stats("job");
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->pairs, 11u);
+}
+
+// A checkpoint read cut by an outage resumes after the bytes the sink took:
+// the reader sees every byte once, in order.
+TEST_F(RetryingPairStoreTest, CheckpointReadResumesAfterTheBytesTaken) {
+  std::string blob(9 * 1024 * 1024 + 17, '\0');  // three 4 MiB chunks
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 31);
+  ASSERT_TRUE(base_->PutCheckpoint("job", "step-1", blob, "").ok());
+  flaky_->read_break_after_chunks = 1;
+  RetryingPairStore store(flaky_.get(), Options());
+  std::string got;
+  auto info = store.ReadCheckpoint(
+      "job", "step-1", 0, [&](const CheckpointInfo&, absl::string_view chunk) {
+        got.append(chunk.data(), chunk.size());
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->bytes, blob.size());
+  EXPECT_TRUE(got == blob) << "got " << got.size() << " bytes";
+  EXPECT_GE(flaky_->calls.load(), 2);
 }
 
 }  // namespace

@@ -487,7 +487,8 @@ TEST_F(CoordinatorIntegrationTest, FifoCorpusFailsAtPlanningDeadline) {
       R"("}, "corpus": {"jsonlZstPaths": [")", fifo,
       R"("]}, "block": {"firstLayer": 6, "endLayer": 12},)",
       R"( "training": {"maxSteps": 30, "checkpointEverySteps": 10},)",
-      R"( "evaluation": {"maxSequences": 10}})");
+      R"( "evaluation": {"maxSequences": 10, "heldoutPaths": [")", fifo,
+      R"("]}})");
   auto coord = StartCoordinator(
       {"--insecure-loopback", "--planning-deadline-ms", "3000"});
   auto t1 = StartWorker("teacher", "t1");

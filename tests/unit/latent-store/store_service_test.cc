@@ -403,6 +403,7 @@ TEST(StoreServiceDefaultClientTest, ScanKeepsMessagesUnderTheClientsLimit) {
   for (const uint32_t limit : {0u, 64u << 20}) {
     lft::v1::ScanPairsRequest request;
     request.set_job_id("job");
+    request.set_partitions(1);
     request.set_max_message_bytes(limit);
     grpc::ClientContext ctx;
     if (limit > 0) {

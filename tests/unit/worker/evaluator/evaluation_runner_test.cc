@@ -302,7 +302,9 @@ TEST_F(EvaluationRunnerTest, CancellationStopsTheTask) {
   PutCheckpoint("ckpt", CheckpointBytes(*model_, 1, 3));
   EvaluationRunner runner(Options());
   FakeContext ctx;
-  ctx.cancel_after_reports = 1;
+  // The first report announces the scoring stage (0 sequences), the second
+  // follows the first batch.
+  ctx.cancel_after_reports = 2;
   auto task = MakeTask("ckpt");
   task.mutable_spec()->mutable_evaluation()->set_regression_baseline(false);
   EXPECT_THAT(runner.Run(task, &ctx),

@@ -184,6 +184,11 @@ class TrainerSession {
 
     LFT_RETURN_IF_ERROR(FormGroup());
     LFT_RETURN_IF_ERROR(Resume());
+    if (rank_ == 0 && !ts_.streaming()) {
+      // What earlier runs of this job acknowledged (see TrainStep).
+      auto stats = store_->Stats(job_);
+      if (stats.ok()) store_consumed_ = stats->consumed;
+    }
     metrics_ = MakeMetrics(options_.metrics, job_);
     progress_.steps_done = pos_.step;
     progress_.tokens_done = pos_.tokens;
@@ -393,11 +398,22 @@ class TrainerSession {
     if (pos_.pairs_consumed + batch_ > epoch_pairs_) reader_.reset();
     // Acknowledged in cached mode too, for the first epoch: the store's
     // pending pairs then mean "not yet consumed" in every mode (the store
-    // lag the dashboard shows); later epochs re-read consumed pairs.
-    if (rank_ == 0 && (ts_.streaming() || pos_.epoch == 0)) {
+    // lag the dashboard shows); later epochs re-read consumed pairs. A
+    // resumed run repeats the steps after its checkpoint, which the lost
+    // run had acknowledged already: in cached mode only pairs past what the
+    // store counts as consumed are acknowledged (streaming's acks release
+    // back-pressure and stay per step).
+    if (rank_ == 0 && ts_.streaming()) {
       absl::Status ack = store_->AckConsumed(job_, batch_);
       if (!ack.ok())
         return Annotate(ack, absl::StrCat(where_, ": acknowledging pairs"));
+    } else if (rank_ == 0 && pos_.epoch == 0 &&
+               pos_.pairs_consumed > store_consumed_) {
+      absl::Status ack =
+          store_->AckConsumed(job_, pos_.pairs_consumed - store_consumed_);
+      if (!ack.ok())
+        return Annotate(ack, absl::StrCat(where_, ": acknowledging pairs"));
+      store_consumed_ = pos_.pairs_consumed;
     }
     return *loss;
   }
@@ -535,6 +551,8 @@ class TrainerSession {
   std::unique_ptr<PairReader> reader_;
   uint64_t epoch_pairs_ = 0;     // usable pairs of the current epoch
   uint64_t epoch_snapshot_ = 0;  // pairs stored when it began
+  // Pairs the store counts as consumed (cached mode, rank 0).
+  uint64_t store_consumed_ = 0;
   std::vector<LatentPairRecord> pairs_;
   // The next step's pairs, read during this step (PrefetchNextStep).
   std::vector<LatentPairRecord> next_pairs_;

@@ -142,7 +142,9 @@ def main():
             b["coordinator"], "--db", os.path.join(run, "coordinator-db"),
             "--listen", coord_addr, "--tls-cert", cert, "--tls-key", key,
             "--token", TOKEN, "--heartbeat-interval-ms", "200", "--lease-ms",
-            "2000", "--tick-ms", "100", "--store-address", store_addr])
+            "2000", "--tick-ms", "100", "--store-address", store_addr,
+            # The coordinator registers jobs with the store itself (TLS).
+            "--store-tls-ca", cert])
 
         def ctl(*a, check=True, timeout=60):
             r = subprocess.run(

@@ -114,6 +114,19 @@ class TeacherIntegrationTest : public testing_util::LocalClusterTest {
     return ReadAll(store->get(), job);
   }
 
+  // Waits (at most 20 s) until the store holds pairs of `job`; how many
+  // (0 if none came).
+  uint64_t WaitForFirstPairs(const std::string& job) {
+    auto client = Client();
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      auto s = client->Stats(job);
+      if (s.ok() && s->pairs > 0) return s->pairs;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return 0;
+  }
+
   void ExpectSameAsReference(const std::string& job) {
     auto client = Client();
     const auto got = ReadAll(client.get(), job);
@@ -220,22 +233,12 @@ TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {
   ASSERT_EQ(submit.first, 0) << submit.second;
   const std::string job(absl::StripAsciiWhitespace(submit.second));
   // Wait (bounded) until t1 has written some pairs, then kill it mid-shard.
-  auto client = Client();
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  uint64_t pairs_before_kill = 0;
-  while (absl::Now() < deadline) {
-    auto s = client->Stats(job);
-    if (s.ok() && s->pairs > 0) {
-      pairs_before_kill = s->pairs;
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  const uint64_t pairs_before_kill = WaitForFirstPairs(job);
   t1->Kill(SIGKILL);
   ASSERT_EQ(t1->Wait(absl::Seconds(5)), 128 + SIGKILL);
   // Killed inside its first shard (about 13 batches of 300 ms).
   EXPECT_GT(pairs_before_kill, 0u);
-  auto after_kill = client->Stats(job);
+  auto after_kill = Client()->Stats(job);
   ASSERT_TRUE(after_kill.ok()) << after_kill.status();
   EXPECT_LT(after_kill->pairs, 40u) << "not mid-shard";
   EXPECT_EQ(t1->err().find("shard extracted"), std::string::npos);
@@ -259,15 +262,7 @@ TEST_F(TeacherIntegrationTest, StoreKilledMidExtractionJobCompletesSamePairs) {
   auto submit = Ctl({"submit", spec_});
   ASSERT_EQ(submit.first, 0) << submit.second;
   const std::string job(absl::StripAsciiWhitespace(submit.second));
-  {
-    auto client = Client();
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      auto s = client->Stats(job);
-      if (s.ok() && s->pairs > 0) break;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
+  WaitForFirstPairs(job);
   const std::string address = store_->address();
   store_->Kill(SIGKILL);
   absl::SleepFor(absl::Seconds(1));

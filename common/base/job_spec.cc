@@ -446,6 +446,16 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(absl::string_view json) {
     return absl::InvalidArgumentError(
         absl::StrCat("job spec is not valid JSON for lft.v1.JobSpec: ",
                      LineAndColumn(json, at), ": ", what));
+  } catch (const Json::exception& e) {
+    // Not a syntax error: a number beyond double's range (out_of_range 406)
+    // or similar, which nlohmann reports without a position.
+    std::string what = e.what();
+    const size_t bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    // The message quotes the offending number whole; keep a line short.
+    if (what.size() > 160) what = absl::StrCat(what.substr(0, 157), "...");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec is not valid JSON for lft.v1.JobSpec: ", what));
   }
   if (tree.is_object()) {
     const Descriptor* d = JobSpec::descriptor();

@@ -194,6 +194,13 @@ TEST(JobSpecTest, MalformedJsonIsInvalidArgument) {
   EXPECT_THAT(ParseJobSpecJson("{\"name\": "),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "not valid JSON for lft.v1.JobSpec"));
+  // A number beyond double's range is nlohmann's out_of_range, not a
+  // parse_error (found by job_spec_json_fuzzer).
+  EXPECT_THAT(ParseJobSpecJson(std::string(400, '5')),
+              StatusIs(absl::StatusCode::kInvalidArgument, "number overflow"));
+  EXPECT_THAT(ParseJobSpecJson(R"({"training": {"max_steps": 1e999}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "not valid JSON for lft.v1.JobSpec"));
   EXPECT_THAT(ParseJobSpecJson(R"({"nmae": "typo"})"),
               StatusIs(absl::StatusCode::kInvalidArgument, "nmae"));
   EXPECT_THAT(ParseJobSpecJson(R"({"training": {"method": "METHOD_NOPE"}})"),

@@ -20,6 +20,7 @@
 #include "common/base/status.h"
 #include "latent-store/checkpoint_names.h"
 #include "latent-store/record_format.h"
+#include "latent-store/rocksdb_crc32c.h"
 #include "nlohmann/json.hpp"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -407,7 +408,9 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
           {{"path", path},
            {"jobs", store->ListJobs().size()},
            {"blob_files", options.enable_blob_files ? "on" : "off"},
-           {"sync", options.sync ? "on" : "off"}});
+           {"sync", options.sync ? "on" : "off"},
+           {"rocksdb_crc32c",
+            RocksDbCrc32cIsAccelerated() ? "sse4.2 (lft)" : "software"}});
   return store;
 }
 

@@ -7,6 +7,7 @@
 
 #include "latent-store/crc32c.h"
 
+#if defined(LFT_REPLACE_ROCKSDB_CRC32C)
 // The symbol librocksdb defines in util/crc32c.cc (not in its public
 // headers), with the same contract: the CRC-32C of A + data, given
 // init_crc = the CRC-32C of A.
@@ -20,12 +21,18 @@ uint32_t Extend(uint32_t init_crc, const char* data, size_t n) {
 }  // namespace crc32c
 }  // namespace rocksdb
 
+#endif  // LFT_REPLACE_ROCKSDB_CRC32C
+
 namespace lft {
 
 bool RocksDbCrc32cIsAccelerated() {
+#if !defined(LFT_REPLACE_ROCKSDB_CRC32C)
+  return false;
+#else
   void* bound = dlsym(RTLD_DEFAULT, "_ZN7rocksdb6crc32c6ExtendEjPKcm");
   return bound == reinterpret_cast<void*>(&rocksdb::crc32c::Extend) &&
          Crc32cIsHardwareAccelerated();
+#endif
 }
 
 }  // namespace lft

@@ -988,13 +988,39 @@ absl::StatusOr<lft::v1::RendezvousResponse> Coordinator::Rendezvous(
         JobRecord* job = tx.Job(job_id);
         job->set_formed_generation(request.generation());
         job->mutable_job()->clear_waiting_reason();
+        // Recovery: from the moment the previous generation was dissolved
+        // (a rank lost) to the moment its successor has every rank.
+        auto dissolved = dissolved_unix_ms_.find(job_id);
+        double recovery_s = -1;
+        if (dissolved != dissolved_unix_ms_.end()) {
+          recovery_s =
+              static_cast<double>(clock_->NowUnixMs() - dissolved->second) /
+              1000.0;
+        }
         AppendEvent(
             &tx, job,
-            absl::StrCat("trainer group generation ", request.generation(),
-                         " formed with ", world, " rank(s)"),
+            absl::StrCat(
+                "trainer group generation ", request.generation(),
+                " formed with ", world, " rank(s)",
+                recovery_s >= 0
+                    ? absl::StrFormat(", %.1f s after generation %d was "
+                                      "dissolved",
+                                      recovery_s, request.generation() - 1)
+                    : ""),
             false);
         LFT_RETURN_IF_ERROR(tx.Commit());
         group_waits_.erase(job_id);
+        if (recovery_s >= 0) {
+          dissolved_unix_ms_.erase(job_id);
+          if (metrics_ != nullptr) {
+            metrics_
+                ->Histogram("lft_coordinator_trainer_recovery_seconds",
+                            "Seconds from a trainer group's dissolution (a "
+                            "rank lost) until its next generation formed",
+                            {1, 2, 5, 10, 20, 30, 60, 120, 300, 600})
+                .Observe(recovery_s);
+          }
+        }
       }
       lft::v1::RendezvousResponse resp;
       resp.set_rank(rank);
@@ -1118,9 +1144,13 @@ void Coordinator::ReformTrainerGroup(Transition* tx, JobRecord* job,
     tr->set_generation(generation);
     tr->set_resume_checkpoint(job->latest_checkpoint());
   }
-  tx->AfterCommit(
-      [this, job_id = job->job().id()]()
-          ABSL_NO_THREAD_SAFETY_ANALYSIS { rendezvous_.erase(job_id); });
+  tx->AfterCommit([this, job_id = job->job().id(), now = clock_->NowUnixMs()]()
+                      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                        rendezvous_.erase(job_id);
+                        // The first dissolution counts: a group lost again
+                        // before it re-formed is still recovering from it.
+                        dissolved_unix_ms_.emplace(job_id, now);
+                      });
   AppendEvent(tx, job,
               absl::StrCat("trainer group re-formed as generation ", generation,
                            " (", reason, ")",
@@ -1570,6 +1600,7 @@ void Coordinator::CheckTrainerGroups() {
     if (IsTerminal(state) || !training_open ||
         record.formed_generation() == record.training_generation()) {
       group_waits_.erase(id);
+      if (IsTerminal(state) || !training_open) dissolved_unix_ms_.erase(id);
       continue;
     }
     GroupWait& wait = group_waits_[id];

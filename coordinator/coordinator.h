@@ -345,6 +345,9 @@ class Coordinator {
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, RendezvousState> rendezvous_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, GroupWait> group_waits_ ABSL_GUARDED_BY(mu_);
+  // Per job: when its trainer group was last dissolved (clock ms), until the
+  // next generation forms; the difference is the group's recovery time.
+  std::map<std::string, int64_t> dissolved_unix_ms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Planning> planning_ ABSL_GUARDED_BY(mu_);
   // Jobs registered with the store (RegisterPendingJobsWithStore) and not
   // planned yet: the outcome, and whether the coordinator created the job

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "common/base/prometheus_metrics.h"
 #include "common/base/teacher_config.h"
 #include "tests/unit/coordinator/coordinator_fixture.h"
@@ -302,6 +303,8 @@ TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {
   EXPECT_EQ(n0.training().generation(), 2u);
   EXPECT_EQ(n1.training().generation(), 2u);
   EXPECT_EQ(n0.training().resume_checkpoint(), "ckpt/step-5");
+  // The replacement takes 2.5 s to join: the group's recovery time.
+  clock_.AdvanceMs(2500);
   absl::StatusOr<lft::v1::RendezvousResponse> a, b;
   std::thread ta([&] {
     lft::v1::RendezvousRequest rv;
@@ -320,7 +323,21 @@ TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   EXPECT_EQ(b->communicator_id(), "id-g2");
   EXPECT_EQ(b->world_size(), 2u);
-  (void)job;
+  bool finished = false;
+  auto events = core_->WaitForEvents(job, 0, absl::ZeroDuration(), &finished);
+  ASSERT_TRUE(events.ok()) << events.status();
+  bool recovery_event = false;
+  for (const auto& e : *events) {
+    recovery_event |=
+        absl::StrContains(e.message(),
+                          "generation 2 formed with 2 rank(s), 2.5 s after "
+                          "generation 1 was dissolved");
+  }
+  EXPECT_TRUE(recovery_event);
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_trainer_recovery_seconds_sum 2.5"));
+  EXPECT_THAT(metrics_.RenderText(),
+              HasSubstr("lft_coordinator_trainer_recovery_seconds_count 1"));
 }
 
 TEST_F(CoordinatorTest, StateSurvivesRestart) {

@@ -16,6 +16,11 @@
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
 //                      [--method fw|sfm|regression] [--peak-tflops P]
 //                      [--profile trace.json] [--store-address HOST:PORT]
+//                      [--scaling strong|weak]
+// --scaling weak makes --batch each rank's (W ranks: W x --batch per step)
+// and puts rank r on cuda:r with --device cuda: the multi-GPU scaling rows
+// (deploy/gpu/multigpu_bench.sh); "efficiency" is tokens/s per rank over
+// the first row's.
 // --store-address reads (and first writes) the pairs through a running
 // lft-store over gRPC instead of an embedded store, as a job's trainer does;
 // the input-wait column is lft_trainer_input_wait_seconds_total over the
@@ -70,7 +75,22 @@ struct Config {
   double peak_tflops = 0;
   int hidden = 128, seq = 128, batch = 16, steps = 20;
   std::vector<int> ranks = {1, 2};
+  // "strong": --batch is the global batch at every rank count; "weak": it
+  // is each rank's, so W ranks step over W x --batch sequences (the
+  // multi-GPU scaling rows: efficiency = tokens/s(W) / (W x tokens/s(1))).
+  std::string scaling = "strong";
 };
+
+int GlobalBatch(const Config& c, int world) {
+  return c.scaling == "weak" ? c.batch * world : c.batch;
+}
+
+// With --device cuda and several ranks, rank r runs on cuda:r (one GPU per
+// rank, as NCCL requires); an explicit cuda:N or cpu is used by every rank.
+std::string RankDevice(const Config& c, int world, int rank) {
+  if (c.device == "cuda" && world > 1) return absl::StrCat("cuda:", rank);
+  return c.device;
+}
 
 // Records CPU ops of the calling thread and every CUDA kernel while alive,
 // then saves the Chrome trace.
@@ -149,7 +169,7 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
       KernelProfile prof(r == 0 ? profile : "");
       lft::MetricsRegistry metrics;
       lft::TrainerRunnerOptions o;
-      o.device = c.device;
+      o.device = RankDevice(c, world, r);
       o.stores = pool;
       o.metrics = &metrics;
       o.engine_factory = lft::NewFlowTrainingEngine;
@@ -175,7 +195,7 @@ StepTiming RunSteps(const Config& c, lft::PairStorePool* pool,
       tr->set_flow_walking_steps(3);
       tr->set_solver(lft::v1::SOLVER_MIDPOINT);
       tr->set_max_steps(steps);
-      tr->set_global_batch_sequences(c.batch);
+      tr->set_global_batch_sequences(GlobalBatch(c, world));
       tr->set_learning_rate(1e-3);
       tr->set_warmup_steps(1);
       tr->set_gradient_clip_norm(1.0);
@@ -254,7 +274,10 @@ int main(int argc, char** argv) {
       c.profile = v;
     else if (f == "--store-address")
       c.store_address = v;
-    else if (f == "--peak-tflops")
+    else if (f == "--scaling") {
+      c.scaling = v;
+      ok = v == "strong" || v == "weak";
+    } else if (f == "--peak-tflops")
       ok = absl::SimpleAtod(v, &c.peak_tflops);
     else if (f == "--hidden")
       ok = absl::SimpleAtoi(v, &c.hidden);
@@ -304,9 +327,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   lft::PairStore* store = *got;
-  const int pairs = c.batch * (c.steps + 3);
+  const int max_world = *std::max_element(c.ranks.begin(), c.ranks.end());
+  if (c.device == "cuda" && max_world > 1 &&
+      static_cast<int>(torch::cuda::device_count()) < max_world) {
+    std::fprintf(stderr,
+                 "--ranks up to %d on --device cuda needs one GPU per rank; "
+                 "this host has %d\n",
+                 max_world, static_cast<int>(torch::cuda::device_count()));
+    return 2;
+  }
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
+    const int pairs = GlobalBatch(c, world) * (c.steps + 3);
     lft::JobConfig jc;
     jc.hidden = c.hidden;
     jc.codec = lft::TensorCodec::kBF16;
@@ -339,18 +371,19 @@ int main(int argc, char** argv) {
                                                   /*midpoint=*/true);
   const double flops_per_token = lft::FlowStepFlopsPerToken(shape);
   std::printf(
-      "\n%s step (%lld network evaluations), width %d, sequence %d, global "
+      "\n%s step (%lld network evaluations), width %d, sequence %d, %s "
       "batch %d, device %s, torch threads %d, %.1f GFLOP per token, peak "
       "%.0f TFLOP/s\n\n",
       c.method == "fw" ? "FW k=3 midpoint" : c.method.c_str(),
-      static_cast<long long>(shape.evaluations), c.hidden, c.seq, c.batch,
-      c.device.c_str(), torch::get_num_threads(), flops_per_token / 1e9,
-      c.peak_tflops);
+      static_cast<long long>(shape.evaluations), c.hidden, c.seq,
+      c.scaling == "weak" ? "per-rank" : "global", c.batch, c.device.c_str(),
+      torch::get_num_threads(), flops_per_token / 1e9, c.peak_tflops);
   std::printf(
-      "| store | ranks | step (s) | tokens/s | speed-up vs 1 rank | MFU | "
-      "input wait | read ahead |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
-  double base = 0;
+      "| store | ranks | step (s) | tokens/s | speed-up vs 1 rank | "
+      "efficiency | MFU | input wait | read ahead |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  double base = 0, base_tps = 0;
+  int base_world = 0;
   for (int world : c.ranks) {
     const std::string job = absl::StrCat("w", world);
     // Checkpoints of a run would let the next one resume.
@@ -370,22 +403,34 @@ int main(int argc, char** argv) {
                                        job, world, kSkipSteps + c.steps);
     if (timing.seconds <= 0) return 1;
     const double step = timing.seconds;
-    if (base == 0) base = step;
-    const double tps = c.batch * c.seq / step;
-    const double mfu =
-        c.peak_tflops > 0 ? tps * flops_per_token / (c.peak_tflops * 1e12) : 0;
+    const int global_batch = GlobalBatch(c, world);
+    const double tps = global_batch * c.seq / step;
+    if (base == 0) {
+      base = step;
+      base_tps = tps;
+      base_world = world;
+    }
+    // tokens/s per rank relative to the first row's per rank.
+    const double efficiency = (tps / world) / (base_tps / base_world);
+    // Ranks on GPUs of their own: MFU per GPU.
+    const int gpus = RankDevice(c, world, 0) != c.device ? world : 1;
+    const double mfu = c.peak_tflops > 0 ? tps * flops_per_token /
+                                               (gpus * c.peak_tflops * 1e12)
+                                         : 0;
     const char* where = c.store_address.empty() ? "embedded" : "grpc";
     std::fprintf(stderr,
                  "single steps: fastest %.4f median %.4f slowest %.4f s\n",
                  timing.fastest, timing.median, timing.slowest);
-    std::printf("| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f | %.3f |\n",
-                where, world, step, tps, base / step, mfu, timing.input_wait,
-                timing.prefetch);
+    std::printf(
+        "| %s | %d | %.4f | %.0f | %.2fx | %.3f | %.3f | %.3f | %.3f |\n",
+        where, world, step, tps, base / step, efficiency, mfu,
+        timing.input_wait, timing.prefetch);
     std::printf(
         "json {\"method\": \"%s\", \"store\": \"%s\", \"cuda_graph\": %s, "
         "\"hidden\": %d, "
-        "\"seq\": %d, \"batch\": %d, \"ranks\": %d, "
+        "\"seq\": %d, \"batch\": %d, \"ranks\": %d, \"gpus\": %d, "
         "\"step_seconds\": %.5f, \"tokens_per_second\": %.1f, "
+        "\"efficiency\": %.4f, "
         "\"mfu\": %.4f, \"input_wait_fraction\": %.4f, "
         "\"input_prefetch_fraction\": %.4f, "
         "\"peak_bf16_tflops\": %.1f}\n",
@@ -395,8 +440,8 @@ int main(int argc, char** argv) {
                   std::string(std::getenv("LFT_TRAINER_CUDA_GRAPH")) == "0")
             ? "true"
             : "false",
-        c.hidden, c.seq, c.batch, world, step, tps, mfu, timing.input_wait,
-        timing.prefetch, c.peak_tflops);
+        c.hidden, c.seq, global_batch, world, gpus, step, tps, efficiency, mfu,
+        timing.input_wait, timing.prefetch, c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();

@@ -16,6 +16,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/base/teacher_config.h"
 #include "gtest/gtest.h"
 #include "latent-store/checkpoint_names.h"
@@ -142,7 +143,9 @@ class TrainerRunnerTest : public ::testing::Test {
     std::string rank0_checkpoint;
     for (uint32_t r = 0; r < world; ++r) {
       threads.emplace_back([&, r]() {
-        TrainerRunner runner(Options(device));
+        // Several CUDA ranks get a GPU each (NCCL allows one rank per GPU).
+        TrainerRunner runner(Options(
+            device == "cuda" && world > 1 ? absl::StrCat("cuda:", r) : device));
         FakeContext ctx(&rv, r);
         ctx.stop_at_step = stop_at_step;
         results[r] = runner.Run(MakeTask(job, world, r), &ctx);
@@ -314,6 +317,51 @@ TEST_F(TrainerRunnerTest, CudaRankFollowsCpuRankInBf16) {
   std::fprintf(stderr, "cpu vs cuda: final loss %.5f vs %.5f, weights %.3g\n",
                a.header.losses.back(), b.header.losses.back(),
                MaxWeightDiff(a, b));
+}
+
+// Two CUDA ranks on two GPUs (NCCL all-reduce) follow one CUDA rank with
+// the same global batch: the same pairs and times per step, only the
+// reductions regrouped (two half-batch gradients summed by NCCL against one
+// full batch; cuBLAS may pick other kernels for the half batch). That is
+// the same kind of difference as CPU float32 vs CUDA bf16 above, whose
+// final losses agree to 3e-4 relative, so each step's loss must agree to
+// 2% and the weights may differ by at most a tenth of how far training
+// moved them. Skips with fewer than two GPUs (issue 17's machine kind).
+TEST_F(TrainerRunnerTest, TwoCudaRanksFollowOneCudaRankThroughNccl) {
+  if (!torch::cuda::is_available() || torch::cuda::device_count() < 2) {
+    GTEST_SKIP() << "needs two CUDA devices";
+  }
+  WritePairs("gpu1", kPairs);
+  WritePairs("gpu2", kPairs);
+  auto one = RunGroup("gpu1", 1, 0, "cuda");
+  ASSERT_TRUE(one.ok()) << one.status();
+  auto two = RunGroup("gpu2", 2, 0, "cuda");
+  ASSERT_TRUE(two.ok()) << two.status();
+  FlowCheckpoint a = Load("gpu1", one->checkpoint);
+  FlowCheckpoint b = Load("gpu2", two->checkpoint);
+  ASSERT_EQ(a.header.losses.size(), 50u);
+  ASSERT_EQ(b.header.losses.size(), 50u);
+  EXPECT_EQ(b.header.world_size, 2u);
+  for (size_t i = 0; i < 50; ++i) {
+    EXPECT_NEAR(b.header.losses[i], a.header.losses[i],
+                0.02 * a.header.losses[i])
+        << "step " << i;
+  }
+  FlowCheckpoint init = a;
+  {
+    auto engine = NewFlowTrainingEngine(MakeTask("gpu1", 1, 0).spec(), "cpu");
+    ASSERT_TRUE(engine.ok());
+    auto blob = (*engine)->SaveCheckpoint(TrainingPosition(), 1);
+    ASSERT_TRUE(blob.ok());
+    init = *ParseFlowCheckpoint(*blob);
+  }
+  const double diff = MaxWeightDiff(a, b);
+  const double moved = MaxWeightDiff(a, init);
+  std::fprintf(stderr,
+               "1 vs 2 CUDA ranks: final loss %.6f vs %.6f, max abs weight "
+               "diff %.3g, moved %.3g\n",
+               a.header.losses.back(), b.header.losses.back(), diff, moved);
+  EXPECT_LT(diff, 0.1 * moved);
 }
 
 // Replaying the recorded step gives what running it eagerly gives: the

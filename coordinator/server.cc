@@ -24,16 +24,19 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   LFT_RETURN_IF_ERROR(CheckCanListen(options.listen_address, "--listen"));
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
   CoordinatorOptions core_options = options.coordinator;
+  if (!options.coordinator.store_address.empty()) {
+    // One pool for the job lifecycle (create, retention, delete) and the
+    // checkpoint relay: "a,b" becomes the same ShardedPairStore the workers
+    // write through, so a job is registered in, and deleted from, every
+    // store it spans.
+    RemotePairStoreOptions remote;
+    remote.credentials = options.store_credentials;
+    s->store_pool_ = std::make_unique<PairStorePool>("", remote);
+  }
   if (!core_options.store_address.empty() &&
       core_options.latent_store == nullptr) {
-    RemotePairStoreOptions ro;
-    ro.credentials = options.store_credentials;
-    ro.rpc_timeout = absl::Seconds(60);
-    LFT_ASSIGN_OR_RETURN(
-        std::unique_ptr<RemotePairStore> remote,
-        RemotePairStore::Connect(core_options.store_address, ro));
-    s->latent_store_ = std::move(remote);
-    core_options.latent_store = s->latent_store_.get();
+    LFT_ASSIGN_OR_RETURN(core_options.latent_store,
+                         s->store_pool_->Get(core_options.store_address));
   }
   LFT_ASSIGN_OR_RETURN(
       s->core_, Coordinator::Open(options.db_path, core_options, &s->clock_,
@@ -44,11 +47,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::make_unique<JobServiceImpl>(s->core_.get(), s->guard_.get());
   s->worker_service_ =
       std::make_unique<WorkerServiceImpl>(s->core_.get(), s->guard_.get());
-  if (!options.coordinator.store_address.empty()) {
-    RemotePairStoreOptions remote;
-    remote.credentials = options.store_credentials;
-    s->store_pool_ = std::make_unique<PairStorePool>("", remote);
-  }
   s->checkpoint_service_ = std::make_unique<CheckpointServiceImpl>(
       s->core_.get(), s->store_pool_.get(), options.coordinator.store_address,
       s->guard_.get());

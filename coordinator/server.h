@@ -62,11 +62,11 @@ class CoordinatorServer {
   MetricsRegistry registry_;
   std::unique_ptr<BearerTokenChecker> auth_;
   std::unique_ptr<RpcGuard> guard_;
-  std::unique_ptr<PairStore> latent_store_;
+  // Before core_, which uses one of its stores until it is destroyed.
+  std::unique_ptr<PairStorePool> store_pool_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
-  std::unique_ptr<PairStorePool> store_pool_;
   std::unique_ptr<CheckpointServiceImpl> checkpoint_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;

@@ -66,20 +66,33 @@ class LocalClusterTest : public ::testing::Test {
 
   std::string Path(const std::string& name) { return dir_.path() + "/" + name; }
 
-  void StartServices() {
-    auto store = StoreProcess::Start(
-        LFT_STORE_BIN,
-        {"--listen", "127.0.0.1:0", "--insecure-loopback", "--token", kToken,
-         "--db", Path("store"), "--metrics-port", "0"},
-        absl::Seconds(20));
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::make_unique<StoreProcess>(std::move(*store));
+  // The store (two with second_store: the coordinator then hands out
+  // "a,b" and jobs are sharded over both) and the coordinator.
+  void StartServices(bool second_store = false) {
+    auto start_store = [&](const std::string& db) {
+      auto store = StoreProcess::Start(
+          LFT_STORE_BIN,
+          {"--listen", "127.0.0.1:0", "--insecure-loopback", "--token", kToken,
+           "--db", Path(db), "--metrics-port", "0"},
+          absl::Seconds(20));
+      EXPECT_TRUE(store.ok()) << store.status();
+      return store.ok() ? std::make_unique<StoreProcess>(std::move(*store))
+                        : nullptr;
+    };
+    store_ = start_store("store");
+    ASSERT_NE(store_, nullptr);
+    std::string store_address = store_->address();
+    if (second_store) {
+      store2_ = start_store("store2");
+      ASSERT_NE(store2_, nullptr);
+      store_address = absl::StrCat(store_address, ",", store2_->address());
+    }
     coord_ = std::make_unique<Process>(
         std::vector<std::string>{
             LFT_COORDINATOR_BIN, "--db", Path("db"), "--listen", "127.0.0.1:0",
             "--port-file", Path("port"), "--insecure-loopback", "--token",
             kToken, "--heartbeat-interval-ms", "100", "--lease-ms", "1000",
-            "--tick-ms", "50", "--store-address", store_->address()},
+            "--tick-ms", "50", "--store-address", store_address},
         Path("coordinator.out"), Path("coordinator.log"));
     const absl::Time deadline = absl::Now() + absl::Seconds(15);
     while (absl::Now() < deadline && coord_->running()) {
@@ -165,17 +178,20 @@ class LocalClusterTest : public ::testing::Test {
     return ::lft::testing::LoopbackHttpBody(port, "/metrics");
   }
 
-  // A store client with the token.
-  std::unique_ptr<RemotePairStore> Client() {
+  // A store client with the token (of the second store with second).
+  std::unique_ptr<RemotePairStore> Client(bool second = false) {
     RemotePairStoreOptions o;
     o.credentials.token = kToken;
-    return RemotePairStore::Connect(store_->address(), o).value();
+    return RemotePairStore::Connect(
+               second ? store2_->address() : store_->address(), o)
+        .value();
   }
 
   TempDir dir_;
   std::string teacher_, corpus_;
   int port_ = 0;
   std::unique_ptr<StoreProcess> store_;
+  std::unique_ptr<StoreProcess> store2_;  // StartServices(true) only
   std::unique_ptr<Process> coord_;
 };
 

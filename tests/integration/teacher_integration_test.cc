@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -28,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
 #include "latent-store/remote_pair_store.h"
+#include "latent-store/sharded_pair_store.h"
 #include "tests/integration/local_cluster.h"
 #include "tests/integration/store_process.h"
 #include "tests/testing/child_process.h"
@@ -221,6 +223,47 @@ TEST_F(TeacherIntegrationTest, TwoTeachersExtractJobSucceedsPairsMatch) {
   absl::Status store_check =
       ::lft::testing::PromtoolCheckMetrics(store_metrics);
   EXPECT_TRUE(store_check.ok()) << "lft-store: " << store_check;
+}
+
+// --store-address "a,b": the coordinator registers the job in both stores
+// and the teachers' pairs are split between them (by shard and sequence),
+// together exactly the single-store extraction; delete reaches both.
+TEST_F(TeacherIntegrationTest, JobOverTwoStoresSplitsItsPairs) {
+  StartServices(/*second_store=*/true);
+  auto t1 = StartTeacher("t1");
+  auto tr = StartFake("trainer", "tr");
+  auto ev = StartFake("evaluator", "ev");
+  auto submit = Ctl({"submit", spec_});
+  ASSERT_EQ(submit.first, 0) << submit.second;
+  const std::string job(absl::StripAsciiWhitespace(submit.second));
+  auto watch = Ctl({"watch", job}, absl::Seconds(60));
+  ASSERT_EQ(watch.first, 0) << watch.second << t1->err() << coord_->err();
+  EXPECT_NE(watch.second.find("SUCCEEDED"), std::string::npos);
+  auto a = Client(), b = Client(/*second=*/true);
+  auto sa = a->Stats(job), sb = b->Stats(job);
+  ASSERT_TRUE(sa.ok() && sb.ok()) << sa.status() << sb.status();
+  EXPECT_GT(sa->pairs, 0u);
+  EXPECT_GT(sb->pairs, 0u);
+  std::vector<std::unique_ptr<PairStore>> parts;
+  parts.push_back(std::move(a));
+  parts.push_back(std::move(b));
+  ShardedPairStore both(std::move(parts));
+  auto got = ReadAll(&both, job);
+  const auto want = Reference(job);
+  ASSERT_FALSE(want.empty());
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(sa->pairs + sb->pairs, want.size());
+  std::map<std::string, const LatentPairRecord*> by_key;
+  for (const auto& p : got) by_key[PairKey(p)] = &p;
+  for (const auto& w : want) {
+    auto it = by_key.find(PairKey(w));
+    ASSERT_NE(it, by_key.end()) << PairKey(w);
+    EXPECT_TRUE(it->second->x0 == w.x0 && it->second->x1 == w.x1) << PairKey(w);
+  }
+  auto del = Ctl({"delete", job});
+  ASSERT_EQ(del.first, 0) << del.second;
+  EXPECT_TRUE(absl::IsNotFound(Client()->Stats(job).status()));
+  EXPECT_TRUE(absl::IsNotFound(Client(true)->Stats(job).status()));
 }
 
 TEST_F(TeacherIntegrationTest, TeacherKilledMidShardJobCompletesSamePairs) {

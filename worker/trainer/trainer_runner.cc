@@ -314,7 +314,12 @@ class TrainerSession {
     so.shuffle = true;
     so.seed = ts_.seed();
     so.epoch = pos_.epoch;
-    so.start_block = pos_.pairs_consumed;
+    // Each step took per_rank_ pairs of every rank's share, so a rank has
+    // consumed pairs_consumed / W of its own order. Skipping those (rather
+    // than start_block = pairs_consumed of the global order, the same pairs
+    // on one store) also resumes a scan over several stores, which has no
+    // global block order (sharded_pair_store.h).
+    so.skip_pairs = pos_.pairs_consumed / world_;
     so.block_pairs = 1;
     so.readahead_pairs = static_cast<uint32_t>(
         std::min<uint64_t>(64, std::max<uint64_t>(4, 2 * per_rank_)));

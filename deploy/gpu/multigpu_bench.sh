@@ -238,8 +238,9 @@ def recovery(name):
     c = re.search(r"^lft_coordinator_trainer_recovery_seconds_count (\S+)", text, re.M)
     return float(s.group(1)) / float(c.group(1)) if s and c and float(c.group(1)) > 0 else None
 def load_safetensors(path):
-    """name -> float32 numpy array (F32, F16, BF16), without torch."""
-    import numpy as np
+    """name -> list of floats (F32, F16, BF16), with the standard library
+    only (the CPU rehearsal has no numpy)."""
+    import array, struct
     with open(path, "rb") as f:
         data = f.read()
     n = int.from_bytes(data[:8], "little")
@@ -252,11 +253,12 @@ def load_safetensors(path):
         a, b = t["data_offsets"]
         raw = data[base + a:base + b]
         if t["dtype"] == "F32":
-            v = np.frombuffer(raw, dtype="<f4")
+            v = array.array("f", raw).tolist()
         elif t["dtype"] == "F16":
-            v = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+            v = list(struct.unpack("<%de" % (len(raw) // 2), raw))
         elif t["dtype"] == "BF16":
-            v = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            h = array.array("H", raw)
+            v = array.array("f", array.array("I", [x << 16 for x in h]).tobytes()).tolist()
         else:
             continue
         out[name] = v
@@ -268,7 +270,8 @@ def weight_diff():
         if set(a) != set(b) or not a:
             print("weight comparison: the checkpoints hold different tensors")
             return None
-        return max(float(abs(a[k] - b[k]).max()) for k in a)
+        return max(max((abs(x - y) for x, y in zip(a[k], b[k])), default=0.0)
+                   for k in a)
     except Exception as e:
         print("weight comparison failed:", e)
         return None

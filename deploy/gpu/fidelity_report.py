@@ -47,8 +47,8 @@ CLAIM_RULES = {
     "flow12_beats_skip3": (
         "The 12-layer flow layer beats skipping 3 layers",
         "on block {b50}, the FW row (midpoint, k = 3) has lower KL_PQ and "
-        "lower PPL than skip-{skip} (the teacher without layers "
-        "m .. m+{skip}-1)"),
+        "lower PPL than skip-{skip} (layers {s0} to {s1} skipped; the paper: "
+        "0.736 vs 0.932 KL_PQ, 19.92 vs 22.59 PPL)"),
     "recoupling_orders_nmse": (
         "The recoupling ratio orders blocks as the achieved NMSE does",
         "over the blocks scored, the Spearman correlation between the "
@@ -242,7 +242,8 @@ def _lt(a, b):
 def _claim(cid, cfg, holds, numbers):
     text, rule = CLAIM_RULES[cid]
     fmt = {"b25": _blk(cfg["block25"]), "b50": _blk(cfg["block50"]),
-           "skip": cfg["skip3"]}
+           "skip": cfg["skip3"], "s0": cfg["block50"][0],
+           "s1": cfg["block50"][0] + cfg["skip3"] - 1}
     return {"id": cid, "claim": text, "rule": rule.format(**fmt),
             "holds": holds, "numbers": numbers}
 

@@ -392,7 +392,7 @@ class Study:
                 d = os.path.join(dst, rel.replace(".jsonl.zst", "")
                                  + f".first{docs}.jsonl.zst")
                 subprocess.run(f"zstd -dc '{s}' | head -n {docs} | "
-                               f"zstd -q -19 -f -o '{d}'", shell=True,
+                               f"zstd -q -3 -f -o '{d}'", shell=True,
                                check=True)
                 return d
         self.corpus = {"pretrain": [get(x) for x in c["pretrain"]],
@@ -1097,9 +1097,11 @@ def prepare_carry(args):
     for base in (os.path.join(ROOT, ".carry"),):
         for dp, _, fs in os.walk(base):
             total += sum(os.path.getsize(os.path.join(dp, f)) for f in fs)
-    tree = int(subprocess.run(
-        "git ls-files -z | xargs -0 stat -c %s | paste -sd+ | bc",
-        shell=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout or 0)
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT,
+                            stdout=subprocess.PIPE, check=True).stdout
+    tree = sum(os.path.getsize(os.path.join(ROOT, p.decode()))
+               for p in listed.split(b"\0")
+               if p and os.path.isfile(os.path.join(ROOT, p.decode())))
     print(f".carry: {total / 2**20:.1f} MiB, tracked tree {tree / 2**20:.1f} "
           f"MiB, together {(total + tree) / 2**20:.1f} of 64 MiB")
     if not os.path.isdir(os.path.join(ROOT, ".carry", "debs")):

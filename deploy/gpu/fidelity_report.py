@@ -470,15 +470,22 @@ def table_rows(rows, block, solvers=("midpoint", "euler")):
 def claims_markdown(claims):
     s = ""
     for c in claims:
+        nums = json.dumps(_rounded(c["numbers"]), sort_keys=True, default=str)
         s += (f"- **{c['claim']}**: **{verdict_word(c['holds'])}**. "
-              f"Rule: {c['rule']}. Numbers: `{json.dumps(c['numbers'], sort_keys=True, default=_jsonable)}`\n")
+              f"Rule: {c['rule']}. Numbers: `{nums}`\n")
     return s
 
 
-def _jsonable(v):
+def _rounded(v):
+    """Floats to 4 significant digits, recursively (for reading; the JSON
+    keeps every digit)."""
     if isinstance(v, float):
-        return round(v, 6)
-    return str(v)
+        return float(f"{v:.4g}")
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x) for x in v]
+    return v
 
 
 def compose_markdown(doc, intro, extra_sections=()):

@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -145,7 +146,10 @@ SCALES = {
                     "tokenizer_bytes": 1 << 20, "seq": 64, "batch": 16,
                     "steps": 300, "warmup": 30, "lr": 3e-3,
                     "max_seconds": 180, "heldout_sequences": 32,
-                    "eval_every": 100, "seed": 1, "threads": 2},
+                    # One thread: LibTorch's OpenMP threads spin-wait on a
+                    # loaded 2-core machine (36 steps in 180 s with 2
+                    # threads while other builds ran).
+                    "eval_every": 100, "seed": 1, "threads": 1},
         # Slices (first N documents) of ../shared/corpus files.
         "corpus": {"pretrain": [("train/00.jsonl.zst", 250)],
                    "distill": [("train/01.jsonl.zst", 24)],
@@ -321,23 +325,45 @@ class Cluster:
         self.procs = []
 
 
-def run_cmd(argv, timeout, log_path=None, env=None, check=True):
-    """Runs argv; returns (rc, stdout). stdout and stderr are also appended
-    to log_path. StudyError on a non-zero exit when check."""
+def run_cmd(argv, timeout, log_path=None, env=None, check=True, echo=None):
+    """Runs argv; returns (rc, output). Output (stdout and stderr) is
+    appended to log_path as it comes; lines for which echo(line) is true
+    are printed to the study log too. StudyError on a non-zero exit when
+    check (rc -9: killed after `timeout` seconds)."""
     e = dict(os.environ)
     e.update(env or {})
+    logf = open(log_path, "a") if log_path else None
+    if logf:
+        logf.write("$ " + " ".join(argv) + "\n")
+        logf.flush()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=e,
+                         errors="replace")
+    lines = []
+
+    def pump():
+        for line in p.stdout:
+            lines.append(line)
+            if logf:
+                logf.write(line)
+                logf.flush()
+            if echo and echo(line):
+                print("    " + line.rstrip(), flush=True)
+    th = threading.Thread(target=pump, daemon=True)
+    th.start()
     try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True,
-                           timeout=timeout, env=e)
-        rc, out = p.returncode, p.stdout
-    except subprocess.TimeoutExpired as t:
+        rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
         rc = -9
-        out = (t.stdout.decode() if isinstance(t.stdout, bytes)
-               else (t.stdout or "")) + f"\n(killed after {timeout} s)\n"
-    if log_path:
-        with open(log_path, "a") as f:
-            f.write("$ " + " ".join(argv) + "\n" + out + "\n")
+        p.wait()
+    th.join(timeout=10)
+    out = "".join(lines)
+    if rc == -9:
+        out += f"\n(killed after {timeout} s)\n"
+    if logf:
+        logf.write(f"(exit {rc})\n\n")
+        logf.close()
     if check and rc != 0:
         tail = "\n".join(out.strip().splitlines()[-15:])
         raise StudyError(f"{os.path.basename(argv[0])} exited {rc}:\n{tail}")
@@ -429,7 +455,11 @@ class Study:
         if t["threads"]:
             argv += ["--threads", str(t["threads"])]
         _, out = run_cmd(argv, self.S["budgets_s"]["pretrain"] + 120,
-                         os.path.join(self.work, "logs", "pretrain.log"))
+                         os.path.join(self.work, "logs", "pretrain.log"),
+                         env={"OPENBLAS_NUM_THREADS": "1"}, echo=lambda l: ("held-out" in l or "WARNING" in l
+                                         or l.startswith("|")
+                                         or "tokenized" in l
+                                         or "trained tokenizer" in l))
         os.replace(self.teacher_dir + ".tmp", self.teacher_dir)
         self.teacher = parse_pretrain_table(out, t)
         self.teacher["stopped_by_time_guard"] = "WARNING: the --max-seconds" in out

@@ -138,8 +138,11 @@ SCALES = {
     "rehearsal": {
         "device": "cpu",
         "total_budget_s": 900,
-        "budgets_s": {"build": 0, "prepare": 15, "pretrain": 240,
-                      "planner": 60, "cluster": 30, "jobs": 420,
+        # Measured on the shared 2-core VM (2026-12-01, other builds
+        # running): pretrain 115 s, planner 12 s, 12 jobs 2 at a time
+        # ~50-90 s each (~470 s), export 11 s; ~10 minutes in all.
+        "budgets_s": {"build": 0, "prepare": 15, "pretrain": 200,
+                      "planner": 60, "cluster": 30, "jobs": 480,
                       "export": 60, "compose": 15},
         "teacher": {"layers": 8, "hidden": 64, "heads": 4, "ffn": 256,
                     "rotary_pct": 0.25, "vocab": 1024,
@@ -152,14 +155,14 @@ SCALES = {
                     "eval_every": 100, "seed": 1, "threads": 1},
         # Slices (first N documents) of ../shared/corpus files.
         "corpus": {"pretrain": [("train/00.jsonl.zst", 250)],
-                   "distill": [("train/01.jsonl.zst", 24)],
+                   "distill": [("train/01.jsonl.zst", 12)],
                    "val": ("val.jsonl.zst", 24), "test": ("test.jsonl.zst", 24)},
         "planner": {"tokens": 256, "more_tokens": 512, "seq": 64},
         "blocks": {"b25": [2, 4], "b50": [2, 6], "size": 2, "skip3": 1},
         "job": {"seq": 64, "batch": 16, "flow_tokens": 48 * 16 * 64,
                 "lr": 2e-3, "warmup": 5, "checkpoint_every": 16,
                 "eval_sequences": 16, "skip_baselines": 3,
-                "documents_per_shard": 12, "k": [1, 2, 3, 4, 8],
+                "documents_per_shard": 6, "k": [1, 2, 3, 4, 8],
                 "storage": "STORAGE_DTYPE_BF16"},
         "in_flight": 2,
         "min_free_gb": 1,

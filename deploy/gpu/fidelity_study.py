@@ -80,8 +80,9 @@ import fidelity_report as fr  # noqa: E402
 #  * pretraining: the H100 ran this teacher shape (24 x 512, seq 512,
 #    batch 32, fp32 + TF32) at 112k tokens/s; 2000 steps x 16,384 tokens =
 #    32.8 M tokens -> ~290 s, plus tokenizer training (16 MiB) and
-#    tokenization (~100 MB of text at ~5 M tokens/s) ~60 s. --max-seconds
-#    330 guards the step loop (a warning says so if it fires).
+#    tokenization of train/00-05 (29.4 M tokens): 14 s + 15 s measured on
+#    the loaded 2-core VM. --max-seconds 330 guards the step loop (a
+#    warning says so if it fires).
 #  * extraction: store-bound at ~1 GB/s of payload per lft-store (H200,
 #    width 1024: 249k tokens/s embedded, 172k over gRPC at 4 KiB/token).
 #    A bf16 pair at width 512 is 2 x 512 x 2 = 2 KiB/token, so ~350k

@@ -343,6 +343,9 @@ def decide_claims(rows, planner, cfg):
         numbers["spearman_angular_nmse"] = spearman(
             [p["angular"] for p in pts], [p["nmse"] for p in pts])
         holds = rho is not None and rho >= 0.5
+        if rho is None:
+            numbers["note"] = ("R (or NMSE) is equal on every block scored: "
+                               "it orders nothing")
     claims.append(_claim("recoupling_orders_nmse", cfg, holds, numbers))
 
     # 6. FW vs regression.

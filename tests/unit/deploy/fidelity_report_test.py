@@ -155,6 +155,15 @@ class ClaimsTest(unittest.TestCase):
         self.assertIs(c["holds"], False)
         self.assertLess(c["numbers"]["spearman_recoupling_nmse"], 0.5)
 
+    def test_recoupling_tied_on_every_block_orders_nothing(self):
+        planner = copy.deepcopy(PLANNER)
+        for p in planner:
+            p["recoupling_more"] = 0.0
+        c = by_id(fr.decide_claims(paper_like_rows(), planner, CFG))[
+            "recoupling_orders_nmse"]
+        self.assertIs(c["holds"], False)
+        self.assertIn("orders nothing", c["numbers"]["note"])
+
     def test_regression_beating_fw(self):
         def f(r):
             if r["method"] == "regression" and r["block"] == B25:

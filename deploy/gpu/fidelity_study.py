@@ -785,6 +785,7 @@ class Study:
                 timespec="seconds"),
             "commit": os.environ.get("LFT_COMMIT") or git_commit(),
             "device": self.S["device"],
+            "gpu": gpu_name(),
             "with_new_eval_fields": self.args.with_new_eval_fields,
             "sizes": {k: self.S[k] for k in ("teacher", "planner", "blocks",
                                               "job", "in_flight")},
@@ -1069,6 +1070,18 @@ def parse_pretrain_table(out, t):
     if "heldout_ppl" not in info:
         raise StudyError("lft-pretrain printed no result table")
     return info
+
+
+def gpu_name():
+    """nvidia-smi's name and memory of the first GPU, or None."""
+    try:
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+             "--format=csv,noheader"], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, timeout=20,
+            check=True).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
 
 
 def git_commit():

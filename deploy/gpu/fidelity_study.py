@@ -568,15 +568,16 @@ class Study:
         }
 
     def plan_jobs(self):
-        """Priority order: the claims' blocks first ([6, 18) then [6, 12),
-        FW and SFM before hybrid), then the planner's blocks."""
+        """Priority order, so that a deadline cuts what the claims need
+        least: FW and SFM of [6, 18) and [6, 12) (claims 1-4 and 6), FW of
+        the planner's blocks (claim 5), then the hybrids of [6, 18) and
+        [6, 12), SFM and hybrid of the planner's blocks."""
         b25, b50 = self.blocks[0]["block"], self.blocks[1]["block"]
-        order = [(b50, "fw"), (b50, "sfm"), (b25, "fw"), (b25, "sfm"),
-                 (b50, "hybrid"), (b25, "hybrid")]
-        for extra in self.blocks[2:]:
-            order += [(extra["block"], "fw"), (extra["block"], "sfm")]
-        for extra in self.blocks[2:]:
-            order += [(extra["block"], "hybrid")]
+        extras = [b["block"] for b in self.blocks[2:]]
+        order = [(b50, "fw"), (b50, "sfm"), (b25, "fw"), (b25, "sfm")]
+        order += [(b, "fw") for b in extras]
+        order += [(b50, "hybrid"), (b25, "hybrid")]
+        order += [(b, "sfm") for b in extras] + [(b, "hybrid") for b in extras]
         enums = dict(METHODS)
         self.jobs = []
         for block, method in order:

@@ -179,6 +179,7 @@ SCALES = {
 
 METHODS = [("fw", "METHOD_FW"), ("sfm", "METHOD_SFM"),
            ("hybrid", "METHOD_HYBRID")]
+ASSETS = "fidelity"  # folder beside fidelity.md
 NEW_EVAL_FIELDS = ("linear_baseline", "linear_tokens", "regression_steps",
                    "regression_batch_sequences", "score_checkpoint_curve")
 
@@ -389,6 +390,9 @@ class Study:
         self.build = os.path.abspath(args.build)
         self.work = os.path.abspath(args.work)
         self.out = os.path.abspath(args.out)
+        # Plots, heatmaps, reports and HF checks: fidelity.md links them
+        # as fidelity/..., so out/ and docs/ take the same layout.
+        self.assets = os.path.join(self.out, ASSETS)
         self.corpus = {}
         self.teacher_dir = os.path.join(self.work, "teacher")
         self.teacher = {}
@@ -483,7 +487,7 @@ class Study:
     # ---------------------------------------------------------- planner
     def run_planner(self):
         p = self.S["planner"]
-        pdir = os.path.join(self.out, "planner")
+        pdir = os.path.join(self.assets, "planner")
         os.makedirs(pdir, exist_ok=True)
         mats = {}
         for tokens in (p["tokens"], p["more_tokens"]):
@@ -505,8 +509,8 @@ class Study:
             "more_tokens": mats[p["more_tokens"]]["tokens"],
             "heldout": os.path.basename(self.corpus["test"]),
             "solver": mats[p["more_tokens"]].get("solver"),
-            "heatmaps": [f"planner/recoupling-{p['tokens']}.png",
-                         f"planner/recoupling-{p['more_tokens']}.png"],
+            "heatmaps": [f"{ASSETS}/planner/recoupling-{p['tokens']}.png",
+                         f"{ASSETS}/planner/recoupling-{p['more_tokens']}.png"],
             "size": B["size"], "best": best, "worst": worst,
             "rule": ("lowest recoupling ratio over the larger token count "
                      "first, ties broken by R over 256 tokens, then angular "
@@ -666,7 +670,7 @@ class Study:
             time.sleep(1.0 if self.scale_name == "gpu" else 2.0)
 
     def collect(self, j):
-        d = os.path.join(self.out, "reports", j["spec"]["name"])
+        d = os.path.join(self.assets, "reports", j["spec"]["name"])
         os.makedirs(d, exist_ok=True)
         for blob in ("report.json", "report.md", "loss.png", "kl_vs_k.png"):
             rc, out = run_cmd([self.lftctl, "--store", self.cluster.store,
@@ -718,7 +722,7 @@ class Study:
                      "--batch", str(E["batch"]),
                      "--device", self.S["device"]],
                     self.S["budgets_s"]["export"],
-                    os.path.join(self.out, "hf", name + "-export.txt"))
+                    os.path.join(self.assets, "hf", name + "-export.txt"))
             except StudyError as e:
                 rec["error"] = str(e)
                 log(f"export {name}: {e}")
@@ -739,14 +743,14 @@ class Study:
                              f"({sys.executable})")
                 log(f"export {name}: HF check skipped ({rec['hf']})")
                 continue
-            hf_json = os.path.join(self.out, "hf", name + "-hf.json")
+            hf_json = os.path.join(self.assets, "hf", name + "-hf.json")
             rc, out = run_cmd(
                 [sys.executable, os.path.join(HERE, "hf_export_check.py"),
                  "--export", d, "--dump", dump, "--report-ppl",
                  str(rec["report_ppl"] or 0), "--device",
                  "cuda" if self.S["device"] == "cuda" else "cpu",
                  "--out-json", hf_json], self.S["budgets_s"]["export"],
-                os.path.join(self.out, "hf", name + "-hf.txt"), check=False)
+                os.path.join(self.assets, "hf", name + "-hf.txt"), check=False)
             try:
                 with open(hf_json) as f:
                     rec["hf"] = json.load(f)
@@ -824,11 +828,14 @@ class Study:
             for n in ("fidelity.json", "fidelity.md"):
                 shutil.copyfile(os.path.join(self.out, n),
                                 os.path.join(ROOT, "docs", n))
+            dst = os.path.join(ROOT, "docs", ASSETS)
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(self.assets, dst)
         log(f"wrote {self.out}/fidelity.json and fidelity.md")
         return doc
 
     def write_plots(self, rows, claims):
-        pdir = os.path.join(self.out, "plots")
+        pdir = os.path.join(self.assets, "plots")
         os.makedirs(pdir, exist_ok=True)
         files = []
         for b in self.blocks:
@@ -838,7 +845,7 @@ class Study:
                 f.write(fr.kl_nmse_vs_k_svg(
                     rows, blk, f"Figure 5 analogue: block [{blk[0]}, {blk[1]}) "
                     f"({b['role']})"))
-            files.append("plots/" + name)
+            files.append(f"{ASSETS}/plots/" + name)
         curves, measured = [], False
         per_step = self.S["job"]["batch"] * self.S["job"]["seq"]
         for j in self.jobs:
@@ -868,13 +875,13 @@ class Study:
         with open(os.path.join(pdir, "fig4_nmse_vs_tokens.svg"), "w") as f:
             f.write(fr.nmse_vs_tokens_svg(
                 curves, "Figure 4 analogue: against training tokens"))
-        files.append("plots/fig4_nmse_vs_tokens.svg")
+        files.append(f"{ASSETS}/plots/fig4_nmse_vs_tokens.svg")
         pts = next((c["numbers"].get("points", []) for c in claims
                     if c["id"] == "recoupling_orders_nmse"), [])
         with open(os.path.join(pdir, "planner_vs_nmse.svg"), "w") as f:
             f.write(fr.planner_vs_nmse_svg(
                 pts, "Recoupling ratio against achieved NMSE"))
-        files.append("plots/planner_vs_nmse.svg")
+        files.append(f"{ASSETS}/plots/planner_vs_nmse.svg")
         return files
 
     def intro_markdown(self, phases, plots):
@@ -920,7 +927,7 @@ class Study:
         s += "**Plots.** " + ", ".join(f"[{p}]({p})" for p in plots) + \
              ", planner heatmaps " + ", ".join(
                  f"[{p}]({p})" for p in self.planner.get("heatmaps", [])) + \
-             ", and per job `reports/<job>/loss.png`, `kl_vs_k.png`.\n"
+             f", and per job `{ASSETS}/reports/<job>/` (report.json, report.md, loss.png, kl_vs_k.png).\n"
         return s
 
     def hf_markdown(self):
@@ -970,7 +977,7 @@ class Study:
     # ------------------------------------------------------------- main
     def run(self, phases):
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
-        os.makedirs(os.path.join(self.out, "hf"), exist_ok=True)
+        os.makedirs(os.path.join(self.assets, "hf"), exist_ok=True)
         failed = None
         try:
             phases.run("prepare", self.prepare)

@@ -467,12 +467,14 @@ class Study:
                 "--seed", str(t["seed"]), "--device", self.S["device"]]
         if t["threads"]:
             argv += ["--threads", str(t["threads"])]
+        def worth_echoing(line):
+            return any(w in line for w in ("held-out", "WARNING", "tokenized",
+                                           "trained tokenizer")) \
+                or line.startswith("|")
         _, out = run_cmd(argv, self.S["budgets_s"]["pretrain"] + 120,
                          os.path.join(self.work, "logs", "pretrain.log"),
-                         env={"OPENBLAS_NUM_THREADS": "1"}, echo=lambda l: ("held-out" in l or "WARNING" in l
-                                         or l.startswith("|")
-                                         or "tokenized" in l
-                                         or "trained tokenizer" in l))
+                         env={"OPENBLAS_NUM_THREADS": "1"},
+                         echo=worth_echoing)
         os.replace(self.teacher_dir + ".tmp", self.teacher_dir)
         self.teacher = parse_pretrain_table(out, t)
         self.teacher["stopped_by_time_guard"] = "WARNING: the --max-seconds" in out
@@ -910,29 +912,33 @@ class Study:
               "(a METHOD_REGRESSION job would extract the pairs a second "
               "time for the same number). The linear map is "
               "`evaluation.linear_baseline` "
-              f"({'asked for' if self.args.with_new_eval_fields else 'not asked for: --no-new-eval-fields'}).\n\n")
+              "(" + ("asked for" if self.args.with_new_eval_fields else
+                     "not asked for: --no-new-eval-fields") + ").\n\n")
         s += (f"**Held-out text.** The planner ranks blocks on "
               f"{os.path.basename(self.corpus.get('test', 'test'))}; every "
               f"table is scored on the first {J['eval_sequences']} sequences "
               f"of {J['seq']} tokens of "
               f"{os.path.basename(self.corpus.get('val', 'val'))}; the "
               "teacher never saw the distilled text "
-              f"({', '.join(os.path.basename(x) for x in self.corpus.get('distill', []))}).\n\n")
+              "(" + ", ".join(os.path.basename(x) for x in
+                              self.corpus.get("distill", [])) + ").\n\n")
         s += ("**KL columns.** KL_x is the report's KL of the teacher's tail "
               "fed x1 vs x1_hat (equal to KL_PQ for one replaced block, "
               "docs/algorithms.md); KL_x (softmax) and KL_x (lens) are the "
               "evaluator's local measures where the report has them, `n/m` "
               "(not measured) otherwise.\n\n")
         s += "**Phases.**\n\n" + phases.table() + "\n"
-        s += "**Plots.** " + ", ".join(f"[{p}]({p})" for p in plots) + \
-             ", planner heatmaps " + ", ".join(
-                 f"[{p}]({p})" for p in self.planner.get("heatmaps", [])) + \
-             f", and per job `{ASSETS}/reports/<job>/` (report.json, report.md, loss.png, kl_vs_k.png).\n"
+        s += ("**Plots.** " + ", ".join(f"[{p}]({p})" for p in plots)
+              + ", planner heatmaps " + ", ".join(
+                  f"[{p}]({p})" for p in self.planner.get("heatmaps", []))
+              + f", and per job `{ASSETS}/reports/<job>/` (report.json, "
+              "report.md, loss.png, kl_vs_k.png).\n")
         return s
 
     def hf_markdown(self):
         if not self.exports:
-            return "No export was made (no FW checkpoint of [6, 12) / [6, 18) came back)."
+            return ("No export was made (no FW checkpoint of [6, 12) / "
+                    "[6, 18) came back).")
         s = ("`lftctl export --k 3` folds the FW flow layer into 3 plain "
              "GPT-NeoX layers; `--dump-logits` runs lft's compressed model "
              "(layers 0..m-1, 3 Euler steps of the flow layer, layers "

@@ -17,6 +17,7 @@ inline constexpr char kReportJsonName[] = "report.json";
 inline constexpr char kReportMarkdownName[] = "report.md";
 inline constexpr char kLossPlotName[] = "loss.png";
 inline constexpr char kKlPlotName[] = "kl_vs_k.png";
+inline constexpr char kCurvePlotName[] = "nmse_vs_tokens.png";
 
 // "step-0000000042": the trainer's checkpoint after `step` optimizer steps;
 // the 10 digits make the names sort by step.

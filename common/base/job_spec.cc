@@ -184,7 +184,8 @@ void ValidateBatchSize(const JobSpec& spec, ProblemList* p) {
   }
 }
 
-void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
+void ValidateEvaluation(const JobSpec& spec, ProblemList* p) {
+  const lft::v1::EvaluationSpec& e = spec.evaluation();
   if (e.heldout_paths().empty()) {
     p->Add("evaluation.heldout_paths",
            "list at least one held-out Pile-format .jsonl.zst file (the "
@@ -217,6 +218,32 @@ void ValidateEvaluation(const lft::v1::EvaluationSpec& e, ProblemList* p) {
     p->Add("evaluation.max_sequences",
            absl::StrCat("must be at most ", kMaxEvaluationSequences, ", got ",
                         e.max_sequences()));
+  }
+  if (e.linear_tokens() > kMaxLinearTokens) {
+    p->Add("evaluation.linear_tokens",
+           absl::StrCat("must be at most ", kMaxLinearTokens, ", got ",
+                        e.linear_tokens()));
+  }
+  if (e.regression_steps() > kMaxRegressionSteps) {
+    p->Add("evaluation.regression_steps",
+           absl::StrCat("must be at most ", kMaxRegressionSteps, ", got ",
+                        e.regression_steps()));
+  }
+  if (e.regression_batch_sequences() > kMaxGlobalBatchSequences) {
+    p->Add("evaluation.regression_batch_sequences",
+           absl::StrCat("must be at most ", kMaxGlobalBatchSequences, ", got ",
+                        e.regression_batch_sequences()));
+  } else if (spec.sequence_length() <= kMaxSequenceLength) {
+    // The evaluator holds a whole regression batch in one process.
+    const uint64_t tokens =
+        uint64_t{e.regression_batch_sequences()} * spec.sequence_length();
+    if (tokens > kMaxTokensPerRankStep) {
+      p->Add("evaluation.regression_batch_sequences",
+             absl::StrCat(e.regression_batch_sequences(), " sequences x ",
+                          spec.sequence_length(), " tokens = ", tokens,
+                          " tokens per step, more than the limit of ",
+                          kMaxTokensPerRankStep));
+    }
   }
 }
 
@@ -288,6 +315,9 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
   }
   if (e->max_sequences() == 0) e->set_max_sequences(64);
   if (!e->has_regression_baseline()) e->set_regression_baseline(true);
+  if (e->linear_baseline() && e->linear_tokens() == 0) {
+    e->set_linear_tokens(kDefaultLinearTokens);
+  }
 }
 
 std::vector<SpecProblem> ValidateJobSpec(
@@ -341,7 +371,7 @@ std::vector<SpecProblem> ValidateJobSpec(
       p.Add("storage_dtype", "set f32, bf16, f16 or fp8_e4m3");
     }
     ValidateTraining(spec.training(), &p);
-    ValidateEvaluation(spec.evaluation(), &p);
+    ValidateEvaluation(spec, &p);
     ValidateBatchSize(spec, &p);
   }
   if (spec.teacher_workers() > kMaxTeacherWorkers) {
@@ -454,8 +484,8 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(absl::string_view json) {
     if (bracket != std::string::npos) what = what.substr(bracket + 2);
     // The message quotes the offending number whole; keep a line short.
     if (what.size() > 160) what = absl::StrCat(what.substr(0, 157), "...");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "job spec is not valid JSON for lft.v1.JobSpec: ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec is not valid JSON for lft.v1.JobSpec: ", what));
   }
   if (tree.is_object()) {
     const Descriptor* d = JobSpec::descriptor();

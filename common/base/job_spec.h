@@ -49,6 +49,14 @@ inline constexpr uint64_t kMaxTrainingSteps = 100'000'000;
 inline constexpr uint64_t kMaxStreamingBufferPairs = uint64_t{1} << 24;
 inline constexpr uint32_t kMaxEvaluationSequences = 1 << 16;
 inline constexpr uint32_t kMaxSkipBaselines = 16;
+// The evaluator's baselines run inside one evaluation task: the linear
+// map's normal equations read this many training tokens at most (2^26, 256
+// GiB of bf16 pairs at hidden 1024), the regression baseline trains this
+// many steps at most, each of at most kMaxTokensPerRankStep tokens.
+inline constexpr uint64_t kMaxLinearTokens = uint64_t{1} << 26;
+inline constexpr uint32_t kMaxRegressionSteps = 1'000'000;
+// evaluation.linear_tokens when linear_baseline is set and it is 0.
+inline constexpr uint64_t kDefaultLinearTokens = 262144;
 
 // Fills unset fields with the documented defaults (docs/api.md); fields the
 // user set are left alone.

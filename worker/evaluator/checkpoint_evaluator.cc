@@ -12,7 +12,12 @@
 //   skip-j      x_hat = h_m at r = m + j (layers m..m+j-1 skipped),
 //               NMSE against h_{m+j}
 //   regression  x_hat = Block(h_m, t = 0) at r = n, NMSE against h_n
+//   linear      x_hat = [h_m, 1] W, W the least-squares fit of training
+//               pairs, at r = n
 //   flow        x_hat = k solver steps from h_m on the grid i/k, at r = n
+// Beside the tail's KL_x every row with an x_hat gets two local measures:
+// KL over softmax(hidden) of x_ref vs x_hat, and the logit lens
+// KL(softmax Head(x_ref) || softmax Head(x_hat)), Head = final LN + LM head.
 // The flow / regression layer runs in float32 whatever the teacher's dtype
 // (its output is cast back for the tail). All sums are float64 over valid
 // tokens (metrics.h), so every number is a token-weighted mean over the
@@ -24,11 +29,13 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/tensor/tensor_codec.h"
+#include "latent-store/checkpoint_names.h"
 #include "worker/model/adamw.h"
 #include "worker/model/eval_metrics.h"
 #include "worker/model/flow_checkpoint.h"
@@ -93,19 +100,21 @@ absl::StatusOr<StepRule> RuleOf(const std::string& solver) {
       absl::StrCat("solver \"", solver, "\" is not euler or midpoint"));
 }
 
-// One batch of training pairs, right-padded to the longest, on `device`.
-// The next `batch` training pairs as a batch on `device`.
+// The next `batch` training pairs as a batch on `device`, right-padded to
+// the longest. `baseline` names the consumer in the error for no pairs.
 absl::StatusOr<PairBatch> NextPairBatch(TrainingPairSource* source,
                                         int64_t batch, int64_t hidden,
-                                        torch::Device device) {
+                                        torch::Device device,
+                                        const char* baseline = "regression") {
   std::vector<LatentPairRecord> records;
   LatentPairRecord rec;
   while (static_cast<int64_t>(records.size()) < batch) {
     LFT_ASSIGN_OR_RETURN(bool more, source->Next(&rec));
     if (!more) {
       return absl::FailedPreconditionError(
-          "the regression baseline needs stored training pairs, and the job "
-          "has none");
+          absl::StrCat("the ", baseline,
+                       " baseline needs stored training pairs, and the job "
+                       "has none"));
     }
     records.push_back(std::move(rec));
   }
@@ -122,7 +131,8 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
                                           const RegressionOptions& o,
                                           TrainingPairSource* source,
                                           const EvaluationHooks& hooks,
-                                          std::vector<double>* losses) {
+                                          std::vector<double>* losses,
+                                          int64_t* tokens) {
   FlowLayerOptions fo;
   fo.init = FlowInit::kTeacherLayer;
   fo.seed = o.seed;
@@ -138,6 +148,7 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
     if (hooks.regression_progress) hooks.regression_progress(step, o.steps);
     LFT_ASSIGN_OR_RETURN(PairBatch b, NextPairBatch(source, batch, hidden,
                                                     teacher.options().device));
+    *tokens += static_cast<int64_t>(b.mask.sum().item<double>());
     for (torch::Tensor& p : layer->parameters()) p.mutable_grad().reset();
     torch::Tensor loss = MaskedMse(
         layer->Block(b.x0, torch::zeros({b.x0.size(0)}, b.x0.options())), b.x1,
@@ -150,6 +161,100 @@ absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
     losses->push_back(loss.item<double>());
   }
   return layer;
+}
+
+// Pairs per chunk of the linear fit's normal equations: 8 sequences of
+// 2048 tokens at hidden 1024 are a 134 MB float64 [tokens, H + 1] matrix.
+constexpr int64_t kLinearChunkSequences = 8;
+
+// The linear baseline: W [H + 1, H] of the least-squares map [x0, 1] -> x1
+// over the first `max_tokens` valid tokens of `source` (the last chunk's
+// mask is cut so that exactly max_tokens count, or fewer if the source
+// holds fewer: the source repeats its pairs epoch after epoch, and the fit
+// stops at the first pair it has seen before, since a repeated pair only
+// reweights the least-squares problem). Ridge 1e-6 of the mean diagonal
+// of the centred Gram matrix, bias unpenalised (LinearMapFitter).
+absl::StatusOr<torch::Tensor> FitLinear(const GptNeoX& teacher,
+                                        int64_t max_tokens,
+                                        TrainingPairSource* source,
+                                        const EvaluationHooks& hooks,
+                                        int64_t* tokens) {
+  const int64_t hidden = teacher.config().hidden_size;
+  const torch::Device device = teacher.options().device;
+  LinearMapFitter fitter;
+  std::set<std::tuple<uint32_t, uint64_t, uint32_t>> seen;  // pair keys
+  bool wrapped = false;
+  while (fitter.tokens() < max_tokens && !wrapped) {
+    if (Cancelled(hooks)) return CancelledStatus();
+    if (hooks.linear_progress) {
+      hooks.linear_progress(fitter.tokens(), max_tokens);
+    }
+    std::vector<LatentPairRecord> records;
+    LatentPairRecord rec;
+    while (static_cast<int64_t>(records.size()) < kLinearChunkSequences) {
+      LFT_ASSIGN_OR_RETURN(bool more, source->Next(&rec));
+      if (!more) {
+        if (seen.empty()) {
+          return absl::FailedPreconditionError(
+              "the linear baseline needs stored training pairs, and the job "
+              "has none");
+        }
+        wrapped = true;
+        break;
+      }
+      if (!seen.emplace(rec.shard, rec.sequence, rec.chunk).second) {
+        wrapped = true;
+        break;
+      }
+      records.push_back(std::move(rec));
+    }
+    if (records.empty()) break;
+    PairBatch b;
+    LFT_RETURN_IF_ERROR(AssemblePairBatch(records, hidden, &b));
+    torch::Tensor mask = b.mask.to(torch::kFloat);
+    const double remaining = static_cast<double>(max_tokens - fitter.tokens());
+    torch::Tensor flat = mask.reshape({-1});
+    mask = (flat * (flat.cumsum(0) <= remaining).to(torch::kFloat))
+               .reshape(mask.sizes());
+    fitter.Add(b.x0.to(device), b.x1.to(device), mask.to(device));
+  }
+  *tokens = fitter.tokens();
+  if (*tokens == 0) {
+    return absl::FailedPreconditionError(
+        "the linear baseline's training pairs hold no valid token");
+  }
+  return fitter.Solve(1e-6);
+}
+
+// Held-out sequences [first, first + b) as ids [b, T] (int64) and mask
+// [b, T] (float32) on the CPU. InvalidArgument for a sequence of another
+// length or an id outside the vocabulary.
+absl::Status HeldOutBatch(const HeldOutSet& heldout, int64_t first, int64_t b,
+                          int64_t vocab, torch::Tensor* ids,
+                          torch::Tensor* mask) {
+  const int64_t T = heldout.sequence_length;
+  *ids = torch::empty({b, T}, torch::kLong);
+  *mask = torch::empty({b, T}, torch::kFloat);
+  auto ia = ids->accessor<int64_t, 2>();
+  auto ma = mask->accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const PackedSequence& s = heldout.sequences[first + i];
+    if (static_cast<int64_t>(s.tokens.size()) != T ||
+        static_cast<int64_t>(s.mask.size()) != T) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "held-out sequence ", first + i, " is not ", T, " tokens long"));
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      if (s.tokens[j] < 0 || s.tokens[j] >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "held-out token id ", s.tokens[j], " is outside the teacher's ",
+            "vocabulary of ", vocab, " (a tokenizer of another model?)"));
+      }
+      ia[i][j] = s.tokens[j];
+      ma[i][j] = s.mask[j];
+    }
+  }
+  return absl::OkStatus();
 }
 
 struct RowState {
@@ -186,6 +291,11 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   if (heldout.sequences.empty()) {
     return absl::InvalidArgumentError("no held-out sequences to score");
   }
+  if (plan.linear_baseline && plan.linear_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation plan: linear_tokens = ", plan.linear_tokens,
+                     " is below 1"));
+  }
   const torch::Device device = teacher.options().device;
   const torch::ScalarType dtype = teacher.options().dtype;
 
@@ -220,11 +330,18 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   if (!regression_checkpoint && plan.regression_baseline && pairs != nullptr &&
       reg_options.steps > 0) {
     std::vector<double> losses;
-    LFT_ASSIGN_OR_RETURN(regression, TrainRegression(teacher, m, reg_options,
-                                                     pairs, hooks, &losses));
+    LFT_ASSIGN_OR_RETURN(regression,
+                         TrainRegression(teacher, m, reg_options, pairs, hooks,
+                                         &losses, &report.regression_tokens));
     regression->eval();
     report.regression_steps = static_cast<int64_t>(losses.size());
     report.regression_final_loss = losses.empty() ? 0 : losses.back();
+  }
+  torch::Tensor linear_map;  // [H + 1, H] float64, undefined: no linear row
+  if (plan.linear_baseline && pairs != nullptr) {
+    LFT_ASSIGN_OR_RETURN(linear_map,
+                         FitLinear(teacher, plan.linear_tokens, pairs, hooks,
+                                   &report.linear_tokens));
   }
 
   std::vector<RowState> rows;
@@ -253,6 +370,14 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
     r.nfe = 1;
     regression_index = add_row(r);
   }
+  size_t linear_index = kNoRow;
+  if (linear_map.defined()) {
+    EvaluationRow r;
+    r.method = "linear";
+    r.layers_removed = n - m;  // a matmul, no teacher or trained layer
+    r.nfe = 0;
+    linear_index = add_row(r);
+  }
   std::vector<std::pair<size_t, std::pair<int64_t, StepRule>>> flow_rows;
   if (!regression_checkpoint) {
     for (const auto& [name, rule] : solvers) {
@@ -272,7 +397,6 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   RecouplingSample recoupling(plan.recoupling_tokens);
   const int64_t deepest = std::max(n, skips.empty() ? n : m + *skips.rbegin());
   const int64_t vocab = teacher.config().vocab_size;
-  const int64_t T = heldout.sequence_length;
   const int64_t total = static_cast<int64_t>(heldout.sequences.size());
   const int64_t bs = std::max<int64_t>(1, plan.batch_sequences);
   int64_t tokens_done = 0;
@@ -281,27 +405,8 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   for (int64_t first = 0; first < total; first += bs) {
     if (Cancelled(hooks)) return CancelledStatus();
     const int64_t b = std::min(bs, total - first);
-    torch::Tensor ids = torch::empty({b, T}, torch::kLong);
-    torch::Tensor mask = torch::empty({b, T}, torch::kFloat);
-    auto ia = ids.accessor<int64_t, 2>();
-    auto ma = mask.accessor<float, 2>();
-    for (int64_t i = 0; i < b; ++i) {
-      const PackedSequence& s = heldout.sequences[first + i];
-      if (static_cast<int64_t>(s.tokens.size()) != T ||
-          static_cast<int64_t>(s.mask.size()) != T) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "held-out sequence ", first + i, " is not ", T, " tokens long"));
-      }
-      for (int64_t j = 0; j < T; ++j) {
-        if (s.tokens[j] < 0 || s.tokens[j] >= vocab) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "held-out token id ", s.tokens[j], " is outside the teacher's ",
-              "vocabulary of ", vocab, " (a tokenizer of another model?)"));
-        }
-        ia[i][j] = s.tokens[j];
-        ma[i][j] = s.mask[j];
-      }
-    }
+    torch::Tensor ids, mask;
+    LFT_RETURN_IF_ERROR(HeldOutBatch(heldout, first, b, vocab, &ids, &mask));
     torch::Tensor ids_d = ids.to(device);
     // The teacher's pass, keeping the states the rows need.
     std::map<int64_t, torch::Tensor> state;
@@ -325,9 +430,20 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
       if (Cancelled(hooks)) return CancelledStatus();
       return teacher.Tail(x.to(dtype), r);
     };
+    // The logit lens of the teacher's own states, once per r.
+    std::map<int64_t, torch::Tensor> lens_ref;
+    auto add_local = [&](size_t index, const torch::Tensor& x_hat, int64_t r) {
+      auto it = lens_ref.find(r);
+      if (it == lens_ref.end()) {
+        it = lens_ref.emplace(r, teacher.Head(state[r])).first;
+      }
+      rows[index].metrics.AddLocal(
+          x_hat, state[r], teacher.Head(x_hat.to(dtype)), it->second, mask);
+    };
     for (const auto& [j, index] : skip_index) {
       LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(h_m, m + j));
       rows[index].metrics.Add(h_m, state[m + j], p, p, q, ids, mask);
+      add_local(index, h_m, m + j);
     }
     const torch::Tensor x0 = h_m.to(torch::kFloat);
     const torch::Tensor t0 = torch::zeros({b}, x0.options());
@@ -336,6 +452,13 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
       const torch::Tensor x1_hat = reg->Block(x0, t0);
       LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(x1_hat, n));
       rows[regression_index].metrics.Add(x1_hat, h_n, p, p, q, ids, mask);
+      add_local(regression_index, x1_hat, n);
+    }
+    if (linear_index != kNoRow) {
+      const torch::Tensor x1_hat = LinearMapFitter::Apply(linear_map, x0);
+      LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(x1_hat, n));
+      rows[linear_index].metrics.Add(x1_hat, h_n, p, p, q, ids, mask);
+      add_local(linear_index, x1_hat, n);
     }
     VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
       return layer->Velocity(x, t);
@@ -346,6 +469,7 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
           Integrate(u, x0, UniformGrid(setting.first), setting.second);
       LFT_ASSIGN_OR_RETURN(torch::Tensor q, tail(x1_hat, n));
       rows[index].metrics.Add(x1_hat, h_n, p, p, q, ids, mask);
+      add_local(index, x1_hat, n);
     }
     tokens_done += static_cast<int64_t>(mask.sum().item<double>());
     if (hooks.progress) hooks.progress(first + b, tokens_done);
@@ -356,6 +480,8 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
     r.row.kl_x = r.metrics.kl_x();
     r.row.kl_pq = r.metrics.kl_pq();
     r.row.ppl = r.metrics.ppl();
+    r.row.kl_x_softmax = r.metrics.kl_x_softmax();
+    r.row.kl_x_lens = r.metrics.kl_x_lens();
     report.rows.push_back(r.row);
   }
   report.teacher_ppl = rows[teacher_index].metrics.ppl();
@@ -369,6 +495,122 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   return report;
 }
 
+// The held-out block pairs of one batch, on the teacher's device and dtype.
+struct BlockPairBatch {
+  torch::Tensor x0, x1, mask;
+};
+
+absl::StatusOr<std::vector<CurvePoint>> Curve(
+    const GptNeoX& teacher, int64_t m, int64_t n, const HeldOutSet& heldout,
+    PairStore* store, const std::string& job, const CurvePlan& plan,
+    const EvaluationHooks& hooks) {
+  if (plan.k < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training curve: k = ", plan.k, " is below 1"));
+  }
+  LFT_ASSIGN_OR_RETURN(StepRule rule, RuleOf(plan.solver));
+  if (heldout.sequences.empty()) {
+    return absl::InvalidArgumentError("no held-out sequences to score");
+  }
+  const int64_t L = teacher.config().num_hidden_layers;
+  if (m < 0 || n <= m || n > L) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training curve: block [", m, ", ", n,
+                     ") is not inside the teacher's ", L, " layers"));
+  }
+  auto listed = store->ListCheckpoints(job);
+  if (!listed.ok()) {
+    return Annotate(listed.status(),
+                    absl::StrCat("listing the checkpoints of job ", job));
+  }
+  std::vector<std::pair<uint64_t, std::string>> names;  // (step, name)
+  for (const CheckpointInfo& info : *listed) {
+    if (auto step = TrainingCheckpointStep(info.name)) {
+      names.emplace_back(*step, info.name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  std::vector<CurvePoint> curve;
+  if (names.empty()) return curve;
+
+  torch::NoGradGuard no_grad;
+  const torch::Device device = teacher.options().device;
+  const int64_t vocab = teacher.config().vocab_size;
+  const int64_t total = static_cast<int64_t>(heldout.sequences.size());
+  const int64_t bs = std::max<int64_t>(1, plan.batch_sequences);
+  std::vector<BlockPairBatch> pairs;
+  for (int64_t first = 0; first < total; first += bs) {
+    if (Cancelled(hooks)) return CancelledStatus();
+    const int64_t b = std::min(bs, total - first);
+    torch::Tensor ids, mask;
+    LFT_RETURN_IF_ERROR(HeldOutBatch(heldout, first, b, vocab, &ids, &mask));
+    BlockPairBatch p;
+    p.x0 = teacher.RunLayers(teacher.Embed(ids.to(device)), 0, m);
+    p.x1 = teacher.RunLayers(p.x0, m, n);
+    p.mask = mask;
+    pairs.push_back(std::move(p));
+  }
+
+  FlowLayerOptions fo;
+  fo.device = device;
+  fo.dtype = torch::kFloat;
+  const int64_t count = static_cast<int64_t>(names.size());
+  for (int64_t i = 0; i < count; ++i) {
+    if (hooks.curve_progress) hooks.curve_progress(i, count);
+    if (Cancelled(hooks)) return CancelledStatus();
+    const std::string& name = names[i].second;
+    const std::string where =
+        absl::StrCat("training curve: checkpoint \"", name, "\" of job ", job);
+    auto bytes = store->GetCheckpoint(job, name);
+    if (!bytes.ok()) return Annotate(bytes.status(), where);
+    auto checkpoint = ParseFlowCheckpoint(*bytes);
+    if (!checkpoint.ok()) return Annotate(checkpoint.status(), where);
+    const FlowCheckpointHeader& h = checkpoint->header;
+    if (h.first_layer != m || h.end_layer != n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, " replaces block [", h.first_layer, ", ",
+                       h.end_layer, "), not [", m, ", ", n, ")"));
+    }
+    auto restored = RestoreFlowLayer(teacher, *checkpoint, fo);
+    if (!restored.ok()) return Annotate(restored.status(), where);
+    FlowLayer layer = std::move(*restored);
+    layer->eval();
+    const bool block_only = h.method == "regression";
+    VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
+      return layer->Velocity(x, t);
+    };
+    NmseAccumulator nmse, nmse_k1;
+    KlAccumulator kl_softmax;
+    for (const BlockPairBatch& p : pairs) {
+      if (Cancelled(hooks)) return CancelledStatus();
+      const torch::Tensor x0 = p.x0.to(torch::kFloat);
+      torch::Tensor x_k, x_1;
+      if (block_only) {
+        x_k = layer->Block(x0, torch::zeros({x0.size(0)}, x0.options()));
+        x_1 = x_k;
+      } else {
+        x_k = Integrate(u, x0, UniformGrid(plan.k), rule);
+        x_1 = plan.k == 1 ? x_k : Integrate(u, x0, UniformGrid(1), rule);
+      }
+      nmse.Add(x_k, p.x1, p.mask);
+      nmse_k1.Add(x_1, p.x1, p.mask);
+      kl_softmax.Add(p.x1, x_k, p.mask);
+    }
+    CurvePoint c;
+    c.checkpoint = name;
+    c.step = h.step;
+    c.tokens = h.tokens;
+    c.k = block_only ? 1 : plan.k;
+    c.solver = block_only ? "" : plan.solver;
+    c.nmse = nmse.Value();
+    c.nmse_k1 = nmse_k1.Value();
+    c.kl_x_softmax = kl_softmax.Value();
+    curve.push_back(std::move(c));
+  }
+  if (hooks.curve_progress) hooks.curve_progress(count, count);
+  return curve;
+}
+
 }  // namespace
 
 absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
@@ -380,6 +622,17 @@ absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
                     [&]() -> absl::StatusOr<EvaluationReport> {
                       return Evaluate(teacher, checkpoint, heldout, plan,
                                       regression, pairs, hooks);
+                    });
+}
+
+absl::StatusOr<std::vector<CurvePoint>> ScoreCheckpointCurve(
+    const GptNeoX& teacher, int64_t first_layer, int64_t end_layer,
+    const HeldOutSet& heldout, PairStore* store, const std::string& job,
+    const CurvePlan& plan, const EvaluationHooks& hooks) {
+  return GuardTorch("scoring the training curve",
+                    [&]() -> absl::StatusOr<std::vector<CurvePoint>> {
+                      return Curve(teacher, first_layer, end_layer, heldout,
+                                   store, job, plan, hooks);
                     });
 }
 

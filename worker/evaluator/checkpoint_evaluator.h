@@ -35,6 +35,10 @@ struct EvaluationPlan {
   int64_t skip_baselines = 3;
   // Train and score the regression baseline (needs a TrainingPairSource).
   bool regression_baseline = true;
+  // Fit and score the least-squares linear map x0 -> x1 (needs a
+  // TrainingPairSource) over up to `linear_tokens` valid training tokens.
+  bool linear_baseline = false;
+  int64_t linear_tokens = 262144;
   // Held-out sequences per forward pass.
   int64_t batch_sequences = 4;
   // Valid held-out tokens of the block's recoupling ratio.
@@ -89,24 +93,58 @@ struct EvaluationHooks {
   std::function<void(int64_t sequences_done, int64_t tokens_done)> progress;
   // Regression-baseline training steps done of `total` (before scoring).
   std::function<void(int64_t steps_done, int64_t total)> regression_progress;
+  // Linear-baseline training tokens accumulated of `total`.
+  std::function<void(int64_t tokens_done, int64_t total)> linear_progress;
+  // Training-curve checkpoints scored of `total` (ScoreCheckpointCurve).
+  std::function<void(int64_t checkpoints_done, int64_t total)> curve_progress;
 };
 
 // Scores `checkpoint` (for block [m, n) of `teacher`) on `heldout`.
 // Rows, in order: teacher; skip-j; regression (if planned and `pairs` is
-// given, or if the checkpoint itself is a regression layer); then for a
-// flow checkpoint one row per (solver, k). All metrics are masked and token
-// weighted over the whole held-out set. The report's job/checkpoint/teacher
-// names and held-out file list are left for the caller.
-// Errors: InvalidArgument for a bad plan (k < 1, unknown solver, empty),
-// a checkpoint of another block or teacher (RestoreFlowLayer's message),
-// held-out token ids outside the vocabulary, or training pairs of another
-// width; FailedPrecondition if the regression baseline has no pairs;
-// Cancelled when hooks.cancelled says so; Internal for torch errors.
+// given, or if the checkpoint itself is a regression layer); linear (if
+// planned and `pairs` is given); then for a flow checkpoint one row per
+// (solver, k). All metrics are masked and token weighted over the whole
+// held-out set. The regression baseline trains first; the linear map is
+// fitted on the pairs of `pairs` that follow, so turning it on leaves the
+// regression's training data unchanged. The report's job/checkpoint/
+// teacher names, held-out file list and curve are left for the caller.
+// Errors: InvalidArgument for a bad plan (k < 1, unknown solver, empty,
+// linear_tokens < 1), a checkpoint of another block or teacher
+// (RestoreFlowLayer's message), held-out token ids outside the vocabulary,
+// or training pairs of another width; FailedPrecondition if a baseline
+// has no pairs; Cancelled when hooks.cancelled says so; Internal for torch
+// errors.
 absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
     const GptNeoX& teacher, const FlowCheckpoint& checkpoint,
     const HeldOutSet& heldout, const EvaluationPlan& plan,
     const RegressionOptions& regression, TrainingPairSource* pairs,
     const EvaluationHooks& hooks = {});
+
+// How ScoreCheckpointCurve integrates each checkpoint's flow layer.
+struct CurvePlan {
+  // The job's training k and solver ("euler" or "midpoint").
+  int64_t k = 3;
+  std::string solver = "midpoint";
+  // Held-out sequences per batch of the teacher's pass to layer n.
+  int64_t batch_sequences = 4;
+};
+
+// The training curve of the paper's Figure 4: every training checkpoint
+// (IsTrainingCheckpoint names, step-N) that `store` holds for `job`,
+// scored on the held-out block pairs (h_m, h_n) of `heldout` alone (the
+// teacher runs layers 0..n-1 once; no tail, no logits): NMSE and
+// kl_x_softmax of x1_hat after plan.k steps of plan.solver from h_m, and
+// NMSE after one step. A regression checkpoint is scored as its block at
+// t = 0 (k = 1, solver ""). Points are ordered by step; an empty vector if
+// the job has no training checkpoint. Memory: the held-out pairs (2 x
+// sequences x T x H in the teacher's dtype) plus one checkpoint at a time.
+// Errors: InvalidArgument for a bad plan or a checkpoint of another block
+// or teacher (naming it); the store's errors annotated with the checkpoint
+// name; Cancelled when hooks.cancelled says so; Internal for torch errors.
+absl::StatusOr<std::vector<CurvePoint>> ScoreCheckpointCurve(
+    const GptNeoX& teacher, int64_t first_layer, int64_t end_layer,
+    const HeldOutSet& heldout, PairStore* store, const std::string& job,
+    const CurvePlan& plan, const EvaluationHooks& hooks = {});
 
 }  // namespace lft
 

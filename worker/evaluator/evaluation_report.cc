@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -44,6 +45,21 @@ void DashedLine(RgbImage* img, double x0, double y0, double x1, double y1,
     img->Line(x0 + f0 * (x1 - x0), y0 + f0 * (y1 - y0), x0 + f1 * (x1 - x0),
               y0 + f1 * (y1 - y0), r, g, b);
   }
+}
+
+// JSON null for NaN ("not measured"); nlohmann would write null anyway,
+// this says so.
+nlohmann::json MaybeNumber(double v) {
+  return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v);
+}
+
+// A field that reports of earlier versions lack: NaN when absent or null.
+double OptionalNumber(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return it->get<double>();
 }
 
 }  // namespace
@@ -137,6 +153,8 @@ std::string EvaluationReport::ToJson() const {
                         {"recoupling_tokens", recoupling_tokens}};
   j["regression"] = {{"steps", regression_steps},
                      {"final_loss", regression_final_loss}};
+  j["regression_tokens"] = regression_tokens;
+  j["linear_tokens"] = linear_tokens;
   nlohmann::json rs = nlohmann::json::array();
   for (const EvaluationRow& r : rows) {
     rs.push_back({{"method", r.method},
@@ -147,11 +165,25 @@ std::string EvaluationReport::ToJson() const {
                   {"k", r.k},
                   {"nfe", r.nfe},
                   {"kl_x", r.kl_x},
+                  {"kl_x_softmax", MaybeNumber(r.kl_x_softmax)},
+                  {"kl_x_lens", MaybeNumber(r.kl_x_lens)},
                   {"nmse", r.nmse},
                   {"kl_pq", r.kl_pq},
                   {"ppl", r.ppl}});
   }
   j["rows"] = rs;
+  nlohmann::json curve_json = nlohmann::json::array();
+  for (const CurvePoint& c : curve) {
+    curve_json.push_back({{"checkpoint", c.checkpoint},
+                          {"step", c.step},
+                          {"tokens", c.tokens},
+                          {"k", c.k},
+                          {"solver", c.solver},
+                          {"nmse", c.nmse},
+                          {"nmse_k1", c.nmse_k1},
+                          {"kl_x_softmax", c.kl_x_softmax}});
+  }
+  j["curve"] = curve_json;
   j["verdict"] = Verdict();
   return j.dump(2) + "\n";
 }
@@ -191,6 +223,9 @@ absl::StatusOr<EvaluationReport> ParseEvaluationReport(absl::string_view text) {
     r.recoupling_tokens = b.at("recoupling_tokens").get<int64_t>();
     r.regression_steps = j.at("regression").at("steps").get<int64_t>();
     r.regression_final_loss = j.at("regression").at("final_loss").get<double>();
+    // Fields added after the first reports: absent in older ones.
+    r.regression_tokens = j.value("regression_tokens", int64_t{0});
+    r.linear_tokens = j.value("linear_tokens", int64_t{0});
     for (const auto& x : j.at("rows")) {
       EvaluationRow row;
       row.method = x.at("method").get<std::string>();
@@ -200,10 +235,26 @@ absl::StatusOr<EvaluationReport> ParseEvaluationReport(absl::string_view text) {
       row.k = x.at("k").get<int64_t>();
       row.nfe = x.at("nfe").get<int64_t>();
       row.kl_x = x.at("kl_x").get<double>();
+      row.kl_x_softmax = OptionalNumber(x, "kl_x_softmax");
+      row.kl_x_lens = OptionalNumber(x, "kl_x_lens");
       row.nmse = x.at("nmse").get<double>();
       row.kl_pq = x.at("kl_pq").get<double>();
       row.ppl = x.at("ppl").get<double>();
       r.rows.push_back(row);
+    }
+    if (auto it = j.find("curve"); it != j.end()) {
+      for (const auto& x : *it) {
+        CurvePoint c;
+        c.checkpoint = x.at("checkpoint").get<std::string>();
+        c.step = x.at("step").get<uint64_t>();
+        c.tokens = x.at("tokens").get<uint64_t>();
+        c.k = x.at("k").get<int64_t>();
+        c.solver = x.at("solver").get<std::string>();
+        c.nmse = OptionalNumber(x, "nmse");
+        c.nmse_k1 = OptionalNumber(x, "nmse_k1");
+        c.kl_x_softmax = OptionalNumber(x, "kl_x_softmax");
+        r.curve.push_back(c);
+      }
     }
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(
@@ -225,18 +276,20 @@ std::string EvaluationReport::ToMarkdown() const {
                     [](std::string* out, const std::string& f) {
                       absl::StrAppend(out, "`", f, "`");
                     }));
-  s += "| method | layers removed | k | NFE | KL_x | NMSE | KL_PQ | PPL |\n";
-  s += "|---|---|---|---|---|---|---|---|\n";
+  s += "| method | layers removed | k | NFE | KL_x | KL_x softmax | KL_x lens "
+       "| NMSE | KL_PQ | PPL |\n";
+  s += "|---|---|---|---|---|---|---|---|---|---|\n";
   for (const EvaluationRow& r : rows) {
     const bool teacher_row = r.method == "teacher";
     auto num = [&](double v) {
-      return teacher_row ? std::string("-") : absl::StrFormat("%.4f", v);
+      return teacher_row || std::isnan(v) ? std::string("-")
+                                          : absl::StrFormat("%.4f", v);
     };
-    absl::StrAppendFormat(&s, "| %s | %d | %s | %s | %s | %s | %s | %.3f |\n",
-                          r.Label(), r.layers_removed,
-                          r.k ? absl::StrCat(r.k) : "-",
-                          r.nfe ? absl::StrCat(r.nfe) : "-", num(r.kl_x),
-                          num(r.nmse), num(r.kl_pq), r.ppl);
+    absl::StrAppendFormat(
+        &s, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %.3f |\n",
+        r.Label(), r.layers_removed, r.k ? absl::StrCat(r.k) : "-",
+        r.nfe ? absl::StrCat(r.nfe) : "-", num(r.kl_x), num(r.kl_x_softmax),
+        num(r.kl_x_lens), num(r.nmse), num(r.kl_pq), r.ppl);
   }
   absl::StrAppend(&s, "\n", Verdict(), "\n");
   absl::StrAppendFormat(
@@ -249,8 +302,27 @@ std::string EvaluationReport::ToMarkdown() const {
   if (regression_steps > 0) {
     absl::StrAppendFormat(&s,
                           "\nRegression baseline: %d AdamW steps on the job's "
-                          "stored pairs, final training loss %.6g.\n",
-                          regression_steps, regression_final_loss);
+                          "stored pairs (%d tokens), final training loss "
+                          "%.6g.\n",
+                          regression_steps, regression_tokens,
+                          regression_final_loss);
+  }
+  if (linear_tokens > 0) {
+    absl::StrAppendFormat(&s,
+                          "\nLinear baseline: least-squares affine map "
+                          "fitted on %d tokens of the job's stored pairs.\n",
+                          linear_tokens);
+  }
+  if (!curve.empty()) {
+    s += "\nTraining curve (held-out block pairs only):\n\n"
+         "| checkpoint | step | tokens | k | solver | NMSE | NMSE k=1 | "
+         "KL_x softmax |\n|---|---|---|---|---|---|---|---|\n";
+    for (const CurvePoint& c : curve) {
+      absl::StrAppendFormat(
+          &s, "| %s | %d | %d | %d | %s | %.4f | %.4f | %.4f |\n", c.checkpoint,
+          c.step, c.tokens, c.k, c.solver.empty() ? "-" : c.solver, c.nmse,
+          c.nmse_k1, c.kl_x_softmax);
+    }
   }
   return s;
 }
@@ -430,6 +502,100 @@ absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
     legend_y += 14;
   }
   img.Text(legend_x, legend_y + 6, "(levels: KL_PQ / KL_x)", 0, 0, 0);
+  return img.EncodePng();
+}
+
+// NMSE against training tokens on a log10 y axis (NMSE falls by decades
+// over training), x linear in tokens as the paper's Figure 4. Two lines:
+// the k-step NMSE (the training k) and one step of the same solver. Values
+// below kNmseFloor are drawn at the floor.
+absl::StatusOr<std::string> RenderCurvePlot(const EvaluationReport& report) {
+  constexpr double kNmseFloor = 1e-8;
+  if (report.curve.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "report of checkpoint ", report.checkpoint, " has no training curve"));
+  }
+  std::vector<CurvePoint> points = report.curve;
+  std::sort(points.begin(), points.end(),
+            [](const CurvePoint& a, const CurvePoint& b) {
+              return a.tokens < b.tokens;
+            });
+  double lo = 0, hi = 0;
+  bool any = false;
+  for (const CurvePoint& c : points) {
+    for (double v : {c.nmse, c.nmse_k1}) {
+      if (!std::isfinite(v)) continue;
+      const double l = std::log10(std::max(v, kNmseFloor));
+      lo = any ? std::min(lo, l) : l;
+      hi = any ? std::max(hi, l) : l;
+      any = true;
+    }
+  }
+  const int decade_lo = static_cast<int>(std::floor(lo));
+  const int decade_hi =
+      std::max(decade_lo + 1, static_cast<int>(std::ceil(hi)));
+  RgbImage img(760, 420);
+  PlotArea a;
+  a.left = 80;
+  a.top = 40;
+  a.width = 460;
+  a.height = 300;
+  const double t_min = static_cast<double>(points.front().tokens);
+  const double t_max = static_cast<double>(points.back().tokens);
+  a.x_min = t_min == t_max ? t_min - 1 : t_min;
+  a.x_max = t_min == t_max ? t_max + 1 : t_max;
+  a.y_min = decade_lo;
+  a.y_max = decade_hi;
+  DrawAxes(&img, a, "training tokens", "held-out NMSE", 5, /*y_ticks=*/0);
+  for (int d = decade_lo; d <= decade_hi; ++d) {
+    const double py = a.Y(d);
+    img.Line(a.left - 4, py, a.left, py, 0, 0, 0);
+    if (d > decade_lo && d < decade_hi) {
+      img.Line(a.left + 1, py, a.left + a.width - 1, py, 225, 225, 225);
+    }
+    const std::string label = absl::StrFormat("%g", std::pow(10.0, d));
+    img.Text(a.left - 7 - RgbImage::TextWidth(label), static_cast<int>(py) - 3,
+             label, 0, 0, 0);
+  }
+  img.Text(a.left, 8,
+           absl::StrCat(Upper(report.method), " block [", report.first_layer,
+                        ", ", report.end_layer,
+                        "): held-out NMSE against training tokens (log scale)"),
+           0, 0, 0);
+  auto y_of = [&](double v) {
+    return a.Y(std::log10(std::max(v, kNmseFloor)));
+  };
+  static constexpr uint8_t kColors[][3] = {{31, 119, 180}, {255, 127, 14}};
+  auto line = [&](double CurvePoint::*metric, const uint8_t* c) {
+    for (size_t i = 0; i < points.size(); ++i) {
+      const double v = points[i].*metric;
+      if (!std::isfinite(v)) continue;
+      const double x = a.X(static_cast<double>(points[i].tokens));
+      img.Dot(x, y_of(v), 3, c[0], c[1], c[2]);
+      if (i == 0 || !std::isfinite(points[i - 1].*metric)) continue;
+      img.Line(a.X(static_cast<double>(points[i - 1].tokens)),
+               y_of(points[i - 1].*metric), x, y_of(v), c[0], c[1], c[2]);
+    }
+  };
+  line(&CurvePoint::nmse, kColors[0]);
+  line(&CurvePoint::nmse_k1, kColors[1]);
+  const int legend_x = 560;
+  const CurvePoint& last = points.back();
+  const std::string solver = last.solver.empty() ? "block" : last.solver;
+  const std::string names[2] = {absl::StrCat("k=", last.k, " ", solver),
+                                absl::StrCat("k=1 ", solver)};
+  for (int i = 0; i < 2; ++i) {
+    const int y = 40 + 14 * i;
+    img.Line(legend_x, y + 3, legend_x + 24, y + 3, kColors[i][0],
+             kColors[i][1], kColors[i][2]);
+    img.Dot(legend_x + 12, y + 3, 3, kColors[i][0], kColors[i][1],
+            kColors[i][2]);
+    img.Text(legend_x + 30, y, names[i], 0, 0, 0);
+  }
+  img.Text(
+      legend_x, 40 + 14 * 2 + 6,
+      absl::StrCat(points.size(), " checkpoint", points.size() == 1 ? "" : "s"),
+      0, 0, 0);
   return img.EncodePng();
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/job_spec.h"
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "latent-store/checkpoint_names.h"
@@ -49,6 +50,9 @@ absl::StatusOr<EvaluationPlan> PlanOf(const lft::v1::JobSpec& spec,
   plan.skip_baselines = e.skip_baselines();
   plan.regression_baseline =
       e.has_regression_baseline() ? e.regression_baseline() : true;
+  plan.linear_baseline = e.linear_baseline();
+  plan.linear_tokens = static_cast<int64_t>(
+      e.linear_tokens() > 0 ? e.linear_tokens() : kDefaultLinearTokens);
   plan.batch_sequences = batch_sequences;
   return plan;
 }
@@ -60,9 +64,19 @@ RegressionOptions RegressionOf(const lft::v1::JobSpec& spec,
   if (t.learning_rate() > 0) r.learning_rate = t.learning_rate();
   r.weight_decay = t.weight_decay();
   r.gradient_clip_norm = t.gradient_clip_norm();
-  if (t.global_batch_sequences() > 0)
+  const lft::v1::EvaluationSpec& e = spec.evaluation();
+  if (e.regression_batch_sequences() > 0) {
+    r.batch_sequences = e.regression_batch_sequences();
+  } else if (t.global_batch_sequences() > 0) {
     r.batch_sequences = t.global_batch_sequences();
+  }
   r.seed = t.seed();
+  if (e.regression_steps() > 0) {
+    // Asked for explicitly (an equal-budget study): not capped.
+    r.steps = e.regression_steps();
+    r.warmup_steps = std::min<int64_t>(t.warmup_steps(), r.steps);
+    return r;
+  }
   int64_t steps = o.regression_steps;
   if (steps < 0) {
     if (t.max_steps() > 0) {
@@ -196,7 +210,7 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
 
   const RegressionOptions reg = RegressionOf(spec, options_);
   std::unique_ptr<StorePairSource> pairs;
-  if (plan.regression_baseline && reg.steps > 0) {
+  if ((plan.regression_baseline && reg.steps > 0) || plan.linear_baseline) {
     pairs = std::make_unique<StorePairSource>(store, job, reg.seed);
   }
 
@@ -227,12 +241,22 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
     progress.stage_units_total = heldout->sequences.size();
     if (!context->ReportProgress(progress)) stop = true;
   };
-  hooks.regression_progress = [&](int64_t steps, int64_t total) {
-    progress.stage = "training the regression baseline";
-    progress.stage_unit = "steps";
-    progress.stage_units_done = static_cast<uint64_t>(steps);
+  auto stage = [&](const char* stage_name, const char* unit, int64_t done,
+                   int64_t total) {
+    progress.stage = stage_name;
+    progress.stage_unit = unit;
+    progress.stage_units_done = static_cast<uint64_t>(done);
     progress.stage_units_total = static_cast<uint64_t>(total);
     if (!context->ReportProgress(progress)) stop = true;
+  };
+  hooks.regression_progress = [&](int64_t steps, int64_t total) {
+    stage("training the regression baseline", "steps", steps, total);
+  };
+  hooks.linear_progress = [&](int64_t tokens, int64_t total) {
+    stage("fitting the linear baseline", "tokens", tokens, total);
+  };
+  hooks.curve_progress = [&](int64_t checkpoints, int64_t total) {
+    stage("scoring the training curve", "checkpoints", checkpoints, total);
   };
   auto report = EvaluateCheckpoint(*teacher->model, *checkpoint, *heldout, plan,
                                    reg, pairs.get(), hooks);
@@ -244,6 +268,20 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
   report->checkpoint = name;
   report->teacher = spec.teacher().path();
   report->heldout_files = files;
+  if (spec.evaluation().score_checkpoint_curve()) {
+    CurvePlan cp;
+    const lft::v1::TrainingSpec& t = spec.training();
+    if (t.flow_walking_steps() > 0) cp.k = t.flow_walking_steps();
+    cp.solver = t.solver() == lft::v1::SOLVER_EULER ? "euler" : "midpoint";
+    cp.batch_sequences = options_.batch_sequences;
+    auto curve = ScoreCheckpointCurve(*teacher->model, m, n, *heldout, store,
+                                      job, cp, hooks);
+    if (!curve.ok()) {
+      if (absl::IsCancelled(curve.status())) return cancelled_status();
+      return Annotate(curve.status(), where);
+    }
+    report->curve = std::move(*curve);
+  }
 
   std::vector<std::pair<std::string, std::string>> outputs = {
       {kReportJsonName, report->ToJson()},
@@ -255,6 +293,10 @@ absl::StatusOr<TaskResult> EvaluationRunner::Run(const lft::v1::Task& task,
   if (report->BestFlowRow() != nullptr) {
     LFT_ASSIGN_OR_RETURN(std::string png, RenderKlPlot(*report));
     outputs.emplace_back(kKlPlotName, std::move(png));
+  }
+  if (!report->curve.empty()) {
+    LFT_ASSIGN_OR_RETURN(std::string png, RenderCurvePlot(*report));
+    outputs.emplace_back(kCurvePlotName, std::move(png));
   }
   if (options_.pause_before_outputs > absl::ZeroDuration()) {
     LogInfo("pausing before writing the results (tests)", {{"job", job}});

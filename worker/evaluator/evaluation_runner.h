@@ -3,13 +3,18 @@
 // checkpoint named by the task from the job's store, packs the held-out
 // text (spec.evaluation.heldout_paths at spec.sequence_length, the first
 // spec.evaluation.max_sequences sequences), trains the regression baseline
-// on the job's stored pairs if the plan asks for it, scores everything with
-// EvaluateCheckpoint and writes the results next to the checkpoint in the
-// store:
+// and fits the linear one on the job's stored pairs if the plan asks for
+// them, scores everything with EvaluateCheckpoint (and, with
+// evaluation.score_checkpoint_curve, every stored step-N checkpoint with
+// ScoreCheckpointCurve) and writes the results next to the checkpoint in
+// the store:
 //   report.json   EvaluationReport::ToJson (docs/store.md)
 //   report.md     the table in the layout of the paper's Table 1 + verdict
 //   loss.png      the checkpoint's training loss per step
 //   kl_vs_k.png   KL_PQ and KL_x against k per solver, baselines as levels
+//   nmse_vs_tokens.png  with evaluation.score_checkpoint_curve: held-out
+//                 NMSE of every stored step-N checkpoint against its
+//                 training tokens (ScoreCheckpointCurve)
 // TaskResult.checkpoint is "report.json".
 //
 // No torch type appears in this header; the .cc catches torch exceptions.
@@ -52,9 +57,11 @@ struct EvaluationRunnerOptions {
   absl::Duration pause_before_outputs = absl::ZeroDuration();
   // Held-out sequences per teacher pass.
   int64_t batch_sequences = 4;
-  // Steps of the regression baseline: < 0 takes the job's training budget
-  // (training.max_steps, or max_tokens / (global batch * sequence length)),
-  // capped by max_regression_steps so a worker's evaluation stays bounded.
+  // Steps of the regression baseline when the spec's
+  // evaluation.regression_steps is 0: < 0 takes the job's training budget
+  // (training.max_steps, or max_tokens / (regression batch * sequence
+  // length)), capped by max_regression_steps so a worker's evaluation stays
+  // bounded. A spec's evaluation.regression_steps > 0 is used as is.
   int64_t regression_steps = -1;
   int64_t max_regression_steps = 2000;
   // Optional gauges lft_eval_kl (KL_PQ), lft_eval_kl_x, lft_eval_nmse and
@@ -74,7 +81,9 @@ class EvaluationRunner : public TaskRunner {
   // no such checkpoint; InvalidArgument if it is not a flow checkpoint, is
   // for another block than the spec's, or does not fit the teacher;
   // NotFound / reader errors naming a held-out file; FailedPrecondition if
-  // the regression baseline is planned and the job has no stored pairs;
+  // the regression or linear baseline is planned and the job has no stored
+  // pairs; with evaluation.score_checkpoint_curve, ScoreCheckpointCurve's
+  // errors (a stored step-N checkpoint of another block, naming it);
   // Cancelled when the task's cancellation token is set (polled between
   // documents, teacher tails and training steps).
   absl::StatusOr<TaskResult> Run(const lft::v1::Task& task,

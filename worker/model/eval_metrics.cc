@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -113,6 +114,25 @@ void ReplacementMetrics::Add(const torch::Tensor& x_hat,
   ppl_.Add(q_logits, ids, mask);
 }
 
+void ReplacementMetrics::AddLocal(const torch::Tensor& x_hat,
+                                  const torch::Tensor& x_ref,
+                                  const torch::Tensor& lens_hat,
+                                  const torch::Tensor& lens_ref,
+                                  const torch::Tensor& mask) {
+  kl_x_softmax_.Add(x_ref, x_hat, mask);
+  kl_x_lens_.Add(lens_ref, lens_hat, mask);
+}
+
+double ReplacementMetrics::kl_x_softmax() const {
+  return kl_x_softmax_.tokens() > 0 ? kl_x_softmax_.Value()
+                                    : std::numeric_limits<double>::quiet_NaN();
+}
+
+double ReplacementMetrics::kl_x_lens() const {
+  return kl_x_lens_.tokens() > 0 ? kl_x_lens_.Value()
+                                 : std::numeric_limits<double>::quiet_NaN();
+}
+
 absl::StatusOr<double> RecouplingRatioOfRows(const torch::Tensor& x0,
                                              const torch::Tensor& x1,
                                              bool exact,
@@ -174,12 +194,13 @@ void LinearMapFitter::Add(const torch::Tensor& x0, const torch::Tensor& x1,
                           const torch::Tensor& mask) {
   torch::NoGradGuard ng;
   const int64_t h = x0.size(-1);
-  torch::Tensor a =
-      x0.detach().to(torch::kCPU, torch::kDouble).reshape({-1, h});
+  const torch::Device device = xtx_.defined() ? xtx_.device() : x0.device();
+  torch::Tensor a = x0.detach().to(device, torch::kDouble).reshape({-1, h});
   torch::Tensor b =
-      x1.detach().to(torch::kCPU, torch::kDouble).reshape({-1, x1.size(-1)});
-  torch::Tensor m = MaskOf(mask, x0).reshape({-1, 1});
-  a = torch::cat({a, torch::ones({a.size(0), 1}, torch::kDouble)}, 1) * m;
+      x1.detach().to(device, torch::kDouble).reshape({-1, x1.size(-1)});
+  torch::Tensor m = MaskOf(mask, x0).to(device).reshape({-1, 1});
+  tokens_ += static_cast<int64_t>(m.sum().item<double>());
+  a = torch::cat({a, torch::ones({a.size(0), 1}, a.options())}, 1) * m;
   b = b * m;
   torch::Tensor xtx = torch::matmul(a.t(), a), xty = torch::matmul(a.t(), b);
   if (!xtx_.defined()) {
@@ -192,10 +213,24 @@ void LinearMapFitter::Add(const torch::Tensor& x0, const torch::Tensor& x1,
 }
 
 torch::Tensor LinearMapFitter::Solve(double ridge) const {
-  const int64_t n = xtx_.size(0);
-  const double scale = xtx_.trace().item<double>() / static_cast<double>(n);
-  torch::Tensor reg = xtx_ + ridge * scale * torch::eye(n, torch::kDouble);
-  return at::linalg_solve(reg, xty_);
+  torch::NoGradGuard ng;
+  // The sums of A = [x0, 1]: A^T A holds N, sum x and sum x x^T; A^T Y
+  // holds sum y and sum x y^T. Centring them separates the bias, so the
+  // ridge acts on the covariance alone and is scale-free.
+  const int64_t h = xtx_.size(0) - 1;
+  const double count = std::max(1.0, xtx_[h][h].item<double>());
+  const torch::Tensor sx = xtx_.narrow(0, 0, h).select(1, h);  // [H]
+  const torch::Tensor sy = xty_.select(0, h);                  // [H_out]
+  const torch::Tensor mx = sx / count, my = sy / count;
+  const torch::Tensor cxx =
+      xtx_.narrow(0, 0, h).narrow(1, 0, h) - torch::outer(sx, mx);
+  const torch::Tensor cxy = xty_.narrow(0, 0, h) - torch::outer(sx, my);
+  double scale = cxx.trace().item<double>() / static_cast<double>(h);
+  if (!(scale > 0)) scale = 1;  // constant inputs: only the bias is fitted
+  const torch::Tensor w =
+      at::linalg_solve(cxx + ridge * scale * torch::eye(h, cxx.options()), cxy);
+  const torch::Tensor b = my - torch::matmul(mx, w);
+  return torch::cat({w, b.unsqueeze(0)}, 0);
 }
 
 torch::Tensor LinearMapFitter::Apply(const torch::Tensor& w,

@@ -39,6 +39,7 @@ class KlAccumulator {
   double Value() const {
     return count_ > 0 ? sum_ / static_cast<double>(count_) : 0.0;
   }
+  int64_t tokens() const { return count_; }
 
  private:
   double sum_ = 0;
@@ -89,21 +90,36 @@ class BlockSignalAccumulator {
 //   q_logits    = Tail(x_hat, r)        (Q of both, and the perplexity)
 // Pass an undefined x_hat (and x_ref) for a row with no latent to compare
 // (the teacher itself): NMSE then stays 0.
+//
+// AddLocal adds the two local measures of x_hat against x_ref, which look
+// at the latent itself rather than through the rest of the network:
+//   kl_x_softmax = KL(softmax(x_ref) || softmax(x_hat)), the softmax taken
+//                  over the hidden dimension of each token's state;
+//   kl_x_lens    = KL(softmax(lens_ref) || softmax(lens_hat)) with
+//                  lens_* = Head(x_*) = LM head of the final LayerNorm of
+//                  the state (the logit lens), float32 logits [B, T, V].
+// Both are NaN until AddLocal has seen a valid token (a row without a
+// latent, such as the teacher, has none).
 class ReplacementMetrics {
  public:
   void Add(const torch::Tensor& x_hat, const torch::Tensor& x_ref,
            const torch::Tensor& ref_logits, const torch::Tensor& full_logits,
            const torch::Tensor& q_logits, const torch::Tensor& ids,
            const torch::Tensor& mask);
+  void AddLocal(const torch::Tensor& x_hat, const torch::Tensor& x_ref,
+                const torch::Tensor& lens_hat, const torch::Tensor& lens_ref,
+                const torch::Tensor& mask);
   double nmse() const { return nmse_.Value(); }
   double kl_x() const { return kl_x_.Value(); }
   double kl_pq() const { return kl_pq_.Value(); }
   double ppl() const { return ppl_.Value(); }
+  double kl_x_softmax() const;
+  double kl_x_lens() const;
   const PerplexityAccumulator& perplexity() const { return ppl_; }
 
  private:
   NmseAccumulator nmse_;
-  KlAccumulator kl_x_, kl_pq_;
+  KlAccumulator kl_x_, kl_pq_, kl_x_softmax_, kl_x_lens_;
   PerplexityAccumulator ppl_;
 };
 
@@ -138,18 +154,31 @@ class RecouplingSample {
 };
 
 // Training-free least-squares affine map x1 ~ [x0, 1] W (ReplaceMe-style),
-// fitted over valid tokens with a small ridge (relative to the Gram trace)
-// for conditioning. Accumulate the normal equations batch by batch.
+// fitted over valid tokens. The normal equations A^T A and A^T Y (A = [x0,
+// 1], [H + 1, H + 1] and [H + 1, H]) are accumulated in float64 on the
+// device of the first Add, batch by batch, so memory is O(H^2) whatever
+// the number of tokens. Solve centres them (C_xx = sum x x^T - N mean_x
+// mean_x^T, C_xy likewise), solves (C_xx + ridge * trace(C_xx) / H * I) W
+// = C_xy and sets the bias to mean_y - mean_x W: a ridge of `ridge` times
+// the mean diagonal of the centred Gram matrix, the bias unpenalised. So
+// the ridge does not depend on the inputs' scale or mean (Pythia's
+// residual stream has a few dimensions in the thousands) and keeps the
+// solve well-posed when fewer tokens than H + 1 were seen.
 class LinearMapFitter {
  public:
   void Add(const torch::Tensor& x0, const torch::Tensor& x1,
            const torch::Tensor& mask);
-  // Solves and returns W [H + 1, H] (float64). Requires at least one Add.
+  // Solves and returns W [H + 1, H] (float64, on the accumulators' device).
+  // Requires at least one Add.
   torch::Tensor Solve(double ridge = 1e-6) const;
+  // [x0, 1] W in float64, returned in x0's dtype.
   static torch::Tensor Apply(const torch::Tensor& w, const torch::Tensor& x0);
+  // Valid tokens added so far.
+  int64_t tokens() const { return tokens_; }
 
  private:
   torch::Tensor xtx_, xty_;
+  int64_t tokens_ = 0;
 };
 
 }  // namespace lft

@@ -287,6 +287,65 @@ TEST(JobSpecTest, SizeFieldsAreBoundedByTheStatedLimits) {
                          "more than the limit of 100000000 steps"));
 }
 
+// The fidelity study's evaluation fields: the linear baseline gets its
+// token budget only when it is on, the regression's steps and batch stay
+// 0 (the runner's defaults), and each is bounded with its field path.
+TEST(JobSpecTest, StudyEvaluationFieldsAreDefaultedAndBounded) {
+  lft::v1::JobSpec spec = MinimalSpec();
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_FALSE(spec.evaluation().linear_baseline());
+  EXPECT_EQ(spec.evaluation().linear_tokens(), 0u);
+  EXPECT_EQ(spec.evaluation().regression_steps(), 0u);
+  EXPECT_EQ(spec.evaluation().regression_batch_sequences(), 0u);
+  EXPECT_FALSE(spec.evaluation().score_checkpoint_curve());
+
+  spec = MinimalSpec();
+  spec.mutable_evaluation()->set_linear_baseline(true);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_EQ(spec.evaluation().linear_tokens(), kDefaultLinearTokens);
+  spec.mutable_evaluation()->set_linear_tokens(1000);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_EQ(spec.evaluation().linear_tokens(), 1000u);
+  // The study's grid of scored k and solvers is accepted.
+  spec.mutable_evaluation()->clear_steps();
+  for (uint32_t k : {1u, 2u, 3u, 4u, 8u})
+    spec.mutable_evaluation()->add_steps(k);
+  spec.mutable_evaluation()->set_regression_steps(5000);
+  spec.mutable_evaluation()->set_regression_batch_sequences(32);
+  spec.mutable_evaluation()->set_score_checkpoint_curve(true);
+  EXPECT_THAT(ValidateJobSpec(spec, TeacherShape{24, 2048}), IsEmpty());
+
+  spec.mutable_evaluation()->set_linear_tokens(kMaxLinearTokens + 1);
+  spec.mutable_evaluation()->set_regression_steps(kMaxRegressionSteps + 1);
+  spec.mutable_evaluation()->set_regression_batch_sequences(65537);
+  auto problems = ValidateJobSpec(spec);
+  EXPECT_THAT(problems, HasProblem("evaluation.linear_tokens",
+                                   "must be at most 67108864, got 67108865"));
+  EXPECT_THAT(problems, HasProblem("evaluation.regression_steps",
+                                   "must be at most 1000000, got 1000001"));
+  EXPECT_THAT(problems, HasProblem("evaluation.regression_batch_sequences",
+                                   "must be at most 65536, got 65537"));
+  spec.mutable_evaluation()->set_regression_batch_sequences(1024);
+  spec.set_sequence_length(2048);
+  EXPECT_THAT(ValidateJobSpec(spec),
+              HasProblem("evaluation.regression_batch_sequences",
+                         "1024 sequences x 2048 tokens = 2097152 tokens per "
+                         "step, more than the limit of 1048576"));
+}
+
+TEST(JobSpecTest, StudyEvaluationFieldsParseFromJson) {
+  auto spec = ParseJobSpecJson(R"({"evaluation": {
+      "linear_baseline": true, "linearTokens": 4096,
+      "regression_steps": 700, "regression_batch_sequences": 8,
+      "score_checkpoint_curve": true}})");
+  ASSERT_THAT(spec.status(), IsOk());
+  EXPECT_TRUE(spec->evaluation().linear_baseline());
+  EXPECT_EQ(spec->evaluation().linear_tokens(), 4096u);
+  EXPECT_EQ(spec->evaluation().regression_steps(), 700u);
+  EXPECT_EQ(spec->evaluation().regression_batch_sequences(), 8u);
+  EXPECT_TRUE(spec->evaluation().score_checkpoint_curve());
+}
+
 // "yes" was taken as true: protobuf's JSON parser accepts strings for bools.
 TEST(JobSpecTest, JsonBoolsAreOnlyTrueOrFalse) {
   EXPECT_THAT(

@@ -9,14 +9,18 @@
 #include "worker/evaluator/checkpoint_evaluator.h"
 
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "latent-store/checkpoint_names.h"
+#include "latent-store/latent_store.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
 #include "worker/evaluator/recoupling_matrix.h"
@@ -180,6 +184,8 @@ TEST(CheckpointEvaluatorTest,
     EXPECT_EQ(r.nmse, 0.0) << r.Label();
     EXPECT_EQ(r.kl_x, 0.0) << r.Label();
     EXPECT_EQ(r.kl_pq, 0.0) << r.Label();
+    EXPECT_EQ(r.kl_x_softmax, 0.0) << r.Label();
+    EXPECT_EQ(r.kl_x_lens, 0.0) << r.Label();
     EXPECT_EQ(r.ppl, report->teacher_ppl) << r.Label();
     EXPECT_EQ(r.layers_removed, 1);
     EXPECT_EQ(r.nfe, r.solver == "midpoint" ? 2 * r.k : r.k);
@@ -273,6 +279,276 @@ TEST(CheckpointEvaluatorTest, SkipRowsMatchHandComputedValues) {
     EXPECT_NEAR(row->ppl, ppl, 1e-5 * ppl);
     EXPECT_GT(kl, 1e-4);  // the test can fail: skipping changes the output
   }
+}
+
+// Masked token mean of KL(softmax(a) || softmax(b)) over the last dim,
+// float64, written out from exp and sums (not the evaluator's
+// log_softmax path).
+double MaskedMeanKl(const torch::Tensor& a, const torch::Tensor& b,
+                    const torch::Tensor& mask) {
+  const torch::Tensor x = a.to(torch::kDouble), y = b.to(torch::kDouble);
+  const torch::Tensor ex = (x - std::get<0>(x.max(-1, true))).exp();
+  const torch::Tensor ey = (y - std::get<0>(y.max(-1, true))).exp();
+  const torch::Tensor p = ex / ex.sum(-1, true), q = ey / ey.sum(-1, true);
+  const torch::Tensor kl = (p * (p.log() - q.log())).sum(-1);
+  const torch::Tensor m = mask.to(torch::kDouble);
+  return (kl * m).sum().item<double>() / m.sum().item<double>();
+}
+
+// The logit lens written out: final LayerNorm with the teacher's weights,
+// then the untied LM head (not GptNeoX::Head).
+torch::Tensor Lens(const GptNeoX& teacher, const torch::Tensor& x) {
+  const torch::Tensor ln = torch::layer_norm(
+      x.to(torch::kFloat), {kHidden}, teacher.final_ln_weight(),
+      teacher.final_ln_bias(), teacher.config().layer_norm_eps);
+  return torch::matmul(ln, teacher.embed_out().t());
+}
+
+TEST(CheckpointEvaluatorTest, LocalKlMeasuresMatchHandComputedValues) {
+  auto teacher = MakeTeacher(3);
+  const HeldOutSet h = RandomHeldOut(3, 5);
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer), h,
+      Plan(), {}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  torch::NoGradGuard ng;
+  const torch::Tensor ids = Ids(h), mask = Mask(h);
+  auto full = teacher->Forward(ids);
+  ASSERT_TRUE(full.ok());
+  const torch::Tensor h1 = full->hidden_states[1];
+  const EvaluationRow* t = report->Find("teacher");
+  ASSERT_NE(t, nullptr);
+  EXPECT_TRUE(std::isnan(t->kl_x_softmax));  // the teacher has no x_hat
+  EXPECT_TRUE(std::isnan(t->kl_x_lens));
+  for (int64_t j = 1; j <= 3; ++j) {
+    SCOPED_TRACE(j);
+    const EvaluationRow* row = report->Find("skip", j);
+    ASSERT_NE(row, nullptr);
+    torch::Tensor target = 1 + j < kLayers
+                               ? full->hidden_states[1 + j]
+                               : teacher->Extract(ids, 1, kLayers)->second;
+    const double softmax = MaskedMeanKl(target, h1, mask);
+    const double lens =
+        MaskedMeanKl(Lens(*teacher, target), Lens(*teacher, h1), mask);
+    // float32 activations of two code paths: 1e-5 relative.
+    EXPECT_NEAR(row->kl_x_softmax, softmax, 1e-5 * softmax);
+    EXPECT_NEAR(row->kl_x_lens, lens, 1e-5 * lens);
+    EXPECT_GT(row->kl_x_softmax, 0.0);
+    EXPECT_GT(row->kl_x_lens, 1e-4);
+  }
+  // Every flow row has both, positive (the teacher-initialised flow layer
+  // is not the two-layer block).
+  for (const EvaluationRow& r : report->rows) {
+    if (!r.is_flow()) continue;
+    EXPECT_GT(r.kl_x_softmax, 0.0) << r.Label();
+    EXPECT_GT(r.kl_x_lens, 0.0) << r.Label();
+  }
+}
+
+TEST(CheckpointEvaluatorTest, StudyGridOfKAndSolversIsScored) {
+  auto teacher = MakeTeacher(9);
+  EvaluationPlan plan = Plan();
+  plan.steps = {1, 2, 3, 4, 8};
+  plan.solvers = {"euler", "midpoint"};
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer),
+      RandomHeldOut(2, kSeq), plan, {}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const std::string solver : {"euler", "midpoint"}) {
+    for (int64_t k : {1, 2, 3, 4, 8}) {
+      const EvaluationRow* r = report->Find("fw", k, solver);
+      ASSERT_NE(r, nullptr) << solver << " " << k;
+      EXPECT_EQ(r->nfe, solver == "midpoint" ? 2 * k : k);
+    }
+  }
+}
+
+TEST(CheckpointEvaluatorTest, LinearBaselineIsExactForAnIdentityBlock) {
+  // Layers 1 and 2 add nothing: h_3 = h_1, so the least-squares map is the
+  // identity up to the 1e-6 ridge.
+  auto teacher = MakeTeacher(10, {1, 2});
+  EvaluationPlan plan = Plan();
+  plan.linear_baseline = true;
+  VectorPairSource pairs(*teacher, 1, 3, 8);
+  auto report = EvaluateCheckpoint(
+      *teacher, MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer),
+      RandomHeldOut(2, kSeq), plan, {}, &pairs);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const EvaluationRow* r = report->Find("linear");
+  ASSERT_NE(r, nullptr);
+  EXPECT_LT(r->nmse, 1e-9);
+  EXPECT_LT(r->kl_pq, 1e-6);
+  EXPECT_LT(r->kl_x_softmax, 1e-6);
+}
+
+TEST(CheckpointEvaluatorTest, LinearBaselineFitsTrainingPairsAndBeatsSkip) {
+  auto teacher = MakeTeacher(5);
+  const FlowCheckpoint c =
+      MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
+  EvaluationPlan plan = Plan();
+  plan.regression_baseline = true;
+  plan.linear_baseline = true;
+  plan.linear_tokens = 100;
+  RegressionOptions ro;
+  ro.batch_sequences = 4;
+  ro.steps = 3;
+  VectorPairSource pairs(*teacher, 1, 3, 32);
+  auto report =
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &pairs);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->linear_tokens, 100);  // cut to the budget
+  EXPECT_EQ(report->regression_tokens, 3 * 4 * kSeq);
+  // The regression trained on the same pairs as without the linear fit.
+  EvaluationPlan no_linear = plan;
+  no_linear.linear_baseline = false;
+  VectorPairSource fresh(*teacher, 1, 3, 32);
+  auto without = EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq),
+                                    no_linear, ro, &fresh);
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->Find("regression")->nmse,
+            report->Find("regression")->nmse);
+  EXPECT_EQ(without->Find("linear"), nullptr);
+
+  const EvaluationRow* lin = report->Find("linear");
+  ASSERT_NE(lin, nullptr);
+  EXPECT_EQ(lin->layers_removed, 2);  // no layer of [1, 3) runs
+  EXPECT_EQ(lin->nfe, 0);
+  EXPECT_LT(lin->nmse, report->Find("skip", 2)->nmse);
+  EXPECT_GT(lin->kl_x_softmax, 0.0);
+  EXPECT_GT(lin->kl_x_lens, 0.0);
+  std::vector<std::string> labels;
+  for (const auto& r : report->rows) labels.push_back(r.Label());
+  EXPECT_EQ(labels, (std::vector<std::string>{
+                        "teacher", "skip-1", "skip-2", "skip-3", "regression",
+                        "linear", "FW k=1 euler", "FW k=3 euler",
+                        "FW k=1 midpoint", "FW k=3 midpoint"}));
+
+  // A source smaller than the budget is read once, not repeated.
+  plan.linear_tokens = 1000000;
+  plan.regression_baseline = false;
+  VectorPairSource four(*teacher, 1, 3, 4);
+  auto small =
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &four);
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->linear_tokens, 4 * kSeq);
+
+  VectorPairSource none(*teacher, 1, 3, 0);
+  EXPECT_THAT(
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &none),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               "linear baseline needs stored training pairs"));
+  plan.linear_tokens = 0;
+  EXPECT_THAT(
+      EvaluateCheckpoint(*teacher, c, RandomHeldOut(2, kSeq), plan, ro, &four),
+      StatusIs(absl::StatusCode::kInvalidArgument, "linear_tokens = 0"));
+}
+
+class CheckpointCurveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("lft_curve_test_" + std::to_string(getpid()));
+    std::filesystem::remove_all(dir_);
+    auto store = LatentStore::Open(dir_.string(), LatentStoreOptions());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    JobConfig jc;
+    jc.hidden = kHidden;
+    jc.codec = TensorCodec::kF32;
+    ASSERT_TRUE(store_->CreateJob("job", jc).ok());
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Put(const std::string& name, FlowCheckpoint c) {
+    auto bytes = SerializeFlowCheckpoint(c);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    ASSERT_TRUE(store_->PutCheckpoint("job", name, *bytes, "").ok());
+  }
+  std::filesystem::path dir_;
+  std::unique_ptr<LatentStore> store_;
+};
+
+TEST_F(CheckpointCurveTest, ScoresEveryTrainingCheckpointInStepOrder) {
+  // Block [1, 2): a teacher-initialised layer is teacher layer 1 at every t,
+  // so one Euler step reproduces h_2 (NMSE ~ 0), more steps do not; an
+  // AdaLN-Zero layer has velocity 0, so x1_hat = h_1 at any k (the skip-1
+  // values, computed here from GptNeoX::Forward).
+  auto teacher = MakeTeacher(12);
+  auto at_step = [&](FlowInit init, uint64_t step) {
+    FlowCheckpoint c = MakeCheckpoint(*teacher, 1, 2, init);
+    c.header.step = step;
+    c.header.tokens = step * 1000;
+    return c;
+  };
+  EvaluationHooks hooks;
+  std::vector<int64_t> progress;
+  hooks.curve_progress = [&](int64_t done, int64_t) {
+    progress.push_back(done);
+  };
+  const HeldOutSet h = RandomHeldOut(3, 5);
+  CurvePlan plan;
+  plan.k = 3;
+  plan.solver = "euler";
+  plan.batch_sequences = 2;
+  auto empty =
+      ScoreCheckpointCurve(*teacher, 1, 2, h, store_.get(), "job", plan);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+
+  // Written out of order, beside a report that is not a training checkpoint.
+  Put(TrainingCheckpointName(30), at_step(FlowInit::kTeacherLayer, 30));
+  Put(TrainingCheckpointName(10), at_step(FlowInit::kAdaLnZero, 10));
+  Put(TrainingCheckpointName(20), at_step(FlowInit::kTeacherLayer, 20));
+  ASSERT_TRUE(store_->PutCheckpoint("job", "report.json", "{}", "").ok());
+  auto curve =
+      ScoreCheckpointCurve(*teacher, 1, 2, h, store_.get(), "job", plan, hooks);
+  ASSERT_TRUE(curve.ok()) << curve.status();
+  ASSERT_EQ(curve->size(), 3u);
+  EXPECT_EQ(progress, (std::vector<int64_t>{0, 1, 2, 3}));
+  for (size_t i = 0; i < 3; ++i) {
+    const CurvePoint& c = (*curve)[i];
+    EXPECT_EQ(c.step, 10 * (i + 1));
+    EXPECT_EQ(c.tokens, 10000 * (i + 1));
+    EXPECT_EQ(c.checkpoint, TrainingCheckpointName(c.step));
+    EXPECT_EQ(c.k, 3);
+    EXPECT_EQ(c.solver, "euler");
+  }
+  torch::NoGradGuard ng;
+  const torch::Tensor mask = Mask(h).to(torch::kDouble);
+  auto full = teacher->Forward(Ids(h));
+  ASSERT_TRUE(full.ok());
+  const torch::Tensor h1 = full->hidden_states[1].to(torch::kDouble);
+  const torch::Tensor h2 = full->hidden_states[2].to(torch::kDouble);
+  const double skip_nmse =
+      ((h1 - h2).pow(2).sum(-1) * mask).sum().item<double>() /
+      (h2.pow(2).sum(-1) * mask).sum().item<double>();
+  const CurvePoint& zero = (*curve)[0];
+  EXPECT_NEAR(zero.nmse, skip_nmse, 1e-5 * skip_nmse);
+  EXPECT_NEAR(zero.nmse_k1, skip_nmse, 1e-5 * skip_nmse);
+  const double skip_kl = MaskedMeanKl(h2, h1, Mask(h));
+  EXPECT_NEAR(zero.kl_x_softmax, skip_kl, 1e-5 * skip_kl);
+  const CurvePoint& layer = (*curve)[1];
+  EXPECT_LT(layer.nmse_k1, 1e-10);
+  EXPECT_GT(layer.nmse, 1e3 * layer.nmse_k1 + 1e-9);  // k = 3 is not exact
+  EXPECT_EQ((*curve)[2].nmse, layer.nmse);            // the same weights
+
+  // A checkpoint of another block is refused, naming it.
+  Put(TrainingCheckpointName(40),
+      MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer));
+  EXPECT_THAT(
+      ScoreCheckpointCurve(*teacher, 1, 2, h, store_.get(), "job", plan),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "step-0000000040\" of job job replaces block [1, 3)"));
+  plan.solver = "rk4";
+  EXPECT_THAT(
+      ScoreCheckpointCurve(*teacher, 1, 2, h, store_.get(), "job", plan),
+      StatusIs(absl::StatusCode::kInvalidArgument, "rk4"));
+  plan.solver = "euler";
+  EXPECT_THAT(
+      ScoreCheckpointCurve(*teacher, 1, 2, h, store_.get(), "nope", plan),
+      StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
 
 TEST(CheckpointEvaluatorTest, PaddingIsIgnored) {

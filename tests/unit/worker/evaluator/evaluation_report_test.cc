@@ -2,6 +2,7 @@
 // table and verdict sentence, its PNG plots, and held-out packing.
 #include "worker/evaluator/evaluation_report.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "common/text/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
 #include "worker/evaluator/heldout.h"
 
@@ -36,6 +38,10 @@ EvaluationRow Row(const std::string& method, int64_t removed, double kl,
   r.nmse = kl / 4;
   r.kl_pq = kl;
   r.ppl = ppl;
+  if (method != "teacher") {
+    r.kl_x_softmax = kl / 8;
+    r.kl_x_lens = kl / 3;
+  }
   return r;
 }
 
@@ -80,6 +86,90 @@ TEST(EvaluationReportTest, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(back->losses, r.losses);
 }
 
+TEST(EvaluationReportTest, StudyFieldsRoundTripUnderTheirJsonNames) {
+  EvaluationReport r = Sample();
+  r.regression_tokens = 40960;
+  r.linear_tokens = 262144;
+  EvaluationRow lin = Row("linear", 6, 0.6, 20.0);
+  lin.nfe = 0;
+  r.rows.insert(r.rows.begin() + 4, lin);
+  CurvePoint a;
+  a.checkpoint = "step-0000000200";
+  a.step = 200;
+  a.tokens = 409600;
+  a.k = 3;
+  a.solver = "midpoint";
+  a.nmse = 0.05;
+  a.nmse_k1 = 0.08;
+  a.kl_x_softmax = 0.01;
+  CurvePoint b = a;
+  b.checkpoint = "step-0000000400";
+  b.step = 400;
+  b.tokens = 819200;
+  b.nmse = 0.02;
+  r.curve = {a, b};
+  const nlohmann::json j = nlohmann::json::parse(r.ToJson());
+  EXPECT_EQ(j["regression_tokens"], 40960);
+  EXPECT_EQ(j["linear_tokens"], 262144);
+  EXPECT_TRUE(j["rows"][0]["kl_x_softmax"].is_null());  // the teacher
+  EXPECT_TRUE(j["rows"][0]["kl_x_lens"].is_null());
+  EXPECT_DOUBLE_EQ(j["rows"][1]["kl_x_softmax"].get<double>(), 0.257 / 8);
+  EXPECT_DOUBLE_EQ(j["rows"][1]["kl_x_lens"].get<double>(), 0.257 / 3);
+  EXPECT_EQ(j["rows"][4]["method"], "linear");
+  ASSERT_EQ(j["curve"].size(), 2u);
+  EXPECT_EQ(j["curve"][1]["step"], 400);
+  EXPECT_EQ(j["curve"][1]["tokens"], 819200);
+  EXPECT_EQ(j["curve"][1]["solver"], "midpoint");
+  EXPECT_DOUBLE_EQ(j["curve"][1]["nmse"].get<double>(), 0.02);
+  EXPECT_DOUBLE_EQ(j["curve"][1]["nmse_k1"].get<double>(), 0.08);
+  EXPECT_DOUBLE_EQ(j["curve"][1]["kl_x_softmax"].get<double>(), 0.01);
+  auto back = ParseEvaluationReport(r.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), r.ToJson());
+  EXPECT_TRUE(std::isnan(back->rows[0].kl_x_softmax));
+  EXPECT_EQ(back->curve.size(), 2u);
+  EXPECT_EQ(back->regression_tokens, 40960);
+  const std::string md = r.ToMarkdown();
+  EXPECT_THAT(md, HasSubstr("| linear | 6 | - | - |"));
+  EXPECT_THAT(md, HasSubstr("| step-0000000400 | 400 | 819200 | 3 | midpoint "
+                            "| 0.0200 | 0.0800 | 0.0100 |"));
+  auto png = RenderCurvePlot(r);
+  ASSERT_TRUE(png.ok()) << png.status();
+  EXPECT_EQ(png->substr(0, 8), "\x89PNG\r\n\x1a\n");
+  if (const char* dir = std::getenv("LFT_TEST_PLOT_DIR")) {
+    std::ofstream(std::string(dir) + "/nmse_vs_tokens.png", std::ios::binary)
+        << *png;
+  }
+  r.curve.clear();
+  EXPECT_THAT(
+      RenderCurvePlot(r),
+      StatusIs(absl::StatusCode::kFailedPrecondition, "no training curve"));
+}
+
+// A report.json written before kl_x_softmax, kl_x_lens, regression_tokens
+// and curve existed still parses; the local measures are absent ("-").
+TEST(EvaluationReportTest, ReportOfAnEarlierVersionParsesWithoutNewFields) {
+  nlohmann::json j = nlohmann::json::parse(Sample().ToJson());
+  j.erase("regression_tokens");
+  j.erase("linear_tokens");
+  j.erase("curve");
+  for (auto& row : j["rows"]) {
+    row.erase("kl_x_softmax");
+    row.erase("kl_x_lens");
+  }
+  auto old = ParseEvaluationReport(j.dump());
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->regression_tokens, 0);
+  EXPECT_TRUE(old->curve.empty());
+  ASSERT_EQ(old->rows.size(), 7u);
+  EXPECT_TRUE(std::isnan(old->rows[2].kl_x_softmax));
+  EXPECT_TRUE(std::isnan(old->rows[2].kl_x_lens));
+  EXPECT_DOUBLE_EQ(old->rows[2].kl_pq, 0.9);
+  EXPECT_THAT(old->ToMarkdown(),
+              HasSubstr("| skip-5 | 5 | - | - | 0.4500 | - | - | 0.2250 | "
+                        "0.9000 | 30.000 |"));
+}
+
 TEST(EvaluationReportTest, ParseRejectsOtherJson) {
   EXPECT_THAT(ParseEvaluationReport("[1, 2]"),
               StatusIs(absl::StatusCode::kInvalidArgument, "not a JSON"));
@@ -92,11 +182,12 @@ TEST(EvaluationReportTest, ParseRejectsOtherJson) {
 
 TEST(EvaluationReportTest, MarkdownHasTable1LayoutAndVerdict) {
   const std::string md = Sample().ToMarkdown();
-  EXPECT_THAT(md, HasSubstr("| method | layers removed | k | NFE | KL_x | NMSE "
-                            "| KL_PQ | PPL |"));
-  EXPECT_THAT(md, HasSubstr("| teacher | 0 | - | - | - | - | - | 9.020 |"));
-  EXPECT_THAT(md, HasSubstr("| skip-5 | 5 | - | - | 0.4500 | 0.2250 | 0.9000 "
-                            "| 30.000 |"));
+  EXPECT_THAT(md, HasSubstr("| method | layers removed | k | NFE | KL_x | "
+                            "KL_x softmax | KL_x lens | NMSE | KL_PQ | PPL |"));
+  EXPECT_THAT(md,
+              HasSubstr("| teacher | 0 | - | - | - | - | - | - | - | 9.020 |"));
+  EXPECT_THAT(md, HasSubstr("| skip-5 | 5 | - | - | 0.4500 | 0.1125 | 0.3000 "
+                            "| 0.2250 | 0.9000 | 30.000 |"));
   EXPECT_THAT(md, HasSubstr("| FW k=3 midpoint | 5 | 3 | 6 |"));
   EXPECT_THAT(md, HasSubstr("At its best setting (k=3, midpoint, 6 NFE) the FW "
                             "flow layer beats skip-5 (5 layers removed by "

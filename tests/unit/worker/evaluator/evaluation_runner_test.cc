@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "common/text/bpe_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "latent-store/checkpoint_names.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
 #include "tests/unit/worker/runner_test_util.h"
@@ -126,7 +128,8 @@ class EvaluationRunnerTest : public ::testing::Test {
             .ok());
   }
 
-  std::string CheckpointBytes(const GptNeoX& teacher, int64_t m, int64_t n) {
+  std::string CheckpointBytes(const GptNeoX& teacher, int64_t m, int64_t n,
+                              uint64_t step = 40) {
     FlowLayerOptions fo;
     fo.seed = 9;
     FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
@@ -140,9 +143,11 @@ class EvaluationRunnerTest : public ::testing::Test {
     c.header.first_layer = m;
     c.header.end_layer = n;
     c.header.method = "fw";
-    c.header.step = 40;
-    c.header.tokens = 40 * 8 * kSeqLen;
-    for (int i = 0; i < 40; ++i) c.header.losses.push_back(3.0 / (1 + 0.1 * i));
+    c.header.step = step;
+    c.header.tokens = step * 8 * kSeqLen;
+    for (uint64_t i = 0; i < step; ++i) {
+      c.header.losses.push_back(3.0 / (1 + 0.1 * static_cast<double>(i)));
+    }
     c.weights = FlowLayerWeights(*layer);
     auto bytes = SerializeFlowCheckpoint(c);
     EXPECT_TRUE(bytes.ok());
@@ -240,7 +245,8 @@ TEST_F(EvaluationRunnerTest, WritesReportsWithEveryRowToTheStore) {
   auto md = store_->GetCheckpoint("job1", "report.md");
   ASSERT_TRUE(md.ok()) << md.status();
   EXPECT_THAT(*md, HasSubstr("| method | layers removed | k | NFE | KL_x | "
-                             "NMSE | KL_PQ | PPL |"));
+                             "KL_x softmax | KL_x lens | NMSE | KL_PQ | PPL "
+                             "|"));
   EXPECT_THAT(*md, HasSubstr("skip-1 (1 layer removed by each)"));
   std::cout << *md;  // the table the lead quotes in docs
   for (const char* png : {"loss.png", "kl_vs_k.png"}) {
@@ -253,6 +259,71 @@ TEST_F(EvaluationRunnerTest, WritesReportsWithEveryRowToTheStore) {
   EXPECT_THAT(text, HasSubstr("method=\"skip-2\""));
   EXPECT_THAT(text, HasSubstr("lft_eval_perplexity{"));
   EXPECT_THAT(text, HasSubstr("lft_eval_sequences_total{"));
+}
+
+// The fidelity study's spec fields, under the JSON names its driver reads:
+// linear row, regression at an explicit budget (not capped by the
+// runner's max_regression_steps), and the training curve over every
+// stored step-N checkpoint at the job's training k and solver.
+TEST_F(EvaluationRunnerTest, StudyFieldsReachTheReport) {
+  WritePairs(8);
+  for (uint64_t step : {30, 10, 20}) {
+    PutCheckpoint(TrainingCheckpointName(step),
+                  CheckpointBytes(*model_, 1, 3, step));
+  }
+  lft::v1::Task task = MakeTask(TrainingCheckpointName(30));
+  auto* ev = task.mutable_spec()->mutable_evaluation();
+  ev->set_linear_baseline(true);
+  ev->set_linear_tokens(64);
+  ev->set_regression_steps(40);  // above Options().max_regression_steps
+  ev->set_regression_batch_sequences(2);
+  ev->set_score_checkpoint_curve(true);
+  task.mutable_spec()->mutable_training()->set_flow_walking_steps(2);
+  task.mutable_spec()->mutable_training()->set_solver(lft::v1::SOLVER_EULER);
+  EvaluationRunner runner(Options());
+  FakeContext ctx;
+  auto result = runner.Run(task, &ctx);
+  ASSERT_TRUE(result.ok()) << result.status();
+
+  auto text = store_->GetCheckpoint("job1", "report.json");
+  ASSERT_TRUE(text.ok()) << text.status();
+  const nlohmann::json j = nlohmann::json::parse(*text);
+  EXPECT_EQ(j["regression"]["steps"].get<int64_t>(), 40);
+  EXPECT_EQ(j["regression_tokens"].get<int64_t>(), 40 * 2 * kSeqLen);
+  EXPECT_EQ(j["linear_tokens"].get<int64_t>(), 64);
+  std::map<std::string, nlohmann::json> rows;
+  for (const auto& r : j["rows"]) rows[r["label"].get<std::string>()] = r;
+  ASSERT_EQ(rows.count("linear"), 1u);
+  EXPECT_EQ(rows["linear"]["method"], "linear");
+  EXPECT_EQ(rows["linear"]["layers_removed"].get<int64_t>(), 2);
+  EXPECT_LT(rows["linear"]["nmse"].get<double>(),
+            rows["skip-2"]["nmse"].get<double>());
+  EXPECT_TRUE(rows["teacher"]["kl_x_softmax"].is_null());
+  EXPECT_TRUE(rows["teacher"]["kl_x_lens"].is_null());
+  for (const char* label :
+       {"skip-1", "skip-2", "regression", "linear", "FW k=3 midpoint"}) {
+    EXPECT_GT(rows[label]["kl_x_softmax"].get<double>(), 0.0) << label;
+    EXPECT_GT(rows[label]["kl_x_lens"].get<double>(), 0.0) << label;
+  }
+  ASSERT_EQ(j["curve"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const nlohmann::json& c = j["curve"][i];
+    EXPECT_EQ(c["step"].get<uint64_t>(), 10 * (i + 1));
+    EXPECT_EQ(c["tokens"].get<uint64_t>(), 10 * (i + 1) * 8 * kSeqLen);
+    EXPECT_EQ(c["k"].get<int64_t>(), 2);
+    EXPECT_EQ(c["solver"], "euler");
+    for (const char* key : {"nmse", "nmse_k1", "kl_x_softmax"}) {
+      EXPECT_GT(c[key].get<double>(), 0.0) << key;
+    }
+  }
+  auto png = store_->GetCheckpoint("job1", "nmse_vs_tokens.png");
+  ASSERT_TRUE(png.ok()) << png.status();
+  EXPECT_EQ(png->substr(0, 8), "\x89PNG\r\n\x1a\n");
+  auto md = store_->GetCheckpoint("job1", "report.md");
+  ASSERT_TRUE(md.ok());
+  EXPECT_THAT(*md, HasSubstr("Training curve"));
+  EXPECT_THAT(*md, HasSubstr("Linear baseline: least-squares affine map "
+                             "fitted on 64 tokens"));
 }
 
 TEST_F(EvaluationRunnerTest, MissingCheckpointIsNotFoundNamingIt) {

@@ -412,6 +412,104 @@ TEST(MetricsTest, NmseKlPerplexity) {
   EXPECT_NEAR(kl.Value(), 0.75 * std::log(1.5) + 0.25 * std::log(0.5), 1e-6);
 }
 
+// KL(softmax(a) || softmax(b)) of one token, by explicit exponentials and
+// sums in float64 (no log_softmax), for the accumulators to be checked
+// against.
+double TokenKl(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor x = a.to(torch::kDouble), y = b.to(torch::kDouble);
+  const double xmax = x.max().item<double>(), ymax = y.max().item<double>();
+  const torch::Tensor ex = (x - xmax).exp(), ey = (y - ymax).exp();
+  const double zx = ex.sum().item<double>(), zy = ey.sum().item<double>();
+  double kl = 0;
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    const double p = ex[i].item<double>() / zx;
+    const double q = ey[i].item<double>() / zy;
+    kl += p * (std::log(p) - std::log(q));
+  }
+  return kl;
+}
+
+TEST(ReplacementMetricsTest, LocalKlMeasuresMatchPerTokenKlOverValidTokens) {
+  // Two batches [2, 3, 6] (hidden 6) with lens logits [2, 3, 9]; the mask
+  // drops two positions of the second batch.
+  const torch::Tensor ref = Normal({2, 2, 3, 6}, 21);
+  const torch::Tensor hat = ref + 0.7 * Normal({2, 2, 3, 6}, 22);
+  const torch::Tensor lens_ref = 2 * Normal({2, 2, 3, 9}, 23);
+  const torch::Tensor lens_hat = lens_ref + Normal({2, 2, 3, 9}, 24);
+  const torch::Tensor masks[2] = {
+      torch::ones({2, 3}), torch::tensor({{1.f, 1.f, 0.f}, {1.f, 0.f, 1.f}})};
+  ReplacementMetrics m;
+  EXPECT_TRUE(std::isnan(m.kl_x_softmax()));  // no latent seen yet
+  EXPECT_TRUE(std::isnan(m.kl_x_lens()));
+  double softmax_sum = 0, lens_sum = 0;
+  int tokens = 0;
+  for (int b = 0; b < 2; ++b) {
+    m.AddLocal(hat[b], ref[b], lens_hat[b], lens_ref[b], masks[b]);
+    for (int i = 0; i < 2; ++i) {
+      for (int j = 0; j < 3; ++j) {
+        if (masks[b][i][j].item<float>() == 0) continue;
+        softmax_sum += TokenKl(ref[b][i][j], hat[b][i][j]);
+        lens_sum += TokenKl(lens_ref[b][i][j], lens_hat[b][i][j]);
+        ++tokens;
+      }
+    }
+  }
+  ASSERT_EQ(tokens, 10);
+  // Both sides sum float64 values of the same float32 inputs: 1e-9.
+  EXPECT_NEAR(m.kl_x_softmax(), softmax_sum / tokens,
+              1e-9 * softmax_sum / tokens);
+  EXPECT_NEAR(m.kl_x_lens(), lens_sum / tokens, 1e-9 * lens_sum / tokens);
+  EXPECT_GT(m.kl_x_softmax(), 1e-3);  // the inputs differ: the test can fail
+  // The order is KL(ref || hat), not the reverse.
+  ReplacementMetrics swapped;
+  swapped.AddLocal(ref[0], hat[0], lens_ref[0], lens_hat[0], masks[0]);
+  ReplacementMetrics first;
+  first.AddLocal(hat[0], ref[0], lens_hat[0], lens_ref[0], masks[0]);
+  EXPECT_NE(swapped.kl_x_softmax(), first.kl_x_softmax());
+  // Add alone (the teacher row) leaves the local measures absent.
+  ReplacementMetrics teacher;
+  teacher.Add(torch::Tensor(), torch::Tensor(), lens_ref[0], lens_ref[0],
+              lens_ref[0], torch::zeros({2, 3}, torch::kLong), masks[0]);
+  EXPECT_TRUE(std::isnan(teacher.kl_x_softmax()));
+}
+
+TEST(BaselineTest, LinearMapFitterRecoversAnAffineMapOverMaskedChunks) {
+  // x1 = x0 A + c on valid tokens; padded positions carry garbage x1 that
+  // must not enter the normal equations. Three chunks, default ridge.
+  const torch::Tensor a = Normal({8, 8}, 31, torch::kDouble);
+  const torch::Tensor c = Normal({8}, 32, torch::kDouble);
+  const torch::Tensor mask = torch::ones({3, 4, 10});
+  mask[1][2].narrow(0, 6, 4).zero_();
+  mask[2][0].narrow(0, 0, 3).zero_();
+  LinearMapFitter fit, unmasked;
+  for (int chunk = 0; chunk < 3; ++chunk) {
+    const torch::Tensor x0 = 3 * Normal({4, 10, 8}, 40 + chunk);
+    torch::Tensor x1 =
+        (torch::matmul(x0.to(torch::kDouble), a) + c).to(torch::kFloat);
+    const torch::Tensor pad = (mask[chunk] == 0).unsqueeze(-1);
+    x1 = torch::where(pad, torch::full_like(x1, 1000.f), x1);
+    fit.Add(x0, x1, mask[chunk]);
+    unmasked.Add(x0, x1, torch::Tensor());
+  }
+  EXPECT_EQ(fit.tokens(), 120 - 4 - 3);
+  EXPECT_EQ(unmasked.tokens(), 120);
+  const torch::Tensor w = fit.Solve();
+  ASSERT_EQ(w.size(0), 9);
+  ASSERT_EQ(w.size(1), 8);
+  // Fresh inputs: the fitted map generalises, NMSE ~ 0 (float32 targets
+  // and the 1e-6 ridge leave ~1e-12).
+  const torch::Tensor x0 = 3 * Normal({2, 10, 8}, 50);
+  const torch::Tensor want = torch::matmul(x0.to(torch::kDouble), a) + c;
+  NmseAccumulator nmse;
+  nmse.Add(LinearMapFitter::Apply(w, x0.to(torch::kDouble)), want,
+           torch::Tensor());
+  EXPECT_LT(nmse.Value(), 1e-9);
+  NmseAccumulator garbage;
+  garbage.Add(LinearMapFitter::Apply(unmasked.Solve(), x0.to(torch::kDouble)),
+              want, torch::Tensor());
+  EXPECT_GT(garbage.Value(), 1e-3);  // the mask is what makes it exact
+}
+
 TEST(BaselineTest, LinearMapAndBlockSignals) {
   torch::Tensor x0 = Normal({4, 6, 5}, 1, torch::kDouble);
   torch::Tensor w = Normal({5, 5}, 2, torch::kDouble);

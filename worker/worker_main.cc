@@ -48,6 +48,9 @@ constexpr char kUsage[] =
   --metrics-host HOST       address for /metrics (default 127.0.0.1; 0.0.0.0
                             lets a Prometheus on another host scrape it)
   --max-tasks N             exit after N tasks (default 0 = never)
+  --keep-checkpoints N      trainer: step-N checkpoints kept per job, older
+                            ones deleted (default 3; more give the
+                            evaluator's training curve more points)
   --test-pause-ms-per-batch N  tests only: sleep N ms after every teacher
                             batch or trainer step, and before an
                             evaluator writes its results
@@ -73,7 +76,8 @@ int main(int argc, char** argv) {
       args,
       {"role", "coordinator", "token", "tls-ca", "name", "store-db", "device",
        "threads", "batch-sequences", "metrics-port", "metrics-host",
-       "max-tasks", "listen-host", "test-pause-ms-per-batch"},
+       "max-tasks", "listen-host", "keep-checkpoints",
+       "test-pause-ms-per-batch"},
       {"help", "insecure-loopback"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok())
@@ -94,8 +98,9 @@ int main(int argc, char** argv) {
   auto metrics_port = flags->GetInt("metrics-port", -1);
   auto max_tasks = flags->GetInt("max-tasks", 0);
   auto pause_ms = flags->GetInt("test-pause-ms-per-batch", 0);
+  auto keep = flags->GetInt("keep-checkpoints", 3);
   for (const auto* v :
-       {&threads, &batch, &metrics_port, &max_tasks, &pause_ms}) {
+       {&threads, &batch, &metrics_port, &max_tasks, &pause_ms, &keep}) {
     if (!v->ok()) {
       std::fprintf(stderr, "lft-worker: %s\n",
                    std::string(v->status().message()).c_str());
@@ -104,6 +109,12 @@ int main(int argc, char** argv) {
   }
   if (*batch < 1) {
     std::fprintf(stderr, "lft-worker: --batch-sequences must be >= 1\n");
+    return 2;
+  }
+  if (*keep < 1 || *keep > 1000000) {
+    std::fprintf(stderr,
+                 "lft-worker: --keep-checkpoints must be in [1, 1000000] (the "
+                 "newest checkpoint is what a resumed group starts from)\n");
     return 2;
   }
   const std::string device = flags->Get("device", "cpu");
@@ -155,6 +166,7 @@ int main(int argc, char** argv) {
     to.listen_host = flags->Get("listen-host", "127.0.0.1");
     to.metrics = &registry;
     to.pause_per_step = absl::Milliseconds(*pause_ms);
+    to.keep_checkpoints = static_cast<uint32_t>(*keep);
     runner = std::make_unique<lft::TrainerRunner>(to);
   } else if (role == "evaluator") {
     lft::EvaluationRunnerOptions eo;

@@ -316,6 +316,10 @@ class Cluster:
                 argv += ["--threads", str(w["threads"])]
             if batch:
                 argv += ["--batch-sequences", str(batch)]
+            if role == "trainer":
+                # Every step-N checkpoint stays for the evaluator's training
+                # curve (Figure 4's analogue), not only the newest 3.
+                argv += ["--keep-checkpoints", "1000"]
             self._start(role + "-0", argv, env)
         log(f"cluster: store {self.store}, coordinator {self.coordinator}, "
             f"3 workers on {dev}")

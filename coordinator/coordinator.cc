@@ -471,6 +471,12 @@ void Coordinator::FailJob(Transition* tx, JobRecord* job,
 void Coordinator::CreateTrainingTasks(Transition* tx, JobRecord* job) {
   const uint32_t ranks = job->job().spec().training().trainer_ranks();
   job->set_training_generation(1);
+  // Streaming trainers know the stream is complete once every shard is
+  // sealed in the store.
+  uint32_t shards = 0;
+  for (const std::string& id : tx->TaskIds(job->job().id())) {
+    if (tx->PeekTask(id).task().has_extraction()) ++shards;
+  }
   for (uint32_t r = 0; r < ranks; ++r) {
     TaskRecord* t = tx->NewTask(job, absl::StrCat(job->job().id(), "-t", r),
                                 options_.store_address);
@@ -478,6 +484,7 @@ void Coordinator::CreateTrainingTasks(Transition* tx, JobRecord* job) {
     tr->set_generation(1);
     tr->set_world_size(ranks);
     tr->set_rank(r);
+    tr->set_extraction_shards(shards);
     t->set_state(lft::v1::TASK_STATE_QUEUED);
   }
 }

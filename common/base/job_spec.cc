@@ -129,12 +129,6 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
   if (t.checkpoint_every_steps() == 0) {
     p->Add("training.checkpoint_every_steps", "must be at least 1");
   }
-  if (t.streaming() && t.trainer_ranks() > 1) {
-    p->Add("training.streaming",
-           absl::StrCat("streaming mode trains with one rank; set "
-                        "trainer_ranks to 1 (got ",
-                        t.trainer_ranks(), ") or turn streaming off"));
-  }
   if (t.streaming_buffer_pairs() > kMaxStreamingBufferPairs) {
     p->Add("training.streaming_buffer_pairs",
            absl::StrCat("must be at most ", kMaxStreamingBufferPairs, ", got ",
@@ -454,8 +448,8 @@ absl::StatusOr<JobSpec> ParseJobSpecJson(absl::string_view json) {
     if (bracket != std::string::npos) what = what.substr(bracket + 2);
     // The message quotes the offending number whole; keep a line short.
     if (what.size() > 160) what = absl::StrCat(what.substr(0, 157), "...");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "job spec is not valid JSON for lft.v1.JobSpec: ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec is not valid JSON for lft.v1.JobSpec: ", what));
   }
   if (tree.is_object()) {
     const Descriptor* d = JobSpec::descriptor();

@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(
     const std::string& db_path, const CoordinatorOptions& options, Clock* clock,
     CorpusSharding* sharding, MetricsRegistry* metrics) {
   LFT_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store,
-                       StateStore::Open(db_path));
+                       StateStore::Open(db_path, options.min_free_disk_bytes));
   std::unique_ptr<Coordinator> c(
       new Coordinator(options, clock, sharding, metrics, std::move(store)));
   LFT_RETURN_IF_ERROR(c->Load());

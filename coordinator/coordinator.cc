@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(
     const std::string& db_path, const CoordinatorOptions& options, Clock* clock,
     CorpusSharding* sharding, MetricsRegistry* metrics) {
   LFT_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store,
-                       StateStore::Open(db_path));
+                       StateStore::Open(db_path, options.min_free_disk_bytes));
   std::unique_ptr<Coordinator> c(
       new Coordinator(options, clock, sharding, metrics, std::move(store)));
   LFT_RETURN_IF_ERROR(c->Load());
@@ -471,6 +471,12 @@ void Coordinator::FailJob(Transition* tx, JobRecord* job,
 void Coordinator::CreateTrainingTasks(Transition* tx, JobRecord* job) {
   const uint32_t ranks = job->job().spec().training().trainer_ranks();
   job->set_training_generation(1);
+  // Streaming trainers know the stream is complete once every shard is
+  // sealed in the store.
+  uint32_t shards = 0;
+  for (const std::string& id : tx->TaskIds(job->job().id())) {
+    if (tx->PeekTask(id).task().has_extraction()) ++shards;
+  }
   for (uint32_t r = 0; r < ranks; ++r) {
     TaskRecord* t = tx->NewTask(job, absl::StrCat(job->job().id(), "-t", r),
                                 options_.store_address);
@@ -478,6 +484,7 @@ void Coordinator::CreateTrainingTasks(Transition* tx, JobRecord* job) {
     tr->set_generation(1);
     tr->set_world_size(ranks);
     tr->set_rank(r);
+    tr->set_extraction_shards(shards);
     t->set_state(lft::v1::TASK_STATE_QUEUED);
   }
 }

@@ -97,6 +97,10 @@ struct CoordinatorOptions {
   // Default one day (docs/operations.md, "Data lifecycle"); <= 0 keeps
   // pairs until Delete.
   int64_t pair_retention_ms = 24 * 3600 * 1000;
+  // State writes are refused (ResourceExhausted naming the --db directory)
+  // while less than this would stay free there, before RocksDB itself runs
+  // out of space (StateStore::Open).
+  uint64_t min_free_disk_bytes = StateStore::kDefaultMinFreeDiskBytes;
 };
 
 // Thread-safe.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/flags.h"
 #include "common/base/log.h"
@@ -69,6 +70,9 @@ const std::vector<lft::FlagSpec>& CoordinatorFlags() {
       {"port-file", "PATH",
        "write the bound gRPC port (and metrics port) here"},
       {"tick-ms", "N", "period of the lease reaper and planner (default 200)"},
+      {"min-free-disk-mib", "N",
+       "refuse state writes (RESOURCE_EXHAUSTED naming --db) while fewer "
+       "than N MiB would stay free there (default 256)"},
       {"help", "", "print this text and exit"},
   };
   return *flags;
@@ -113,6 +117,14 @@ int main(int argc, char** argv) {
       flags->Has("store-token") ? flags->Get("store-token") : o.security.token;
   o.store_credentials.tls_ca_path = flags->Get("store-tls-ca");
   o.coordinator.check_inputs_at_submit = !flags->Has("skip-input-checks");
+  auto min_free = flags->GetInt(
+      "min-free-disk-mib",
+      static_cast<int64_t>(o.coordinator.min_free_disk_bytes >> 20));
+  if (!min_free.ok()) return Fail(min_free.status(), 2);
+  if (*min_free < 0)
+    return Fail(absl::InvalidArgumentError("--min-free-disk-mib must be >= 0"),
+                2);
+  o.coordinator.min_free_disk_bytes = static_cast<uint64_t>(*min_free) << 20;
   auto retention =
       flags->GetInt("pair-retention-s", o.coordinator.pair_retention_ms / 1000);
   if (!retention.ok()) return Fail(retention.status(), 2);

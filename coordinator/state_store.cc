@@ -1,5 +1,7 @@
 #include "coordinator/state_store.h"
 
+#include <sys/statvfs.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "rocksdb/db.h"
@@ -22,7 +24,7 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
-    const std::string& path) {
+    const std::string& path, uint64_t min_free_disk_bytes) {
   rocksdb::Options options;
   options.create_if_missing = true;
   options.max_open_files = 256;
@@ -32,7 +34,24 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   rocksdb::Status s = rocksdb::DB::Open(options, path, &db);
   if (!s.ok())
     return FromRocks(s, absl::StrCat("opening coordinator state ", path));
-  return std::unique_ptr<StateStore>(new StateStore(db));
+  return std::unique_ptr<StateStore>(
+      new StateStore(db, path, min_free_disk_bytes));
+}
+
+absl::Status StateStore::CheckFreeSpace(uint64_t bytes) const {
+  struct statvfs fs;
+  if (statvfs(path_.c_str(), &fs) != 0) return absl::OkStatus();
+  const uint64_t free_bytes =
+      static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_frsize);
+  if (free_bytes >= bytes + min_free_disk_bytes_) return absl::OkStatus();
+  // Refused before RocksDB sees it: a WAL append that fails for lack of
+  // space can abort the process inside RocksDB 7.8 (an assertion in its
+  // WritableFileWriter when the failed log is used again).
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "writing coordinator state: the disk of --db ", path_, " is full (",
+      free_bytes, " bytes free, ", min_free_disk_bytes_,
+      " kept in reserve, --min-free-disk-mib); free space there: writes "
+      "resume by themselves"));
 }
 
 StateStore::~StateStore() { delete db_; }
@@ -48,13 +67,16 @@ absl::Status StateStore::Write(const std::vector<Mutation>& mutations) {
     if (write_hook_) LFT_RETURN_IF_ERROR(write_hook_(mutations));
   }
   rocksdb::WriteBatch batch;
+  uint64_t put_bytes = 0;
   for (const Mutation& m : mutations) {
     if (m.value.has_value()) {
       batch.Put(m.key, *m.value);
+      put_bytes += m.key.size() + m.value->size();
     } else {
       batch.Delete(m.key);
     }
   }
+  if (put_bytes > 0) LFT_RETURN_IF_ERROR(CheckFreeSpace(put_bytes));
   // Called with write_mu_ held.
   auto no_space =
       [&](const rocksdb::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {

@@ -12,6 +12,7 @@
 #ifndef LFT_COORDINATOR_STATE_STORE_H_
 #define LFT_COORDINATOR_STATE_STORE_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -34,11 +35,18 @@ namespace lft {
 // Thread-safe (RocksDB is; the test hook is behind its own mutex).
 class StateStore {
  public:
-  // Opens (creating if missing) the database in directory `path`.
-  // Unavailable if another process holds it (RocksDB's LOCK file), Internal
-  // with RocksDB's message on other failures.
+  // Covers the memtables RocksDB may still have to flush and a compaction
+  // of the (small) state.
+  static constexpr uint64_t kDefaultMinFreeDiskBytes = 256ull << 20;
+
+  // Opens (creating if missing) the database in directory `path`. Writes
+  // are refused while less than `min_free_disk_bytes` would stay free on
+  // its file system (see Write). Unavailable if another process holds it
+  // (RocksDB's LOCK file), Internal with RocksDB's message on other
+  // failures.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(
-      const std::string& path);
+      const std::string& path,
+      uint64_t min_free_disk_bytes = kDefaultMinFreeDiskBytes);
   ~StateStore();
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
@@ -49,10 +57,13 @@ class StateStore {
     std::optional<std::string> value;
   };
   // Applies all mutations atomically (one WriteBatch). On failure none is
-  // applied: ResourceExhausted naming the directory when its disk is full
-  // (RocksDB then refuses writes; the next Write resumes the database
-  // first, so writes succeed again once space returns, and reads are served
-  // meanwhile), Internal on other failures.
+  // applied: ResourceExhausted naming the directory when its disk is full,
+  // which is checked before RocksDB sees the batch (fewer than
+  // min_free_disk_bytes would stay free; batches of deletions only are
+  // admitted), or reported by RocksDB (it then refuses writes; the next
+  // Write resumes the database first); either way writes succeed again once
+  // space returns, and reads are served meanwhile. Internal on other
+  // failures.
   absl::Status Write(const std::vector<Mutation>& mutations);
 
   // Fault injection for tests: while a hook is set, Write calls it first
@@ -72,8 +83,17 @@ class StateStore {
   absl::StatusOr<std::string> Get(absl::string_view key);
 
  private:
-  explicit StateStore(rocksdb::DB* db) : db_(db) {}
+  StateStore(rocksdb::DB* db, std::string path, uint64_t min_free_disk_bytes)
+      : db_(db),
+        path_(std::move(path)),
+        min_free_disk_bytes_(min_free_disk_bytes) {}
+  // ResourceExhausted naming the directory when `bytes` more would leave
+  // less than min_free_disk_bytes_ free.
+  absl::Status CheckFreeSpace(uint64_t bytes) const;
+
   rocksdb::DB* const db_;
+  const std::string path_;
+  const uint64_t min_free_disk_bytes_;
 
   absl::Mutex hook_mu_;
   WriteHook write_hook_ ABSL_GUARDED_BY(hook_mu_);

@@ -508,6 +508,22 @@ absl::Status LatentStore::LoadState() {
     jobs.emplace(std::move(job), std::move(st));
   }
   LFT_RETURN_IF_ERROR(FromRocks(it->status(), "loading jobs"));
+  for (auto& [job, st] : jobs) {
+    const std::string seals = JobKey(sf::kTagSeal, job);
+    std::unique_ptr<rocksdb::Iterator> si(
+        db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+    for (si->Seek(seals); si->Valid() && si->key().starts_with(seals);
+         si->Next()) {
+      if (si->key().size() != seals.size() + 4 || si->value().size() != 8) {
+        return absl::DataLossError(
+            "malformed shard seal in meta column family");
+      }
+      st.sealed[sf::GetBe32(si->key().data() + seals.size())] =
+          sf::GetLe64(si->value().data());
+    }
+    LFT_RETURN_IF_ERROR(FromRocks(si->status(), "loading shard seals"));
+    LFT_RETURN_IF_ERROR(AdvanceHead(job, &st));
+  }
   absl::MutexLock lock(&mu_);
   uint64_t gen = 0;
   for (auto& [name, st] : jobs) st.generation = ++gen;
@@ -632,27 +648,40 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
   LFT_RETURN_IF_ERROR(CheckFreeSpace(incoming, "writing pairs"));
 
   const uint64_t n = pairs.size();
+  // The batch's shard if all its pairs share one (a teacher's batch does).
+  uint32_t batch_shard = pairs[0].shard;
+  bool one_shard = true;
+  for (const LatentPairRecord& p : pairs) one_shard &= p.shard == batch_shard;
   // Back-pressure: admit the batch when it fits under the bound (or the job
   // is drained, so one oversized batch cannot wait forever). Admitted but
   // unwritten batches are counted in `reserved`, so concurrent writers
-  // cannot overshoot the bound together. The wait holds no write lock:
+  // cannot overshoot the bound together. A batch of the head shard is also
+  // admitted while the final prefix (sealed shards + head shard) holds fewer
+  // than `bound` unconsumed pairs: streaming readers consume that prefix in
+  // key order, so pairs of later shards filling the bound must not keep
+  // out the pairs the readers wait for. The wait holds no write lock:
   // other jobs keep writing.
   struct Wait {
     LatentStore* store;
     absl::string_view job;
     uint64_t generation;
     uint64_t n;
+    bool head_candidate;
+    uint32_t shard;
     bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(store->mu_) {
       auto it = store->jobs_.find(job);
       if (it == store->jobs_.end() || it->second.generation != generation) {
         return true;
       }
       const JobState& st = it->second;
-      if (st.config.max_pending_pairs == 0) return true;
+      const uint64_t bound = st.config.max_pending_pairs;
+      if (bound == 0) return true;
       const uint64_t pending = st.pairs + st.reserved - st.consumed;
-      return pending == 0 || pending + n <= st.config.max_pending_pairs;
+      if (pending == 0 || pending + n <= bound) return true;
+      return head_candidate && shard == st.head_shard &&
+             st.sealed_prefix_pairs + st.head_pairs < st.consumed + bound;
     }
-  } wait{this, job, generation, n};
+  } wait{this, job, generation, n, one_shard, batch_shard};
   const absl::Time wait_start = absl::Now();
   {
     bool ready = mu_.LockWhenWithDeadline(absl::Condition(&wait, &Wait::Ready),
@@ -725,6 +754,7 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     }
     // Each pair's index entry tells whether it overwrites.
     std::map<std::string, std::pair<uint32_t, uint64_t>> seen;  // batch-local
+    std::map<uint32_t, uint64_t> new_per_shard;
     int64_t d_pairs = 0, d_tokens = 0, d_bytes = 0;
     uint64_t written = 0;
     std::string index_value;
@@ -745,6 +775,7 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
           d_bytes -= static_cast<int64_t>(sf::GetLe64(old.data() + 4));
         } else if (s.IsNotFound()) {
           ++d_pairs;
+          ++new_per_shard[p.shard];
         } else {
           return FromRocks(s, "reading the pair index");
         }
@@ -776,6 +807,9 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
       st.pairs = next.pairs;
       st.tokens = next.tokens;
       st.bytes = next.bytes;
+      // write_mu_ is held, so the head cannot have moved since the look-ups.
+      auto head = new_per_shard.find(st.head_shard);
+      if (head != new_per_shard.end()) st.head_pairs += head->second;
       st.pending_gauge->Set(static_cast<double>(st.pairs - st.consumed));
     }
     written_bytes_.Increment(static_cast<double>(written));
@@ -816,6 +850,77 @@ absl::Status LatentStore::AckConsumed(absl::string_view job, uint64_t pairs) {
     return db_->Put(PairWriteOptions(), meta_cf_, JobKey(sf::kTagCounters, job),
                     CountersValue(snapshot));
   });
+}
+
+absl::StatusOr<uint64_t> LatentStore::CountShardPairs(absl::string_view job,
+                                                      uint32_t shard) {
+  std::string prefix = JobKey(sf::kTagIndex, job);
+  sf::PutBe32(&prefix, shard);
+  uint64_t count = 0;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+       it->Next()) {
+    ++count;
+  }
+  LFT_RETURN_IF_ERROR(FromRocks(it->status(), "counting a shard's pairs"));
+  return count;
+}
+
+absl::Status LatentStore::AdvanceHead(absl::string_view job, JobState* st) {
+  for (auto s = st->sealed.find(st->head_shard); s != st->sealed.end();
+       s = st->sealed.find(st->head_shard)) {
+    st->sealed_prefix_pairs += s->second;
+    ++st->head_shard;
+  }
+  LFT_ASSIGN_OR_RETURN(st->head_pairs, CountShardPairs(job, st->head_shard));
+  return absl::OkStatus();
+}
+
+absl::Status LatentStore::SealShard(absl::string_view job, uint32_t shard,
+                                    uint64_t pairs) {
+  LFT_RETURN_IF_ERROR(ValidateJobId(job));
+  absl::MutexLock write_lock(&write_mu_);
+  JobState next;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job);
+    if (it == jobs_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("job '", job, "' is not registered with the store"));
+    }
+    auto s = it->second.sealed.find(shard);
+    if (s != it->second.sealed.end() && s->second == pairs) {
+      return absl::OkStatus();
+    }
+    next = it->second;
+  }
+  LFT_ASSIGN_OR_RETURN(const uint64_t stored, CountShardPairs(job, shard));
+  if (stored != pairs) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", job, "' shard ", shard, ": sealing with ", pairs,
+                     " pairs but the store holds ", stored,
+                     " (were the shard's writes synced before sealing?)"));
+  }
+  std::string key = JobKey(sf::kTagSeal, job);
+  sf::PutBe32(&key, shard);
+  std::string value;
+  sf::PutLe64(&value, pairs);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  LFT_RETURN_IF_ERROR(Checked(
+      "sealing a shard", [&] { return db_->Put(wo, meta_cf_, key, value); }));
+  next.sealed[shard] = pairs;
+  LFT_RETURN_IF_ERROR(AdvanceHead(job, &next));
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return absl::OkStatus();  // deleted meanwhile
+  JobState& st = it->second;
+  st.sealed = std::move(next.sealed);
+  st.head_shard = next.head_shard;
+  st.sealed_prefix_pairs = next.sealed_prefix_pairs;
+  st.head_pairs = next.head_pairs;
+  return absl::OkStatus();
 }
 
 absl::Status LatentStore::CheckFreeSpace(uint64_t bytes,
@@ -975,6 +1080,15 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
       return FromRocks(it->status(), "listing pairs");
     }
   }
+  if (options.range_begin > 0 || options.range_pairs > 0) {
+    const uint64_t begin = std::min<uint64_t>(options.range_begin, all.size());
+    const uint64_t end =
+        options.range_pairs == 0
+            ? all.size()
+            : std::min<uint64_t>(all.size(), begin + options.range_pairs);
+    all = std::vector<Address>(all.begin() + static_cast<std::ptrdiff_t>(begin),
+                               all.begin() + static_cast<std::ptrdiff_t>(end));
+  }
   const uint64_t num_blocks =
       (all.size() + options.block_pairs - 1) / options.block_pairs;
   std::vector<uint64_t> order(num_blocks);
@@ -1024,6 +1138,8 @@ absl::StatusOr<JobStats> LatentStore::Stats(absl::string_view job) {
     stats.bytes = st.bytes;
     stats.consumed = st.consumed;
     stats.pending = st.pairs - st.consumed;
+    stats.sealed_shards = st.head_shard;
+    stats.stream_prefix_pairs = st.sealed_prefix_pairs + st.head_pairs;
   }
   auto list = ListCheckpointsLocked(job);
   if (list.ok()) {
@@ -1048,7 +1164,8 @@ absl::Status LatentStore::DeleteJob(absl::string_view job) {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(pairs_cf_, lp, sf::PrefixSuccessor(lp));
   batch.DeleteRange(checkpoints_cf_, lp, sf::PrefixSuccessor(lp));
-  for (char tag : {sf::kTagIndex, sf::kTagManifest, sf::kTagUpload}) {
+  for (char tag :
+       {sf::kTagIndex, sf::kTagManifest, sf::kTagUpload, sf::kTagSeal}) {
     const std::string p = JobKey(tag, job);
     batch.DeleteRange(meta_cf_, p, sf::PrefixSuccessor(p));
   }
@@ -1083,6 +1200,8 @@ absl::Status LatentStore::DeletePairs(absl::string_view job) {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(pairs_cf_, lp, sf::PrefixSuccessor(lp));
   batch.DeleteRange(meta_cf_, index, sf::PrefixSuccessor(index));
+  const std::string seals = JobKey(sf::kTagSeal, job);
+  batch.DeleteRange(meta_cf_, seals, sf::PrefixSuccessor(seals));
   batch.Put(meta_cf_, JobKey(sf::kTagCounters, job), CountersValue(zeroed));
   rocksdb::WriteOptions wo;
   wo.sync = true;
@@ -1092,6 +1211,9 @@ absl::Status LatentStore::DeletePairs(absl::string_view job) {
     absl::MutexLock lock(&mu_);
     JobState& st = jobs_.find(job)->second;
     st.pairs = st.tokens = st.bytes = st.consumed = 0;
+    st.sealed.clear();
+    st.head_shard = 0;
+    st.sealed_prefix_pairs = st.head_pairs = 0;
     st.pending_gauge->Set(0);
   }
   return CompactJobKeys(job, /*checkpoints=*/false);

@@ -96,6 +96,8 @@ class LatentStore : public PairStore {
   absl::Status SyncPairs(absl::string_view job,
                          absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
+  absl::Status SealShard(absl::string_view job, uint32_t shard,
+                         uint64_t pairs) override;
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override;
   absl::StatusOr<JobStats> Stats(absl::string_view job) override;
@@ -164,11 +166,25 @@ class LatentStore : public PairStore {
     uint64_t reserved = 0;    // admitted by back-pressure, not yet written
     uint64_t generation = 0;  // bumped by DeleteJob, so waiters notice
     prometheus::Gauge* pending_gauge = nullptr;
+    // Streaming (SealShard): pairs per sealed shard; the head shard (the
+    // first unsealed one); the pairs of the shards before it, and the pairs
+    // present in it. The final prefix is sealed_prefix_pairs + head_pairs.
+    std::map<uint32_t, uint64_t> sealed;
+    uint32_t head_shard = 0;
+    uint64_t sealed_prefix_pairs = 0;
+    uint64_t head_pairs = 0;
   };
 
   LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
               std::vector<rocksdb::ColumnFamilyHandle*> handles);
   absl::Status LoadState();
+  // Pairs of `job` stored for `shard`, counted from the index.
+  absl::StatusOr<uint64_t> CountShardPairs(absl::string_view job,
+                                           uint32_t shard);
+  // Moves st->head_shard past the sealed shards and counts the head's
+  // pairs (one index scan of one shard). Called with write_mu_ held (no pair
+  // write runs meanwhile) on a state not yet published under mu_.
+  absl::Status AdvanceHead(absl::string_view job, JobState* st);
   // Compacts the job's key ranges after a range deletion, so that the SST
   // and blob files holding them are rewritten or dropped.
   absl::Status CompactJobKeys(absl::string_view job, bool checkpoints);

@@ -62,6 +62,14 @@ struct JobStats {
   uint64_t checkpoints = 0;
   // ... and every other blob: the evaluator's reports and plots.
   uint64_t reports = 0;
+  // Streaming (see SealShard): shards 0..sealed_shards-1 are sealed; shard
+  // sealed_shards is the head shard.
+  uint32_t sealed_shards = 0;
+  // The final prefix of the job's key order: every pair of the sealed
+  // shards, then every pair of the head shard. Teachers of streaming jobs
+  // write a shard's sequences in order, so no later write lands inside it:
+  // pairs [0, stream_prefix_pairs) of the key order keep their positions.
+  uint64_t stream_prefix_pairs = 0;
 };
 
 // How a trainer rank reads its share of a job.
@@ -83,6 +91,12 @@ struct ScanOptions {
   uint64_t start_block = 0;  // global blocks of the epoch order to skip
   uint64_t skip_pairs = 0;   // then pairs of this partition's order to skip
   uint32_t block_pairs = 64;
+  // Only pairs [range_begin, range_begin + range_pairs) of the key order
+  // (range_pairs 0: to the end) take part; blocks, shuffle and partitions
+  // apply within the range as if it were the whole job. A streaming
+  // trainer reads windows of the final prefix (JobStats) this way.
+  uint64_t range_begin = 0;
+  uint64_t range_pairs = 0;
   // Read-ahead: background threads fetch up to `readahead_pairs` pairs
   // ahead of the consumer (memory: that many decoded pairs), with up to
   // `read_threads` reads in flight. Order is unaffected.
@@ -156,9 +170,25 @@ class PairStore {
   // NotFound for an unknown job.
   virtual absl::Status AckConsumed(absl::string_view job, uint64_t pairs) = 0;
 
+  // Streaming mode: marks `shard` of `job` complete with `pairs` pairs, once
+  // they are written and synced (a teacher calls it between SyncPairs and
+  // completing its task). Sealed shards from 0 up, plus the pairs present
+  // in the first unsealed (head) shard, form the job's final key-order
+  // prefix (JobStats::stream_prefix_pairs), in which streaming trainers
+  // agree on every step's pairs whatever the arrival order. Back-pressure
+  // lets a batch of the head shard through while that prefix holds fewer
+  // unconsumed pairs than the bound, so readers waiting for it never wait
+  // on writers blocked by other shards. Durable when OK; idempotent (a
+  // re-run shard seals again with the same count). NotFound for an unknown
+  // job; FailedPrecondition (naming both counts) if the store holds another
+  // number of pairs for the shard, with nothing changed.
+  virtual absl::Status SealShard(absl::string_view job, uint32_t shard,
+                                 uint64_t pairs) = 0;
+
   // A reader over one partition of the job's pairs as of this call (later
   // writes are not seen). NotFound for an unknown job; InvalidArgument if
-  // partition >= partitions, partitions == 0 or block_pairs == 0.
+  // partition >= partitions, partitions == 0 or block_pairs == 0. A range
+  // that reaches past the stored pairs is cut at their end.
   virtual absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) = 0;
 

@@ -25,6 +25,7 @@ inline constexpr char kTagCounters = 'C';  // job counters (32 bytes)
 inline constexpr char kTagIndex = 'I';     // per-pair index entry
 inline constexpr char kTagManifest = 'M';  // checkpoint manifest (JSON)
 inline constexpr char kTagUpload = 'P';    // checkpoint upload in progress
+inline constexpr char kTagSeal = 'S';      // sealed shard: le64 pairs
 
 // u8 length + bytes. The job id and checkpoint names are validated ASCII of
 // at most 200 bytes, so the length fits and no byte is 0xFF.

@@ -221,6 +221,18 @@ absl::Status RemotePairStore::AckConsumed(absl::string_view job,
   return FromGrpcStatus(stub_->AckPairs(&context, request, &response));
 }
 
+absl::Status RemotePairStore::SealShard(absl::string_view job, uint32_t shard,
+                                        uint64_t pairs) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  lft::v1::SealShardRequest request;
+  request.set_job_id(std::string(job));
+  request.set_shard(shard);
+  request.set_pairs(pairs);
+  lft::v1::SealShardResponse response;
+  return FromGrpcStatus(stub_->SealShard(&context, request, &response));
+}
+
 absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
     absl::string_view job, const ScanOptions& options) {
   lft::v1::ScanPairsRequest request;
@@ -233,6 +245,8 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   request.set_start_block(options.start_block);
   request.set_skip_pairs(options.skip_pairs);
   request.set_block_pairs(options.block_pairs);
+  request.set_range_begin(options.range_begin);
+  request.set_range_pairs(options.range_pairs);
   // Our channel accepts this much: the server packs up to half of it per
   // message and sends only larger pairs in parts.
   request.set_max_message_bytes(static_cast<uint32_t>(
@@ -257,6 +271,8 @@ absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {
   stats.reports = response.reports();
   stats.consumed = response.consumed_pairs();
   stats.pending = response.pending_pairs();
+  stats.sealed_shards = response.sealed_shards();
+  stats.stream_prefix_pairs = response.stream_prefix_pairs();
   return stats;
 }
 

@@ -65,6 +65,8 @@ class RemotePairStore : public PairStore {
   absl::Status SyncPairs(absl::string_view job,
                          absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
+  absl::Status SealShard(absl::string_view job, uint32_t shard,
+                         uint64_t pairs) override;
   // The reader holds a server stream; its errors include the server's
   // (NotFound, InvalidArgument, DataLoss, ...) on the first Next().
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(

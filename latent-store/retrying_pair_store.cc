@@ -138,6 +138,12 @@ absl::Status RetryingPairStore::AckConsumed(absl::string_view job,
                [&] { return base_->AckConsumed(job, pairs); });
 }
 
+absl::Status RetryingPairStore::SealShard(absl::string_view job, uint32_t shard,
+                                          uint64_t pairs) {
+  return Retry("SealShard", absl::InfiniteFuture(),
+               [&] { return base_->SealShard(job, shard, pairs); });
+}
+
 absl::StatusOr<std::unique_ptr<PairReader>> RetryingPairStore::Scan(
     absl::string_view job, const ScanOptions& options) {
   std::unique_ptr<PairReader> reader;

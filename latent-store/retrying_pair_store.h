@@ -12,8 +12,9 @@
 // (docs/operations.md, "Failure handling").
 //
 // Retried calls and what a retry means:
-//   CreateJob, Stats, WriteSession, PutCheckpoint, GetCheckpoint,
-//   ListCheckpoints, DeleteCheckpoint, KeepLastCheckpoints, DeleteJob:
+//   CreateJob, Stats, WriteSession, SealShard, PutCheckpoint,
+//   GetCheckpoint, ListCheckpoints, DeleteCheckpoint, KeepLastCheckpoints,
+//   DeleteJob:
 //     idempotent, retried as they are.
 //   PutPairs: idempotent (a pair's key is its address); retried until
 //     `deadline` as well. Pairs acknowledged before a restart may be lost
@@ -24,8 +25,8 @@
 //     written, so at worst back-pressure releases a batch early).
 //   Scan: the reader reopens its scan after a broken stream and skips the
 //     pairs it already delivered (ScanOptions::skip_pairs). Exact when the
-//     job's pairs do not change while it is read (cached mode, evaluation);
-//     in streaming mode the reopened scan sees the pairs stored by then.
+//     pairs it reads do not change meanwhile: cached mode, evaluation, and
+//     streaming trainers, which read ranges of the final prefix.
 //
 // Thread-safe if the base store is; readers follow PairReader's rules.
 #ifndef LFT_LATENT_STORE_RETRYING_PAIR_STORE_H_
@@ -70,6 +71,8 @@ class RetryingPairStore : public PairStore {
   absl::Status SyncPairs(absl::string_view job,
                          absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
+  absl::Status SealShard(absl::string_view job, uint32_t shard,
+                         uint64_t pairs) override;
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override;
   absl::StatusOr<JobStats> Stats(absl::string_view job) override;

@@ -171,8 +171,22 @@ absl::Status ShardedPairStore::AckConsumed(absl::string_view job,
   return absl::OkStatus();
 }
 
+absl::Status ShardedPairStore::SealShard(absl::string_view job, uint32_t shard,
+                                         uint64_t pairs) {
+  return absl::UnimplementedError(absl::StrCat(
+      "job '", job, "' shard ", shard, " (", pairs,
+      " pairs): streaming mode needs one latent store; its key order is "
+      "spread over several here (give the coordinator one --store-address "
+      "or turn training.streaming off)"));
+}
+
 absl::StatusOr<std::unique_ptr<PairReader>> ShardedPairStore::Scan(
     absl::string_view job, const ScanOptions& options) {
+  if (options.range_begin != 0 || options.range_pairs != 0) {
+    return absl::InvalidArgumentError(
+        "a scan over several stores cannot read a range of the key order "
+        "(range_begin, range_pairs): the order is spread over the stores");
+  }
   if (options.start_block != 0) {
     return absl::InvalidArgumentError(
         "a scan over several stores cannot start at a block offset "

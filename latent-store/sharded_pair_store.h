@@ -51,6 +51,10 @@ class ShardedPairStore : public PairStore {
   absl::Status SyncPairs(absl::string_view job,
                          absl::string_view session) override;
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
+  // Unimplemented: streaming mode needs one store (see SealShard in
+  // pair_store.h); ranges in Scan are refused for the same reason.
+  absl::Status SealShard(absl::string_view job, uint32_t shard,
+                         uint64_t pairs) override;
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override;
   absl::StatusOr<JobStats> Stats(absl::string_view job) override;

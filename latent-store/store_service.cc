@@ -342,6 +342,8 @@ grpc::Status StoreService::ScanPairs(
   options.epoch = request->epoch();
   options.start_block = request->start_block();
   options.skip_pairs = request->skip_pairs();
+  options.range_begin = request->range_begin();
+  options.range_pairs = request->range_pairs();
   if (request->block_pairs() != 0) options.block_pairs = request->block_pairs();
   auto reader = store_->Scan(request->job_id(), options);
   if (!reader.ok()) return Err(reader.status(), "ScanPairs");
@@ -419,6 +421,8 @@ grpc::Status StoreService::Stats(grpc::ServerContext* context,
   response->set_reports(stats->reports);
   response->set_consumed_pairs(stats->consumed);
   response->set_pending_pairs(stats->pending);
+  response->set_sealed_shards(stats->sealed_shards);
+  response->set_stream_prefix_pairs(stats->stream_prefix_pairs);
   return grpc::Status::OK;
 }
 
@@ -523,6 +527,15 @@ grpc::Status StoreService::AckPairs(grpc::ServerContext* context,
   if (grpc::Status a = Authorize(context, "AckPairs"); !a.ok()) return a;
   return Err(store_->AckConsumed(request->job_id(), request->pairs()),
              "AckPairs");
+}
+
+grpc::Status StoreService::SealShard(grpc::ServerContext* context,
+                                     const lft::v1::SealShardRequest* request,
+                                     lft::v1::SealShardResponse*) {
+  if (grpc::Status a = Authorize(context, "SealShard"); !a.ok()) return a;
+  return Err(
+      store_->SealShard(request->job_id(), request->shard(), request->pairs()),
+      "SealShard");
 }
 
 grpc::Status StoreService::DeletePairs(

@@ -143,6 +143,9 @@ class StoreService final : public lft::v1::LatentStoreService::Service {
   grpc::Status AckPairs(grpc::ServerContext* context,
                         const lft::v1::AckPairsRequest* request,
                         lft::v1::AckPairsResponse* response) override;
+  grpc::Status SealShard(grpc::ServerContext* context,
+                         const lft::v1::SealShardRequest* request,
+                         lft::v1::SealShardResponse* response) override;
   grpc::Status DeleteJob(grpc::ServerContext* context,
                          const lft::v1::DeleteStoreJobRequest* request,
                          lft::v1::DeleteStoreJobResponse* response) override;

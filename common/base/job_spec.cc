@@ -129,12 +129,6 @@ void ValidateTraining(const lft::v1::TrainingSpec& t, ProblemList* p) {
   if (t.checkpoint_every_steps() == 0) {
     p->Add("training.checkpoint_every_steps", "must be at least 1");
   }
-  if (t.streaming() && t.trainer_ranks() > 1) {
-    p->Add("training.streaming",
-           absl::StrCat("streaming mode trains with one rank; set "
-                        "trainer_ranks to 1 (got ",
-                        t.trainer_ranks(), ") or turn streaming off"));
-  }
   if (t.streaming_buffer_pairs() > kMaxStreamingBufferPairs) {
     p->Add("training.streaming_buffer_pairs",
            absl::StrCat("must be at most ", kMaxStreamingBufferPairs, ", got ",

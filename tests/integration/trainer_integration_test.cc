@@ -5,10 +5,16 @@
 //    with exactly the weights and loss curve of an uninterrupted run of the
 //    same job (the data order and flow times do not depend on restarts, and
 //    a 2-rank sum is order-free);
-//  - streaming: training starts while the teacher is still extracting, and
-//    the store's back-pressure keeps the unconsumed pairs within the bound.
+//  - streaming with 2 ranks: training starts while the teacher is still
+//    extracting, the store's back-pressure keeps the unconsumed pairs within
+//    the bound (plus one teacher batch), each global batch is acknowledged
+//    once, and the final weights match a 1-rank streaming run of the same
+//    job (float32 summation order only) and, bit for bit, a 2-rank run
+//    whose rank was SIGKILLed while the teacher was still extracting.
 // Every wait is bounded.
 #include <signal.h>
+
+#include <functional>
 
 #include "absl/strings/strip.h"
 #include "latent-store/remote_pair_store.h"
@@ -23,7 +29,8 @@ constexpr int kSteps = 40;
 
 class TrainerIntegrationTest : public testing_util::LocalClusterTest {
  protected:
-  std::string WriteSpec(const std::string& name, bool streaming) {
+  std::string WriteSpec(const std::string& name, bool streaming,
+                        int ranks = 2) {
     const std::string path = Path(name + ".json");
     std::ofstream(path) << absl::StrCat(
         R"({"name": ")", name, R"(", "teacher": {"path": ")", teacher_,
@@ -34,8 +41,7 @@ class TrainerIntegrationTest : public testing_util::LocalClusterTest {
         R"("maxSteps": )", kSteps,
         R"(, "globalBatchSequences": 4, "learningRate": 0.003, )",
         R"("warmupSteps": 4, "checkpointEverySteps": 10, "trainerRanks": )",
-        streaming ? 1 : 2, R"(, "seed": 3, "streaming": )",
-        streaming ? "true" : "false",
+        ranks, R"(, "seed": 3, "streaming": )", streaming ? "true" : "false",
         streaming ? R"(, "streamingBufferPairs": 8)" : "",
         R"(}, "evaluation": {"maxSequences": 4, "heldoutPaths": [")", corpus_,
         R"("], "steps": [1, 3]}})");
@@ -127,47 +133,133 @@ TEST_P(TrainerKillTest, KilledRankGroupReformsAndMatchesUninterruptedRun) {
 }
 
 TEST_F(TrainerIntegrationTest,
-       StreamingTrainsDuringExtractionUnderBackPressure) {
+       StreamingTwoRanksTrainDuringExtractionAndMatchOneRankAndAKilledRank) {
   StartServices();
   auto teacher = StartTeacher("teacher", {"--test-pause-ms-per-batch", "150"});
-  auto trainer = StartWorker("trainer", "trainer", {"--metrics-port", "0"});
+  const std::vector<std::string> trainer_flags = {
+      "--metrics-port", "0", "--test-pause-ms-per-batch", "50"};
+  auto a = StartWorker("trainer", "trainer-a", trainer_flags);
+  auto b = StartWorker("trainer", "trainer-b", trainer_flags);
   // The real evaluator this time: the job ends with its report.
   auto ev = StartWorker("evaluator", "ev", {"--metrics-port", "0"});
-  const std::string job = Submit(WriteSpec("stream", true));
   auto store = Client();
-  bool trained_while_extracting = false;
-  uint64_t max_pending = 0;
-  const absl::Time deadline = absl::Now() + absl::Seconds(120);
-  std::string state;
-  while (absl::Now() < deadline) {
-    auto [step, st] = StepAndState(job);
-    state = st;
-    if (st == "JOB_STATE_EXTRACTING" && step > 0)
-      trained_while_extracting = true;
-    // The bound holds while the trainer consumes; it is lifted when
-    // training ends (logged first) so that the teacher can finish.
-    const bool lifted =
-        trainer->err().find("lifting back-pressure") != std::string::npos;
-    auto stats = store->Stats(job);
-    if (stats.ok() && !lifted)
-      max_pending = std::max(max_pending, stats->pending);
-    if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED") break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  EXPECT_EQ(state, "JOB_STATE_SUCCEEDED") << trainer->err() << teacher->err();
-  EXPECT_TRUE(trained_while_extracting);
-  // Teachers write batches of 4 and are admitted while pending + 4 <= 8.
-  EXPECT_LE(max_pending, 8u);
-  EXPECT_GT(max_pending, 0u);
-  auto stats = store->Stats(job);
+  std::unique_ptr<Process> c;  // trainer-c replaces trainer-b below
+  auto logs = [&] {
+    return a->err() + b->err() + (c ? c->err() : "") + teacher->err();
+  };
+  auto lifted = [&](const std::string& job) {
+    return logs().find(absl::StrCat("lifting back-pressure job=", job, "\n")) !=
+           std::string::npos;
+  };
+
+  // 2 ranks. Polls the job and the store until it ends (bounded).
+  struct Watched {
+    std::string state;
+    bool trained_while_extracting = false;
+    uint64_t max_pending = 0;
+  };
+  auto follow =
+      [&](const std::string& job,
+          const std::function<bool(uint64_t, const std::string&)>& on_poll) {
+        Watched w;
+        const absl::Time deadline = absl::Now() + absl::Seconds(150);
+        while (absl::Now() < deadline) {
+          auto [step, st] = StepAndState(job);
+          w.state = st;
+          if (st == "JOB_STATE_EXTRACTING" && step > 0)
+            w.trained_while_extracting = true;
+          // The bound holds while the trainers consume; rank 0 lifts it when
+          // training ends, logging it first: a sample counts only if the
+          // lift was not logged yet after it was taken.
+          auto stats = store->Stats(job);
+          if (stats.ok() && !lifted(job))
+            w.max_pending = std::max(w.max_pending, stats->pending);
+          if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED") break;
+          if (on_poll && on_poll(step, st)) continue;
+          absl::SleepFor(absl::Milliseconds(50));
+        }
+        return w;
+      };
+  const std::string two = Submit(WriteSpec("stream2", true, 2));
+  Watched w2 = follow(two, nullptr);
+  ASSERT_EQ(w2.state, "JOB_STATE_SUCCEEDED") << logs();
+  EXPECT_TRUE(w2.trained_while_extracting);
+  // One teacher writes its shards in order, 4 pairs a batch; a batch is
+  // admitted while pending + 4 <= 8, or (head shard) while fewer than 8 of
+  // the prefix are unconsumed: at most 8 + 4 - 1 pending.
+  std::fprintf(stderr,
+               "streaming, 2 ranks: at most %llu pairs pending (bound 8)\n",
+               static_cast<unsigned long long>(w2.max_pending));
+  EXPECT_LE(w2.max_pending, 11u);
+  EXPECT_GT(w2.max_pending, 0u);
+  auto stats = store->Stats(two);
   ASSERT_TRUE(stats.ok());
-  EXPECT_GT(stats->pairs, 8u);  // more than the buffer went through
-  auto report = store->GetCheckpoint(job, "report.md");
+  // 40 steps of 4 pairs, within the stream: each global batch acknowledged
+  // once (not once per rank), and more pairs than the buffer went through.
+  ASSERT_GT(stats->pairs, static_cast<uint64_t>(4 * kSteps)) << "stream too "
+                                                                "short";
+  EXPECT_EQ(stats->consumed, static_cast<uint64_t>(4 * kSteps));
+  std::fprintf(stderr, "streaming: %llu pairs extracted\n",
+               static_cast<unsigned long long>(stats->pairs));
+  auto report = store->GetCheckpoint(two, "report.md");
   ASSERT_TRUE(report.ok()) << report.status() << ev->err();
   EXPECT_NE(report->find("| skip-1 |"), std::string::npos) << *report;
 
-  // The trainer's and the evaluator's /metrics pass promtool.
-  const std::string trainer_metrics = ScrapeWorkerMetrics(trainer.get());
+  // 1 rank: the same pairs per step; only the float32 summation order of
+  // the gradient (two half-batch means vs one mean) differs, amplified by
+  // Adam as in TrainerRunnerTest.TwoRanksMatchOneRankAfterFiftySteps.
+  const std::string one = Submit(WriteSpec("stream1", true, 1));
+  ASSERT_EQ(follow(one, nullptr).state, "JOB_STATE_SUCCEEDED") << logs();
+
+  // 2 ranks, one SIGKILLed past the step-10 checkpoint while the teacher
+  // still extracts; a replacement joins and the group re-forms.
+  const std::string killed = Submit(WriteSpec("killed", true, 2));
+  bool killed_while_extracting = false;
+  Watched wk = follow(killed, [&](uint64_t step, const std::string& st) {
+    if (c != nullptr || step < 14) return false;
+    killed_while_extracting = st == "JOB_STATE_EXTRACTING";
+    b->Kill(SIGKILL);
+    EXPECT_EQ(b->Wait(absl::Seconds(5)), 128 + SIGKILL);
+    c = StartWorker("trainer", "trainer-c", trainer_flags);
+    return true;
+  });
+  ASSERT_EQ(wk.state, "JOB_STATE_SUCCEEDED")
+      << a->err() << (c ? c->err() : "") << teacher->err();
+  ASSERT_NE(c, nullptr) << "the kill never happened";
+  EXPECT_TRUE(killed_while_extracting);
+  auto events = Ctl({"watch", killed}, absl::Seconds(30));
+  EXPECT_NE(events.second.find("re-formed as generation 2"), std::string::npos)
+      << events.second;
+  auto killed_stats = store->Stats(killed);
+  ASSERT_TRUE(killed_stats.ok());
+  // Steps repeated after the resume are not acknowledged again.
+  EXPECT_EQ(killed_stats->consumed, static_cast<uint64_t>(4 * kSteps));
+
+  FlowCheckpoint ref = Final(store.get(), two);
+  FlowCheckpoint single = Final(store.get(), one);
+  FlowCheckpoint got = Final(store.get(), killed);
+  ASSERT_EQ(ref.header.losses.size(), static_cast<size_t>(kSteps));
+  EXPECT_EQ(got.header.losses, ref.header.losses) << "loss curve differs";
+  double one_vs_two = 0;
+  for (const auto& [name, t] : ref.weights) {
+    ASSERT_TRUE(got.weights.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, got.weights[name])) << name;
+    ASSERT_TRUE(single.weights.count(name)) << name;
+    one_vs_two = std::max(
+        one_vs_two, (t - single.weights[name]).abs().max().item<double>());
+  }
+  std::fprintf(stderr, "streaming 1 vs 2 ranks: max abs weight diff %.3g\n",
+               one_vs_two);
+  EXPECT_LT(one_vs_two, 5e-4);
+  ASSERT_EQ(single.header.losses.size(), static_cast<size_t>(kSteps));
+  for (int i = 0; i < kSteps; ++i) {
+    EXPECT_NEAR(single.header.losses[i], ref.header.losses[i],
+                1e-5 * (1 + ref.header.losses[i]))
+        << "step " << i;
+  }
+
+  // The trainers' and the evaluator's /metrics pass promtool.
+  const std::string trainer_metrics = ScrapeWorkerMetrics(a.get());
   const std::string eval_metrics = ScrapeWorkerMetrics(ev.get());
   EXPECT_NE(trainer_metrics.find("lft_trainer_loss{"), std::string::npos)
       << trainer_metrics;

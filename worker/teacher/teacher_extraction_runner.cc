@@ -12,6 +12,8 @@
 //                   PutPairs them, several batches in flight at once.
 // Then SyncPairs makes the shard's pairs durable; only after it does Run
 // return, so the task's completion is the commit point (docs/store.md).
+// Streaming jobs write with one writer thread (a shard's pairs land in key
+// order) and seal the shard (PairStore::SealShard) after SyncPairs.
 //
 // Hidden states are computed in the compute dtype (fp32 on CPU, bf16 on CUDA
 // by default) and encoded exactly as EncodeRows would encode them as fp32,
@@ -270,8 +272,14 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
   }
 
   const int64_t batch_size = std::max<int64_t>(1, options_.batch_sequences);
+  // Streaming trainers consume a shard's pairs in key order as they land
+  // (PairStore::SealShard), which needs them written in order: one writer,
+  // popping batches in sequence order. Cached mode writes in parallel.
+  const bool streaming = task.spec().training().streaming();
   const int writers =
-      static_cast<int>(std::max<int64_t>(1, options_.store_writers));
+      streaming
+          ? 1
+          : static_cast<int>(std::max<int64_t>(1, options_.store_writers));
   BoundedQueue<PipelineBatch> to_gpu(2);
   BoundedQueue<PipelineBatch> to_store(static_cast<size_t>(writers) + 1);
   PipelineState state;
@@ -465,6 +473,14 @@ absl::StatusOr<TaskResult> TeacherExtractionRunner::ExtractShard(
   if (absl::IsAborted(synced)) *store_restarted = true;
   LFT_RETURN_IF_ERROR(Annotate(synced, "making the shard's pairs durable"));
   report();
+  if (streaming) {
+    // Before the task completes: a shard is final for streaming trainers
+    // only once it is sealed.
+    LFT_RETURN_IF_ERROR(
+        Annotate(store->SealShard(task.job_id(), ex.shard_index(),
+                                  progress.sequences_done),
+                 absl::StrCat("sealing shard ", ex.shard_index())));
+  }
   TaskResult result;
   result.pairs_written = progress.sequences_done;
   LogInfo("shard extracted",

@@ -23,6 +23,9 @@ namespace {
 
 // The cosine schedule ends at this fraction of the learning rate.
 constexpr double kMinLearningRateRatio = 0.1;
+// Streaming windows are shuffled under ScanOptions::epoch = this | window,
+// apart from the epochs of the shuffled passes.
+constexpr uint64_t kStreamWindowEpochs = uint64_t{1} << 63;
 
 int CudaOrdinal(const std::string& device) {
   int n = 0;
@@ -131,9 +134,10 @@ class DeviceGroupTransport : public GroupTransport {
 
 // One Run of one rank, as named stages: FormGroup (communicator id,
 // rendezvous, collective), Resume (the coordinator's checkpoint), then per
-// step OpenEpoch (when the epoch's reader is spent), ReadBatch,
-// TrainStep (gradients, all-reduce, update), MaybeCheckpoint (store and
-// retention) and ReportStep; Finish lifts the streaming back-pressure.
+// step OpenReader (when the reader of the epoch or stream window is spent),
+// ReadBatch, TrainStep (gradients, all-reduce, update), MaybeCheckpoint
+// (store and retention) and ReportStep; Finish lifts the streaming
+// back-pressure.
 class TrainerSession {
  public:
   TrainerSession(const TrainerRunnerOptions& options, const lft::v1::Task& task,
@@ -162,6 +166,21 @@ class TrainerSession {
           " is not a positive multiple of the ", world_, " ranks"));
     }
     per_rank_ = batch_ / world_;
+    if (ts_.streaming()) {
+      shards_ = task_.training().extraction_shards();
+      if (shards_ == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where_,
+                         ": a streaming training task must name its job's "
+                         "extraction_shards (is the coordinator older than the "
+                         "worker?)"));
+      }
+      // The store's bound, in whole global batches (at least one).
+      const uint64_t bound = ts_.streaming_buffer_pairs() > 0
+                                 ? ts_.streaming_buffer_pairs()
+                                 : 4 * batch_;
+      window_ = std::max<uint64_t>(1, bound / batch_) * batch_;
+    }
     total_steps_ =
         ts_.max_steps() > 0
             ? ts_.max_steps()
@@ -184,7 +203,7 @@ class TrainerSession {
 
     LFT_RETURN_IF_ERROR(FormGroup());
     LFT_RETURN_IF_ERROR(Resume());
-    if (rank_ == 0 && !ts_.streaming()) {
+    if (rank_ == 0) {
       // What earlier runs of this job acknowledged (see TrainStep).
       auto stats = store_->Stats(job_);
       if (stats.ok()) store_consumed_ = stats->consumed;
@@ -209,7 +228,7 @@ class TrainerSession {
         tokens = next_tokens_;
         next_ready_ = false;
       } else {
-        if (reader_ == nullptr) LFT_RETURN_IF_ERROR(OpenEpoch());
+        if (reader_ == nullptr) LFT_RETURN_IF_ERROR(OpenReader());
         LFT_ASSIGN_OR_RETURN(tokens, ReadBatch(&pairs_));
         if (metrics_.input_wait != nullptr)
           metrics_.input_wait->Increment(Since(step_start));
@@ -277,42 +296,91 @@ class TrainerSession {
     return absl::OkStatus();
   }
 
-  // Opens the reader of the epoch at pos_: waits for a global batch of
-  // pairs (streaming: for one it has not seen, boundedly) and starts the
-  // rank's strided slice of the shuffled order at pos_.pairs_consumed.
-  absl::Status OpenEpoch() {
-    uint64_t stored = 0;
-    const absl::Time fresh_deadline = absl::Now() + options_.streaming_wait;
+  // Opens the reader at pos_. Cached mode, and streaming once the stream
+  // is complete (epoch >= 1): the epoch's seeded permutation of all pairs.
+  // Streaming epoch 0: the window of the stream that holds pos_.
+  absl::Status OpenReader() {
+    if (ts_.streaming() && pos_.epoch == 0) {
+      LFT_ASSIGN_OR_RETURN(const bool opened, OpenStreamWindow());
+      if (opened) return absl::OkStatus();
+      // Every pair of the stream was trained on once; later epochs shuffle
+      // all of them, as cached mode does.
+      pos_.epoch = 1;
+      pos_.pairs_consumed = 0;
+    }
+    return OpenShuffledEpoch();
+  }
+
+  // Streaming, epoch 0: pairs in the job's key order (shard, sequence),
+  // cut into windows of window_ pairs; window w is [w window_, (w + 1)
+  // window_), shuffled by (seed, w), and step s trains on its pairs [s B,
+  // (s + 1) B) of the stream, rank r taking every W-th. The rank waits
+  // (cancellably) until the window lies in the store's final prefix
+  // (sealed shards + the head shard, JobStats::stream_prefix_pairs) or the
+  // stream is complete (all extraction_shards sealed; the last window is
+  // then cut at its end). So every rank of any W, a resumed run and an
+  // uninterrupted one agree on each step's pairs whatever the order in
+  // which teachers delivered them. Returns false when the stream has no
+  // further full batch.
+  absl::StatusOr<bool> OpenStreamWindow() {
+    const uint64_t begin = pos_.pairs_consumed / window_ * window_;
+    uint64_t prefix = 0;
     while (true) {
       auto stats = store_->Stats(job_);
-      if (stats.ok()) stored = stats->pairs;
-      const bool fresh = !ts_.streaming() || epoch_snapshot_ == 0 ||
-                         stored >= epoch_snapshot_ + batch_ ||
-                         absl::Now() >= fresh_deadline;
-      if (stats.ok() && stored >= batch_ && fresh) break;
-      if (!stats.ok() && !absl::IsNotFound(stats.status()))
+      if (stats.ok() && rank_ == 0 && stats->consumed < pos_.pairs_consumed) {
+        // The store lost acknowledgements (it restarted before persisting
+        // them): without them its teachers could stay blocked.
+        LFT_RETURN_IF_ERROR(Annotate(
+            store_->AckConsumed(job_, pos_.pairs_consumed - stats->consumed),
+            absl::StrCat(where_, ": acknowledging pairs")));
+        store_consumed_ = pos_.pairs_consumed;
+      }
+      if (stats.ok()) {
+        prefix = stats->stream_prefix_pairs;
+        if (prefix >= begin + window_ || stats->sealed_shards >= shards_) break;
+      } else if (!absl::IsNotFound(stats.status())) {
         return Annotate(stats.status(), where_);
-      if (!ts_.streaming() && stored < batch_) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(where_, ": the store holds ", stored,
-                         " pairs, fewer than one global batch of ", batch_,
-                         " sequences; extract more text or lower "
-                         "training.global_batch_sequences"));
       }
       if (context_->cancellation().WaitFor(absl::Milliseconds(200)))
         return Cancelled();
     }
+    const uint64_t end = std::min(begin + window_, prefix);
+    const uint64_t usable = end > begin ? (end - begin) / batch_ * batch_ : 0;
+    if (pos_.pairs_consumed + batch_ > begin + usable) return false;
+    ScanOptions so = ReaderOptions();
+    so.epoch = kStreamWindowEpochs | (begin / window_);
+    // The window's consumed pairs are whole global batches: W shares.
+    so.skip_pairs = (pos_.pairs_consumed - begin) / world_;
+    so.range_begin = begin;
+    so.range_pairs = end - begin;
+    LFT_RETURN_IF_ERROR(OpenScan(so));
+    reader_end_ = begin + usable;
+    return true;
+  }
+
+  // The epoch's seeded permutation of the job's pairs (streaming: of the
+  // whole, complete stream), rank r taking every W-th pair from
+  // pos_.pairs_consumed on; floor(N / B) * B of the N pairs per epoch.
+  absl::Status OpenShuffledEpoch() {
+    auto stats = store_->Stats(job_);
+    if (!stats.ok() && !absl::IsNotFound(stats.status()))
+      return Annotate(stats.status(), where_);
+    const uint64_t stored = !stats.ok()       ? 0
+                            : ts_.streaming() ? stats->stream_prefix_pairs
+                                              : stats->pairs;
+    if (stored < batch_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where_, ": the store holds ", stored,
+                       " pairs, fewer than one global batch of ", batch_,
+                       " sequences; extract more text or lower "
+                       "training.global_batch_sequences"));
+    }
     epoch_pairs_ = stored / batch_ * batch_;
-    epoch_snapshot_ = stored;
     if (pos_.pairs_consumed + batch_ > epoch_pairs_) {
       ++pos_.epoch;
       pos_.pairs_consumed = 0;
     }
-    ScanOptions so;
-    so.partition = rank_;
-    so.partitions = world_;
-    so.shuffle = true;
-    so.seed = ts_.seed();
+    ScanOptions so = ReaderOptions();
     so.epoch = pos_.epoch;
     // Each step took per_rank_ pairs of every rank's share, so a rank has
     // consumed pairs_consumed / W of its own order. Skipping those (rather
@@ -320,9 +388,27 @@ class TrainerSession {
     // on one store) also resumes a scan over several stores, which has no
     // global block order (sharded_pair_store.h).
     so.skip_pairs = pos_.pairs_consumed / world_;
+    if (ts_.streaming()) so.range_pairs = stored;
+    LFT_RETURN_IF_ERROR(OpenScan(so));
+    reader_end_ = epoch_pairs_;
+    return absl::OkStatus();
+  }
+
+  // What every reader of this rank shares: its strided slice of single
+  // pairs in a seeded order.
+  ScanOptions ReaderOptions() const {
+    ScanOptions so;
+    so.partition = rank_;
+    so.partitions = world_;
+    so.shuffle = true;
+    so.seed = ts_.seed();
     so.block_pairs = 1;
     so.readahead_pairs = static_cast<uint32_t>(
         std::min<uint64_t>(64, std::max<uint64_t>(4, 2 * per_rank_)));
+    return so;
+  }
+
+  absl::Status OpenScan(const ScanOptions& so) {
     auto r = store_->Scan(job_, so);
     if (!r.ok())
       return Annotate(r.status(), absl::StrCat(where_, ": reading pairs"));
@@ -355,7 +441,7 @@ class TrainerSession {
   absl::Status PrefetchNextStep() {
     if (!engine_->OverlapsInput() || reader_ == nullptr ||
         pos_.step + 1 >= total_steps_ ||
-        pos_.pairs_consumed + 2 * batch_ > epoch_pairs_) {
+        pos_.pairs_consumed + 2 * batch_ > reader_end_) {
       return absl::OkStatus();
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -400,20 +486,16 @@ class TrainerSession {
     pos_.pairs_consumed += batch_;
     pos_.tokens += tokens * world_;
     pos_.losses.push_back(*loss);
-    if (pos_.pairs_consumed + batch_ > epoch_pairs_) reader_.reset();
-    // Acknowledged in cached mode too, for the first epoch: the store's
-    // pending pairs then mean "not yet consumed" in every mode (the store
-    // lag the dashboard shows); later epochs re-read consumed pairs. A
-    // resumed run repeats the steps after its checkpoint, which the lost
-    // run had acknowledged already: in cached mode only pairs past what the
-    // store counts as consumed are acknowledged (streaming's acks release
-    // back-pressure and stay per step).
-    if (rank_ == 0 && ts_.streaming()) {
-      absl::Status ack = store_->AckConsumed(job_, batch_);
-      if (!ack.ok())
-        return Annotate(ack, absl::StrCat(where_, ": acknowledging pairs"));
-    } else if (rank_ == 0 && pos_.epoch == 0 &&
-               pos_.pairs_consumed > store_consumed_) {
+    if (pos_.pairs_consumed + batch_ > reader_end_) reader_.reset();
+    // Rank 0 acknowledges each global batch of the first epoch once, for
+    // the whole group: in streaming mode that releases back-pressure, in
+    // cached mode the store's pending pairs then mean "not yet consumed"
+    // too (the store lag the dashboard shows); later epochs re-read
+    // consumed pairs. A resumed run repeats the steps after its checkpoint,
+    // which the lost run had acknowledged already, so only pairs past what
+    // the store counts as consumed are acknowledged.
+    if (rank_ == 0 && pos_.epoch == 0 &&
+        pos_.pairs_consumed > store_consumed_) {
       absl::Status ack =
           store_->AckConsumed(job_, pos_.pairs_consumed - store_consumed_);
       if (!ack.ok())
@@ -539,6 +621,8 @@ class TrainerSession {
 
   // Set up by Run before the loop.
   uint64_t per_rank_ = 0;
+  uint64_t window_ = 0;  // streaming: pairs per window of the stream
+  uint32_t shards_ = 0;  // streaming: the job's extraction shards
   uint64_t total_steps_ = 0;
   std::unique_ptr<RetryingPairStore> retrying_store_;
   PairStore* store_ = nullptr;  // retrying_store_
@@ -554,9 +638,11 @@ class TrainerSession {
   std::string last_checkpoint_;
   ProgressUpdate progress_;
   std::unique_ptr<PairReader> reader_;
-  uint64_t epoch_pairs_ = 0;     // usable pairs of the current epoch
-  uint64_t epoch_snapshot_ = 0;  // pairs stored when it began
-  // Pairs the store counts as consumed (cached mode, rank 0).
+  uint64_t epoch_pairs_ = 0;  // usable pairs of the current shuffled epoch
+  // pos_.pairs_consumed at which reader_ runs out (the end of its epoch or
+  // stream window).
+  uint64_t reader_end_ = 0;
+  // Pairs the store counts as consumed (rank 0).
   uint64_t store_consumed_ = 0;
   std::vector<LatentPairRecord> pairs_;
   // The next step's pairs, read during this step (PrefetchNextStep).

@@ -12,12 +12,17 @@
 //      one all-reduce, clips, takes an AdamW step at the warm-up + cosine
 //      learning rate, and every checkpoint_every_steps steps (and at the
 //      end) rank 0 stores checkpoint "step-<10 digits>" atomically.
-// Streaming mode (training.streaming): training starts while teachers still
-// write; each epoch reads the pairs stored when it begins, the rank
-// acknowledges consumed pairs so the store's back-pressure releases
-// teachers, and it waits (cancellably) for a global batch of pairs; a new
-// epoch waits up to streaming_wait for pairs it has not seen yet. When
-// training ends the bound is lifted so teachers still extracting finish.
+// Streaming mode (training.streaming), any W: training starts while
+// teachers still write. The first epoch is the stream: the job's pairs in
+// key order (shard, sequence), cut into windows of streaming_buffer_pairs
+// (whole global batches), each shuffled by (seed, window); a rank waits
+// (cancellably) until its window lies in the store's final prefix (sealed
+// shards + head shard), so the global batch of every step is the same set
+// of pairs for any W, arrival order and restart. Rank 0 acknowledges each
+// global batch once, releasing the store's back-pressure. Once every shard
+// is sealed and the stream trained on, later epochs shuffle all pairs as in
+// cached mode. When training ends the bound is lifted so teachers still
+// extracting finish.
 // Torch-free: the numerics are a TrainingEngine and the transport a
 // GroupTransport (Gloo / NCCL by default), so the loop runs under fakes.
 #ifndef LFT_WORKER_TRAINER_TRAINER_RUNNER_H_
@@ -79,9 +84,6 @@ struct TrainerRunnerOptions {
   // coordinator to revoke the task (the group re-forms) before reporting
   // the failure as the task's own.
   absl::Duration regroup_wait = absl::Seconds(30);
-  // Streaming: how long a new epoch waits for a global batch of pairs it
-  // has not seen before it re-reads what is there.
-  absl::Duration streaming_wait = absl::Seconds(5);
   // How long a store call may keep failing with Unavailable (store down or
   // restarting; retried with backoff, latent-store/retrying_pair_store.h)
   // before the task fails naming the store. Ranks wait for the store at
@@ -102,8 +104,9 @@ class TrainerRunner : public TaskRunner {
   explicit TrainerRunner(TrainerRunnerOptions options);
 
   // Trains until the job's step budget; returns the final checkpoint's name.
-  // Errors: InvalidArgument for a task that is not training or a batch not
-  // divisible by the world size; FailedPrecondition when the job has fewer
+  // Errors: InvalidArgument for a task that is not training, a batch not
+  // divisible by the world size, or a streaming task that names no
+  // extraction_shards; FailedPrecondition when the job has fewer
   // pairs than one global batch; Aborted when the group was dissolved;
   // Cancelled when the task was revoked; store, engine and collective
   // errors annotated with the job, rank and step.

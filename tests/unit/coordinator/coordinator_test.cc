@@ -236,16 +236,24 @@ TEST_F(CoordinatorTest, ShardingErrorFailsJob) {
   EXPECT_THAT(core_->GetJob(job)->error(), HasSubstr("no such file"));
 }
 
+// With 2 ranks too: both training tasks exist from the start and name the
+// job's extraction shards (the trainers' end-of-stream test).
 TEST_F(CoordinatorTest, StreamingJobTrainsWhileExtracting) {
   lft::v1::JobSpec spec = ValidSpec();
   spec.mutable_training()->set_streaming(true);
+  spec.mutable_training()->set_trainer_ranks(2);
+  spec.mutable_training()->set_global_batch_sequences(16);
   const std::string job = SubmitAndPlan(spec);
   EXPECT_EQ(State(job), lft::v1::JOB_STATE_EXTRACTING);
-  const std::string trainer = Register(lft::v1::WORKER_ROLE_TRAINER, "tr");
-  lft::v1::Task t = Acquire(trainer);
-  ASSERT_TRUE(t.has_training());
-  EXPECT_EQ(t.spec().training().streaming_buffer_pairs(),
-            4ull * t.spec().training().global_batch_sequences());
+  for (const char* name : {"tr0", "tr1"}) {
+    const std::string trainer = Register(lft::v1::WORKER_ROLE_TRAINER, name);
+    lft::v1::Task t = Acquire(trainer);
+    ASSERT_TRUE(t.has_training()) << name;
+    EXPECT_EQ(t.spec().training().streaming_buffer_pairs(),
+              4ull * t.spec().training().global_batch_sequences());
+    EXPECT_EQ(t.training().world_size(), 2u);
+    EXPECT_EQ(t.training().extraction_shards(), 3u);
+  }
 }
 
 TEST_F(CoordinatorTest, LostTrainerRankReformsGroupAndAbortsStragglers) {

@@ -366,6 +366,95 @@ TEST_F(LatentStoreTest, AckReleasesABlockedWriterAndNothingIsDropped) {
   EXPECT_EQ(all.size(), 40u);
 }
 
+// Streaming: sealed shards from 0 up plus the head shard's pairs are the
+// final prefix of the key order; a range scan reads a window of it; the
+// head shard's writer gets past a bound that later shards filled (else a
+// reader waiting for the prefix would wait forever), but only while the
+// prefix holds fewer than `bound` unconsumed pairs; seals survive a reopen
+// and go with DeletePairs.
+TEST_F(LatentStoreTest, SealedShardsFormTheFinalPrefixAndLetTheHeadShardIn) {
+  Create("job", /*max_pending=*/4);
+  const auto soon = [] { return absl::Now() + absl::Milliseconds(100); };
+  auto batch = [](uint32_t shard, uint64_t begin, uint64_t end) {
+    std::vector<LatentPairRecord> b;
+    for (uint64_t s = begin; s < end; ++s)
+      b.push_back(MakePair(shard, s, 0, 3, kHidden));
+    return b;
+  };
+  Write("job", 1, 0, 4);  // a later shard fills the bound
+  EXPECT_THAT(store_->PutPairs("job", batch(1, 4, 6), soon()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       "holds 4 unconsumed pairs"));
+  auto stats = store_->Stats("job");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->sealed_shards, 0u);
+  EXPECT_EQ(stats->stream_prefix_pairs, 0u);
+  // Shard 0 is the head: admitted while the prefix holds < 4 unconsumed.
+  ASSERT_TRUE(store_->PutPairs("job", batch(0, 0, 2), soon()).ok());
+  ASSERT_TRUE(store_->PutPairs("job", batch(0, 2, 5), soon()).ok());
+  EXPECT_THAT(store_->PutPairs("job", batch(0, 5, 6), soon()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       "holds 9 unconsumed pairs"));
+  EXPECT_EQ(store_->Stats("job")->stream_prefix_pairs, 5u);
+  ASSERT_TRUE(store_->AckConsumed("job", 2).ok());  // prefix: 3 unconsumed
+  ASSERT_TRUE(store_->PutPairs("job", batch(0, 5, 6), soon()).ok());
+
+  EXPECT_THAT(store_->SealShard("job", 0, 7),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "sealing with 7 pairs but the store holds 6"));
+  EXPECT_EQ(store_->Stats("job")->sealed_shards, 0u);
+  ASSERT_TRUE(store_->SealShard("job", 0, 6).ok());
+  ASSERT_TRUE(store_->SealShard("job", 0, 6).ok());  // idempotent
+  stats = store_->Stats("job");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->sealed_shards, 1u);
+  EXPECT_EQ(stats->stream_prefix_pairs, 10u);  // 6 of shard 0, 4 of shard 1
+  // Shard 3 sealed out of turn does not move the head past shard 2.
+  ASSERT_TRUE(store_->SealShard("job", 3, 0).ok());
+  EXPECT_EQ(store_->Stats("job")->sealed_shards, 1u);
+  EXPECT_THAT(store_->SealShard("nojob", 0, 0),
+              StatusIs(absl::StatusCode::kNotFound, "nojob"));
+
+  // Pairs [4, 8) of the key order: shard 0's 4, 5, then shard 1's 0, 1.
+  ScanOptions range;
+  range.range_begin = 4;
+  range.range_pairs = 4;
+  range.block_pairs = 1;
+  auto window = ReadAll("job", range);
+  ASSERT_EQ(window.size(), 4u);
+  EXPECT_EQ(window[0].shard, 0u);
+  EXPECT_EQ(window[0].sequence, 4u);
+  EXPECT_EQ(window[2].shard, 1u);
+  EXPECT_EQ(window[3].sequence, 1u);
+  // Shuffled and partitioned within the range: the same 4 pairs.
+  range.shuffle = true;
+  range.seed = 9;
+  range.partitions = 2;
+  std::set<std::pair<uint32_t, uint64_t>> got;
+  for (uint32_t r = 0; r < 2; ++r) {
+    range.partition = r;
+    for (const LatentPairRecord& p : ReadAll("job", range))
+      got.insert({p.shard, p.sequence});
+  }
+  EXPECT_EQ(got, (std::set<std::pair<uint32_t, uint64_t>>{
+                     {0, 4}, {0, 5}, {1, 0}, {1, 1}}));
+  range.range_begin = 8;  // cut at the end of the stored pairs
+  range.range_pairs = 100;
+  range.partitions = 1;
+  range.partition = 0;
+  EXPECT_EQ(ReadAll("job", range).size(), 2u);
+
+  Reopen();
+  stats = store_->Stats("job");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->sealed_shards, 1u);
+  EXPECT_EQ(stats->stream_prefix_pairs, 10u);
+  ASSERT_TRUE(store_->DeletePairs("job").ok());
+  stats = store_->Stats("job");
+  EXPECT_EQ(stats->sealed_shards, 0u);
+  EXPECT_EQ(stats->stream_prefix_pairs, 0u);
+}
+
 TEST_F(LatentStoreTest, DeleteJobAbortsBlockedWriters) {
   Create("job", 1);
   Write("job", 0, 0, 1);

@@ -65,6 +65,11 @@ class FlakyPairStore : public PairStore {
     LFT_RETURN_IF_ERROR(Gate());
     return base_->AckConsumed(job, pairs);
   }
+  absl::Status SealShard(absl::string_view job, uint32_t shard,
+                         uint64_t pairs) override {
+    LFT_RETURN_IF_ERROR(Gate());
+    return base_->SealShard(job, shard, pairs);
+  }
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override {
     LFT_RETURN_IF_ERROR(Gate());

@@ -3,6 +3,8 @@
 // matching gRPC codes, and bad input answered without a crash.
 #include "latent-store/store_service.h"
 
+#include <set>
+
 #include "common/rpc/grpc_status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -18,6 +20,7 @@ namespace {
 
 using testing_util::MakePair;
 using testing_util::PairIntact;
+using testing_util::ScanAll;
 using testing_util::StatusIs;
 using testing_util::TempDir;
 
@@ -103,6 +106,26 @@ TEST_F(StoreServiceTest, PutAndScanOverGrpc) {
   }
   ASSERT_TRUE(remote_->AckConsumed("job", 10).ok());
   EXPECT_EQ(remote_->Stats("job")->pending, 30u);
+
+  // Streaming's calls: a seal (its errors keep code and message), the
+  // final prefix in Stats, and a range scan, as in process.
+  EXPECT_THAT(remote_->SealShard("job", 0, 41),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "sealing with 41 pairs but the store holds 40"));
+  ASSERT_TRUE(remote_->SealShard("job", 0, 40).ok());
+  stats = remote_->Stats("job");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->sealed_shards, 1u);
+  EXPECT_EQ(stats->stream_prefix_pairs, 40u);
+  ScanOptions range;
+  range.range_begin = 30;
+  range.range_pairs = 5;
+  range.shuffle = true;
+  range.block_pairs = 1;
+  std::set<uint64_t> got;
+  for (const LatentPairRecord& p : ScanAll(remote_.get(), "job", range))
+    got.insert(p.sequence);
+  EXPECT_EQ(got, (std::set<uint64_t>{30, 31, 32, 33, 34}));
 }
 
 TEST_F(StoreServiceTest, ReaderDroppedMidScanLeavesTheServerServing) {

@@ -3,9 +3,11 @@
 // (tests/unit/worker/trainer/fake_training.h). Covers checkpoint cadence and
 // keep-last-N retention, resuming from the checkpoint the coordinator names,
 // a failed all-reduce waiting for the group to re-form, and streaming
-// training waiting for pairs that arrive later.
+// training waiting for pairs that arrive later, with global batches that
+// depend neither on the world size nor on the order in which shards land.
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,17 +35,21 @@ constexpr uint32_t kTokens = 2;
 
 class TrainerLoopTest : public ::testing::Test {
  protected:
-  void CreateJob(const std::string& job) {
+  void CreateJob(const std::string& job, uint64_t max_pending_pairs = 0) {
     JobConfig jc;
     jc.hidden = kHidden;
     jc.codec = TensorCodec::kF32;
+    jc.max_pending_pairs = max_pending_pairs;
     ASSERT_TRUE(store_->CreateJob(job, jc).ok());
   }
 
-  void WritePairs(const std::string& job, int count, uint64_t first = 0) {
+  // Bounded: a write blocked by back-pressure fails after 30 s.
+  void WritePairs(const std::string& job, int count, uint64_t first = 0,
+                  uint32_t shard = 0) {
     std::vector<LatentPairRecord> pairs;
     for (int i = 0; i < count; ++i) {
       LatentPairRecord r;
+      r.shard = shard;
       r.sequence = first + static_cast<uint64_t>(i);
       r.tokens = kTokens;
       r.hidden = kHidden;
@@ -54,7 +60,9 @@ class TrainerLoopTest : public ::testing::Test {
       r.x1 = r.x0;
       pairs.push_back(std::move(r));
     }
-    ASSERT_TRUE(store_->PutPairs(job, pairs, absl::InfiniteFuture()).ok());
+    absl::Status s =
+        store_->PutPairs(job, pairs, absl::Now() + absl::Seconds(30));
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   lft::v1::Task MakeTask(const std::string& job, uint32_t world,
@@ -69,7 +77,9 @@ class TrainerLoopTest : public ::testing::Test {
     tr->set_learning_rate(0.1);
     tr->set_checkpoint_every_steps(every);
     tr->set_streaming(streaming);
+    tr->set_streaming_buffer_pairs(buffer);
     tr->set_seed(3);
+    t.mutable_training()->set_extraction_shards(shards);
     t.mutable_training()->set_generation(1);
     t.mutable_training()->set_world_size(world);
     t.mutable_training()->set_rank(rank);
@@ -94,7 +104,6 @@ class TrainerLoopTest : public ::testing::Test {
     };
     o.keep_checkpoints = 2;
     o.regroup_wait = regroup_wait;
-    o.streaming_wait = absl::Milliseconds(100);
     return o;
   }
 
@@ -143,6 +152,8 @@ class TrainerLoopTest : public ::testing::Test {
   uint64_t steps = 10;
   uint32_t every = 4;
   bool streaming = false;
+  uint64_t buffer = 0;   // streaming_buffer_pairs (0: 4 global batches)
+  uint32_t shards = 1;   // the job's extraction shards
   bool overlap = false;  // engines ask for read-ahead
   uint64_t stop_at_step = 0;
   absl::Duration regroup_wait = absl::Milliseconds(100);
@@ -282,14 +293,114 @@ TEST_F(TrainerLoopTest, StreamingWaitsForPairsAndAcknowledgesThem) {
   std::thread writer([this] {
     absl::SleepFor(absl::Milliseconds(300));
     WritePairs("j", 8);
+    ASSERT_TRUE(store_->SealShard("j", 0, 8).ok());
   });
   auto results = RunGroup("j", 1);
   writer.join();
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   auto stats = store_->Stats("j");
   ASSERT_TRUE(stats.ok()) << stats.status();
-  // 3 steps of 4 pairs acknowledged; the store counts at most what it holds.
+  // The stream (8 pairs) gave 2 steps, acknowledged; the third step
+  // re-read the complete stream in a shuffled epoch.
   EXPECT_EQ(stats->consumed, 8u);
+}
+
+// Streaming with 3 shards of 6 pairs that land while the group trains, in
+// another order than their key order (2, 0, 1) and under back-pressure
+// (bound 8, 2 global batches): every step's global batch is the same set of
+// pairs for W = 1 and W = 2, whatever the arrival order, and for a W = 2
+// group stopped after its step-2 checkpoint and resumed; each global batch
+// of the stream is acknowledged once, not once per rank or per run.
+TEST_F(TrainerLoopTest, StreamingGlobalBatchesDoNotDependOnRanksOrArrival) {
+  streaming = true;
+  shards = 3;
+  buffer = 8;
+  steps = 8;  // stream windows [0, 8), [8, 16); then a shuffled epoch of 18
+  every = 2;
+  // Per step, the union of what the ranks trained on.
+  auto batches = [this](size_t first_engine, uint64_t first_step) {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::set<uint64_t>> out(steps - first_step);
+    const size_t engines = seen_.size() - first_engine;
+    for (size_t e = first_engine; e < seen_.size(); ++e) {
+      const size_t per_rank = 4 / engines;
+      for (size_t i = 0; i < seen_[e].size(); ++i)
+        out[i / per_rank].insert(seen_[e][i]);
+    }
+    return out;
+  };
+  // One teacher per shard, starting 60 ms apart in `arrival` order; each
+  // writes its shard's 3 batches of 2 in order, then seals it.
+  auto run = [&](const std::string& job, uint32_t world,
+                 const std::vector<uint32_t>& arrival) {
+    CreateJob(job, buffer);
+    std::vector<std::thread> teachers;
+    for (size_t i = 0; i < arrival.size(); ++i) {
+      teachers.emplace_back([&, i] {
+        const uint32_t shard = arrival[i];
+        absl::SleepFor(absl::Milliseconds(60 * static_cast<int64_t>(i)));
+        for (uint64_t b = 0; b < 3; ++b) {
+          absl::SleepFor(absl::Milliseconds(20));
+          WritePairs(job, 2, 100 * shard + 2 * b, shard);
+        }
+        absl::Status s = store_->SealShard(job, shard, 6);
+        EXPECT_TRUE(s.ok()) << s;
+      });
+    }
+    size_t first_engine = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      first_engine = seen_.size();
+    }
+    auto results = RunGroup(job, world);
+    for (std::thread& t : teachers) t.join();
+    if (stop_at_step == 0) {
+      for (uint32_t r = 0; r < world; ++r)
+        EXPECT_TRUE(results[r].ok())
+            << job << " rank " << r << ": " << results[r].status();
+      auto stats = store_->Stats(job);
+      EXPECT_TRUE(stats.ok() && stats->consumed == 16u)
+          << job << ": consumed " << (stats.ok() ? stats->consumed : 0);
+    } else {
+      EXPECT_THAT(results[0].status(),
+                  StatusIs(absl::StatusCode::kCancelled, "test stop"));
+    }
+    return batches(first_engine, 0);
+  };
+  const auto one = run("one", 1, {0, 1, 2});
+  const auto two = run("two", 2, {2, 0, 1});
+  const auto late = run("late", 2, {1, 2, 0});
+  ASSERT_EQ(one.size(), 8u);
+  for (size_t s = 0; s < one.size(); ++s) {
+    EXPECT_EQ(one[s].size(), 4u) << "step " << s;
+    EXPECT_EQ(two[s], one[s]) << "step " << s;
+    EXPECT_EQ(late[s], one[s]) << "step " << s;
+  }
+  // The stream's first window is pairs [0, 8) of the key order: shard 0
+  // and the first two of shard 1, shuffled.
+  std::set<uint64_t> first_window = one[0];
+  first_window.insert(one[1].begin(), one[1].end());
+  EXPECT_EQ(first_window, (std::set<uint64_t>{0, 1, 2, 3, 4, 5, 100, 101}));
+
+  // Stopped after step 3 (its checkpoint is step-2) while shards still
+  // land, then resumed from step-2 over the complete stream.
+  stop_at_step = 3;
+  run("split", 2, {2, 0, 1});
+  stop_at_step = 0;
+  size_t resumed_engine = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    resumed_engine = seen_.size();
+  }
+  auto second = RunGroup("split", 2, TrainingCheckpointName(2));
+  ASSERT_TRUE(second[0].ok()) << second[0].status();
+  ASSERT_TRUE(second[1].ok()) << second[1].status();
+  const auto resumed = batches(resumed_engine, 2);
+  ASSERT_EQ(resumed.size(), 6u);
+  for (size_t s = 0; s < resumed.size(); ++s)
+    EXPECT_EQ(resumed[s], one[s + 2]) << "step " << s + 2;
+  // Steps 2 and 3 ran twice; their pairs count once.
+  EXPECT_EQ(store_->Stats("split")->consumed, 16u);
 }
 
 }  // namespace

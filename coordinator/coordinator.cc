@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -515,6 +516,17 @@ absl::StatusOr<Job> Coordinator::Submit(
   } else {
     LFT_ASSIGN_OR_RETURN(shape, ReadTeacherShape(spec.teacher().path()));
     problems = ValidateJobSpec(spec, shape);
+  }
+  if (spec.training().streaming() &&
+      absl::StrContains(options_.store_address, ',')) {
+    // Seals and range scans (the stream's fixed order) exist per store.
+    problems.push_back(
+        {"training.streaming",
+         absl::StrCat("streaming reads need a single latent store; this "
+                      "coordinator spreads jobs over several (--store-address ",
+                      options_.store_address,
+                      "): turn streaming off (cached mode works over "
+                      "several stores) or run a coordinator with one store")});
   }
   LFT_RETURN_IF_ERROR(SpecProblemsToStatus(problems));
   if (spec.kind() != lft::v1::JOB_KIND_COMPRESS) {

@@ -31,6 +31,7 @@ class CoordinatorTest : public ::testing::Test {
     // their own (job_inputs_test.cc, coordinator_test.cc).
     o.check_inputs_at_submit = check_inputs_;
     o.latent_store = latent_store_;
+    o.store_address = store_address_;
     o.pair_retention_ms = pair_retention_ms_;
     o.group_notice_ms = group_notice_ms_;
     o.group_deadline_ms = group_deadline_ms_;
@@ -84,6 +85,7 @@ class CoordinatorTest : public ::testing::Test {
 
   bool check_inputs_ = false;
   PairStore* latent_store_ = nullptr;
+  std::string store_address_;
   int64_t pair_retention_ms_ = 0;
   // Options a test may change before calling Reopen().
   int64_t group_notice_ms_ = 10000;

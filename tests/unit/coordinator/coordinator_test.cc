@@ -238,6 +238,24 @@ TEST_F(CoordinatorTest, ShardingErrorFailsJob) {
 
 // With 2 ranks too: both training tasks exist from the start and name the
 // job's extraction shards (the trainers' end-of-stream test).
+// Streaming reads a single store's seals and ranges: a coordinator that
+// spreads jobs over several stores refuses a streaming job at Submit and
+// still takes a cached one.
+TEST_F(CoordinatorTest, StreamingOverSeveralStoresIsRefusedAtSubmit) {
+  store_address_ = "127.0.0.1:1,127.0.0.1:2";
+  Reopen();
+  lft::v1::JobSpec spec = ValidSpec();
+  spec.mutable_training()->set_streaming(true);
+  lft::v1::SubmitJobRequest r;
+  *r.mutable_spec() = spec;
+  EXPECT_THAT(core_->Submit(r),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "training.streaming: streaming reads need a single"));
+  spec.mutable_training()->set_streaming(false);
+  *r.mutable_spec() = spec;
+  EXPECT_TRUE(core_->Submit(r).ok());
+}
+
 TEST_F(CoordinatorTest, StreamingJobTrainsWhileExtracting) {
   lft::v1::JobSpec spec = ValidSpec();
   spec.mutable_training()->set_streaming(true);

@@ -221,6 +221,19 @@ class TrainerRunnerTest : public ::testing::Test {
     return c.ok() ? *c : FlowCheckpoint();
   }
 
+  // The weights a job's training starts from (what "moved" is measured
+  // against).
+  FlowCheckpoint InitialWeights(const std::string& job) {
+    auto engine = NewFlowTrainingEngine(MakeTask(job, 1, 0).spec(), "cpu");
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return FlowCheckpoint();
+    auto blob = (*engine)->SaveCheckpoint(TrainingPosition(), 1);
+    EXPECT_TRUE(blob.ok()) << blob.status();
+    auto c = ParseFlowCheckpoint(blob.ok() ? *blob : "");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : FlowCheckpoint();
+  }
+
   static double MaxWeightDiff(const FlowCheckpoint& a,
                               const FlowCheckpoint& b) {
     double worst = 0;
@@ -267,14 +280,7 @@ TEST_F(TrainerRunnerTest, TwoRanksMatchOneRankAfterFiftySteps) {
   // movement); a wrong data split or a missing average shows in the loss
   // curve (checked to 1e-5 relative below) and moves weights by ~1e-2.
   const double diff = MaxWeightDiff(a, b);
-  FlowCheckpoint init = a;
-  {
-    auto engine = NewFlowTrainingEngine(MakeTask("one", 1, 0).spec(), "cpu");
-    ASSERT_TRUE(engine.ok());
-    auto blob = (*engine)->SaveCheckpoint(TrainingPosition(), 1);
-    ASSERT_TRUE(blob.ok());
-    init = *ParseFlowCheckpoint(*blob);
-  }
+  const FlowCheckpoint init = InitialWeights("one");
   const double moved = MaxWeightDiff(a, init);
   std::fprintf(stderr, "1 vs 2 ranks: max abs weight diff %.3g, moved %.3g\n",
                diff, moved);
@@ -445,14 +451,7 @@ TEST_F(TrainerRunnerTest, TwoCudaRanksFollowOneCudaRankThroughNccl) {
                 0.02 * a.header.losses[i])
         << "step " << i;
   }
-  FlowCheckpoint init = a;
-  {
-    auto engine = NewFlowTrainingEngine(MakeTask("gpu1", 1, 0).spec(), "cpu");
-    ASSERT_TRUE(engine.ok());
-    auto blob = (*engine)->SaveCheckpoint(TrainingPosition(), 1);
-    ASSERT_TRUE(blob.ok());
-    init = *ParseFlowCheckpoint(*blob);
-  }
+  const FlowCheckpoint init = InitialWeights("gpu1");
   const double diff = MaxWeightDiff(a, b);
   const double moved = MaxWeightDiff(a, init);
   std::fprintf(stderr,

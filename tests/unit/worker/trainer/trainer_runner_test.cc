@@ -318,7 +318,9 @@ TEST_F(TrainerRunnerTest, StreamingTwoRanksMatchOneRankWhileShardsArrive) {
     auto stats = store_->Stats(job);
     EXPECT_TRUE(stats.ok());
     // The stream's 48 pairs were each acknowledged once.
-    if (stats.ok()) EXPECT_EQ(stats->consumed, 48u) << job;
+    if (stats.ok()) {
+      EXPECT_EQ(stats->consumed, 48u) << job;
+    }
     return Load(job, TrainingCheckpointName(50));
   };
   FlowCheckpoint one = run("one", 1, {0, 1, 2});

@@ -24,19 +24,19 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   LFT_RETURN_IF_ERROR(CheckCanListen(options.listen_address, "--listen"));
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
   CoordinatorOptions core_options = options.coordinator;
-  if (!options.coordinator.store_address.empty()) {
-    // One pool for the job lifecycle (create, retention, delete) and the
-    // checkpoint relay: "a,b" becomes the same ShardedPairStore the workers
-    // write through, so a job is registered in, and deleted from, every
-    // store it spans.
-    RemotePairStoreOptions remote;
-    remote.credentials = options.store_credentials;
-    s->store_pool_ = std::make_unique<PairStorePool>("", remote);
-  }
   if (!core_options.store_address.empty() &&
       core_options.latent_store == nullptr) {
+    // The job lifecycle (create, retention, delete) through a pool, so that
+    // "a,b" becomes the same ShardedPairStore the workers write through and
+    // a job is registered in, and deleted from, every store it spans. These
+    // calls run on the scheduling tick: a hung store may hold it 60 s, not
+    // the default 5 minutes of a checkpoint transfer.
+    RemotePairStoreOptions lifecycle;
+    lifecycle.credentials = options.store_credentials;
+    lifecycle.rpc_timeout = absl::Seconds(60);
+    s->lifecycle_stores_ = std::make_unique<PairStorePool>("", lifecycle);
     LFT_ASSIGN_OR_RETURN(core_options.latent_store,
-                         s->store_pool_->Get(core_options.store_address));
+                         s->lifecycle_stores_->Get(core_options.store_address));
   }
   LFT_ASSIGN_OR_RETURN(
       s->core_, Coordinator::Open(options.db_path, core_options, &s->clock_,
@@ -47,6 +47,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::make_unique<JobServiceImpl>(s->core_.get(), s->guard_.get());
   s->worker_service_ =
       std::make_unique<WorkerServiceImpl>(s->core_.get(), s->guard_.get());
+  if (!options.coordinator.store_address.empty()) {
+    RemotePairStoreOptions remote;
+    remote.credentials = options.store_credentials;
+    s->store_pool_ = std::make_unique<PairStorePool>("", remote);
+  }
   s->checkpoint_service_ = std::make_unique<CheckpointServiceImpl>(
       s->core_.get(), s->store_pool_.get(), options.coordinator.store_address,
       s->guard_.get());

@@ -63,10 +63,11 @@ class CoordinatorServer {
   std::unique_ptr<BearerTokenChecker> auth_;
   std::unique_ptr<RpcGuard> guard_;
   // Before core_, which uses one of its stores until it is destroyed.
-  std::unique_ptr<PairStorePool> store_pool_;
+  std::unique_ptr<PairStorePool> lifecycle_stores_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<PairStorePool> store_pool_;  // CheckpointService's
   std::unique_ptr<CheckpointServiceImpl> checkpoint_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_;

@@ -367,6 +367,25 @@ absl::StatusOr<std::string> RenderLossPlot(const EvaluationReport& report) {
   return img.EncodePng();
 }
 
+namespace {
+
+// Log-scale y axis: a tick and label 10^d for every decade d in [lo, hi]
+// (area.Y takes log10 values), light grid lines between the ends.
+void DrawDecadeTicks(RgbImage* img, const PlotArea& a, int lo, int hi) {
+  for (int d = lo; d <= hi; ++d) {
+    const double py = a.Y(d);
+    img->Line(a.left - 4, py, a.left, py, 0, 0, 0);
+    if (d > lo && d < hi) {
+      img->Line(a.left + 1, py, a.left + a.width - 1, py, 225, 225, 225);
+    }
+    const std::string label = absl::StrFormat("%g", std::pow(10.0, d));
+    img->Text(a.left - 7 - RgbImage::TextWidth(label), static_cast<int>(py) - 3,
+              label, 0, 0, 0);
+  }
+}
+
+}  // namespace
+
 // Two panels, KL_PQ and KL_x, each KL against k on a log10 y axis: the
 // skip baselines sit one or two decades above the flow curves, which a
 // linear axis squeezes flat, and KL_x often equals KL_PQ to three digits,
@@ -445,16 +464,7 @@ absl::StatusOr<std::string> RenderKlPlot(const EvaluationReport& report) {
     const int span = static_cast<int>(a.x_max - a.x_min);
     DrawAxes(&img, a, "k (solver steps)", name, span <= 12 ? span + 1 : 5,
              /*y_ticks=*/0);
-    for (int d = decade_lo; d <= decade_hi; ++d) {
-      const double py = a.Y(d);
-      img.Line(a.left - 4, py, a.left, py, 0, 0, 0);
-      if (d > decade_lo && d < decade_hi) {
-        img.Line(a.left + 1, py, a.left + a.width - 1, py, 225, 225, 225);
-      }
-      const std::string label = absl::StrFormat("%g", std::pow(10.0, d));
-      img.Text(a.left - 7 - RgbImage::TextWidth(label),
-               static_cast<int>(py) - 3, label, 0, 0, 0);
-    }
+    DrawDecadeTicks(&img, a, decade_lo, decade_hi);
     auto y_of = [&](double v) {
       return a.Y(std::log10(std::max(v, kKlFloor)));
     };
@@ -547,16 +557,7 @@ absl::StatusOr<std::string> RenderCurvePlot(const EvaluationReport& report) {
   a.y_min = decade_lo;
   a.y_max = decade_hi;
   DrawAxes(&img, a, "training tokens", "held-out NMSE", 5, /*y_ticks=*/0);
-  for (int d = decade_lo; d <= decade_hi; ++d) {
-    const double py = a.Y(d);
-    img.Line(a.left - 4, py, a.left, py, 0, 0, 0);
-    if (d > decade_lo && d < decade_hi) {
-      img.Line(a.left + 1, py, a.left + a.width - 1, py, 225, 225, 225);
-    }
-    const std::string label = absl::StrFormat("%g", std::pow(10.0, d));
-    img.Text(a.left - 7 - RgbImage::TextWidth(label), static_cast<int>(py) - 3,
-             label, 0, 0, 0);
-  }
+  DrawDecadeTicks(&img, a, decade_lo, decade_hi);
   img.Text(a.left, 8,
            absl::StrCat(Upper(report.method), " block [", report.first_layer,
                         ", ", report.end_layer,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's fidelity study on one H200 (docs/fidelity.md): builds the
+# Issue 16's fidelity study on one H200 (docs/fidelity-method.md): builds the
 # binaries with deploy/gpu/build.sh, then runs deploy/gpu/fidelity_study.py
 # --scale gpu (pretraining, planner, 12 lft compress jobs, export + HF check;
 # <= 25 minutes with the build) detached from the device call (setsid), so

@@ -22,7 +22,11 @@ def main():
                 return r
         return None
 
-    disk = pick(mode="disk")["bytes_per_second"]
+    # The ceiling is the fastest plain write the disk showed in this run
+    # (one writer or several, before or after the extractions): the
+    # stricter reading for the store's ratio.
+    disks = [r for r in rows if r["mode"] == "disk"]
+    disk = max(r["bytes_per_second"] for r in disks)
     hf = {(r["batch"], r["seq"]): r["tokens_per_second"]
           for r in rows if r["mode"] == "hf_truncated"}
     fwd = {(r["batch"], r["seq"]): r["tokens_per_second"]
@@ -41,6 +45,9 @@ def main():
     result = {
         "date": datetime.date.today().isoformat(), "gpu": gpu,
         "commit": commit, "disk_write_bytes_per_second": disk,
+        "disk_write_runs": [{"writers": r.get("writers", 1),
+                             "bytes_per_second": r["bytes_per_second"]}
+                            for r in disks],
         "hf_truncated_tokens_per_second": hf.get((8, 2048)),
         "lft_forward_tokens_per_second": fwd.get((8, 2048)),
         "hf_truncated_b32_s512_tokens_per_second": hf.get((32, 512)),
@@ -70,7 +77,9 @@ def main():
             result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
             if r["store"] == "embedded" and codec == "bf16":
                 result.setdefault("disk_footprint_ratio", r["disk_footprint_ratio"])
-    print(f"disk ceiling: {disk / 1e9:.2f} GB/s")
+    print(f"disk ceiling: {disk / 1e9:.2f} GB/s, the fastest of "
+          + ", ".join(f"{r['bytes_per_second'] / 1e9:.2f} "
+                      f"({r.get('writers', 1)} writer(s))" for r in disks))
     json.dump(result, open(out, "w"), indent=2)
     print(json.dumps(result, indent=2))
 

@@ -19,8 +19,9 @@
 //       with default options, as a worker runs them; prints tokens/s over
 //       all tasks and over the first and last 10% of the tokens, and the
 //       store directory's bytes over the payload bytes.
-//   extraction_throughput --mode disk --dir DIR --bytes N
-//       write() of N bytes in 8 MiB chunks, then fdatasync: bytes/s.
+//   extraction_throughput --mode disk --dir DIR --bytes N [--writers W]
+//       W threads each write() N / W bytes into a file of their own in 8 MiB
+//       chunks, then fdatasync: bytes/s until the last is synced.
 // Every mode also prints one line "json {...}" with its figures.
 #include <fcntl.h>
 #include <torch/torch.h>
@@ -34,13 +35,14 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/text/bpe_trainer.h"
 #include "common/corpus/jsonl_zst.h"
 #include "common/tensor/tensor_codec.h"
+#include "common/text/bpe_trainer.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 #include "worker/teacher/teacher_extraction_runner.h"
@@ -58,7 +60,7 @@ struct Args {
   std::string mode, teacher, corpus, store_db, store, dir, codec = "bf16",
                                                            device = "cuda";
   int64_t batch = 8, seq = 2048, first = 6, end = 18, iters = 20, tasks = 1,
-          documents = 1000000, bytes = 4ll << 30;
+          documents = 1000000, bytes = 4ll << 30, writers = 1;
 };
 
 // Records when progress arrived, to compare the rate at the start and end.
@@ -342,38 +344,70 @@ int Extract(const Args& a) {
   return 0;
 }
 
-int Disk(const Args& a) {
-  fs::create_directories(a.dir);
-  const std::string path = (fs::path(a.dir) / "ceiling.bin").string();
+// One writer's share of the disk ceiling: `bytes` into its own file in 8 MiB
+// write() calls, then fdatasync. Returns false after printing the error.
+bool WriteAndSync(const std::string& path, int64_t bytes) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) {
     std::perror(path.c_str());
-    return 1;
+    return false;
   }
   std::vector<char> chunk(8 << 20);
   for (size_t i = 0; i < chunk.size(); ++i)
     chunk[i] = static_cast<char>(i * 131);
-  const auto start = Clock::now();
-  int64_t left = a.bytes;
-  while (left > 0) {
+  int64_t left = bytes;
+  bool ok = true;
+  while (ok && left > 0) {
     const size_t n = static_cast<size_t>(std::min<int64_t>(left, chunk.size()));
-    if (::write(fd, chunk.data(), n) != static_cast<ssize_t>(n)) {
-      std::perror("write");
-      return 1;
-    }
+    ok = ::write(fd, chunk.data(), n) == static_cast<ssize_t>(n);
+    if (!ok) std::perror("write");
     left -= static_cast<int64_t>(n);
   }
-  if (::fdatasync(fd) != 0) {
+  if (ok && ::fdatasync(fd) != 0) {
     std::perror("fdatasync");
-    return 1;
+    ok = false;
+  }
+  ::close(fd);
+  return ok;
+}
+
+// The store writes several files at once (blob files, SSTs, the WAL), so
+// the ceiling is taken with --writers parallel writers as well as one: a
+// single sequential writer understated what this disk takes (the embedded
+// store once wrote faster than it).
+int Disk(const Args& a) {
+  fs::create_directories(a.dir);
+  const int64_t writers = std::max<int64_t>(1, a.writers);
+  const int64_t share = a.bytes / writers;
+  std::vector<std::string> paths;
+  for (int64_t i = 0; i < writers; ++i) {
+    paths.push_back(
+        (fs::path(a.dir) / absl::StrCat("ceiling-", i, ".bin")).string());
+  }
+  std::vector<char> ok(static_cast<size_t>(writers), 0);
+  const auto start = Clock::now();
+  {
+    std::vector<std::thread> threads;
+    for (int64_t i = 0; i < writers; ++i) {
+      threads.emplace_back([&, i] {
+        ok[static_cast<size_t>(i)] = WriteAndSync(paths[i], share) ? 1 : 0;
+      });
+    }
+    for (std::thread& t : threads) t.join();
   }
   const double secs = Since(start);
-  ::close(fd);
-  fs::remove(path);
-  const double bps = static_cast<double>(a.bytes) / secs;
-  std::printf("| plain write + fdatasync | %.1f GB | %.2f s | %.2f GB/s |\n",
-              static_cast<double>(a.bytes) / 1e9, secs, bps / 1e9);
-  std::printf("json {\"mode\": \"disk\", \"bytes_per_second\": %.1f}\n", bps);
+  for (const std::string& p : paths) fs::remove(p);
+  if (std::find(ok.begin(), ok.end(), 0) != ok.end()) return 1;
+  const double total = static_cast<double>(share * writers);
+  const double bps = total / secs;
+  std::printf(
+      "| plain write + fdatasync, %lld writer(s) | %.1f GB | %.2f s | %.2f "
+      "GB/s |\n",
+      static_cast<long long>(writers), total / 1e9, secs, bps / 1e9);
+  std::printf(
+      "json {\"mode\": \"disk\", \"writers\": %lld, \"bytes\": %.0f, "
+      "\"bytes_per_second\": %.1f}\n",
+      static_cast<long long>(writers), total, bps);
   return 0;
 }
 
@@ -392,7 +426,8 @@ int main(int argc, char** argv) {
         {"--batch", &a.batch},         {"--seq", &a.seq},
         {"--first", &a.first},         {"--end", &a.end},
         {"--iters", &a.iters},         {"--tasks", &a.tasks},
-        {"--documents", &a.documents}, {"--bytes", &a.bytes}};
+        {"--documents", &a.documents}, {"--bytes", &a.bytes},
+        {"--writers", &a.writers}};
     if (auto it = strings.find(f); it != strings.end()) {
       *it->second = v;
     } else if (auto jt = ints.find(f); jt != ints.end()) {

@@ -15,7 +15,8 @@
 #
 #   device: bash deploy/gpu/extraction_bench.sh
 # Knobs: DOCS (documents per task, default 400), TASKS (tasks per run,
-# default 2), LONG_TASKS (tasks of the long ingest run, 0 = skip; each task
+# default 2), WRITERS_SWEEP (store writers to try over gRPC besides the
+# default, default "8 16"; empty to skip), LONG_TASKS (tasks of the long ingest run, 0 = skip; each task
 # is ~DOCS documents), DISK_GB (ceiling write size, default 8).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,8 +63,13 @@ ceiling() {
 }
 ceiling before
 
-extract() {  # codec store(embedded|grpc) [tasks]
+# CPU seconds (user + system) a process has used: how busy lft-store was.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+
+extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers]
   local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2
+  local writers=()
+  [ -n "${4:-}" ] && writers=(--store-writers "$4")
   rm -rf "$db"
   if [ "$where" = grpc ] || [ "$where" = grpc2 ]; then
     local n=1 pids=() addrs=()
@@ -78,13 +84,16 @@ extract() {  # codec store(embedded|grpc) [tasks]
     local addr
     addr=$(IFS=,; echo "${addrs[*]}")
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store "$addr" \
-      --codec "$codec" --tasks "$tasks" --documents "$DOCS"
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}"
+    for i in $(seq "$n"); do
+      echo "store $i cpu: $(cpu_s "${pids[$((i - 1))]}") s"
+    done
     kill "${pids[@]}"; wait "${pids[@]}"
     for i in $(seq "$n"); do echo "store $i directory: $(du -sb "$db-$i" | cut -f1) bytes"; done
     rm -rf "$db"-*
   else
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store-db "$db" \
-      --codec "$codec" --tasks "$tasks" --documents "$DOCS"
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}"
   fi
   keep
   rm -rf "$db"
@@ -94,6 +103,12 @@ echo "== (d) gRPC bf16";      extract bf16 grpc
 echo "== (e) embedded fp8";   extract fp8 embedded
 echo "== (e) gRPC fp8";       extract fp8 grpc
 echo "== (d) two lft-store processes, bf16"; extract bf16 grpc2
+# Where the one-store gRPC path is bound: more PutPairs in flight than the
+# default (TeacherRunnerOptions::store_writers), one store and two.
+for w in ${WRITERS_SWEEP-8 16}; do
+  echo "== (d) gRPC bf16, $w store writers"; extract bf16 grpc "$TASKS" "$w"
+  echo "== (d) two lft-store processes, bf16, $w store writers"; extract bf16 grpc2 "$TASKS" "$w"
+done
 if [ "${LONG_TASKS:-0}" -gt 0 ]; then
   echo "== long ingest (embedded bf16, $LONG_TASKS tasks)"
   extract bf16 embedded "$LONG_TASKS"

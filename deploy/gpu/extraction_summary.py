@@ -53,14 +53,21 @@ def main():
         "hf_truncated_b32_s512_tokens_per_second": hf.get((32, 512)),
         "lft_forward_b32_s512_tokens_per_second": fwd.get((32, 512)),
     }
+    # The default number of store writers is the first extraction's; rows
+    # of a sweep over other numbers get their own names and keys.
+    extracts = [r for r in rows if r["mode"] == "extract"]
+    default_writers = extracts[0].get("store_writers") if extracts else None
     for r in rows:
         if r["mode"] not in ("extract", "long"):
             continue
+        sweep = r.get("store_writers", default_writers) != default_writers
         ceiling = disk / r["payload_bytes_per_token"]
         key = (r["batch"], r["seq"])
         name = f"({'c' if r['store'] == 'embedded' else 'd'}) {r['store']} {r['codec']}"
         if r["store"] == "grpc2":
             name = f"(d) two lft-store processes {r['codec']}"
+        if sweep:
+            name += f", {r['store_writers']} store writers"
         if r["mode"] == "long":
             name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
         print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "
@@ -73,6 +80,9 @@ def main():
             result["long_ingest_first_tokens_per_second"] = r["first_tokens_per_second"]
             result["long_ingest_last_tokens_per_second"] = r["last_tokens_per_second"]
             result["disk_footprint_ratio"] = r["disk_footprint_ratio"]
+        elif sweep:
+            result[f"lft_{r['store']}_{codec}_w{r['store_writers']}"
+                   "_tokens_per_second"] = r["tokens_per_second"]
         else:
             result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
             if r["store"] == "embedded" and codec == "bf16":

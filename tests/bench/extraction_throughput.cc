@@ -18,12 +18,14 @@
 //       [0, --documents)), one after another through TeacherExtractionRunner
 //       with default options, as a worker runs them; prints tokens/s over
 //       all tasks and over the first and last 10% of the tokens, and the
-//       store directory's bytes over the payload bytes.
+//       store directory's bytes over the payload bytes; --store-writers W
+//       sets TeacherRunnerOptions::store_writers (PutPairs in flight).
 //   extraction_throughput --mode disk --dir DIR --bytes N [--writers W]
 //       W threads each write() N / W bytes into a file of their own in 8 MiB
 //       chunks, then fdatasync: bytes/s until the last is synced.
 // Every mode also prints one line "json {...}" with its figures.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -60,7 +62,8 @@ struct Args {
   std::string mode, teacher, corpus, store_db, store, dir, codec = "bf16",
                                                            device = "cuda";
   int64_t batch = 8, seq = 2048, first = 6, end = 18, iters = 20, tasks = 1,
-          documents = 1000000, bytes = 4ll << 30, writers = 1;
+          documents = 1000000, bytes = 4ll << 30, writers = 1,
+          store_writers = 0;  // 0: TeacherRunnerOptions' default
 };
 
 // Records when progress arrived, to compare the rate at the start and end.
@@ -256,6 +259,15 @@ int Forward(const Args& a) {
   return 0;
 }
 
+// User + system CPU seconds of this process so far (all threads): beside
+// the wall time it says how many cores the worker side kept busy.
+double ProcessCpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 // "embedded", "grpc", or "grpcN" for a job spread over N lft-store processes.
 std::string StoreKind(const Args& a) {
   if (a.store.empty()) return "embedded";
@@ -268,6 +280,7 @@ int Extract(const Args& a) {
   o.device = a.device;
   o.store_db = a.store_db;
   o.batch_sequences = a.batch;
+  if (a.store_writers > 0) o.store_writers = a.store_writers;
   lft::TeacherExtractionRunner runner(o);
   lft::v1::Task t;
   t.set_job_id("bench");
@@ -295,6 +308,7 @@ int Extract(const Args& a) {
     }
   }
   RecordingContext ctx;
+  const double cpu_start = ProcessCpuSeconds();
   uint64_t pairs = 0;
   for (int64_t k = 0; k < a.tasks; ++k) {
     t.set_task_id(absl::StrCat("extract-", k));
@@ -311,6 +325,7 @@ int Extract(const Args& a) {
     ctx.base += ctx.last.tokens_done;
   }
   const double secs = Since(ctx.start);
+  const double cpu = ProcessCpuSeconds() - cpu_start;
   const uint64_t tokens = ctx.base;
   const size_t hidden = 1024;
   const lft::TensorCodec codec =
@@ -337,10 +352,15 @@ int Extract(const Args& a) {
       "\"batch\": %lld, \"seq\": %lld, \"tokens\": %llu, \"seconds\": %.3f, "
       "\"tokens_per_second\": %.1f, \"first_tokens_per_second\": %.1f, "
       "\"last_tokens_per_second\": %.1f, \"payload_bytes_per_token\": %.1f, "
-      "\"disk_footprint_ratio\": %.4f}\n",
+      "\"disk_footprint_ratio\": %.4f, \"store_writers\": %lld, "
+      "\"worker_cpu_seconds\": %.2f}\n",
       StoreKind(a).c_str(), a.codec.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.seq), static_cast<unsigned long long>(tokens),
-      secs, tps, first, last, payload_per_token, footprint);
+      secs, tps, first, last, payload_per_token, footprint,
+      static_cast<long long>(a.store_writers > 0
+                                 ? a.store_writers
+                                 : lft::TeacherRunnerOptions().store_writers),
+      cpu);
   return 0;
 }
 
@@ -427,7 +447,7 @@ int main(int argc, char** argv) {
         {"--first", &a.first},         {"--end", &a.end},
         {"--iters", &a.iters},         {"--tasks", &a.tasks},
         {"--documents", &a.documents}, {"--bytes", &a.bytes},
-        {"--writers", &a.writers}};
+        {"--writers", &a.writers},     {"--store-writers", &a.store_writers}};
     if (auto it = strings.find(f); it != strings.end()) {
       *it->second = v;
     } else if (auto jt = ints.find(f); jt != ints.end()) {

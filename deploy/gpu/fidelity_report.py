@@ -346,6 +346,15 @@ def decide_claims(rows, planner, cfg):
         if rho is None:
             numbers["note"] = ("R (or NMSE) is equal on every block scored: "
                                "it orders nothing")
+        else:
+            values = [p["recoupling"] for p in pts]
+            common = max(set(values), key=values.count)
+            tied = values.count(common)
+            if tied > 1:
+                numbers["note"] = (
+                    f"{tied} of the {len(pts)} blocks scored share R = "
+                    f"{common:.3g}: the planner cannot tell them apart, "
+                    "and the correlation rests on the others")
     claims.append(_claim("recoupling_orders_nmse", cfg, holds, numbers))
 
     # 6. FW vs regression.

@@ -164,6 +164,22 @@ class ClaimsTest(unittest.TestCase):
         self.assertIs(c["holds"], False)
         self.assertIn("orders nothing", c["numbers"]["note"])
 
+    def test_recoupling_tied_on_some_blocks_says_so(self):
+        planner = copy.deepcopy(PLANNER)
+        for p in planner[:3]:
+            p["recoupling_more"] = 0.0
+        planner[3]["recoupling_more"] = 0.2
+        c = by_id(fr.decide_claims(paper_like_rows(), planner, CFG))[
+            "recoupling_orders_nmse"]
+        self.assertIsNotNone(c["numbers"]["spearman_recoupling_nmse"])
+        self.assertIn("3 of the 4 blocks scored share R = 0",
+                      c["numbers"]["note"])
+
+    def test_recoupling_distinct_has_no_tie_note(self):
+        c = by_id(fr.decide_claims(paper_like_rows(), PLANNER, CFG))[
+            "recoupling_orders_nmse"]
+        self.assertNotIn("note", c["numbers"])
+
     def test_regression_beating_fw(self):
         def f(r):
             if r["method"] == "regression" and r["block"] == B25:

@@ -14,6 +14,7 @@
 #include "common/base/log.h"
 #include "common/base/status.h"
 #include "latent-store/checkpoint_names.h"
+#include "latent-store/prefetching_pair_reader.h"
 #include "latent-store/retrying_pair_store.h"
 #include "worker/collective/collective.h"
 #include "worker/model/lr_schedule.h"
@@ -413,6 +414,10 @@ class TrainerSession {
     if (!r.ok())
       return Annotate(r.status(), absl::StrCat(where_, ": reading pairs"));
     reader_ = std::move(*r);
+    if (options_.background_read) {
+      reader_ = std::make_unique<PrefetchingPairReader>(
+          std::move(reader_), static_cast<size_t>(per_rank_));
+    }
     return absl::OkStatus();
   }
 

@@ -92,6 +92,11 @@ struct TrainerRunnerOptions {
   absl::Duration store_unavailable_wait = absl::Minutes(5);
   // step-N checkpoints kept in the store (older ones are deleted).
   uint32_t keep_checkpoints = 3;
+  // Pairs read on a thread of their own, one rank's batch ahead of the
+  // step's own read-ahead (latent-store/prefetching_pair_reader.h): the
+  // store's read (for lft-store, the gRPC read and parse) then runs beside
+  // the step. false: the trainer's thread reads.
+  bool background_read = true;
   // Optional: lft_trainer_* metrics labelled job and role. Must outlive
   // the runner.
   MetricsRegistry* metrics = nullptr;

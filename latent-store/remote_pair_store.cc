@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <deque>
 #include <utility>
 
@@ -100,15 +101,37 @@ absl::StatusOr<std::unique_ptr<RemotePairStore>> RemotePairStore::Connect(
   // default reconnect backoff of up to two minutes.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto channel = grpc::CreateCustomChannel(target, *creds, args);
+  // Channels with equal arguments share their subchannel (one connection);
+  // a local subchannel pool and an index of its own give each data channel
+  // a connection of its own.
+  std::vector<std::shared_ptr<grpc::Channel>> data;
+  for (uint32_t i = 0; i < std::max<uint32_t>(1, options.data_channels); ++i) {
+    grpc::ChannelArguments data_args = args;
+    data_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    data_args.SetInt("lft.data_channel", static_cast<int>(i));
+    data.push_back(grpc::CreateCustomChannel(target, *creds, data_args));
+  }
   return std::unique_ptr<RemotePairStore>(
-      new RemotePairStore(std::move(channel), options));
+      new RemotePairStore(std::move(channel), std::move(data), options));
 }
 
-RemotePairStore::RemotePairStore(std::shared_ptr<grpc::Channel> channel,
-                                 const RemotePairStoreOptions& options)
+RemotePairStore::RemotePairStore(
+    std::shared_ptr<grpc::Channel> channel,
+    std::vector<std::shared_ptr<grpc::Channel>> data_channels,
+    const RemotePairStoreOptions& options)
     : options_(options),
       channel_(std::move(channel)),
-      stub_(lft::v1::LatentStoreService::NewStub(channel_)) {}
+      stub_(lft::v1::LatentStoreService::NewStub(channel_)),
+      data_channels_(std::move(data_channels)) {
+  for (const auto& c : data_channels_) {
+    data_stubs_.push_back(lft::v1::LatentStoreService::NewStub(c));
+  }
+}
+
+lft::v1::LatentStoreService::Stub* RemotePairStore::DataStub() const {
+  const uint32_t i = next_data_.fetch_add(1, std::memory_order_relaxed);
+  return data_stubs_[i % data_stubs_.size()].get();
+}
 
 void RemotePairStore::SetDeadline(grpc::ClientContext* context) const {
   AttachBearerToken(context, options_.credentials.token);
@@ -138,7 +161,7 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
     context.set_deadline(absl::ToChronoTime(deadline));
   }
   lft::v1::PutPairsResponse response;
-  auto stream = stub_->PutPairs(&context, &response);
+  auto stream = DataStub()->PutPairs(&context, &response);
   lft::v1::PutPairsRequest request;
   request.set_job_id(std::string(job));
   uint64_t bytes = 0;
@@ -252,7 +275,7 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   request.set_max_message_bytes(static_cast<uint32_t>(
       std::min<uint64_t>(options_.max_message_bytes, 0xFFFFFFFFull)));
   return std::unique_ptr<PairReader>(
-      new RemotePairReader(stub_.get(), request, options_.credentials.token));
+      new RemotePairReader(DataStub(), request, options_.credentials.token));
 }
 
 absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {

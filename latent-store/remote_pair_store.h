@@ -6,9 +6,11 @@
 #ifndef LFT_LATENT_STORE_REMOTE_PAIR_STORE_H_
 #define LFT_LATENT_STORE_REMOTE_PAIR_STORE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -42,6 +44,11 @@ struct RemotePairStoreOptions {
   // Checkpoint upload chunk size: 1 MiB keeps every message under gRPC's
   // default 4 MiB limit.
   uint64_t checkpoint_chunk_bytes = 1ull << 20;
+  // PutPairs and ScanPairs calls go round-robin over this many channels,
+  // each with a TCP connection of its own, so that a teacher's parallel
+  // writers (TeacherRunnerOptions::store_writers) do not share one
+  // connection's transport; 0 is taken as 1. Other calls use one more.
+  uint32_t data_channels = 4;
 };
 
 // Thread-safe (a gRPC channel is).
@@ -106,13 +113,19 @@ class RemotePairStore : public PairStore {
 
  private:
   RemotePairStore(std::shared_ptr<grpc::Channel> channel,
+                  std::vector<std::shared_ptr<grpc::Channel>> data_channels,
                   const RemotePairStoreOptions& options);
+  // The stub of the next data channel, round-robin.
+  lft::v1::LatentStoreService::Stub* DataStub() const;
   // Attaches the bearer token and the unary deadline.
   void SetDeadline(grpc::ClientContext* context) const;
 
   const RemotePairStoreOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<lft::v1::LatentStoreService::Stub> stub_;
+  const std::vector<std::shared_ptr<grpc::Channel>> data_channels_;
+  std::vector<std::unique_ptr<lft::v1::LatentStoreService::Stub>> data_stubs_;
+  mutable std::atomic<uint32_t> next_data_{0};
 };
 
 }  // namespace lft

@@ -66,10 +66,11 @@ ceiling before
 # CPU seconds (user + system) a process has used: how busy lft-store was.
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 
-extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers]
+extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channels]
   local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2
   local writers=()
   [ -n "${4:-}" ] && writers=(--store-writers "$4")
+  [ -n "${5:-}" ] && writers+=(--store-channels "$5")
   rm -rf "$db"
   if [ "$where" = grpc ] || [ "$where" = grpc2 ]; then
     local n=1 pids=() addrs=()
@@ -103,8 +104,10 @@ echo "== (d) gRPC bf16";      extract bf16 grpc
 echo "== (e) embedded fp8";   extract fp8 embedded
 echo "== (e) gRPC fp8";       extract fp8 grpc
 echo "== (d) two lft-store processes, bf16"; extract bf16 grpc2
-# Where the one-store gRPC path is bound: more PutPairs in flight than the
+# Where the one-store gRPC path is bound: every PutPairs on one connection
+# (the client before data channels), and more PutPairs in flight than the
 # default (TeacherRunnerOptions::store_writers), one store and two.
+echo "== (d) gRPC bf16, one connection"; extract bf16 grpc "$TASKS" "" 1
 for w in ${WRITERS_SWEEP-8 16}; do
   echo "== (d) gRPC bf16, $w store writers"; extract bf16 grpc "$TASKS" "$w"
   echo "== (d) two lft-store processes, bf16, $w store writers"; extract bf16 grpc2 "$TASKS" "$w"

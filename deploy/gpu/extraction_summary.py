@@ -57,17 +57,21 @@ def main():
     # of a sweep over other numbers get their own names and keys.
     extracts = [r for r in rows if r["mode"] == "extract"]
     default_writers = extracts[0].get("store_writers") if extracts else None
+    default_channels = extracts[0].get("store_channels") if extracts else None
     for r in rows:
         if r["mode"] not in ("extract", "long"):
             continue
-        sweep = r.get("store_writers", default_writers) != default_writers
+        sweep = (r.get("store_writers", default_writers) != default_writers
+                 or r.get("store_channels", default_channels)
+                 != default_channels)
         ceiling = disk / r["payload_bytes_per_token"]
         key = (r["batch"], r["seq"])
         name = f"({'c' if r['store'] == 'embedded' else 'd'}) {r['store']} {r['codec']}"
         if r["store"] == "grpc2":
             name = f"(d) two lft-store processes {r['codec']}"
         if sweep:
-            name += f", {r['store_writers']} store writers"
+            name += (f", {r['store_writers']} store writers, "
+                     f"{r['store_channels']} connection(s)")
         if r["mode"] == "long":
             name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
         print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "
@@ -82,7 +86,8 @@ def main():
             result["disk_footprint_ratio"] = r["disk_footprint_ratio"]
         elif sweep:
             result[f"lft_{r['store']}_{codec}_w{r['store_writers']}"
-                   "_tokens_per_second"] = r["tokens_per_second"]
+                   f"_c{r['store_channels']}_tokens_per_second"] = (
+                       r["tokens_per_second"])
         else:
             result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
             if r["store"] == "embedded" and codec == "bf16":

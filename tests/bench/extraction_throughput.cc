@@ -19,7 +19,8 @@
 //       with default options, as a worker runs them; prints tokens/s over
 //       all tasks and over the first and last 10% of the tokens, and the
 //       store directory's bytes over the payload bytes; --store-writers W
-//       sets TeacherRunnerOptions::store_writers (PutPairs in flight).
+//       sets TeacherRunnerOptions::store_writers (PutPairs in flight),
+//       --store-channels C RemotePairStoreOptions::data_channels.
 //   extraction_throughput --mode disk --dir DIR --bytes N [--writers W]
 //       W threads each write() N / W bytes into a file of their own in 8 MiB
 //       chunks, then fdatasync: bytes/s until the last is synced.
@@ -45,6 +46,8 @@
 #include "common/corpus/jsonl_zst.h"
 #include "common/tensor/tensor_codec.h"
 #include "common/text/bpe_trainer.h"
+#include "latent-store/pair_store_pool.h"
+#include "latent-store/remote_pair_store.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
 #include "worker/teacher/teacher_extraction_runner.h"
@@ -63,7 +66,8 @@ struct Args {
                                                            device = "cuda";
   int64_t batch = 8, seq = 2048, first = 6, end = 18, iters = 20, tasks = 1,
           documents = 1000000, bytes = 4ll << 30, writers = 1,
-          store_writers = 0;  // 0: TeacherRunnerOptions' default
+          store_writers = 0,  // 0: TeacherRunnerOptions' default
+      store_channels = 0;     // 0: RemotePairStoreOptions' default
 };
 
 // Records when progress arrived, to compare the rate at the start and end.
@@ -281,6 +285,12 @@ int Extract(const Args& a) {
   o.store_db = a.store_db;
   o.batch_sequences = a.batch;
   if (a.store_writers > 0) o.store_writers = a.store_writers;
+  lft::RemotePairStoreOptions remote;
+  if (a.store_channels > 0) {
+    remote.data_channels = static_cast<uint32_t>(a.store_channels);
+  }
+  lft::PairStorePool pool(a.store_db, remote);
+  o.stores = &pool;
   lft::TeacherExtractionRunner runner(o);
   lft::v1::Task t;
   t.set_job_id("bench");
@@ -353,14 +363,14 @@ int Extract(const Args& a) {
       "\"tokens_per_second\": %.1f, \"first_tokens_per_second\": %.1f, "
       "\"last_tokens_per_second\": %.1f, \"payload_bytes_per_token\": %.1f, "
       "\"disk_footprint_ratio\": %.4f, \"store_writers\": %lld, "
-      "\"worker_cpu_seconds\": %.2f}\n",
+      "\"store_channels\": %lld, \"worker_cpu_seconds\": %.2f}\n",
       StoreKind(a).c_str(), a.codec.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.seq), static_cast<unsigned long long>(tokens),
       secs, tps, first, last, payload_per_token, footprint,
       static_cast<long long>(a.store_writers > 0
                                  ? a.store_writers
                                  : lft::TeacherRunnerOptions().store_writers),
-      cpu);
+      static_cast<long long>(remote.data_channels), cpu);
   return 0;
 }
 
@@ -443,11 +453,17 @@ int main(int argc, char** argv) {
         {"--store", &a.store},   {"--dir", &a.dir},
         {"--codec", &a.codec},   {"--device", &a.device}};
     std::map<std::string, int64_t*> ints = {
-        {"--batch", &a.batch},         {"--seq", &a.seq},
-        {"--first", &a.first},         {"--end", &a.end},
-        {"--iters", &a.iters},         {"--tasks", &a.tasks},
-        {"--documents", &a.documents}, {"--bytes", &a.bytes},
-        {"--writers", &a.writers},     {"--store-writers", &a.store_writers}};
+        {"--batch", &a.batch},
+        {"--seq", &a.seq},
+        {"--first", &a.first},
+        {"--end", &a.end},
+        {"--iters", &a.iters},
+        {"--tasks", &a.tasks},
+        {"--documents", &a.documents},
+        {"--bytes", &a.bytes},
+        {"--writers", &a.writers},
+        {"--store-writers", &a.store_writers},
+        {"--store-channels", &a.store_channels}};
     if (auto it = strings.find(f); it != strings.end()) {
       *it->second = v;
     } else if (auto jt = ints.find(f); jt != ints.end()) {

@@ -1,5 +1,6 @@
 // EvaluateCheckpoint and the recoupling-ratio matrix on tiny random
-// teachers built in memory (vocab 64, hidden 16, 4 layers). Exactness
+// teachers built in memory (vocab 64, hidden 16, 4 layers; written to a
+// directory too where the regression baseline's engine loads it). Exactness
 // tests use layers made identities (zero output projections), so an
 // AdaLN-Zero flow layer (velocity 0) reproduces the block bit for bit;
 // hand-computed values use GptNeoX::Forward / Extract / Tail, a code path
@@ -13,10 +14,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "common/base/teacher_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "latent-store/checkpoint_names.h"
@@ -27,6 +30,7 @@
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
+#include "worker/model/tensor_io.h"
 
 namespace lft {
 namespace {
@@ -62,6 +66,42 @@ std::unique_ptr<GptNeoX> MakeTeacher(uint64_t seed,
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(*model);
 }
+
+// A random teacher written as a directory (config.json, model.safetensors),
+// which the regression baseline's engine loads (RegressionOptions::job),
+// and the same teacher loaded back in memory. The directory is removed
+// with the object.
+class TeacherOnDisk {
+ public:
+  explicit TeacherOnDisk(uint64_t seed) {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("lft_eval_teacher_" + std::to_string(getpid()) + "_" +
+            std::to_string(seed) + "_" + std::to_string(counter_++));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::ofstream(dir_ / "config.json") << NeoXConfigToJson(TinyConfig());
+    EXPECT_TRUE(SaveTensors(GptNeoX::RandomTensors(TinyConfig(), seed),
+                            (dir_ / "model.safetensors").string())
+                    .ok());
+    auto model = GptNeoX::Load(dir_.string());
+    EXPECT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+  }
+  ~TeacherOnDisk() { std::filesystem::remove_all(dir_); }
+  const GptNeoX& model() const { return *model_; }
+  std::string dir() const { return dir_.string(); }
+  // Regression options whose job names this teacher.
+  RegressionOptions Regression() const {
+    RegressionOptions ro;
+    ro.job.mutable_teacher()->set_path(dir());
+    return ro;
+  }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path dir_;
+  std::unique_ptr<GptNeoX> model_;
+};
 
 // `n` random sequences; the last one keeps only its first `valid_last`
 // tokens (the rest is padding with id `pad`).
@@ -382,14 +422,15 @@ TEST(CheckpointEvaluatorTest, LinearBaselineIsExactForAnIdentityBlock) {
 }
 
 TEST(CheckpointEvaluatorTest, LinearBaselineFitsTrainingPairsAndBeatsSkip) {
-  auto teacher = MakeTeacher(5);
+  TeacherOnDisk disk(5);  // the engine loads it
+  const GptNeoX* teacher = &disk.model();
   const FlowCheckpoint c =
       MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
   EvaluationPlan plan = Plan();
   plan.regression_baseline = true;
   plan.linear_baseline = true;
   plan.linear_tokens = 100;
-  RegressionOptions ro;
+  RegressionOptions ro = disk.Regression();
   ro.batch_sequences = 4;
   ro.steps = 3;
   VectorPairSource pairs(*teacher, 1, 3, 32);
@@ -578,12 +619,13 @@ TEST(CheckpointEvaluatorTest, PaddingIsIgnored) {
 }
 
 TEST(CheckpointEvaluatorTest, RegressionBaselineTrainsOnPairs) {
-  auto teacher = MakeTeacher(5);
+  TeacherOnDisk disk(5);  // the engine loads it
+  const GptNeoX* teacher = &disk.model();
   const FlowCheckpoint c =
       MakeCheckpoint(*teacher, 1, 3, FlowInit::kTeacherLayer);
   EvaluationPlan plan = Plan();
   plan.regression_baseline = true;
-  RegressionOptions ro;
+  RegressionOptions ro = disk.Regression();
   ro.batch_sequences = 4;
   ro.learning_rate = 3e-3;
   ro.warmup_steps = 2;

@@ -8,16 +8,21 @@
 // model_gpu_test's bf16 comparisons, loose enough to be stable, tight
 // enough to catch a wrong row). Skipped without CUDA.
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "common/base/teacher_config.h"
 #include "gtest/gtest.h"
 #include "worker/evaluator/checkpoint_evaluator.h"
 #include "worker/evaluator/recoupling_matrix.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
+#include "worker/model/tensor_io.h"
 
 namespace lft {
 namespace {
@@ -146,15 +151,28 @@ TEST(EvaluatorGpuTest, CudaRowsMatchTheCpu) {
                   fp32 ? 1e-4 + 1e-3 * w.nmse : 0.05 + 0.2 * w.nmse);
     }
   }
-  // The regression baseline trains on the GPU too.
+  // The regression baseline trains on the GPU too, through the engine of a
+  // regression job (bf16 evaluations, staged input), which loads the
+  // teacher's directory.
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() /
+      ("lft_eval_gpu_teacher_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << NeoXConfigToJson(Config());
+  ASSERT_TRUE(SaveTensors(GptNeoX::RandomTensors(Config(), 5),
+                          (dir / "model.safetensors").string())
+                  .ok());
+  ro.job.mutable_teacher()->set_path(dir.string());
   PairsOf pairs(*cpu);
   ro.steps = 20;
   ro.batch_sequences = 4;
   auto gpu = Teacher(torch::kCUDA, torch::kBFloat16);
   auto trained = EvaluateCheckpoint(*gpu, c, HeldOut(), plan, ro, &pairs);
+  std::filesystem::remove_all(dir);
   ASSERT_TRUE(trained.ok()) << trained.status();
   ASSERT_NE(trained->Find("regression"), nullptr);
   EXPECT_EQ(trained->regression_steps, 20);
+  EXPECT_EQ(trained->regression_tokens, 20 * 4 * kSeq);
 }
 
 TEST(EvaluatorGpuTest, RecouplingMatrixOnCudaMatchesTheCpu) {

@@ -28,15 +28,17 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <set>
+#include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "common/tensor/tensor_codec.h"
 #include "latent-store/checkpoint_names.h"
-#include "worker/model/adamw.h"
 #include "worker/model/eval_metrics.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_layer.h"
@@ -44,6 +46,8 @@
 #include "worker/model/lr_schedule.h"
 #include "worker/model/pair_batch.h"
 #include "worker/model/torch_guard.h"
+#include "worker/trainer/engine/flow_training_engine.h"
+#include "worker/trainer/training_engine.h"
 
 namespace lft {
 
@@ -100,67 +104,103 @@ absl::StatusOr<StepRule> RuleOf(const std::string& solver) {
       absl::StrCat("solver \"", solver, "\" is not euler or midpoint"));
 }
 
-// The next `batch` training pairs as a batch on `device`, right-padded to
-// the longest. `baseline` names the consumer in the error for no pairs.
-absl::StatusOr<PairBatch> NextPairBatch(TrainingPairSource* source,
-                                        int64_t batch, int64_t hidden,
-                                        torch::Device device,
-                                        const char* baseline = "regression") {
-  std::vector<LatentPairRecord> records;
-  LatentPairRecord rec;
-  while (static_cast<int64_t>(records.size()) < batch) {
+// The next records->size() training pairs of `source` into *records (in
+// place, so their buffers are reused); the valid tokens they hold, counted
+// on the host.
+absl::StatusOr<int64_t> NextRecords(TrainingPairSource* source,
+                                    std::vector<LatentPairRecord>* records) {
+  int64_t tokens = 0;
+  for (LatentPairRecord& rec : *records) {
     LFT_ASSIGN_OR_RETURN(bool more, source->Next(&rec));
     if (!more) {
       return absl::FailedPreconditionError(
-          absl::StrCat("the ", baseline,
-                       " baseline needs stored training pairs, and the job "
-                       "has none"));
+          "the regression baseline needs stored training pairs, and the job "
+          "has none");
     }
-    records.push_back(std::move(rec));
+    tokens += rec.tokens;
   }
-  PairBatch out;
-  LFT_RETURN_IF_ERROR(AssemblePairBatch(records, hidden, &out));
-  out.x0 = out.x0.to(device);
-  out.x1 = out.x1.to(device);
-  out.mask = out.mask.to(device);
-  return out;
+  return tokens;
 }
 
-// The regression baseline: teacher layer m trained with MSE x0 -> x1.
-absl::StatusOr<FlowLayer> TrainRegression(const GptNeoX& teacher, int64_t m,
-                                          const RegressionOptions& o,
-                                          TrainingPairSource* source,
-                                          const EvaluationHooks& hooks,
-                                          std::vector<double>* losses,
-                                          int64_t* tokens) {
-  FlowLayerOptions fo;
-  fo.init = FlowInit::kTeacherLayer;
-  fo.seed = o.seed;
-  fo.device = teacher.options().device;
-  fo.dtype = torch::kFloat;
-  FlowLayer layer(teacher.layer(m), teacher.layer_shape(), fo);
-  AdamW opt({AdamWGroup{layer->parameters(), o.weight_decay}});
-  torch::Tensor grad = torch::zeros_like(opt.master());
-  const int64_t hidden = teacher.config().hidden_size;
+// The regression baseline (TrainRegressionBaseline): the engine of a
+// METHOD_REGRESSION job, stepped as TrainerRunner steps it with one rank.
+absl::StatusOr<FlowCheckpoint> TrainRegression(const GptNeoX& teacher,
+                                               int64_t m, int64_t n,
+                                               const RegressionOptions& o,
+                                               TrainingPairSource* source,
+                                               const EvaluationHooks& hooks) {
   const int64_t batch = std::max<int64_t>(1, o.batch_sequences);
+  std::vector<LatentPairRecord> pairs(batch), next(batch);
+  int64_t tokens = 0, pair_tokens = 0, next_tokens = 0;
+  bool next_ready = false;
+  std::unique_ptr<TrainingEngine> engine;
+  std::vector<double> losses;
   for (int64_t step = 0; step < o.steps; ++step) {
     if (Cancelled(hooks)) return CancelledStatus();
     if (hooks.regression_progress) hooks.regression_progress(step, o.steps);
-    LFT_ASSIGN_OR_RETURN(PairBatch b, NextPairBatch(source, batch, hidden,
-                                                    teacher.options().device));
-    *tokens += static_cast<int64_t>(b.mask.sum().item<double>());
-    for (torch::Tensor& p : layer->parameters()) p.mutable_grad().reset();
-    torch::Tensor loss = MaskedMse(
-        layer->Block(b.x0, torch::zeros({b.x0.size(0)}, b.x0.options())), b.x1,
-        b.mask);
-    loss.backward();
-    opt.GatherGradients(grad);
-    ClipGradientNorm(grad, o.gradient_clip_norm);
-    opt.Step(grad, WarmupCosineLr(o.learning_rate, o.min_lr_ratio,
-                                  o.warmup_steps, o.steps, step));
-    losses->push_back(loss.item<double>());
+    if (next_ready) {
+      pairs.swap(next);
+      pair_tokens = next_tokens;
+      next_ready = false;
+    } else {
+      LFT_ASSIGN_OR_RETURN(pair_tokens, NextRecords(source, &pairs));
+    }
+    if (engine == nullptr) {
+      // After the first read, so that a job without pairs fails without
+      // loading the teacher.
+      if (o.job.teacher().path().empty()) {
+        return absl::InvalidArgumentError(
+            "the regression baseline needs the job's teacher directory "
+            "(RegressionOptions::job.teacher.path)");
+      }
+      lft::v1::JobSpec spec = o.job;
+      spec.mutable_block()->set_first_layer(static_cast<uint32_t>(m));
+      spec.mutable_block()->set_end_layer(static_cast<uint32_t>(n));
+      lft::v1::TrainingSpec* t = spec.mutable_training();
+      t->set_method(lft::v1::METHOD_REGRESSION);
+      t->set_weight_decay(o.weight_decay);
+      t->set_seed(o.seed);
+      auto made = NewFlowTrainingEngine(spec, teacher.options().device.str());
+      if (!made.ok()) {
+        return Annotate(made.status(), "training the regression baseline");
+      }
+      engine = std::move(*made);
+    }
+    const std::string where =
+        absl::StrCat("training the regression baseline: step ", step);
+    absl::Status s = engine->ComputeGradients(pairs, step);
+    if (!s.ok()) return Annotate(s, where);
+    // As TrainerRunner::PrefetchNextStep: the store read and the transfer
+    // of the next step run while the device works on this one.
+    if (engine->OverlapsInput() && step + 1 < o.steps) {
+      LFT_ASSIGN_OR_RETURN(next_tokens, NextRecords(source, &next));
+      engine->StageNextStep(next, step + 1);
+      next_ready = true;
+    }
+    auto loss =
+        engine->ApplyGradients(1.0, o.gradient_clip_norm,
+                               WarmupCosineLr(o.learning_rate, o.min_lr_ratio,
+                                              o.warmup_steps, o.steps, step));
+    if (!loss.ok()) return Annotate(loss.status(), where);
+    losses.push_back(*loss);
+    tokens += pair_tokens;
   }
-  return layer;
+  if (engine == nullptr) {
+    return absl::InvalidArgumentError(
+        "the regression baseline needs at least one step");
+  }
+  TrainingPosition position;
+  position.step = static_cast<uint64_t>(o.steps);
+  position.tokens = static_cast<uint64_t>(tokens);
+  position.losses = losses;
+  auto blob = engine->SaveCheckpoint(position, 1);
+  if (!blob.ok()) {
+    return Annotate(blob.status(), "saving the regression baseline");
+  }
+  LFT_ASSIGN_OR_RETURN(FlowCheckpoint checkpoint, ParseFlowCheckpoint(*blob));
+  // The blob writes losses as %.9g text; keep the engine's doubles.
+  checkpoint.header.losses = std::move(losses);
+  return checkpoint;
 }
 
 // Pairs per chunk of the linear fit's normal equations: 8 sequences of
@@ -329,13 +369,15 @@ absl::StatusOr<EvaluationReport> Evaluate(const GptNeoX& teacher,
   FlowLayer regression{nullptr};
   if (!regression_checkpoint && plan.regression_baseline && pairs != nullptr &&
       reg_options.steps > 0) {
-    std::vector<double> losses;
-    LFT_ASSIGN_OR_RETURN(regression,
-                         TrainRegression(teacher, m, reg_options, pairs, hooks,
-                                         &losses, &report.regression_tokens));
+    LFT_ASSIGN_OR_RETURN(
+        FlowCheckpoint trained,
+        TrainRegression(teacher, m, n, reg_options, pairs, hooks));
+    LFT_ASSIGN_OR_RETURN(regression, RestoreFlowLayer(teacher, trained, fo));
     regression->eval();
+    const std::vector<double>& losses = trained.header.losses;
     report.regression_steps = static_cast<int64_t>(losses.size());
     report.regression_final_loss = losses.empty() ? 0 : losses.back();
+    report.regression_tokens = static_cast<int64_t>(trained.header.tokens);
   }
   torch::Tensor linear_map;  // [H + 1, H] float64, undefined: no linear row
   if (plan.linear_baseline && pairs != nullptr) {
@@ -622,6 +664,17 @@ absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
                     [&]() -> absl::StatusOr<EvaluationReport> {
                       return Evaluate(teacher, checkpoint, heldout, plan,
                                       regression, pairs, hooks);
+                    });
+}
+
+absl::StatusOr<FlowCheckpoint> TrainRegressionBaseline(
+    const GptNeoX& teacher, int64_t first_layer, int64_t end_layer,
+    const RegressionOptions& options, TrainingPairSource* pairs,
+    const EvaluationHooks& hooks) {
+  return GuardTorch("training the regression baseline",
+                    [&]() -> absl::StatusOr<FlowCheckpoint> {
+                      return TrainRegression(teacher, first_layer, end_layer,
+                                             options, pairs, hooks);
                     });
 }
 

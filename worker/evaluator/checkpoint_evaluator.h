@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "latent-store/pair_store.h"
+#include "lft/v1/job.pb.h"
 #include "worker/evaluator/evaluation_report.h"
 #include "worker/evaluator/heldout.h"
 
@@ -45,8 +46,10 @@ struct EvaluationPlan {
   int64_t recoupling_tokens = 256;
 };
 
-// Settings of the regression baseline: one layer initialised from teacher
-// layer m, trained with MSE from x0 to x1 (AdamW, warm-up then cosine).
+// Settings of the regression baseline: the layer a METHOD_REGRESSION job
+// trains (initialised from teacher layer m, masked MSE of Block(x0, t = 0)
+// against x1, AdamW, warm-up then cosine), trained through that job's
+// TrainingEngine (NewFlowTrainingEngine).
 struct RegressionOptions {
   int64_t steps = 100;
   int64_t batch_sequences = 16;
@@ -56,6 +59,12 @@ struct RegressionOptions {
   int64_t warmup_steps = 10;
   double gradient_clip_norm = 1.0;  // 0 disables clipping
   uint64_t seed = 0;
+  // The job whose regression counterpart is trained. The engine gets a copy
+  // with training.method METHOD_REGRESSION, the block of the checkpoint
+  // scored, and training.weight_decay and seed from the fields above; it
+  // loads layer m of job.teacher.path itself (float32), which must hold the
+  // teacher being evaluated.
+  lft::v1::JobSpec job;
 };
 
 // Where the regression baseline's training pairs come from. Not thread-safe.
@@ -104,20 +113,44 @@ struct EvaluationHooks {
 // given, or if the checkpoint itself is a regression layer); linear (if
 // planned and `pairs` is given); then for a flow checkpoint one row per
 // (solver, k). All metrics are masked and token weighted over the whole
-// held-out set. The regression baseline trains first; the linear map is
+// held-out set. The regression baseline trains first
+// (TrainRegressionBaseline); the linear map is
 // fitted on the pairs of `pairs` that follow, so turning it on leaves the
 // regression's training data unchanged. The report's job/checkpoint/
 // teacher names, held-out file list and curve are left for the caller.
 // Errors: InvalidArgument for a bad plan (k < 1, unknown solver, empty,
 // linear_tokens < 1), a checkpoint of another block or teacher
 // (RestoreFlowLayer's message), held-out token ids outside the vocabulary,
-// or training pairs of another width; FailedPrecondition if a baseline
-// has no pairs; Cancelled when hooks.cancelled says so; Internal for torch
-// errors.
+// or training pairs of another width; TrainRegressionBaseline's errors;
+// FailedPrecondition if a baseline has no pairs; Cancelled when
+// hooks.cancelled says so; Internal for torch errors.
 absl::StatusOr<EvaluationReport> EvaluateCheckpoint(
     const GptNeoX& teacher, const FlowCheckpoint& checkpoint,
     const HeldOutSet& heldout, const EvaluationPlan& plan,
     const RegressionOptions& regression, TrainingPairSource* pairs,
+    const EvaluationHooks& hooks = {});
+
+// Trains the regression baseline of block [first_layer, end_layer) on the
+// device of `teacher`: a FlowTrainingEngine for a copy of options.job with
+// training.method METHOD_REGRESSION, world size 1, driven as TrainerRunner
+// drives it (ComputeGradients of options.batch_sequences pairs of `pairs`
+// per step, in the order read, then ApplyGradients(1, gradient_clip_norm,
+// WarmupCosineLr(learning_rate, min_lr_ratio, warmup_steps, steps, step));
+// where the engine overlaps input, the next step's pairs are read and
+// staged while the device works). Returns the trained layer as the
+// engine's checkpoint (method "regression"; header.step = steps,
+// header.tokens = the valid tokens of the pairs consumed, header.losses =
+// every step's loss as the engine returned it). hooks.cancelled is polled
+// and hooks.regression_progress called before every step. Errors:
+// FailedPrecondition if `pairs` holds none; the errors of `pairs`;
+// InvalidArgument for options.steps < 1, if options.job names no teacher
+// directory, for a block
+// outside it or for pairs of another width; NewFlowTrainingEngine's errors
+// (naming the directory); Cancelled when hooks.cancelled says so; Internal
+// for torch errors.
+absl::StatusOr<FlowCheckpoint> TrainRegressionBaseline(
+    const GptNeoX& teacher, int64_t first_layer, int64_t end_layer,
+    const RegressionOptions& options, TrainingPairSource* pairs,
     const EvaluationHooks& hooks = {});
 
 // How ScoreCheckpointCurve integrates each checkpoint's flow layer.

@@ -71,6 +71,7 @@ RegressionOptions RegressionOf(const lft::v1::JobSpec& spec,
     r.batch_sequences = t.global_batch_sequences();
   }
   r.seed = t.seed();
+  r.job = spec;
   if (e.regression_steps() > 0) {
     // Asked for explicitly (an equal-budget study): not capped.
     r.steps = e.regression_steps();

@@ -27,6 +27,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <set>
@@ -182,6 +183,11 @@ absl::StatusOr<FlowCheckpoint> TrainRegression(const GptNeoX& teacher,
                                WarmupCosineLr(o.learning_rate, o.min_lr_ratio,
                                               o.warmup_steps, o.steps, step));
     if (!loss.ok()) return Annotate(loss.status(), where);
+    if (!std::isfinite(*loss)) {
+      return absl::InternalError(
+          absl::StrCat(where, ": the loss became ", *loss,
+                       "; lower training.learning_rate or check the pairs"));
+    }
     losses.push_back(*loss);
     tokens += pair_tokens;
   }

@@ -16,8 +16,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -906,6 +908,20 @@ TEST(CheckpointEvaluatorTest, RegressionBaselineStopsWhenCancelled) {
   EXPECT_EQ(last_step, 3);
   // Steps 0..3 read their batches, nothing after (no prefetch on the CPU).
   EXPECT_EQ(pairs.next_, 4u * 3u);
+}
+
+TEST(CheckpointEvaluatorTest, RegressionBaselineFailsOnANonFiniteLoss) {
+  TeacherOnDisk disk(5);
+  RegressionOptions ro = EveryKnob(disk);
+  ro.steps = 3;
+  VectorPairSource pairs(disk.model(), 1, 3, 4);
+  // One target row of infinities: the MSE of that batch is infinite.
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(pairs.pairs_[0].x1.data(), &inf, sizeof(inf));
+  EXPECT_THAT(TrainRegressionBaseline(disk.model(), 1, 3, ro, &pairs),
+              StatusIs(absl::StatusCode::kInternal,
+                       "training the regression baseline: step 0: the loss "
+                       "became inf"));
 }
 
 TEST(CheckpointEvaluatorTest, RegressionBaselineNeedsTheJobsTeacherDirectory) {

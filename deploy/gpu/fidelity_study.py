@@ -96,7 +96,9 @@ import fidelity_report as fr  # noqa: E402
 #    FW ~40 s, hybrid ~45 s, SFM ~20 s per block, ~105 s x 4 blocks.
 #    Cached mode: ~3.4 epochs over the ~5 M extracted tokens.
 #  * evaluation: 64 held-out sequences x 512, 10 flow settings, skip-1..3;
-#    the regression baseline (FW jobs) 1024 float32 steps, ~30 s.
+#    the regression baseline (FW jobs) 1024 steps through a regression
+#    job's engine (bf16, CUDA graphs; 1.2 M tokens/s at width 1024 on the
+#    H200), ~15 s.
 #  * planner: Hungarian O(N^3) in doubles: 36 blocks at 1024 tokens took
 #    22 s on the 2-core VM (0.6 s each); 300 blocks at 512 tokens ~25 s.
 #  * jobs in all: ~12 x 15 s extraction + ~420 s training + ~4 x 30 s
@@ -109,7 +111,8 @@ import fidelity_report as fr  # noqa: E402
 #  pretraining 201 s (163k tokens/s), planner 15 s; per job extraction
 #  ~10 s, FW training ~30 s, SFM ~25 s; the evaluator's regression baseline
 #  1024 float32 steps at ~10 steps/s (~100 s per FW job) was the jobs
-#  phase's bottleneck (one evaluator); export + HF check 45 s.
+#  phase's bottleneck (one evaluator) before it trained through the
+#  engine; export + HF check 45 s.
 SCALES = {
     "gpu": {
         "device": "cuda",

@@ -6,13 +6,16 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <deque>
+#include <filesystem>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/log.h"
@@ -37,6 +40,9 @@ namespace {
 constexpr char kPairsCf[] = "pairs";
 constexpr char kCheckpointsCf[] = "checkpoints";
 constexpr char kMetaCf[] = "meta";
+// A payload file is closed for appends at this size and a new one started.
+constexpr uint64_t kPayloadFileBytes = 1ull << 30;
+constexpr char kPayloadFileSuffix[] = ".lftp";
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -224,12 +230,23 @@ class LocalPairReader : public PairReader {
  public:
   LocalPairReader(LatentStore* store, const rocksdb::Snapshot* snapshot,
                   std::string job, std::vector<Address> keys,
-                  uint32_t readahead, uint32_t threads)
+                  LatentStore::PayloadFiles files, uint32_t readahead,
+                  uint32_t threads)
       : store_(store),
         snapshot_(snapshot),
         job_(std::move(job)),
         keys_(std::move(keys)),
+        files_(std::move(files)),
         capacity_(std::max<uint32_t>(1, readahead)) {
+    read_payload_ = [this](uint64_t file, uint64_t offset, size_t bytes,
+                           char* out) -> absl::Status {
+      auto it = files_.find(file);
+      if (it == files_.end()) {
+        return absl::DataLossError(absl::StrCat(
+            "payload file ", file, " of job '", job_, "' is missing"));
+      }
+      return it->second->ReadAt(offset, bytes, out);
+    };
     const uint32_t n = std::max<uint32_t>(
         1, std::min<uint32_t>(threads, static_cast<uint32_t>(capacity_)));
     for (uint32_t t = 0; t < n; ++t) threads_.emplace_back([this] { Fetch(); });
@@ -302,10 +319,13 @@ class LocalPairReader : public PairReader {
         status = FromRocks(s, "reading a pair");
       } else {
         status = sf::DecodeRecord(absl::string_view(value.data(), value.size()),
-                                  key, &rec);
+                                  key, &rec, &read_payload_);
       }
       if (status.ok()) {
-        store_->read_bytes_.Increment(static_cast<double>(value.size()));
+        // The record's bytes wherever its payload lives.
+        store_->read_bytes_.Increment(static_cast<double>(
+            sf::kRecordHeaderBytes + 4 * rec.token_ids.size() + rec.x0.size() +
+            rec.x1.size()));
         store_->pairs_read_.Increment();
         rec.shard = a.shard;
         rec.sequence = a.sequence;
@@ -327,6 +347,10 @@ class LocalPairReader : public PairReader {
   const rocksdb::Snapshot* const snapshot_;
   const std::string job_;
   const std::vector<Address> keys_;
+  // The job's payload files when the scan started (after its snapshot, so
+  // every record the snapshot sees has its file here).
+  const LatentStore::PayloadFiles files_;
+  sf::PayloadReadFn read_payload_;
   const size_t capacity_;
   std::vector<std::thread> threads_;
 
@@ -401,22 +425,27 @@ absl::StatusOr<std::unique_ptr<LatentStore>> LatentStore::Open(
     return FromRocks(s, absl::StrCat("opening latent store at ", path));
   }
   std::unique_ptr<LatentStore> store(
-      new LatentStore(options, db, std::move(handles)));
+      new LatentStore(path, options, db, std::move(handles)));
   LFT_RETURN_IF_ERROR(store->LoadState());
+  LFT_RETURN_IF_ERROR(store->LoadPayloadFiles());
   LFT_RETURN_IF_ERROR(store->CollectAbandonedUploads());
   LogInfo("latent store opened",
           {{"path", path},
            {"jobs", store->ListJobs().size()},
            {"blob_files", options.enable_blob_files ? "on" : "off"},
+           {"payload_files", store->payload_files_ ? "on" : "off"},
            {"sync", options.sync ? "on" : "off"},
            {"rocksdb_crc32c",
             RocksDbCrc32cIsAccelerated() ? "sse4.2 (lft)" : "software"}});
   return store;
 }
 
-LatentStore::LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
+LatentStore::LatentStore(const std::string& path,
+                         const LatentStoreOptions& options, rocksdb::DB* db,
                          std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(options),
+    : path_(path),
+      options_(options),
+      payload_files_(options.payload_files && !options.pairs_in_wal),
       write_session_(absl::StrCat(absl::Hex(
           SplitMix64Hash(static_cast<uint64_t>(absl::GetCurrentTimeNanos()) ^
                          (static_cast<uint64_t>(getpid()) << 40)),
@@ -450,7 +479,14 @@ LatentStore::LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
 
 LatentStore::~LatentStore() {
   // A clean shutdown leaves no memtable behind: pairs outside the WAL reach
-  // the disk, and the WAL files become obsolete and are deleted.
+  // the disk, and the WAL files become obsolete and are deleted. Payload
+  // files first, so that no flushed reference points at unsynced bytes.
+  {
+    absl::MutexLock lock(&payload_mu_);
+    for (auto& [job, p] : payloads_) {
+      for (auto& [id, f] : p.files) f->SyncIfDirty().IgnoreError();
+    }
+  }
   rocksdb::FlushOptions fo;
   fo.wait = true;
   db_->Flush(fo, {pairs_cf_, checkpoints_cf_, meta_cf_}).PermitUncheckedError();
@@ -723,9 +759,10 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
       }
     }
   } unreserve{this, job, generation, n};
-  // The payloads are copied into the batch before taking write_mu_, so
-  // concurrent writers copy in parallel; under the lock only the index
-  // look-ups, the counters and RocksDB's memtable insert remain.
+  // The payloads are written (to payload files) or copied into the batch
+  // before taking write_mu_, so concurrent writers do that in parallel;
+  // under the lock only the index look-ups, the counters and RocksDB's
+  // memtable insert remain.
   rocksdb::WriteBatch batch;
   std::vector<uint64_t> value_bytes(pairs.size());
   {
@@ -733,8 +770,19 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     for (size_t i = 0; i < pairs.size(); ++i) {
       const LatentPairRecord& p = pairs[i];
       const std::string key = sf::PairKey(job, p.shard, p.sequence, p.chunk);
+      value_bytes[i] = sf::kRecordHeaderBytes + 4 * p.token_ids.size() +
+                       p.x0.size() + p.x1.size();
+      if (payload_files_) {
+        LFT_ASSIGN_OR_RETURN(
+            PayloadSlot slot,
+            ReservePayload(job, generation, p.x0.size() + p.x1.size()));
+        LFT_RETURN_IF_ERROR(slot.file->WriteAt(slot.offset, p.x0, p.x1));
+        sf::EncodeRecordPrefix(p, &prefix, sf::kFlagPayloadInFile);
+        prefix += sf::PayloadReference(slot.file->id(), slot.offset);
+        batch.Put(pairs_cf_, key, prefix);
+        continue;
+      }
       sf::EncodeRecordPrefix(p, &prefix);
-      value_bytes[i] = prefix.size() + p.x0.size() + p.x1.size();
       rocksdb::Slice key_parts[] = {rocksdb::Slice(key)};
       rocksdb::Slice value_parts[] = {
           rocksdb::Slice(prefix), rocksdb::Slice(p.x0), rocksdb::Slice(p.x1)};
@@ -1025,13 +1073,19 @@ absl::Status LatentStore::SyncPairs(absl::string_view job,
     return absl::OkStatus();  // every acknowledged batch was fsync'd
   }
   const absl::Time start = absl::Now();
+  // The payloads first: once the flush below makes the index durable, every
+  // reference in it must point at synced bytes.
+  absl::Status s = SyncPayloadFiles(job);
+  if (!s.ok()) {
+    sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
+    return Annotate(s, absl::StrCat("syncing pairs of job '", job, "'"));
+  }
   rocksdb::FlushOptions fo;
   fo.wait = true;
   fo.allow_write_stall = true;
-  absl::Status s =
-      Checked(absl::StrCat("syncing pairs of job '", job, "'"), [&] {
-        return db_->Flush(fo, {pairs_cf_, meta_cf_});
-      });
+  s = Checked(absl::StrCat("syncing pairs of job '", job, "'"), [&] {
+    return db_->Flush(fo, {pairs_cf_, meta_cf_});
+  });
   sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
   return s;
 }
@@ -1117,9 +1171,9 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
     mine.erase(mine.begin(),
                mine.begin() + static_cast<std::ptrdiff_t>(options.skip_pairs));
   }
-  return std::unique_ptr<PairReader>(
-      new LocalPairReader(this, snapshot, std::string(job), std::move(mine),
-                          options.readahead_pairs, options.read_threads));
+  return std::unique_ptr<PairReader>(new LocalPairReader(
+      this, snapshot, std::string(job), std::move(mine), PayloadFilesOf(job),
+      options.readahead_pairs, options.read_threads));
 }
 
 absl::StatusOr<JobStats> LatentStore::Stats(absl::string_view job) {
@@ -1181,6 +1235,7 @@ absl::Status LatentStore::DeleteJob(absl::string_view job) {
     it->second.pending_gauge->Set(0);
     jobs_.erase(it);
   }
+  DropPayloadFiles(job, /*keep_job=*/false);
   return CompactJobKeys(job, /*checkpoints=*/true);
 }
 
@@ -1216,6 +1271,7 @@ absl::Status LatentStore::DeletePairs(absl::string_view job) {
     st.sealed_prefix_pairs = st.head_pairs = 0;
     st.pending_gauge->Set(0);
   }
+  DropPayloadFiles(job, /*keep_job=*/true);
   return CompactJobKeys(job, /*checkpoints=*/false);
 }
 
@@ -1240,6 +1296,128 @@ absl::Status LatentStore::CompactJobKeys(absl::string_view job,
         "compacting deleted checkpoints"));
   }
   return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Payload files
+
+std::string LatentStore::PayloadDir(absl::string_view job) const {
+  // "j-" keeps job ids such as "." and ".." ordinary names.
+  return (std::filesystem::path(path_) / "payloads" / absl::StrCat("j-", job))
+      .string();
+}
+
+absl::Status LatentStore::LoadPayloadFiles() {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(path_) / "payloads";
+  std::error_code ec;
+  if (!fs::exists(root, ec)) return absl::OkStatus();
+  std::map<std::string, JobPayloads, std::less<>> found;
+  for (const fs::directory_entry& d : fs::directory_iterator(root, ec)) {
+    const std::string name = d.path().filename().string();
+    const std::string job = absl::StartsWith(name, "j-") ? name.substr(2) : "";
+    bool known = false;
+    {
+      absl::MutexLock lock(&mu_);
+      known = !job.empty() && jobs_.find(job) != jobs_.end();
+    }
+    if (!known) {
+      // A job deleted (or never created) whose files a crash left behind.
+      fs::remove_all(d.path(), ec);
+      continue;
+    }
+    JobPayloads& p = found[job];
+    for (const fs::directory_entry& f : fs::directory_iterator(d.path(), ec)) {
+      const std::string file = f.path().filename().string();
+      uint64_t id = 0;
+      if (!absl::EndsWith(file, kPayloadFileSuffix) ||
+          !absl::SimpleAtoi(
+              file.substr(0, file.size() - std::strlen(kPayloadFileSuffix)),
+              &id)) {
+        continue;
+      }
+      LFT_ASSIGN_OR_RETURN(std::shared_ptr<PayloadFile> pf,
+                           PayloadFile::OpenForReading(f.path().string(), id));
+      p.files[id] = std::move(pf);
+      p.next_id = std::max(p.next_id, id + 1);
+    }
+  }
+  if (ec) {
+    return absl::InternalError(absl::StrCat("listing payload files in ",
+                                            root.string(), ": ", ec.message()));
+  }
+  absl::MutexLock lock(&payload_mu_);
+  payloads_ = std::move(found);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
+    absl::string_view job, uint64_t generation, uint64_t bytes) {
+  absl::MutexLock lock(&payload_mu_);
+  {
+    absl::MutexLock state_lock(&mu_);
+    auto it = jobs_.find(job);
+    if (it == jobs_.end() || it->second.generation != generation) {
+      return absl::AbortedError(absl::StrCat(
+          "job '", job, "' was deleted while this write was pending"));
+    }
+  }
+  JobPayloads& p = payloads_[std::string(job)];
+  if (p.open == nullptr || p.open_bytes + bytes > kPayloadFileBytes) {
+    const std::string dir = PayloadDir(job);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("creating payload directory ", dir, ": ", ec.message()));
+    }
+    const uint64_t id = p.next_id++;
+    LFT_ASSIGN_OR_RETURN(
+        std::shared_ptr<PayloadFile> f,
+        PayloadFile::Create(
+            (std::filesystem::path(dir) / absl::StrCat(id, kPayloadFileSuffix))
+                .string(),
+            id));
+    p.files[id] = f;
+    p.open = std::move(f);
+    p.open_bytes = 0;
+  }
+  PayloadSlot slot{p.open, p.open_bytes};
+  p.open_bytes += bytes;
+  return slot;
+}
+
+LatentStore::PayloadFiles LatentStore::PayloadFilesOf(absl::string_view job) {
+  absl::MutexLock lock(&payload_mu_);
+  auto it = payloads_.find(job);
+  return it == payloads_.end() ? PayloadFiles() : it->second.files;
+}
+
+absl::Status LatentStore::SyncPayloadFiles(absl::string_view job) {
+  for (auto& [id, f] : PayloadFilesOf(job)) {
+    LFT_RETURN_IF_ERROR(f->SyncIfDirty());
+  }
+  return absl::OkStatus();
+}
+
+void LatentStore::DropPayloadFiles(absl::string_view job, bool keep_job) {
+  {
+    absl::MutexLock lock(&payload_mu_);
+    auto it = payloads_.find(job);
+    if (it != payloads_.end()) {
+      if (keep_job) {
+        it->second.files.clear();
+        it->second.open = nullptr;
+        it->second.open_bytes = 0;
+      } else {
+        payloads_.erase(it);
+      }
+    }
+    // Unlinked under the lock, so no new file of this job appears in the
+    // directory meanwhile; readers keep the files they hold open.
+    std::error_code ec;
+    std::filesystem::remove_all(PayloadDir(job), ec);
+  }
 }
 
 absl::Status LatentStore::Flush() {

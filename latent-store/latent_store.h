@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/base/prometheus_metrics.h"
 #include "latent-store/pair_store.h"
+#include "latent-store/payload_file.h"
 
 namespace rocksdb {
 class DB;
@@ -49,6 +50,13 @@ struct LatentStoreOptions {
   // acknowledged write survives a store kill without SyncPairs, at half the
   // write bandwidth.
   bool pairs_in_wal = false;
+  // Pair payloads (x0, x1) go to append-only payload files of their own
+  // (<dir>/payloads/j-<job>/<id>.lftp, payload_file.h), written once with
+  // pwrite by the writers in parallel and fdatasync'd by SyncPairs before
+  // the index; RocksDB keeps each record's header, token ids and a
+  // reference. Off (or with pairs_in_wal): payloads inside RocksDB (blob
+  // files at memtable flush). Records of both kinds are read either way.
+  bool payload_files = true;
   // Job configs, checkpoints and deletions always go through the WAL; fsync
   // per write batch with sync. disable_wal drops the WAL for everything
   // (bulk loads, benchmarks): writes are durable only after Flush().
@@ -175,8 +183,38 @@ class LatentStore : public PairStore {
     uint64_t head_pairs = 0;
   };
 
-  LatentStore(const LatentStoreOptions& options, rocksdb::DB* db,
+  // A job's payload files: those found at Open (read only) and those this
+  // process created; `open` is appended to until it holds kPayloadFileBytes.
+  struct JobPayloads {
+    std::map<uint64_t, std::shared_ptr<PayloadFile>> files;
+    std::shared_ptr<PayloadFile> open;
+    uint64_t open_bytes = 0;
+    uint64_t next_id = 0;
+  };
+  struct PayloadSlot {
+    std::shared_ptr<PayloadFile> file;
+    uint64_t offset = 0;
+  };
+  using PayloadFiles = std::map<uint64_t, std::shared_ptr<PayloadFile>>;
+
+  LatentStore(const std::string& path, const LatentStoreOptions& options,
+              rocksdb::DB* db,
               std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  std::string PayloadDir(absl::string_view job) const;
+  // Finds every job's payload files; removes those of jobs the store no
+  // longer has (a crash between a deletion's index write and its unlink).
+  absl::Status LoadPayloadFiles();
+  // `bytes` bytes of the job's open payload file, starting a new file when
+  // it is full. Aborted if the job (this generation of it) is gone.
+  absl::StatusOr<PayloadSlot> ReservePayload(absl::string_view job,
+                                             uint64_t generation,
+                                             uint64_t bytes);
+  PayloadFiles PayloadFilesOf(absl::string_view job);
+  // Syncs every payload file of `job` written since its last sync.
+  absl::Status SyncPayloadFiles(absl::string_view job);
+  // Forgets the job's payload files and unlinks them (open readers keep
+  // theirs); `keep_job` keeps numbering new files after the old ones.
+  void DropPayloadFiles(absl::string_view job, bool keep_job);
   absl::Status LoadState();
   // Pairs of `job` stored for `shard`, counted from the index.
   absl::StatusOr<uint64_t> CountShardPairs(absl::string_view job,
@@ -214,7 +252,9 @@ class LatentStore : public PairStore {
   // leave less than min_free_disk_bytes free once memtables are flushed.
   absl::Status CheckFreeSpace(uint64_t bytes, absl::string_view what);
 
+  const std::string path_;
   const LatentStoreOptions options_;
+  const bool payload_files_;  // options_.payload_files && !pairs_in_wal
   // Differs on every Open (WriteSession): a writer that sees it change
   // knows that unsynced pairs may be gone.
   const std::string write_session_;
@@ -246,6 +286,12 @@ class LatentStore : public PairStore {
   absl::Mutex mu_;
   std::map<std::string, JobState, std::less<>> jobs_ ABSL_GUARDED_BY(mu_);
   uint64_t blob_counter_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Taken after write_mu_ and before mu_ (ReservePayload checks the job).
+  absl::Mutex payload_mu_ ABSL_ACQUIRED_AFTER(write_mu_)
+      ABSL_ACQUIRED_BEFORE(mu_);
+  std::map<std::string, JobPayloads, std::less<>> payloads_
+      ABSL_GUARDED_BY(payload_mu_);
 };
 
 // See LatentStore::StartCheckpoint. Not thread-safe.

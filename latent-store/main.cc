@@ -68,9 +68,12 @@ const std::vector<lft::FlagSpec>& StoreFlags() {
            "also log pair payloads in the WAL: acknowledged pairs survive a "
            "store kill without SyncPairs, at half the write bandwidth "
            "(default: off)"},
+          {"payload-files", "",
+           "write pair payloads once into payload files beside RocksDB "
+           "(default; --payload-files=false: inside RocksDB, docs/store.md)"},
           {"blob-files", "",
-           "keep pair values in BlobDB blob files (default; "
-           "--blob-files=false: not)"},
+           "keep pair values held inside RocksDB in BlobDB blob files "
+           "(default; --blob-files=false: not)"},
           {"max-message-mib", "N",
            "gRPC max message size, both ways (default 64)"},
           {"help", "", "print this text and exit"},
@@ -111,9 +114,11 @@ int Run(const lft::Flags& flags) {
   absl::StatusOr<bool> wal = GetBool(flags, "wal", true);
   absl::StatusOr<bool> blob_files = GetBool(flags, "blob-files", true);
   absl::StatusOr<bool> pairs_wal = GetBool(flags, "pairs-wal", false);
+  absl::StatusOr<bool> payload_files = GetBool(flags, "payload-files", true);
   for (const absl::Status& s :
        {max_mib_flag.status(), metrics_port.status(), min_free_mib.status(),
-        sync.status(), wal.status(), blob_files.status(), pairs_wal.status()}) {
+        sync.status(), wal.status(), blob_files.status(), pairs_wal.status(),
+        payload_files.status()}) {
     if (!s.ok()) return Fail(s.message(), 2);
   }
   if (*max_mib_flag < 1 || *max_mib_flag > 1024) {
@@ -150,6 +155,7 @@ int Run(const lft::Flags& flags) {
   options.sync = *sync;
   options.disable_wal = !*wal;
   options.pairs_in_wal = *pairs_wal;
+  options.payload_files = *payload_files;
   options.enable_blob_files = *blob_files;
   options.metrics = &metrics;
   options.min_free_disk_bytes =

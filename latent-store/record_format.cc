@@ -95,14 +95,15 @@ std::string PrefixSuccessor(absl::string_view prefix) {
   return s;
 }
 
-void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* out) {
+void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* out,
+                        uint8_t flags) {
   out->clear();
   out->reserve(kRecordHeaderBytes + pair.token_ids.size() * 4);
   PutLe32(out, kRecordMagic);
   out->push_back(static_cast<char>(kRecordVersion & 0xFF));
   out->push_back(static_cast<char>(kRecordVersion >> 8));
   out->push_back(static_cast<char>(pair.codec));
-  out->push_back(0);  // flags
+  out->push_back(static_cast<char>(flags));
   PutLe32(out, pair.tokens);
   PutLe32(out, pair.hidden);
   PutLe32(out, static_cast<uint32_t>(pair.token_ids.size()));
@@ -118,6 +119,13 @@ void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* out) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(crc >> (8 * i));
 }
 
+std::string PayloadReference(uint64_t file, uint64_t offset) {
+  std::string r;
+  PutLe64(&r, file);
+  PutLe64(&r, offset);
+  return r;
+}
+
 void EncodeRecord(const LatentPairRecord& pair, std::string* out) {
   EncodeRecordPrefix(pair, out);
   out->append(pair.x0);
@@ -125,7 +133,8 @@ void EncodeRecord(const LatentPairRecord& pair, std::string* out) {
 }
 
 absl::Status DecodeRecord(absl::string_view value, absl::string_view what,
-                          LatentPairRecord* pair) {
+                          LatentPairRecord* pair,
+                          const PayloadReadFn* read_payload) {
   auto corrupt = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("corrupt pair record at key ",
                                             absl::BytesToHexString(what), ": ",
@@ -156,16 +165,49 @@ absl::Status DecodeRecord(absl::string_view value, absl::string_view what,
                                 " disagrees with shape [", tokens, ", ", hidden,
                                 "] ", TensorCodecName(*codec)));
   }
-  const uint64_t want_total = kRecordHeaderBytes +
-                              static_cast<uint64_t>(num_ids) * 4 +
-                              2 * static_cast<uint64_t>(tensor_bytes);
+  const uint8_t flags = static_cast<uint8_t>(p[7]);
+  if ((flags & ~kFlagPayloadInFile) != 0) {
+    return corrupt(absl::StrCat("unknown flags ", static_cast<int>(flags)));
+  }
+  const bool in_file = (flags & kFlagPayloadInFile) != 0;
+  const uint64_t ids_bytes = static_cast<uint64_t>(num_ids) * 4;
+  const uint64_t want_total =
+      kRecordHeaderBytes + ids_bytes +
+      (in_file ? kPayloadReferenceBytes
+               : 2 * static_cast<uint64_t>(tensor_bytes));
   if (want_total != value.size()) {
     return corrupt(absl::StrCat("value is ", value.size(),
                                 " bytes, header says ", want_total));
   }
+  if (in_file) {
+    if (read_payload == nullptr) {
+      return corrupt(
+          "its payload is in a payload file and no reader for "
+          "payload files was given");
+    }
+    const char* ref = p + kRecordHeaderBytes + ids_bytes;
+    const uint64_t file = GetLe64(ref), offset = GetLe64(ref + 8);
+    pair->x0.resize(tensor_bytes);
+    pair->x1.resize(tensor_bytes);
+    absl::Status read =
+        (*read_payload)(file, offset, tensor_bytes, pair->x0.data());
+    if (read.ok()) {
+      read = (*read_payload)(file, offset + tensor_bytes, tensor_bytes,
+                             pair->x1.data());
+    }
+    if (!read.ok()) {
+      return corrupt(absl::StrCat("its payload (file ", file, ", offset ",
+                                  offset,
+                                  ") cannot be read: ", read.message()));
+    }
+  }
   uint32_t crc = Crc32cExtend(0, p, 24);
   crc = Crc32cExtend(crc, p + kRecordHeaderBytes,
-                     value.size() - kRecordHeaderBytes);
+                     in_file ? ids_bytes : value.size() - kRecordHeaderBytes);
+  if (in_file) {
+    crc = Crc32cExtend(crc, pair->x0.data(), pair->x0.size());
+    crc = Crc32cExtend(crc, pair->x1.data(), pair->x1.size());
+  }
   if (crc != stored_crc) {
     return corrupt(absl::StrCat("crc32c mismatch (stored ", stored_crc,
                                 ", computed ", crc, ")"));
@@ -178,9 +220,11 @@ absl::Status DecodeRecord(absl::string_view value, absl::string_view what,
   for (uint32_t i = 0; i < num_ids; ++i) {
     pair->token_ids[i] = static_cast<int32_t>(GetLe32(q + 4 * i));
   }
-  q += static_cast<size_t>(num_ids) * 4;
-  pair->x0.assign(q, tensor_bytes);
-  pair->x1.assign(q + tensor_bytes, tensor_bytes);
+  if (!in_file) {
+    q += static_cast<size_t>(num_ids) * 4;
+    pair->x0.assign(q, tensor_bytes);
+    pair->x1.assign(q + tensor_bytes, tensor_bytes);
+  }
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 #define LFT_LATENT_STORE_RECORD_FORMAT_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -54,17 +55,33 @@ void PutLe64(std::string* out, uint64_t v);
 uint32_t GetLe32(const char* p);
 uint64_t GetLe64(const char* p);
 
+// Header flag: the payload (x0 then x1) lives in a payload file
+// (payload_file.h); the value ends with le64 file id + le64 offset instead.
+inline constexpr uint8_t kFlagPayloadInFile = 1;
+inline constexpr size_t kPayloadReferenceBytes = 16;
+
 // The value's first bytes (header and token ids, with the crc32c computed
 // over x0 and x1 as well): the value is prefix + x0 + x1, which lets writers
-// hand RocksDB the payloads without concatenating them first.
-void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* prefix);
+// hand RocksDB the payloads without concatenating them first. With
+// kFlagPayloadInFile in `flags`, the value is prefix + PayloadReference.
+void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* prefix,
+                        uint8_t flags = 0);
+// le64 file + le64 offset: where a kFlagPayloadInFile record's payload is.
+std::string PayloadReference(uint64_t file, uint64_t offset);
+
+// Reads `bytes` bytes of payload file `file` from `offset` into `out`; a
+// short or failed read is an error (DataLoss for a short one).
+using PayloadReadFn = std::function<absl::Status(uint64_t file, uint64_t offset,
+                                                 size_t bytes, char* out)>;
 // Serializes a pair's value (header, token ids, x0, x1) into *out.
 void EncodeRecord(const LatentPairRecord& pair, std::string* out);
 // Parses and verifies a value; fills the payload fields of *pair (not the
 // address). DataLoss naming `what` (the key) on a bad magic, unknown
-// version, inconsistent sizes or crc32c mismatch.
+// version, inconsistent sizes or crc32c mismatch. A record whose payload is
+// in a payload file reads it through `read_payload` (DataLoss without one).
 absl::Status DecodeRecord(absl::string_view value, absl::string_view what,
-                          LatentPairRecord* pair);
+                          LatentPairRecord* pair,
+                          const PayloadReadFn* read_payload = nullptr);
 
 }  // namespace store_format
 }  // namespace lft

@@ -239,13 +239,23 @@ class LocalPairReader : public PairReader {
         files_(std::move(files)),
         capacity_(std::max<uint32_t>(1, readahead)) {
     read_payload_ = [this](uint64_t file, uint64_t offset, size_t bytes,
-                           char* out) -> absl::Status {
+                           std::string* x0, std::string* x1) -> absl::Status {
       auto it = files_.find(file);
       if (it == files_.end()) {
         return absl::DataLossError(absl::StrCat(
             "payload file ", file, " of job '", job_, "' is missing"));
       }
-      return it->second->ReadAt(offset, bytes, out);
+      const PayloadFile& f = *it->second;
+      LFT_ASSIGN_OR_RETURN(uint64_t size, f.Size());
+      const uint64_t both = 2 * static_cast<uint64_t>(bytes);
+      if (offset > size || both > size - offset) {
+        return absl::DataLossError(absl::StrCat(
+            "payload file ", f.path(), " ends before offset ", offset + both));
+      }
+      x0->resize(bytes);
+      x1->resize(bytes);
+      LFT_RETURN_IF_ERROR(f.ReadAt(offset, bytes, x0->data()));
+      return f.ReadAt(offset + bytes, bytes, x1->data());
     };
     const uint32_t n = std::max<uint32_t>(
         1, std::min<uint32_t>(threads, static_cast<uint32_t>(capacity_)));

@@ -1,6 +1,7 @@
 #include "latent-store/payload_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -65,6 +66,12 @@ absl::Status PayloadFile::WriteAt(uint64_t offset, absl::string_view a,
   }
   dirty_.store(true, std::memory_order_release);
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> PayloadFile::Size() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Errno("inspecting", path_, errno);
+  return static_cast<uint64_t>(st.st_size);
 }
 
 absl::Status PayloadFile::ReadAt(uint64_t offset, size_t n, char* out) const {

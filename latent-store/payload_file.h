@@ -41,6 +41,8 @@ class PayloadFile {
   // Internal for other write errors; both name the path.
   absl::Status WriteAt(uint64_t offset, absl::string_view a,
                        absl::string_view b);
+  // The file's size now (written ranges included).
+  absl::StatusOr<uint64_t> Size() const;
   // Reads exactly `n` bytes at `offset`: DataLoss if the file ends first.
   absl::Status ReadAt(uint64_t offset, size_t n, char* out) const;
   // fdatasync if anything was written since the last successful sync.

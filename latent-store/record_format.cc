@@ -187,14 +187,8 @@ absl::Status DecodeRecord(absl::string_view value, absl::string_view what,
     }
     const char* ref = p + kRecordHeaderBytes + ids_bytes;
     const uint64_t file = GetLe64(ref), offset = GetLe64(ref + 8);
-    pair->x0.resize(tensor_bytes);
-    pair->x1.resize(tensor_bytes);
     absl::Status read =
-        (*read_payload)(file, offset, tensor_bytes, pair->x0.data());
-    if (read.ok()) {
-      read = (*read_payload)(file, offset + tensor_bytes, tensor_bytes,
-                             pair->x1.data());
-    }
+        (*read_payload)(file, offset, tensor_bytes, &pair->x0, &pair->x1);
     if (!read.ok()) {
       return corrupt(absl::StrCat("its payload (file ", file, ", offset ",
                                   offset,

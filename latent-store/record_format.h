@@ -69,10 +69,15 @@ void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* prefix,
 // le64 file + le64 offset: where a kFlagPayloadInFile record's payload is.
 std::string PayloadReference(uint64_t file, uint64_t offset);
 
-// Reads `bytes` bytes of payload file `file` from `offset` into `out`; a
-// short or failed read is an error (DataLoss for a short one).
-using PayloadReadFn = std::function<absl::Status(uint64_t file, uint64_t offset,
-                                                 size_t bytes, char* out)>;
+// Fills *x0 and *x1 with `tensor_bytes` bytes each of payload file `file`
+// from `offset` (x0 first). It checks the range against the file before it
+// allocates anything, so a corrupt header cannot make it allocate what the
+// file does not hold; a short or failed read is an error (DataLoss for a
+// range past the file's end).
+using PayloadReadFn = std::function<absl::Status(
+    uint64_t file, uint64_t offset, size_t tensor_bytes, std::string* x0,
+    std::string* x1)>;
+
 // Serializes a pair's value (header, token ids, x0, x1) into *out.
 void EncodeRecord(const LatentPairRecord& pair, std::string* out);
 // Parses and verifies a value; fills the payload fields of *pair (not the

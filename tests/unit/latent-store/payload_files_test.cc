@@ -167,6 +167,34 @@ TEST_F(PayloadFilesTest, AMissingOrTruncatedFileIsDataLossNamingTheKey) {
                        "payload file 0 of job 'job' is missing"));
 }
 
+TEST_F(PayloadFilesTest, AHeaderClaimingMoreThanTheFileIsDataLossUnallocated) {
+  Create("job");
+  Write("job", 0, 2);
+  // A record that says [2^20, 1024] bf16 (2 GiB per tensor) at offset 0 of
+  // file 0: refused by the range check before anything is allocated.
+  LatentPairRecord big;
+  big.tokens = 1u << 20;
+  big.hidden = 1024;
+  big.codec = TensorCodec::kBF16;
+  std::string value;
+  store_format::EncodeRecordPrefix(big, &value,
+                                   store_format::kFlagPayloadInFile);
+  // The prefix carries the tensor size of the (empty) payload; patch in
+  // the size the shape implies, as a corrupt header would.
+  const uint32_t tensor = 2u << 30;
+  for (int i = 0; i < 4; ++i)
+    value[20 + i] = static_cast<char>(tensor >> (8 * i));
+  value += store_format::PayloadReference(0, 0);
+  const std::string key = store_format::PairKey("job", 0, 1, 0);
+  ASSERT_TRUE(store_->TestOnlyPutRaw("pairs", key, value).ok());
+  auto reader = store_->Scan("job", ScanOptions());
+  ASSERT_TRUE(reader.ok());
+  LatentPairRecord p;
+  ASSERT_TRUE(*(*reader)->Next(&p));
+  EXPECT_THAT((*reader)->Next(&p),
+              StatusIs(absl::StatusCode::kDataLoss, "ends before offset"));
+}
+
 TEST_F(PayloadFilesTest, AScanKeepsItsPayloadsThroughDeletePairs) {
   Create("job");
   Write("job", 0, 20);

@@ -1085,17 +1085,16 @@ absl::Status LatentStore::SyncPairs(absl::string_view job,
   const absl::Time start = absl::Now();
   // The payloads first: once the flush below makes the index durable, every
   // reference in it must point at synced bytes.
+  const std::string what = absl::StrCat("syncing pairs of job '", job, "'");
   absl::Status s = SyncPayloadFiles(job);
-  if (!s.ok()) {
-    sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
-    return Annotate(s, absl::StrCat("syncing pairs of job '", job, "'"));
+  if (s.ok()) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    fo.allow_write_stall = true;
+    s = Checked(what, [&] { return db_->Flush(fo, {pairs_cf_, meta_cf_}); });
+  } else {
+    s = Annotate(s, what);
   }
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  fo.allow_write_stall = true;
-  s = Checked(absl::StrCat("syncing pairs of job '", job, "'"), [&] {
-    return db_->Flush(fo, {pairs_cf_, meta_cf_});
-  });
   sync_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - start));
   return s;
 }
@@ -1332,8 +1331,10 @@ absl::Status LatentStore::LoadPayloadFiles() {
       known = !job.empty() && jobs_.find(job) != jobs_.end();
     }
     if (!known) {
-      // A job deleted (or never created) whose files a crash left behind.
-      fs::remove_all(d.path(), ec);
+      // A job deleted (or never created) whose files a crash left behind;
+      // failing to remove them costs disk space, not correctness.
+      std::error_code removed;
+      fs::remove_all(d.path(), removed);
       continue;
     }
     JobPayloads& p = found[job];
@@ -1411,23 +1412,21 @@ absl::Status LatentStore::SyncPayloadFiles(absl::string_view job) {
 }
 
 void LatentStore::DropPayloadFiles(absl::string_view job, bool keep_job) {
-  {
-    absl::MutexLock lock(&payload_mu_);
-    auto it = payloads_.find(job);
-    if (it != payloads_.end()) {
-      if (keep_job) {
-        it->second.files.clear();
-        it->second.open = nullptr;
-        it->second.open_bytes = 0;
-      } else {
-        payloads_.erase(it);
-      }
+  absl::MutexLock lock(&payload_mu_);
+  auto it = payloads_.find(job);
+  if (it != payloads_.end()) {
+    if (keep_job) {
+      it->second.files.clear();
+      it->second.open = nullptr;
+      it->second.open_bytes = 0;
+    } else {
+      payloads_.erase(it);
     }
-    // Unlinked under the lock, so no new file of this job appears in the
-    // directory meanwhile; readers keep the files they hold open.
-    std::error_code ec;
-    std::filesystem::remove_all(PayloadDir(job), ec);
   }
+  // Unlinked under the lock, so no new file of this job appears in the
+  // directory meanwhile; readers keep the files they hold open.
+  std::error_code ec;
+  std::filesystem::remove_all(PayloadDir(job), ec);
 }
 
 absl::Status LatentStore::Flush() {

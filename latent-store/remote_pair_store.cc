@@ -121,9 +121,9 @@ RemotePairStore::RemotePairStore(
     const RemotePairStoreOptions& options)
     : options_(options),
       channel_(std::move(channel)),
-      stub_(lft::v1::LatentStoreService::NewStub(channel_)),
-      data_channels_(std::move(data_channels)) {
-  for (const auto& c : data_channels_) {
+      stub_(lft::v1::LatentStoreService::NewStub(channel_)) {
+  // Each stub keeps its channel alive.
+  for (const auto& c : data_channels) {
     data_stubs_.push_back(lft::v1::LatentStoreService::NewStub(c));
   }
 }

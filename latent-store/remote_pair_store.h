@@ -123,7 +123,6 @@ class RemotePairStore : public PairStore {
   const RemotePairStoreOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<lft::v1::LatentStoreService::Stub> stub_;
-  const std::vector<std::shared_ptr<grpc::Channel>> data_channels_;
   std::vector<std::unique_ptr<lft::v1::LatentStoreService::Stub>> data_stubs_;
   mutable std::atomic<uint32_t> next_data_{0};
 };

@@ -1388,7 +1388,7 @@ absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
         PayloadFile::Create(
             (std::filesystem::path(dir) / absl::StrCat(id, kPayloadFileSuffix))
                 .string(),
-            id));
+            id, options_.payload_bytes_per_writeback));
     p.files[id] = f;
     p.open = std::move(f);
     p.open_bytes = 0;

@@ -57,6 +57,10 @@ struct LatentStoreOptions {
   // reference. Off (or with pairs_in_wal): payloads inside RocksDB (blob
   // files at memtable flush). Records of both kinds are read either way.
   bool payload_files = true;
+  // A payload file asks the kernel to start writing its dirty pages back
+  // every this many bytes (0: only SyncPairs writes them), so the disk
+  // writes while the teacher computes and SyncPairs finds little left.
+  uint64_t payload_bytes_per_writeback = 32ull << 20;
   // Job configs, checkpoints and deletions always go through the WAL; fsync
   // per write batch with sync. disable_wal drops the WAL for everything
   // (bulk loads, benchmarks): writes are durable only after Flush().

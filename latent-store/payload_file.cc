@@ -25,18 +25,20 @@ absl::Status Errno(absl::string_view what, const std::string& path, int e) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<PayloadFile>> PayloadFile::Create(
-    const std::string& path, uint64_t id) {
+    const std::string& path, uint64_t id, uint64_t bytes_per_writeback) {
   const int fd =
       ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("creating", path, errno);
-  return std::shared_ptr<PayloadFile>(new PayloadFile(fd, path, id));
+  return std::shared_ptr<PayloadFile>(
+      new PayloadFile(fd, path, id, bytes_per_writeback));
 }
 
 absl::StatusOr<std::shared_ptr<PayloadFile>> PayloadFile::OpenForReading(
     const std::string& path, uint64_t id) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno("opening", path, errno);
-  return std::shared_ptr<PayloadFile>(new PayloadFile(fd, path, id));
+  return std::shared_ptr<PayloadFile>(
+      new PayloadFile(fd, path, id, /*bytes_per_writeback=*/0));
 }
 
 PayloadFile::~PayloadFile() { ::close(fd_); }
@@ -65,7 +67,32 @@ absl::Status PayloadFile::WriteAt(uint64_t offset, absl::string_view a,
     }
   }
   dirty_.store(true, std::memory_order_release);
+  MaybeStartWriteback(a.size() + b.size());
   return absl::OkStatus();
+}
+
+void PayloadFile::MaybeStartWriteback(uint64_t written) {
+  if (bytes_per_writeback_ == 0) return;
+  const uint64_t pending =
+      since_writeback_.fetch_add(written, std::memory_order_relaxed) + written;
+  if (pending < bytes_per_writeback_) return;
+  // One writer of those crossing the threshold together starts it.
+  uint64_t expected = pending;
+  while (expected >= bytes_per_writeback_ &&
+         !since_writeback_.compare_exchange_weak(expected, 0,
+                                                 std::memory_order_relaxed)) {
+  }
+  if (expected < bytes_per_writeback_) return;
+#ifdef __linux__
+  // The whole file: only pages not yet under writeback are queued, so the
+  // call is cheap for ranges another writer already queued. It may block
+  // while the device's queue is full, which is the back-pressure a writer
+  // faster than the disk should feel.
+  if (::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) return;
+#else
+  return;
+#endif
+  writebacks_started_.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::StatusOr<uint64_t> PayloadFile::Size() const {

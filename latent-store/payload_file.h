@@ -24,8 +24,13 @@ namespace lft {
 class PayloadFile {
  public:
   // A new, empty file at `path` (exclusive create). Errors name the path.
+  // Every `bytes_per_writeback` bytes written (0: never) the kernel is asked
+  // to start writing the file's dirty pages back (sync_file_range, Linux):
+  // without it a task's gigabytes sit in the page cache until SyncIfDirty,
+  // which then writes them all while the teacher waits, so the disk and
+  // the GPU take turns instead of overlapping.
   static absl::StatusOr<std::shared_ptr<PayloadFile>> Create(
-      const std::string& path, uint64_t id);
+      const std::string& path, uint64_t id, uint64_t bytes_per_writeback = 0);
   // An existing file, for reading (a store reopened after a restart never
   // appends to one: its tail may be torn).
   static absl::StatusOr<std::shared_ptr<PayloadFile>> OpenForReading(
@@ -47,15 +52,30 @@ class PayloadFile {
   absl::Status ReadAt(uint64_t offset, size_t n, char* out) const;
   // fdatasync if anything was written since the last successful sync.
   absl::Status SyncIfDirty();
+  // How many early writebacks WriteAt has started (for tests and metrics).
+  uint64_t writebacks_started() const {
+    return writebacks_started_.load(std::memory_order_relaxed);
+  }
 
  private:
-  PayloadFile(int fd, std::string path, uint64_t id)
-      : fd_(fd), path_(std::move(path)), id_(id) {}
+  PayloadFile(int fd, std::string path, uint64_t id,
+              uint64_t bytes_per_writeback)
+      : fd_(fd),
+        path_(std::move(path)),
+        id_(id),
+        bytes_per_writeback_(bytes_per_writeback) {}
+
+  // Starts writeback once `written` more bytes bring the count past
+  // bytes_per_writeback_. Best effort: SyncIfDirty reports real errors.
+  void MaybeStartWriteback(uint64_t written);
 
   const int fd_;
   const std::string path_;
   const uint64_t id_;
+  const uint64_t bytes_per_writeback_;
   std::atomic<bool> dirty_{false};
+  std::atomic<uint64_t> since_writeback_{0};
+  std::atomic<uint64_t> writebacks_started_{0};
 };
 
 }  // namespace lft

@@ -43,6 +43,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/corpus/jsonl_zst.h"
 #include "common/tensor/tensor_codec.h"
 #include "common/text/bpe_trainer.h"
@@ -343,30 +344,35 @@ int Extract(const Args& a) {
   const double payload_per_token =
       2.0 * static_cast<double>(lft::EncodedBytes(codec, 1, hidden));
   const double payload = payload_per_token * static_cast<double>(tokens);
-  double footprint = 0;
+  // Only an embedded store's directory is this process's to measure; the
+  // GPU script reports lft-store's directory itself.
+  std::string footprint = "-", footprint_json = "null";
   if (!a.store_db.empty()) {
-    footprint = static_cast<double>(DirectoryBytes(a.store_db)) / payload;
+    const double ratio =
+        static_cast<double>(DirectoryBytes(a.store_db)) / payload;
+    footprint = absl::StrFormat("%.3f", ratio);
+    footprint_json = absl::StrFormat("%.4f", ratio);
   }
   const double tps = static_cast<double>(tokens) / secs;
   const double first = RateBetween(ctx.points, 0.0, 0.1);
   const double last = RateBetween(ctx.points, 0.9, 1.0);
   std::printf(
       "| extract %s %s | %llu pairs, %llu tokens, %.1f GB payload | %.1f s | "
-      "%.0f tokens/s (first 10%%: %.0f, last 10%%: %.0f) | footprint %.3f |\n",
+      "%.0f tokens/s (first 10%%: %.0f, last 10%%: %.0f) | footprint %s |\n",
       StoreKind(a).c_str(), a.codec.c_str(),
       static_cast<unsigned long long>(pairs),
       static_cast<unsigned long long>(tokens), payload / 1e9, secs, tps, first,
-      last, footprint);
+      last, footprint.c_str());
   std::printf(
       "json {\"mode\": \"extract\", \"store\": \"%s\", \"codec\": \"%s\", "
       "\"batch\": %lld, \"seq\": %lld, \"tokens\": %llu, \"seconds\": %.3f, "
       "\"tokens_per_second\": %.1f, \"first_tokens_per_second\": %.1f, "
       "\"last_tokens_per_second\": %.1f, \"payload_bytes_per_token\": %.1f, "
-      "\"disk_footprint_ratio\": %.4f, \"store_writers\": %lld, "
+      "\"disk_footprint_ratio\": %s, \"store_writers\": %lld, "
       "\"store_channels\": %lld, \"worker_cpu_seconds\": %.2f}\n",
       StoreKind(a).c_str(), a.codec.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.seq), static_cast<unsigned long long>(tokens),
-      secs, tps, first, last, payload_per_token, footprint,
+      secs, tps, first, last, payload_per_token, footprint_json.c_str(),
       static_cast<long long>(a.store_writers > 0
                                  ? a.store_writers
                                  : lft::TeacherRunnerOptions().store_writers),

@@ -3,15 +3,18 @@
 // inline by an older store stay readable; a reopened store starts a new
 // file; deletions remove the files; leftovers of unknown jobs go at Open;
 // a missing or truncated file is DataLoss naming the key; a scan keeps its
-// bytes through a concurrent DeletePairs.
+// bytes through a concurrent DeletePairs; a payload file starts early
+// writeback every threshold's worth of bytes.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "latent-store/latent_store.h"
+#include "latent-store/payload_file.h"
 #include "latent-store/record_format.h"
 #include "tests/unit/latent-store/test_util.h"
 
@@ -216,6 +219,72 @@ TEST_F(PayloadFilesTest, AScanKeepsItsPayloadsThroughDeletePairs) {
     ++n;
   }
   EXPECT_EQ(n, 20u);
+}
+
+// Early writeback: a writeback starts each time the bytes written since
+// the last one reach the threshold, the bytes read back are the bytes
+// written, and a threshold of 0 never starts one.
+TEST(PayloadFileTest, StartsWritebackEveryThresholdBytes) {
+  TempDir dir;
+  auto f = PayloadFile::Create(dir.Sub("a.lftp"), 1, /*bytes_per_writeback=*/
+                               1000);
+  ASSERT_TRUE(f.ok()) << f.status();
+  std::string a(150, 'a'), b(150, 'b');  // 300 bytes a write
+  uint64_t at = 0;
+  std::vector<uint64_t> after;
+  for (int i = 0; i < 7; ++i, at += 300) {
+    ASSERT_TRUE((*f)->WriteAt(at, a, b).ok());
+    after.push_back((*f)->writebacks_started());
+  }
+  // 300, 600, 900, 1200 -> start; 300, 600, 900.
+  EXPECT_EQ(after, (std::vector<uint64_t>{0, 0, 0, 1, 1, 1, 1}));
+  ASSERT_TRUE((*f)->WriteAt(at, a, b).ok());
+  EXPECT_EQ((*f)->writebacks_started(), 2u);
+  ASSERT_TRUE((*f)->SyncIfDirty().ok());
+  std::string back(300, '\0');
+  ASSERT_TRUE((*f)->ReadAt(at, back.size(), back.data()).ok());
+  EXPECT_EQ(back, a + b);
+
+  auto never = PayloadFile::Create(dir.Sub("b.lftp"), 2);
+  ASSERT_TRUE(never.ok());
+  for (uint64_t i = 0; i < 10; ++i) {
+    ASSERT_TRUE((*never)->WriteAt(i * 300, a, b).ok());
+  }
+  EXPECT_EQ((*never)->writebacks_started(), 0u);
+}
+
+// Writers on disjoint ranges at once (as LatentStore's are): every byte
+// lands where it was written, and the writebacks started are at most one
+// per threshold's worth of bytes and at least one.
+TEST(PayloadFileTest, ParallelWritersShareTheWritebackCount) {
+  TempDir dir;
+  constexpr uint64_t kThreshold = 64 << 10;
+  constexpr int kWriters = 4, kWrites = 64;
+  constexpr size_t kHalf = 2048;
+  auto f = PayloadFile::Create(dir.Sub("p.lftp"), 1, kThreshold);
+  ASSERT_TRUE(f.ok());
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      const std::string x(kHalf, static_cast<char>('a' + w));
+      for (int i = 0; i < kWrites; ++i) {
+        const uint64_t slot = static_cast<uint64_t>(i * kWriters + w);
+        EXPECT_TRUE((*f)->WriteAt(slot * 2 * kHalf, x, x).ok());
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  const uint64_t total = uint64_t{kWriters} * kWrites * 2 * kHalf;
+  EXPECT_GE((*f)->writebacks_started(), 1u);
+  EXPECT_LE((*f)->writebacks_started(), total / kThreshold);
+  ASSERT_TRUE((*f)->SyncIfDirty().ok());
+  std::string back(2 * kHalf, '\0');
+  for (uint64_t slot = 0; slot < kWriters * kWrites; ++slot) {
+    ASSERT_TRUE((*f)->ReadAt(slot * 2 * kHalf, back.size(), back.data()).ok());
+    ASSERT_EQ(back,
+              std::string(2 * kHalf, static_cast<char>('a' + slot % kWriters)))
+        << "slot " << slot;
+  }
 }
 
 }  // namespace

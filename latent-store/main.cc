@@ -71,6 +71,10 @@ const std::vector<lft::FlagSpec>& StoreFlags() {
           {"payload-files", "",
            "write pair payloads once into payload files beside RocksDB "
            "(default; --payload-files=false: inside RocksDB, docs/store.md)"},
+          {"payload-writeback-mib", "N",
+           "ask the kernel to start writing a payload file back every N MiB "
+           "written, so that the disk works while the teacher computes "
+           "(default 32; 0: only at a task's sync)"},
           {"blob-files", "",
            "keep pair values held inside RocksDB in BlobDB blob files "
            "(default; --blob-files=false: not)"},
@@ -115,11 +119,21 @@ int Run(const lft::Flags& flags) {
   absl::StatusOr<bool> blob_files = GetBool(flags, "blob-files", true);
   absl::StatusOr<bool> pairs_wal = GetBool(flags, "pairs-wal", false);
   absl::StatusOr<bool> payload_files = GetBool(flags, "payload-files", true);
+  absl::StatusOr<int64_t> writeback_mib = flags.GetInt(
+      "payload-writeback-mib",
+      static_cast<int64_t>(
+          lft::LatentStoreOptions().payload_bytes_per_writeback >> 20));
   for (const absl::Status& s :
        {max_mib_flag.status(), metrics_port.status(), min_free_mib.status(),
         sync.status(), wal.status(), blob_files.status(), pairs_wal.status(),
-        payload_files.status()}) {
+        payload_files.status(), writeback_mib.status()}) {
     if (!s.ok()) return Fail(s.message(), 2);
+  }
+  if (*writeback_mib < 0 || *writeback_mib > 65536) {
+    return Fail(absl::StrCat("--payload-writeback-mib must be in 0..65536, "
+                             "not ",
+                             *writeback_mib),
+                2);
   }
   if (*max_mib_flag < 1 || *max_mib_flag > 1024) {
     return Fail(absl::StrCat("--max-message-mib must be in 1..1024, not ",
@@ -156,6 +170,8 @@ int Run(const lft::Flags& flags) {
   options.disable_wal = !*wal;
   options.pairs_in_wal = *pairs_wal;
   options.payload_files = *payload_files;
+  options.payload_bytes_per_writeback = static_cast<uint64_t>(*writeback_mib)
+                                        << 20;
   options.enable_blob_files = *blob_files;
   options.metrics = &metrics;
   options.min_free_disk_bytes =

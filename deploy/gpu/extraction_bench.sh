@@ -66,8 +66,8 @@ ceiling before
 # CPU seconds (user + system) a process has used: how busy lft-store was.
 cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 
-extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channels]
-  local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2
+extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channels] [lft-store flag]
+  local codec=$1 where=$2 tasks=${3:-$TASKS} db=$W/store-$1-$2 store_flag=${6:-}
   local writers=()
   [ -n "${4:-}" ] && writers=(--store-writers "$4")
   [ -n "${5:-}" ] && writers+=(--store-channels "$5")
@@ -77,7 +77,7 @@ extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channel
     [ "$where" = grpc2 ] && n=2
     for i in $(seq "$n"); do
       build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$db-$i" \
-        --insecure-loopback > "$W/store$i.out" 2> "$W/store$i.err" &
+        --insecure-loopback $store_flag > "$W/store$i.out" 2> "$W/store$i.err" &
       pids+=($!)
       for _ in $(seq 100); do grep -q 'listening on' "$W/store$i.out" && break; sleep 0.1; done
       addrs+=("$(sed -n 's/^listening on //p' "$W/store$i.out")")
@@ -108,6 +108,11 @@ echo "== (d) two lft-store processes, bf16"; extract bf16 grpc2
 # (the client before data channels), and more PutPairs in flight than the
 # default (TeacherRunnerOptions::store_writers), one store and two.
 echo "== (d) gRPC bf16, one connection"; extract bf16 grpc "$TASKS" "" 1
+# Payload files without early writeback: every byte of a task reaches the
+# disk only at its SyncPairs, after the forward (the layout's first run).
+echo "== (d) gRPC bf16, payload writeback off"
+extract bf16 grpc "$TASKS" "" "" --payload-writeback-mib=0
+sed -i '$ s/"mode": "extract"/"mode": "extract", "variant": "writeback_off"/' "$JSONL"
 for w in ${WRITERS_SWEEP-8 16}; do
   echo "== (d) gRPC bf16, $w store writers"; extract bf16 grpc "$TASKS" "$w"
   echo "== (d) two lft-store processes, bf16, $w store writers"; extract bf16 grpc2 "$TASKS" "$w"

@@ -72,6 +72,9 @@ def main():
         if sweep:
             name += (f", {r['store_writers']} store writers, "
                      f"{r['store_channels']} connection(s)")
+        variant = r.get("variant")
+        if variant:
+            name += ", " + variant.replace("_", " ")
         if r["mode"] == "long":
             name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
         print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "
@@ -84,6 +87,9 @@ def main():
             result["long_ingest_first_tokens_per_second"] = r["first_tokens_per_second"]
             result["long_ingest_last_tokens_per_second"] = r["last_tokens_per_second"]
             result["disk_footprint_ratio"] = r["disk_footprint_ratio"]
+        elif variant:
+            result[f"lft_{r['store']}_{codec}_{variant}_tokens_per_second"] = (
+                r["tokens_per_second"])
         elif sweep:
             result[f"lft_{r['store']}_{codec}_w{r['store_writers']}"
                    f"_c{r['store_channels']}_tokens_per_second"] = (

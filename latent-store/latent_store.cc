@@ -777,6 +777,9 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
   std::vector<uint64_t> value_bytes(pairs.size());
   {
     std::string prefix;
+    const uint64_t lane = payload_files_ ? next_payload_lane_.fetch_add(
+                                               1, std::memory_order_relaxed)
+                                         : 0;
     for (size_t i = 0; i < pairs.size(); ++i) {
       const LatentPairRecord& p = pairs[i];
       const std::string key = sf::PairKey(job, p.shard, p.sequence, p.chunk);
@@ -785,7 +788,7 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
       if (payload_files_) {
         LFT_ASSIGN_OR_RETURN(
             PayloadSlot slot,
-            ReservePayload(job, generation, p.x0.size() + p.x1.size()));
+            ReservePayload(job, generation, lane, p.x0.size() + p.x1.size()));
         LFT_RETURN_IF_ERROR(slot.file->WriteAt(slot.offset, p.x0, p.x1));
         sf::EncodeRecordPrefix(p, &prefix, sf::kFlagPayloadInFile);
         prefix += sf::PayloadReference(slot.file->id(), slot.offset);
@@ -1363,7 +1366,8 @@ absl::Status LatentStore::LoadPayloadFiles() {
 }
 
 absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
-    absl::string_view job, uint64_t generation, uint64_t bytes) {
+    absl::string_view job, uint64_t generation, uint64_t lane_index,
+    uint64_t bytes) {
   absl::MutexLock lock(&payload_mu_);
   {
     absl::MutexLock state_lock(&mu_);
@@ -1374,7 +1378,10 @@ absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
     }
   }
   JobPayloads& p = payloads_[std::string(job)];
-  if (p.open == nullptr || p.open_bytes + bytes > kPayloadFileBytes) {
+  if (p.lanes.empty())
+    p.lanes.resize(std::max<uint32_t>(1, options_.payload_lanes));
+  PayloadLane& lane = p.lanes[lane_index % p.lanes.size()];
+  if (lane.open == nullptr || lane.open_bytes + bytes > kPayloadFileBytes) {
     const std::string dir = PayloadDir(job);
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -1390,11 +1397,11 @@ absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
                 .string(),
             id, options_.payload_bytes_per_writeback));
     p.files[id] = f;
-    p.open = std::move(f);
-    p.open_bytes = 0;
+    lane.open = std::move(f);
+    lane.open_bytes = 0;
   }
-  PayloadSlot slot{p.open, p.open_bytes};
-  p.open_bytes += bytes;
+  PayloadSlot slot{lane.open, lane.open_bytes};
+  lane.open_bytes += bytes;
   return slot;
 }
 
@@ -1405,9 +1412,27 @@ LatentStore::PayloadFiles LatentStore::PayloadFilesOf(absl::string_view job) {
 }
 
 absl::Status LatentStore::SyncPayloadFiles(absl::string_view job) {
+  // In parallel: the lanes' files are on one disk, and several syncs in
+  // flight keep its queue deeper than one (as the disk ceiling's four
+  // writers do).
+  std::vector<std::shared_ptr<PayloadFile>> dirty;
   for (auto& [id, f] : PayloadFilesOf(job)) {
-    LFT_RETURN_IF_ERROR(f->SyncIfDirty());
+    if (f->dirty()) dirty.push_back(f);
   }
+  std::vector<absl::Status> results(dirty.size());
+  std::vector<std::thread> syncs;
+  size_t i = 0;
+  for (const auto& file : dirty) {
+    PayloadFile* f = file.get();
+    absl::Status* result = &results[i++];
+    if (i == dirty.size()) {
+      *result = f->SyncIfDirty();  // the last one on this thread
+    } else {
+      syncs.emplace_back([f, result] { *result = f->SyncIfDirty(); });
+    }
+  }
+  for (std::thread& t : syncs) t.join();
+  for (const absl::Status& s : results) LFT_RETURN_IF_ERROR(s);
   return absl::OkStatus();
 }
 
@@ -1417,8 +1442,7 @@ void LatentStore::DropPayloadFiles(absl::string_view job, bool keep_job) {
   if (it != payloads_.end()) {
     if (keep_job) {
       it->second.files.clear();
-      it->second.open = nullptr;
-      it->second.open_bytes = 0;
+      it->second.lanes.clear();
     } else {
       payloads_.erase(it);
     }

@@ -61,6 +61,10 @@ struct LatentStoreOptions {
   // every this many bytes (0: only SyncPairs writes them), so the disk
   // writes while the teacher computes and SyncPairs finds little left.
   uint64_t payload_bytes_per_writeback = 32ull << 20;
+  // Payload files a job appends to at once, one per lane; each PutPairs
+  // call writes its batch into the next lane's file. One file written back
+  // by one stream reached ~1.5 GB/s on the H200 host's disk, four ~2.2.
+  uint32_t payload_lanes = 4;
   // Job configs, checkpoints and deletions always go through the WAL; fsync
   // per write batch with sync. disable_wal drops the WAL for everything
   // (bulk loads, benchmarks): writes are durable only after Flush().
@@ -188,11 +192,16 @@ class LatentStore : public PairStore {
   };
 
   // A job's payload files: those found at Open (read only) and those this
-  // process created; `open` is appended to until it holds kPayloadFileBytes.
-  struct JobPayloads {
-    std::map<uint64_t, std::shared_ptr<PayloadFile>> files;
+  // process created. Each lane appends to its own open file until it holds
+  // kPayloadFileBytes, so concurrent PutPairs calls write, and their
+  // writebacks go to the disk, in parallel streams.
+  struct PayloadLane {
     std::shared_ptr<PayloadFile> open;
     uint64_t open_bytes = 0;
+  };
+  struct JobPayloads {
+    std::map<uint64_t, std::shared_ptr<PayloadFile>> files;
+    std::vector<PayloadLane> lanes;
     uint64_t next_id = 0;
   };
   struct PayloadSlot {
@@ -208,10 +217,11 @@ class LatentStore : public PairStore {
   // Finds every job's payload files; removes those of jobs the store no
   // longer has (a crash between a deletion's index write and its unlink).
   absl::Status LoadPayloadFiles();
-  // `bytes` bytes of the job's open payload file, starting a new file when
-  // it is full. Aborted if the job (this generation of it) is gone.
+  // `bytes` bytes of the open payload file of the job's lane `lane` (taken
+  // modulo the lanes), starting a new file when it is full. Aborted if the
+  // job (this generation of it) is gone.
   absl::StatusOr<PayloadSlot> ReservePayload(absl::string_view job,
-                                             uint64_t generation,
+                                             uint64_t generation, uint64_t lane,
                                              uint64_t bytes);
   PayloadFiles PayloadFilesOf(absl::string_view job);
   // Syncs every payload file of `job` written since its last sync.
@@ -279,6 +289,8 @@ class LatentStore : public PairStore {
   prometheus::Counter& sync_seconds_;
   // Set by a write that failed for lack of space; cleared by DB::Resume().
   std::atomic<bool> out_of_space_{false};
+  // Round-robin lane of the next PutPairs call (payload files).
+  std::atomic<uint64_t> next_payload_lane_{0};
   absl::Mutex resume_mu_;  // one DB::Resume() at a time
 
   // Serializes writers: counters are read-modify-written and each pair's

@@ -52,6 +52,7 @@ class PayloadFile {
   absl::Status ReadAt(uint64_t offset, size_t n, char* out) const;
   // fdatasync if anything was written since the last successful sync.
   absl::Status SyncIfDirty();
+  bool dirty() const { return dirty_.load(std::memory_order_acquire); }
   // How many early writebacks WriteAt has started (for tests and metrics).
   uint64_t writebacks_started() const {
     return writebacks_started_.load(std::memory_order_relaxed);

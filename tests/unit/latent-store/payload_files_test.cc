@@ -3,7 +3,8 @@
 // inline by an older store stay readable; a reopened store starts a new
 // file; deletions remove the files; leftovers of unknown jobs go at Open;
 // a missing or truncated file is DataLoss naming the key; a scan keeps its
-// bytes through a concurrent DeletePairs; a payload file starts early
+// bytes through a concurrent DeletePairs; PutPairs calls rotate over a
+// job's lanes, one open file each; a payload file starts early
 // writeback every threshold's worth of bytes.
 #include <algorithm>
 #include <filesystem>
@@ -219,6 +220,40 @@ TEST_F(PayloadFilesTest, AScanKeepsItsPayloadsThroughDeletePairs) {
     ++n;
   }
   EXPECT_EQ(n, 20u);
+}
+
+// Each PutPairs call writes its batch into the next of the job's lanes
+// (LatentStoreOptions::payload_lanes, 4), one open file each; the fifth
+// call appends to the first lane's file again; SyncPairs syncs them all.
+TEST_F(PayloadFilesTest, CallsRotateOverTheLanesFiles) {
+  Create("job");
+  for (uint64_t call = 0; call < 5; ++call)
+    Write("job", call * 3, call * 3 + 3);
+  EXPECT_EQ(Files("job"),
+            (std::vector<std::string>{"0.lftp", "1.lftp", "2.lftp", "3.lftp"}));
+  EXPECT_EQ(fs::file_size(JobDir("job") / "0.lftp"), 6 * kPayload);
+  EXPECT_EQ(fs::file_size(JobDir("job") / "3.lftp"), 3 * kPayload);
+  ASSERT_TRUE(store_->SyncPairs("job", *store_->WriteSession()).ok());
+  ExpectIntact("job", 15);
+}
+
+// Concurrent writers (the teacher's store writers): every pair lands
+// intact and the job has at most one file per lane.
+TEST_F(PayloadFilesTest, ConcurrentCallsWriteTheLanesInParallel) {
+  Create("job");
+  std::vector<std::thread> writers;
+  for (uint64_t w = 0; w < 4; ++w) {
+    writers.emplace_back([this, w] {
+      for (uint64_t i = 0; i < 10; ++i) {
+        const uint64_t first = (w * 10 + i) * 2;
+        Write("job", first, first + 2);
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(Files("job").size(), 4u);
+  ASSERT_TRUE(store_->SyncPairs("job", *store_->WriteSession()).ok());
+  ExpectIntact("job", 80);
 }
 
 // Early writeback: a writeback starts each time the bytes written since

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The store rows of deploy/gpu/extraction_bench.sh alone, for a device call
+# with little time left (about 2 minutes with the build): (c) embedded
+# bf16, (d) gRPC bf16 through lft-store with its defaults, and the disk
+# ceiling with four writers after them. No HF row: compare with the last
+# full run in docs/benchmarks/extraction-h200.json. Needs what
+# extraction_bench.sh needs (.carry/debs, .carry/corpus/00.jsonl.zst).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/lft-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/extraction-quick.log") 2>&1
+LFT_BUILD_TARGETS="extraction_throughput lft-store" \
+  bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+source deploy/gpu/env.sh
+B=build-gpu/tests/bench/extraction_throughput
+W=${LFT_BENCH_DIR:-/tmp/lft-extraction-quick}
+rm -rf "$W" && mkdir -p "$W"
+C=$PWD/.carry/corpus/00.jsonl.zst
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
+$B --mode make-teacher --teacher "$W/t" --corpus "$C" > /dev/null || exit 1
+echo "== (c) embedded bf16"
+$B --mode extract --teacher "$W/t" --corpus "$C" --store-db "$W/e" \
+  --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
+rm -rf "$W/e"
+echo "== (d) gRPC bf16"
+build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/s" \
+  --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
+pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
+$B --mode extract --teacher "$W/t" --corpus "$C" \
+  --store "$(sed -n 's/^listening on //p' "$W/store.out")" \
+  --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
+kill "$pid"; wait "$pid"
+echo "store directory: $(du -sb "$W/s" | cut -f1) bytes"
+rm -rf "$W/s"
+echo "== (f) disk ceiling"
+$B --mode disk --dir "$W/d" --bytes $((6 << 30)) --writers 4
+rm -rf "$W"

@@ -264,6 +264,19 @@ TEST_P(StartupErrorsTest, PortInUseIsRefusedNotShared) {
   EXPECT_TRUE(first->running());
 }
 
+TEST_P(StartupErrorsTest, BadPayloadWritebackIsRefused) {
+  if (std::string(GetParam().name) != "lft-store") {
+    GTEST_SKIP() << "an lft-store flag";
+  }
+  Outcome o =
+      RunToFailure(Argv(Path("db"), "127.0.0.1:0",
+                        {"--insecure-loopback", "--payload-writeback-mib=-1"}));
+  ExpectOneClearLine(o, {"--payload-writeback-mib", "0..65536", "-1"});
+  o = RunToFailure(Argv(Path("db"), "127.0.0.1:0",
+                        {"--insecure-loopback", "--payload-writeback-mib=x"}));
+  ExpectOneClearLine(o, {"payload-writeback-mib", "x"});
+}
+
 INSTANTIATE_TEST_SUITE_P(Servers, StartupErrorsTest,
                          ::testing::Values(kCoordinator, kStore),
                          [](const ::testing::TestParamInfo<Server>& server) {

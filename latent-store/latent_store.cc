@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -1427,8 +1428,12 @@ absl::Status LatentStore::SyncPayloadFiles(absl::string_view job) {
     absl::Status* result = &results[i++];
     if (i == dirty.size()) {
       *result = f->SyncIfDirty();  // the last one on this thread
-    } else {
+      continue;
+    }
+    try {
       syncs.emplace_back([f, result] { *result = f->SyncIfDirty(); });
+    } catch (const std::system_error&) {  // no thread to be had: inline
+      *result = f->SyncIfDirty();
     }
   }
   for (std::thread& t : syncs) t.join();

@@ -334,9 +334,8 @@ class LocalPairReader : public PairReader {
       }
       if (status.ok()) {
         // The record's bytes wherever its payload lives.
-        store_->read_bytes_.Increment(static_cast<double>(
-            sf::kRecordHeaderBytes + 4 * rec.token_ids.size() + rec.x0.size() +
-            rec.x1.size()));
+        store_->read_bytes_.Increment(
+            static_cast<double>(sf::RecordBytes(rec)));
         store_->pairs_read_.Increment();
         rec.shard = a.shard;
         rec.sequence = a.sequence;
@@ -492,12 +491,12 @@ LatentStore::~LatentStore() {
   // A clean shutdown leaves no memtable behind: pairs outside the WAL reach
   // the disk, and the WAL files become obsolete and are deleted. Payload
   // files first, so that no flushed reference points at unsynced bytes.
+  std::vector<std::string> jobs;
   {
     absl::MutexLock lock(&payload_mu_);
-    for (auto& [job, p] : payloads_) {
-      for (auto& [id, f] : p.files) f->SyncIfDirty().IgnoreError();
-    }
+    for (const auto& entry : payloads_) jobs.push_back(entry.first);
   }
+  for (const std::string& job : jobs) SyncPayloadFiles(job).IgnoreError();
   rocksdb::FlushOptions fo;
   fo.wait = true;
   db_->Flush(fo, {pairs_cf_, checkpoints_cf_, meta_cf_}).PermitUncheckedError();
@@ -784,8 +783,7 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
     for (size_t i = 0; i < pairs.size(); ++i) {
       const LatentPairRecord& p = pairs[i];
       const std::string key = sf::PairKey(job, p.shard, p.sequence, p.chunk);
-      value_bytes[i] = sf::kRecordHeaderBytes + 4 * p.token_ids.size() +
-                       p.x0.size() + p.x1.size();
+      value_bytes[i] = sf::RecordBytes(p);
       if (payload_files_) {
         LFT_ASSIGN_OR_RETURN(
             PayloadSlot slot,
@@ -806,14 +804,7 @@ absl::Status LatentStore::PutPairs(absl::string_view job,
   }
   {
     absl::MutexLock write_lock(&write_mu_);
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = jobs_.find(job);
-      if (it == jobs_.end() || it->second.generation != generation) {
-        return absl::AbortedError(absl::StrCat(
-            "job '", job, "' was deleted while this write was pending"));
-      }
-    }
+    LFT_RETURN_IF_ERROR(CheckJobGeneration(job, generation));
     // Each pair's index entry tells whether it overwrites.
     std::map<std::string, std::pair<uint32_t, uint64_t>> seen;  // batch-local
     std::map<uint32_t, uint64_t> new_per_shard;
@@ -1311,6 +1302,17 @@ absl::Status LatentStore::CompactJobKeys(absl::string_view job,
   return absl::OkStatus();
 }
 
+absl::Status LatentStore::CheckJobGeneration(absl::string_view job,
+                                             uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end() || it->second.generation != generation) {
+    return absl::AbortedError(absl::StrCat(
+        "job '", job, "' was deleted while this write was pending"));
+  }
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------
 // Payload files
 
@@ -1370,14 +1372,7 @@ absl::StatusOr<LatentStore::PayloadSlot> LatentStore::ReservePayload(
     absl::string_view job, uint64_t generation, uint64_t lane_index,
     uint64_t bytes) {
   absl::MutexLock lock(&payload_mu_);
-  {
-    absl::MutexLock state_lock(&mu_);
-    auto it = jobs_.find(job);
-    if (it == jobs_.end() || it->second.generation != generation) {
-      return absl::AbortedError(absl::StrCat(
-          "job '", job, "' was deleted while this write was pending"));
-    }
-  }
+  LFT_RETURN_IF_ERROR(CheckJobGeneration(job, generation));
   JobPayloads& p = payloads_[std::string(job)];
   if (p.lanes.empty())
     p.lanes.resize(std::max<uint32_t>(1, options_.payload_lanes));

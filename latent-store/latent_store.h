@@ -224,6 +224,10 @@ class LatentStore : public PairStore {
                                              uint64_t generation, uint64_t lane,
                                              uint64_t bytes);
   PayloadFiles PayloadFilesOf(absl::string_view job);
+  // Aborted unless `job` still exists as the generation a pending write
+  // started on (not deleted, nor deleted and created again, since).
+  absl::Status CheckJobGeneration(absl::string_view job, uint64_t generation)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Syncs every payload file of `job` written since its last sync.
   absl::Status SyncPayloadFiles(absl::string_view job);
   // Forgets the job's payload files and unlinks them (open readers keep

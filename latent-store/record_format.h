@@ -68,6 +68,12 @@ void EncodeRecordPrefix(const LatentPairRecord& pair, std::string* prefix,
                         uint8_t flags = 0);
 // le64 file + le64 offset: where a kFlagPayloadInFile record's payload is.
 std::string PayloadReference(uint64_t file, uint64_t offset);
+// A record's bytes as the inline layout holds them (header, token ids, x0,
+// x1), wherever its payload lives: what the store's byte counters count.
+inline uint64_t RecordBytes(const LatentPairRecord& pair) {
+  return kRecordHeaderBytes + 4 * pair.token_ids.size() + pair.x0.size() +
+         pair.x1.size();
+}
 
 // Fills *x0 and *x1 with `tensor_bytes` bytes each of payload file `file`
 // from `offset` (x0 first). It checks the range against the file before it

@@ -36,6 +36,20 @@ if(LFT_WITH_TORCH)
   # Torch's exported flags include -D_GLIBCXX_USE_CXX11_ABI and warnings we do
   # not control; keep them on torch targets only.
   find_package(CUDAToolkit QUIET)
+  # worker/kernels' fused CUDA kernels: compiled where nvcc and a LibTorch
+  # built with CUDA are both present (the GPU host); the CPU build has
+  # neither and runs the same operations as LibTorch expressions.
+  option(LFT_CUDA_KERNELS "Compile worker/kernels' CUDA kernels when nvcc is found" ON)
+  set(LFT_HAVE_CUDA_KERNELS OFF)
+  if(LFT_CUDA_KERNELS AND (TORCH_CUDA_LIBRARIES OR TARGET torch_cuda)
+     AND TARGET CUDA::cudart)
+    include(CheckLanguage)
+    check_language(CUDA)
+    if(CMAKE_CUDA_COMPILER)
+      enable_language(CUDA)
+      set(LFT_HAVE_CUDA_KERNELS ON)
+    endif()
+  endif()
   set(LFT_HAVE_NCCL OFF)
   if(LFT_NCCL_ROOT)
     find_path(LFT_NCCL_INCLUDE nccl.h HINTS ${LFT_NCCL_ROOT}/include)
@@ -50,5 +64,5 @@ if(LFT_WITH_TORCH)
   if(LFT_GLOO_LIBRARY AND LFT_GLOO_INCLUDE)
     set(LFT_HAVE_GLOO ON)
   endif()
-  message(STATUS "lft: torch ${Torch_VERSION}, NCCL ${LFT_HAVE_NCCL}, Gloo ${LFT_HAVE_GLOO}")
+  message(STATUS "lft: torch ${Torch_VERSION}, NCCL ${LFT_HAVE_NCCL}, Gloo ${LFT_HAVE_GLOO}, CUDA kernels ${LFT_HAVE_CUDA_KERNELS}")
 endif()

@@ -32,6 +32,19 @@ def family(name):
     return "other"
 
 
+def short_name(name):
+    """The first 70 characters of a kernel's name plus the functors and
+    kernels its template arguments name: PyTorch's elementwise kernels all
+    start with the same 100 characters, and the functor is what tells a
+    multiply from a copy."""
+    parts = []
+    for m in re.finditer(r"\w*(?:Functor\w*|_kernel\w*|Kernel\w*|Impl)\b", name):
+        if m.group(0) not in parts:
+            parts.append(m.group(0))
+    tail = " ".join(parts[:6])
+    return f"{name[:70]} [{tail}]" if tail else name[:110]
+
+
 def main():
     path = sys.argv[1]
     top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 30
@@ -82,7 +95,7 @@ def main():
         print(f"| {fam} | {d/nsteps/1e3:.2f} | {d/total:.1%} |")
     print("\n| kernel | ms per step | calls per step | us per call |\n|---|---|---|---|")
     for name, (d, n) in sorted(by_name.items(), key=lambda x: -x[1][0])[:top]:
-        print(f"| {name[:110]} | {d/nsteps/1e3:.3f} | {n/nsteps:.1f} | {d/n:.1f} |")
+        print(f"| {short_name(name)} | {d/nsteps/1e3:.3f} | {n/nsteps:.1f} | {d/n:.1f} |")
     return 0
 
 

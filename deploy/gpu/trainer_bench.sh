@@ -16,12 +16,13 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/trainer.log") 2>&1
-LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test lft-store" \
+LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test model_fused_ops_test lft-store" \
   bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 source deploy/gpu/env.sh
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
 LFT_TEST_SRCDIR=$PWD build-gpu/tests/unit/worker/trainer_runner_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure|Which' | tail -5
 build-gpu/tests/unit/worker/model_teacher_runner_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure' | tail -3
+build-gpu/tests/unit/worker/model_fused_ops_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure|Expected|Which|max diff|parameter' | tail -30
 B=build-gpu/tests/bench/trainer_throughput
 RANKS=${RANKS:-1}
 STEPS=${STEPS:-20}
@@ -38,9 +39,14 @@ row() {  # method seq batch [extra flags]
   # Measure the peak once, then reuse it.
   PEAK=${PEAK:-$(grep -o '"peak_bf16_tflops": [0-9.]*' "$OUT/row.txt" | head -1 | awk '{print $2}')}
 }
+# LFT_FUSED_KERNELS=0: the same step with LibTorch's stock kernels for the
+# AdaLN modulation, gates and rotary (the A/B of worker/kernels).
 row fw 2048 8
-LFT_TRAINER_CUDA_GRAPH=0 row fw 2048 8
+LFT_FUSED_KERNELS=0 row fw 2048 8
 row fw 512 8
+LFT_FUSED_KERNELS=0 row fw 512 8
+if [ -z "${QUICK:-}" ]; then
+LFT_TRAINER_CUDA_GRAPH=0 row fw 2048 8
 LFT_TRAINER_CUDA_GRAPH=0 row fw 512 8
 row sfm 2048 8
 row regression 2048 8
@@ -51,7 +57,8 @@ STORE_PID=$!
 for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
 row fw 2048 8 --store-address "$(sed -n 's/^listening on //p' "$W/store.out")"
 kill $STORE_PID; wait $STORE_PID; rm -rf "$W"
-for q in 2048 512; do
+fi
+for q in ${PROFILE_SEQS:-2048 512}; do
   $B --device cuda --hidden 1024 --method fw --seq $q --batch 8 --steps 10 \
     --ranks 1 --peak-tflops "$PEAK" --profile "$OUT/trace-$q.json" > /dev/null 2>&1
   python3 deploy/gpu/kernel_profile.py "$OUT/trace-$q.json" --top 25 | tee "$OUT/profile-$q.txt"

@@ -57,6 +57,7 @@
 #include "common/tensor/tensor_codec.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
+#include "worker/kernels/fused_ops.h"
 #include "worker/model/flow_flops.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/tensor_io.h"
@@ -261,6 +262,15 @@ double PeakTflops(const Config& c) {
 
 }  // namespace
 
+// Whether the flow layer's AdaLN and rotary ops ran as worker/kernels'
+// CUDA kernels (LFT_FUSED_KERNELS=0 turns them off for an A/B row).
+bool FusedOpsInUse(const Config& c) {
+  const char* env = std::getenv("LFT_FUSED_KERNELS");
+  return c.device != "cpu" && lft::FusedKernelsBuilt() &&
+         lft::GetFusedOpsMode() != lft::FusedOpsMode::kOff &&
+         !(env != nullptr && std::string(env) == "0");
+}
+
 int main(int argc, char** argv) {
   Config c;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -427,7 +437,7 @@ int main(int argc, char** argv) {
         timing.input_wait, timing.prefetch);
     std::printf(
         "json {\"method\": \"%s\", \"store\": \"%s\", \"cuda_graph\": %s, "
-        "\"hidden\": %d, "
+        "\"fused_kernels\": %s, \"hidden\": %d, "
         "\"seq\": %d, \"batch\": %d, \"ranks\": %d, \"gpus\": %d, "
         "\"step_seconds\": %.5f, \"tokens_per_second\": %.1f, "
         "\"efficiency\": %.4f, "
@@ -440,7 +450,7 @@ int main(int argc, char** argv) {
                   std::string(std::getenv("LFT_TRAINER_CUDA_GRAPH")) == "0")
             ? "true"
             : "false",
-        c.hidden, c.seq, global_batch, world, gpus, step, tps, efficiency, mfu,
+        FusedOpsInUse(c) ? "true" : "false", c.hidden, c.seq, global_batch, world, gpus, step, tps, efficiency, mfu,
         timing.input_wait, timing.prefetch, c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {

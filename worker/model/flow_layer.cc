@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "worker/kernels/fused_ops.h"
+
 namespace lft {
 namespace {
 
@@ -122,19 +124,18 @@ torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x_in,
   auto g = [&](int i) { return f.select(1, i); };  // [B, 1, H]
   const int64_t hd = shape_.hidden;
   const NeoXLayerWeights& lw = w.layer;
-  // addcmul(a, b, c) = a + b * c in one pass over [B, T, H]: the modulation
-  // and the gated branches are memory-bound, and at width 1024 they cost
-  // as much as the matmuls when written as separate multiplies and adds.
-  torch::Tensor a_in = torch::addcmul(
-      g(1), torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps),
-      1 + g(0));
-  torch::Tensor attn = g(2) * NeoXAttention(lw, shape_, a_in, 0, nullptr);
+  // Modulate and GatedBranch (worker/kernels/fused_ops.h): one pass each
+  // over [B, T, H] on the GPU, the addcmul / multiply they replace
+  // elsewhere.
+  torch::Tensor a_in = Modulate(
+      torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
+  torch::Tensor attn = GatedBranch(torch::Tensor(), g(2),
+                                   NeoXAttention(lw, shape_, a_in, 0, nullptr));
   torch::Tensor m_in =
-      torch::addcmul(g(4),
-                     torch::layer_norm(shape_.parallel ? x : x + attn, {hd},
-                                       lw.ln2_w, lw.ln2_b, shape_.eps),
-                     1 + g(3));
-  return torch::addcmul(attn, g(5), NeoXMlp(lw, m_in));
+      Modulate(torch::layer_norm(shape_.parallel ? x : x + attn, {hd}, lw.ln2_w,
+                                 lw.ln2_b, shape_.eps),
+               g(3), g(4));
+  return GatedBranch(attn, g(5), NeoXMlp(lw, m_in));
 }
 
 torch::Tensor SolverStep(const VelocityFn& u, const torch::Tensor& x,

@@ -12,6 +12,7 @@
 #include "common/base/status.h"
 #include "common/tensor/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "worker/kernels/fused_ops.h"
 #include "worker/model/torch_guard.h"
 
 namespace lft {
@@ -93,25 +94,6 @@ void ApplyRotaryInPlace(const torch::Tensor& qkv5, const torch::Tensor& cos,
   x2.copy_(second);
 }
 
-// The autograd form of the rotation, for qk [B, T, heads, 2, hd]: HF's
-// x * cos + rotate_half(x) * sin on the first `rot` dims, written with
-// splits and cats (one-kernel backwards) in qk's dtype, as HF casts cos and
-// sin to q's dtype.
-torch::Tensor ApplyRotaryQk(const torch::Tensor& qk, const torch::Tensor& cos,
-                            const torch::Tensor& sin, int64_t rot) {
-  const int64_t hd = qk.size(-1), half = rot / 2, t = qk.size(1);
-  std::vector<torch::Tensor> rp =
-      rot == hd ? std::vector<torch::Tensor>{qk}
-                : qk.split_with_sizes({rot, hd - rot}, -1);
-  std::vector<torch::Tensor> h = rp[0].split(half, -1);
-  torch::Tensor c = cos.to(qk.scalar_type()).view({1, t, 1, 1, rot});
-  torch::Tensor sn = sin.to(qk.scalar_type()).view({1, t, 1, 1, rot});
-  // Separate multiplies and add (not addcmul): the same roundings as the
-  // in-place path, so both give the same bits.
-  torch::Tensor out = rp[0] * c + torch::cat({-h[1], h[0]}, -1) * sn;
-  return rot == hd ? out : torch::cat({out, rp[1]}, -1);
-}
-
 }  // namespace
 
 torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
@@ -139,7 +121,7 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
     torch::Tensor qk = parts[0];  // [B, T, heads, 2, hd]
     if (s.rotary_dims > 0) {
       auto [cos, sin] = RotaryTable(s, qk, offset, t);
-      qk = ApplyRotaryQk(qk, cos, sin, s.rotary_dims);
+      qk = RotateQk(qk, cos, sin, s.rotary_dims);
     }
     std::vector<torch::Tensor> qk2 = qk.unbind(3);
     q = qk2[0].permute({0, 2, 1, 3});

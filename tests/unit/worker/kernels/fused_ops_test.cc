@@ -1,0 +1,303 @@
+// Fused AdaLN and rotary operations (worker/kernels/fused_ops.h): the
+// autograd functions against the LibTorch expressions they replace, on the
+// CPU through the functions' LibTorch stand-in (wiring: saved tensors,
+// shapes, which gradient goes where) and on CUDA through the kernels
+// (*Cuda* cases, under the gpu label; they skip without CUDA or without
+// the kernels in the build).
+#include "worker/kernels/fused_ops.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "worker/model/flow_layer.h"
+#include "worker/model/gpt_neox.h"
+
+namespace lft {
+namespace {
+
+class ModeScope {
+ public:
+  explicit ModeScope(FusedOpsMode m) : saved_(GetFusedOpsMode()) {
+    SetFusedOpsMode(m);
+  }
+  ~ModeScope() { SetFusedOpsMode(saved_); }
+
+ private:
+  FusedOpsMode saved_;
+};
+
+torch::Tensor Normal(std::vector<int64_t> shape, uint64_t seed,
+                     torch::ScalarType type = torch::kDouble) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::normal(0.0, 1.0, shape, gen).to(type);
+}
+
+double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.cpu().to(torch::kDouble) - b.cpu().to(torch::kDouble))
+      .abs()
+      .max()
+      .item<double>();
+}
+
+double MaxAbs(const torch::Tensor& a) {
+  return a.cpu().to(torch::kDouble).abs().max().item<double>();
+}
+
+struct OpRun {
+  torch::Tensor y;
+  std::vector<torch::Tensor> grads;
+};
+
+// y = f(inputs) and the gradients of <y, w> for a fixed random w.
+template <typename F>
+OpRun Evaluate(FusedOpsMode mode, std::vector<torch::Tensor> inputs, F f,
+               const torch::Tensor& w) {
+  ModeScope scope(mode);
+  for (auto& t : inputs) t = t.detach().clone().requires_grad_(true);
+  OpRun r;
+  r.y = f(inputs);
+  (r.y * w.to(r.y.device(), r.y.scalar_type())).sum().backward();
+  for (auto& t : inputs) r.grads.push_back(t.grad());
+  r.y = r.y.detach();
+  return r;
+}
+
+void ExpectSameRun(const OpRun& got, const OpRun& want, double tol) {
+  EXPECT_LE(MaxDiff(got.y, want.y), tol * (1 + MaxAbs(want.y)));
+  ASSERT_EQ(got.grads.size(), want.grads.size());
+  for (size_t i = 0; i < want.grads.size(); ++i) {
+    ASSERT_TRUE(got.grads[i].defined()) << "input " << i;
+    EXPECT_EQ(got.grads[i].sizes(), want.grads[i].sizes()) << "input " << i;
+    EXPECT_LE(MaxDiff(got.grads[i], want.grads[i]),
+              tol * (1 + MaxAbs(want.grads[i])))
+        << "input " << i;
+    EXPECT_GT(MaxAbs(want.grads[i]), 0.0) << "input " << i;
+  }
+}
+
+TEST(FusedOpsTest, ModulateFunctionMatchesTheLibTorchExpression) {
+  // scale and shift as the flow layer passes them: [B, 1, H] views.
+  torch::Tensor a = Normal({3, 7, 16}, 1), s = Normal({3, 1, 16}, 2),
+                c = Normal({3, 1, 16}, 3), w = Normal({3, 7, 16}, 4);
+  auto f = [](std::vector<torch::Tensor>& in) {
+    return Modulate(in[0], in[1], in[2]);
+  };
+  OpRun want = Evaluate(FusedOpsMode::kOff, {a, s, c}, f, w);
+  OpRun got = Evaluate(FusedOpsMode::kAlways, {a, s, c}, f, w);
+  ExpectSameRun(got, want, 1e-12);
+}
+
+TEST(FusedOpsTest, GatedBranchFunctionMatchesWithAndWithoutBase) {
+  torch::Tensor base = Normal({2, 5, 8}, 5), g = Normal({2, 1, 8}, 6),
+                m = Normal({2, 5, 8}, 7), w = Normal({2, 5, 8}, 8);
+  auto with_base = [](std::vector<torch::Tensor>& in) {
+    return GatedBranch(in[0], in[1], in[2]);
+  };
+  ExpectSameRun(Evaluate(FusedOpsMode::kAlways, {base, g, m}, with_base, w),
+                Evaluate(FusedOpsMode::kOff, {base, g, m}, with_base, w),
+                1e-12);
+  auto gate_only = [](std::vector<torch::Tensor>& in) {
+    return GatedBranch(torch::Tensor(), in[0], in[1]);
+  };
+  ExpectSameRun(Evaluate(FusedOpsMode::kAlways, {g, m}, gate_only, w),
+                Evaluate(FusedOpsMode::kOff, {g, m}, gate_only, w), 1e-12);
+}
+
+// cos and sin [T, rot] as RotaryTable makes them.
+std::pair<torch::Tensor, torch::Tensor> Table(int64_t t, int64_t rot,
+                                              torch::ScalarType type,
+                                              torch::Device device) {
+  torch::Tensor inv = 1.0 / torch::pow(10000.0, torch::arange(0, rot, 2) /
+                                                    static_cast<double>(rot));
+  torch::Tensor f = torch::outer(torch::arange(t).to(torch::kFloat), inv);
+  torch::Tensor emb = torch::cat({f, f}, -1);
+  return {emb.cos().to(device, type), emb.sin().to(device, type)};
+}
+
+// The attention's use: qk is a strided split of qkv [B, T, heads, 3, hd].
+OpRun RotateRun(FusedOpsMode mode, torch::ScalarType type, torch::Device device,
+                int64_t rot) {
+  const int64_t b = 2, t = 9, heads = 3, hd = 16;
+  auto [cos, sin] = Table(t, rot, type, device);
+  torch::Tensor qkv = Normal({b, t, heads, 3, hd}, 11).to(device, type);
+  torch::Tensor w = Normal({b, t, heads, 2, hd}, 12);
+  auto f = [&](std::vector<torch::Tensor>& in) {
+    torch::Tensor qk = in[0].split_with_sizes({2, 1}, 3)[0];
+    return RotateQk(qk, cos, sin, rot);
+  };
+  return Evaluate(mode, {qkv}, f, w);
+}
+
+TEST(FusedOpsTest, RotateQkFunctionGivesTheLibTorchBitsInBf16) {
+  for (int64_t rot : {4, 16}) {
+    OpRun want =
+        RotateRun(FusedOpsMode::kOff, torch::kBFloat16, torch::kCPU, rot);
+    OpRun got =
+        RotateRun(FusedOpsMode::kAlways, torch::kBFloat16, torch::kCPU, rot);
+    EXPECT_TRUE(torch::equal(got.y, want.y)) << "rot " << rot;
+    EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0])) << "rot " << rot;
+  }
+}
+
+NeoXConfig LayerConfig(int64_t hidden, bool parallel) {
+  NeoXConfig c;
+  c.vocab_size = 32;
+  c.hidden_size = hidden;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = hidden / 32;
+  c.intermediate_size = 4 * hidden;
+  c.rotary_pct = 0.25;
+  c.use_parallel_residual = parallel;
+  return c;
+}
+
+// One network evaluation of the flow layer, forward and backward, with
+// non-zero AdaLN factors so that every gate and shift carries gradient.
+struct VelocityRun {
+  torch::Tensor u;
+  std::vector<torch::Tensor> grads;  // every parameter, in order
+};
+
+VelocityRun Velocity(FusedOpsMode mode, const NeoXConfig& c,
+                     torch::ScalarType eval_type, torch::Device device) {
+  ModeScope scope(mode);
+  auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 4));
+  EXPECT_TRUE(teacher.ok());
+  FlowLayerOptions o;
+  o.device = device;
+  FlowLayer layer((*teacher)->layer(0), (*teacher)->layer_shape(), o);
+  {
+    torch::NoGradGuard no_grad;
+    const int64_t h = c.hidden_size;
+    layer->ada_out()->weight.copy_(
+        Normal({6 * h, h}, 9, torch::kFloat).mul_(0.05));
+  }
+  torch::Tensor x = Normal({2, 24, c.hidden_size}, 2, torch::kFloat).to(device);
+  torch::Tensor t = torch::tensor({0.2f, 0.9f}).to(device);
+  VelocityRun r;
+  r.u = layer->Velocity(x, t, layer->EvalWeights(eval_type));
+  torch::Tensor w = Normal(r.u.sizes().vec(), 3).to(device, r.u.scalar_type());
+  (r.u * w).sum().backward();
+  for (const auto& p : layer->parameters()) r.grads.push_back(p.grad().cpu());
+  r.u = r.u.detach().cpu();
+  return r;
+}
+
+TEST(FusedOpsTest, FlowVelocityThroughTheFunctionsMatchesLibTorch) {
+  for (bool parallel : {true, false}) {
+    NeoXConfig c = LayerConfig(32, parallel);
+    VelocityRun want =
+        Velocity(FusedOpsMode::kOff, c, torch::kDouble, torch::kCPU);
+    VelocityRun got =
+        Velocity(FusedOpsMode::kAlways, c, torch::kDouble, torch::kCPU);
+    EXPECT_LE(MaxDiff(got.u, want.u), 1e-12 * (1 + MaxAbs(want.u)));
+    ASSERT_EQ(got.grads.size(), want.grads.size());
+    for (size_t i = 0; i < want.grads.size(); ++i) {
+      EXPECT_LE(MaxDiff(got.grads[i], want.grads[i]),
+                1e-10 * (1 + MaxAbs(want.grads[i])))
+          << "parameter " << i << " parallel " << parallel;
+    }
+  }
+}
+
+bool HaveKernels() {
+  return torch::cuda::is_available() && FusedKernelsBuilt();
+}
+
+// Against float64 on the CPU from the same (rounded) inputs: bf16 keeps 8
+// bits of mantissa, so 2^-7 of the magnitude; fp32 far tighter.
+double Tolerance(torch::ScalarType type) {
+  return type == torch::kBFloat16 ? 1.0 / 64 : 2e-5;
+}
+
+TEST(FusedOpsCudaTest, ModulateAndGateKernelsMatchFloat64) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    for (auto shape :
+         {std::vector<int64_t>{3, 37, 1024}, std::vector<int64_t>{2, 300, 512},
+          std::vector<int64_t>{1, 2048, 1024}}) {
+      const int64_t b = shape[0], h = shape[2];
+      torch::Tensor a = Normal(shape, 1, type), s = Normal({b, 1, h}, 2, type),
+                    c = Normal({b, 1, h}, 3, type), w = Normal(shape, 4, type);
+      auto mod = [](std::vector<torch::Tensor>& in) {
+        return Modulate(in[0], in[1], in[2]);
+      };
+      OpRun want = Evaluate(
+          FusedOpsMode::kOff,
+          {a.to(torch::kDouble), s.to(torch::kDouble), c.to(torch::kDouble)},
+          mod, w);
+      OpRun got = Evaluate(FusedOpsMode::kAuto,
+                           {a.to(cuda), s.to(cuda), c.to(cuda)}, mod, w);
+      SCOPED_TRACE(::testing::Message()
+                   << "modulate " << type << " " << shape[1] << "x" << h);
+      ExpectSameRun(got, want, Tolerance(type));
+
+      auto gate = [](std::vector<torch::Tensor>& in) {
+        return GatedBranch(in[0], in[1], in[2]);
+      };
+      OpRun want_g = Evaluate(FusedOpsMode::kOff,
+                              {c.expand(shape).contiguous().to(torch::kDouble),
+                               s.to(torch::kDouble), a.to(torch::kDouble)},
+                              gate, w);
+      OpRun got_g = Evaluate(
+          FusedOpsMode::kAuto,
+          {c.expand(shape).contiguous().to(cuda), s.to(cuda), a.to(cuda)}, gate,
+          w);
+      ExpectSameRun(got_g, want_g, Tolerance(type));
+    }
+  }
+}
+
+TEST(FusedOpsCudaTest, KernelsAreWhatAutoRunsOnCuda) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  torch::Tensor a = Normal({2, 8, 64}, 1, torch::kBFloat16).to(cuda);
+  torch::Tensor s = Normal({2, 1, 64}, 2, torch::kBFloat16).to(cuda);
+  a.requires_grad_(true);
+  torch::Tensor y = Modulate(a, s, s);
+  ASSERT_NE(y.grad_fn(), nullptr);
+  EXPECT_NE(y.grad_fn()->name().find("ModulateFunction"), std::string::npos)
+      << y.grad_fn()->name();
+}
+
+TEST(FusedOpsCudaTest, RotateQkKernelGivesTheLibTorchBits) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    for (int64_t rot : {4, 16}) {
+      OpRun want = RotateRun(FusedOpsMode::kOff, type, cuda, rot);
+      OpRun got = RotateRun(FusedOpsMode::kAuto, type, cuda, rot);
+      EXPECT_TRUE(torch::equal(got.y, want.y)) << type << " rot " << rot;
+      EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0]))
+          << type << " rot " << rot << " max diff "
+          << MaxDiff(got.grads[0], want.grads[0]);
+    }
+  }
+}
+
+TEST(FusedOpsCudaTest, FlowVelocityWithKernelsFollowsLibTorchInBf16) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (bool parallel : {true, false}) {
+    NeoXConfig c = LayerConfig(256, parallel);
+    // The reference: the LibTorch expressions in float64 on the GPU.
+    VelocityRun want = Velocity(FusedOpsMode::kOff, c, torch::kDouble, cuda);
+    VelocityRun got = Velocity(FusedOpsMode::kAuto, c, torch::kBFloat16, cuda);
+    VelocityRun plain = Velocity(FusedOpsMode::kOff, c, torch::kBFloat16, cuda);
+    // The fused bf16 run is as close to float64 as the plain bf16 run is
+    // (within 1.5x of its error, plus a floor for near-zero gradients).
+    const double err_u = MaxDiff(plain.u, want.u);
+    EXPECT_LE(MaxDiff(got.u, want.u), 1.5 * err_u + 1e-3 * MaxAbs(want.u));
+    for (size_t i = 0; i < want.grads.size(); ++i) {
+      const double plain_err = MaxDiff(plain.grads[i], want.grads[i]);
+      EXPECT_LE(MaxDiff(got.grads[i], want.grads[i]),
+                1.5 * plain_err + 1e-3 * MaxAbs(want.grads[i]))
+          << "parameter " << i << " parallel " << parallel;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lft

@@ -1,0 +1,256 @@
+// CUDA kernels behind fused_ops.h; launch contract in fused_kernels.h.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "worker/kernels/fused_kernels.h"
+
+namespace lft {
+namespace fused_kernels {
+namespace {
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+// v rounded to T and back: the rounding LibTorch applies after each op.
+template <typename T>
+__device__ __forceinline__ float RoundTo(float v) {
+  return ToFloat(FromFloat<T>(v));
+}
+
+// 16 bytes of T, loaded and stored as one vector.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
+
+template <typename T>
+__global__ void ScaleShiftForwardKernel(
+    const T* __restrict__ a, const T* __restrict__ scale,
+    const T* __restrict__ shift, const T* __restrict__ base, T* __restrict__ y,
+    float offset, int64_t seq, int64_t hidden, int64_t packs) {
+  constexpr int kN = Pack<T>::kN;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < packs; i += step) {
+    const int64_t e = i * kN;
+    const int64_t col = e % hidden;
+    const int64_t vec = (e / (seq * hidden)) * hidden + col;  // [b, col]
+    const Pack<T> av = reinterpret_cast<const Pack<T>*>(a)[i];
+    const Pack<T> sv = *reinterpret_cast<const Pack<T>*>(scale + vec);
+    Pack<T> cv{}, rv{}, out;
+    if (shift != nullptr) cv = *reinterpret_cast<const Pack<T>*>(shift + vec);
+    if (base != nullptr) rv = reinterpret_cast<const Pack<T>*>(base)[i];
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      float v = ToFloat(av.v[k]) * (offset + ToFloat(sv.v[k]));
+      if (shift != nullptr) v += ToFloat(cv.v[k]);
+      if (base != nullptr) v += ToFloat(rv.v[k]);
+      out.v[k] = FromFloat<T>(v);
+    }
+    reinterpret_cast<Pack<T>*>(y)[i] = out;
+  }
+}
+
+// One block per (chunk of rows, batch row b); one thread per vector of
+// columns, walking the chunk's rows, so the sums over T stay in registers
+// and each chunk writes one fp32 partial per column.
+template <typename T>
+__global__ void ScaleShiftBackwardKernel(
+    const T* __restrict__ dy, const T* __restrict__ a,
+    const T* __restrict__ scale, T* __restrict__ da,
+    float* __restrict__ scale_partial, float* __restrict__ shift_partial,
+    float offset, int64_t seq, int64_t hidden, int64_t rows_per_chunk) {
+  constexpr int kN = Pack<T>::kN;
+  const int64_t col = static_cast<int64_t>(threadIdx.x) * kN;
+  const int64_t chunk = blockIdx.x, chunks = gridDim.x, b = blockIdx.y;
+  const int64_t t0 = chunk * rows_per_chunk;
+  const int64_t t1 = t0 + rows_per_chunk < seq ? t0 + rows_per_chunk : seq;
+  const Pack<T> sv =
+      *reinterpret_cast<const Pack<T>*>(scale + b * hidden + col);
+  float s[kN], acc_scale[kN], acc_shift[kN];
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    s[k] = offset + ToFloat(sv.v[k]);
+    acc_scale[k] = 0.0f;
+    acc_shift[k] = 0.0f;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t off = (b * seq + t) * hidden + col;
+    const Pack<T> g = *reinterpret_cast<const Pack<T>*>(dy + off);
+    const Pack<T> av = *reinterpret_cast<const Pack<T>*>(a + off);
+    Pack<T> out;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      const float gk = ToFloat(g.v[k]);
+      acc_scale[k] += gk * ToFloat(av.v[k]);
+      acc_shift[k] += gk;
+      out.v[k] = FromFloat<T>(gk * s[k]);
+    }
+    *reinterpret_cast<Pack<T>*>(da + off) = out;
+  }
+  const int64_t p = (b * chunks + chunk) * hidden + col;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) scale_partial[p + k] = acc_scale[k];
+  if (shift_partial != nullptr) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) shift_partial[p + k] = acc_shift[k];
+  }
+}
+
+// One thread per element of out. The rounding follows LibTorch's
+// x * cos + cat(-x2, x1) * sin in T: each product rounded to T, then their
+// sum; __fmul_rn / __fadd_rn keep nvcc from contracting them into an FMA,
+// which would change fp32 results.
+template <typename T>
+__global__ void RotateQkKernel(const T* __restrict__ in, QkLayout l,
+                               const T* __restrict__ cos,
+                               const T* __restrict__ sin, T* __restrict__ out,
+                               bool inverse, int64_t n) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t half = l.rot / 2;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       e < n; e += step) {
+    const int64_t d = e % l.head_dim;
+    int64_t r = e / l.head_dim;
+    const int64_t j = r % 2;
+    r /= 2;
+    const int64_t h = r % l.heads;
+    r /= l.heads;
+    const int64_t t = r % l.seq;
+    const int64_t b = r / l.seq;
+    const T* x =
+        in + b * l.stride_b + t * l.stride_t + h * l.stride_h + j * l.stride_j;
+    float v = ToFloat(x[d]);
+    if (d < l.rot) {
+      const bool first = d < half;
+      const int64_t partner = first ? d + half : d - half;
+      // Forward: the partner enters negated in the first half. The
+      // transpose swaps the sign (cos and sin are equal at d and partner).
+      const bool negate = first != inverse;
+      const float main = RoundTo<T>(__fmul_rn(v, ToFloat(cos[t * l.rot + d])));
+      const float other = RoundTo<T>(
+          __fmul_rn(ToFloat(x[partner]), ToFloat(sin[t * l.rot + partner])));
+      v = __fadd_rn(main, negate ? -other : other);
+    }
+    out[e] = FromFloat<T>(v);
+  }
+}
+
+int64_t GridFor(int64_t n, int threads) {
+  return std::max<int64_t>(
+      1, std::min<int64_t>((n + threads - 1) / threads, int64_t{1} << 20));
+}
+
+int64_t RowsPerChunk(int64_t batch, int64_t seq) {
+  // About 1024 blocks over the whole tensor: enough to fill the GPU, few
+  // enough that the partials stay small (fp32 [B, chunks, H]).
+  return std::max<int64_t>(1,
+                           std::min<int64_t>(64, (batch * seq + 1023) / 1024));
+}
+
+template <typename T>
+int LaunchScaleShiftForward(const void* a, const void* scale, const void* shift,
+                            const void* base, void* y, float offset,
+                            int64_t batch, int64_t seq, int64_t hidden,
+                            cudaStream_t stream) {
+  const int64_t packs = batch * seq * hidden / Pack<T>::kN;
+  if (packs == 0) return 0;
+  constexpr int kThreads = 256;
+  ScaleShiftForwardKernel<T><<<GridFor(packs, kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(a), static_cast<const T*>(scale),
+      static_cast<const T*>(shift), static_cast<const T*>(base),
+      static_cast<T*>(y), offset, seq, hidden, packs);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
+                             void* da, float* scale_partial,
+                             float* shift_partial, float offset, int64_t batch,
+                             int64_t seq, int64_t hidden, cudaStream_t stream) {
+  if (batch * seq * hidden == 0) return 0;
+  const int64_t rows = RowsPerChunk(batch, seq);
+  const dim3 grid(static_cast<unsigned>((seq + rows - 1) / rows),
+                  static_cast<unsigned>(batch));
+  const unsigned threads = static_cast<unsigned>(hidden / Pack<T>::kN);
+  ScaleShiftBackwardKernel<T><<<grid, threads, 0, stream>>>(
+      static_cast<const T*>(dy), static_cast<const T*>(a),
+      static_cast<const T*>(scale), static_cast<T*>(da), scale_partial,
+      shift_partial, offset, seq, hidden, rows);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int LaunchRotateQk(const void* in, const QkLayout& layout, const void* cos,
+                   const void* sin, void* out, bool inverse,
+                   cudaStream_t stream) {
+  const int64_t n =
+      layout.batch * layout.seq * layout.heads * 2 * layout.head_dim;
+  if (n == 0) return 0;
+  constexpr int kThreads = 256;
+  RotateQkKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(in), layout, static_cast<const T*>(cos),
+      static_cast<const T*>(sin), static_cast<T*>(out), inverse, n);
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace
+
+int ScaleShiftForward(ElementType type, const void* a, const void* scale,
+                      const void* shift, const void* base, void* y,
+                      float offset, int64_t batch, int64_t seq, int64_t hidden,
+                      void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  return type == ElementType::kBFloat16
+             ? LaunchScaleShiftForward<__nv_bfloat16>(
+                   a, scale, shift, base, y, offset, batch, seq, hidden, s)
+             : LaunchScaleShiftForward<float>(a, scale, shift, base, y, offset,
+                                              batch, seq, hidden, s);
+}
+
+int64_t ScaleShiftChunks(int64_t batch, int64_t seq) {
+  const int64_t rows = RowsPerChunk(batch, seq);
+  return (seq + rows - 1) / rows;
+}
+
+int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
+                       const void* scale, void* da, float* scale_partial,
+                       float* shift_partial, float offset, int64_t batch,
+                       int64_t seq, int64_t hidden, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  return type == ElementType::kBFloat16
+             ? LaunchScaleShiftBackward<__nv_bfloat16>(
+                   dy, a, scale, da, scale_partial, shift_partial, offset,
+                   batch, seq, hidden, s)
+             : LaunchScaleShiftBackward<float>(dy, a, scale, da, scale_partial,
+                                               shift_partial, offset, batch,
+                                               seq, hidden, s);
+}
+
+int RotateQk(ElementType type, const void* in, const QkLayout& layout,
+             const void* cos, const void* sin, void* out, bool inverse,
+             void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  return type == ElementType::kBFloat16
+             ? LaunchRotateQk<__nv_bfloat16>(in, layout, cos, sin, out, inverse,
+                                             s)
+             : LaunchRotateQk<float>(in, layout, cos, sin, out, inverse, s);
+}
+
+}  // namespace fused_kernels
+}  // namespace lft

@@ -1,0 +1,54 @@
+// Launchers of worker/kernels' CUDA kernels (fused_kernels.cu). Plain
+// pointers and sizes, no LibTorch or CUDA types, so fused_ops.cc (compiled
+// by the host compiler) and the .cu file (by nvcc) share only this header.
+#ifndef LFT_WORKER_KERNELS_FUSED_KERNELS_H_
+#define LFT_WORKER_KERNELS_FUSED_KERNELS_H_
+
+#include <cstdint>
+
+namespace lft {
+namespace fused_kernels {
+
+enum class ElementType { kFloat32, kBFloat16 };
+
+// Values per 16-byte vector: every [.., H] row is read and written in
+// vectors, so H must be a multiple of this and pointers 16-byte aligned.
+constexpr int64_t VectorWidth(ElementType t) {
+  return t == ElementType::kFloat32 ? 4 : 8;
+}
+
+// y = a * (offset + scale[b]) (+ shift[b]) (+ base), over [B, T, H]; scale
+// and shift [B, H]; shift and base may be null. Returns a CUDA error code
+// (0 = success).
+int ScaleShiftForward(ElementType type, const void* a, const void* scale,
+                      const void* shift, const void* base, void* y,
+                      float offset, int64_t batch, int64_t seq, int64_t hidden,
+                      void* stream);
+
+// Backward of ScaleShiftForward with respect to a, scale and shift:
+// da = dy * (offset + scale[b]); scale_partial[b, c] = sum over the rows t of
+// chunk c of dy * a; shift_partial[b, c] = sum of dy (null: not wanted).
+// Partials are fp32 [B, chunks, H] with chunks = ScaleShiftChunks(seq); the
+// caller sums them over c, which keeps the result deterministic.
+int64_t ScaleShiftChunks(int64_t batch, int64_t seq);
+int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
+                       const void* scale, void* da, float* scale_partial,
+                       float* shift_partial, float offset, int64_t batch,
+                       int64_t seq, int64_t hidden, void* stream);
+
+// Rotary embedding of qk [B, T, heads, 2, hd] read through strides
+// (elements; the last dim contiguous) into a contiguous out of the same
+// shape. inverse = true applies the transpose (the backward). cos and sin
+// are contiguous [T, rot].
+struct QkLayout {
+  int64_t batch, seq, heads, head_dim, rot;
+  int64_t stride_b, stride_t, stride_h, stride_j;
+};
+int RotateQk(ElementType type, const void* in, const QkLayout& layout,
+             const void* cos, const void* sin, void* out, bool inverse,
+             void* stream);
+
+}  // namespace fused_kernels
+}  // namespace lft
+
+#endif  // LFT_WORKER_KERNELS_FUSED_KERNELS_H_

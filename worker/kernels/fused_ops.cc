@@ -1,0 +1,343 @@
+// Fused AdaLN and rotary operations; see fused_ops.h.
+#include "worker/kernels/fused_ops.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "worker/kernels/fused_kernels.h"
+
+#if defined(LFT_CUDA_KERNELS)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace lft {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::atomic<FusedOpsMode> g_mode{FusedOpsMode::kAuto};
+
+bool DisabledByEnvironment() {
+  static const bool off = [] {
+    const char* v = std::getenv("LFT_FUSED_KERNELS");
+    return v != nullptr && std::strcmp(v, "0") == 0;
+  }();
+  return off;
+}
+
+// Whether the CUDA kernels can run on a [B, T, H] activation `a` of this
+// dtype: one thread per 16-byte vector of a row, at most 1024 per block.
+bool KernelsApply(const torch::Tensor& a) {
+#if defined(LFT_CUDA_KERNELS)
+  if (!a.is_cuda() || a.dim() != 3) return false;
+  const auto type = a.scalar_type();
+  if (type != torch::kBFloat16 && type != torch::kFloat) return false;
+  const int64_t width = type == torch::kFloat ? 4 : 8;
+  const int64_t h = a.size(2);
+  return h % width == 0 && h / width <= 1024;
+#else
+  (void)a;
+  return false;
+#endif
+}
+
+// Which form to run for activation a.
+enum class Route { kLibTorch, kFunction };
+Route RouteFor(const torch::Tensor& a) {
+  switch (g_mode.load(std::memory_order_relaxed)) {
+    case FusedOpsMode::kOff:
+      return Route::kLibTorch;
+    case FusedOpsMode::kAlways:
+      return Route::kFunction;
+    case FusedOpsMode::kAuto:
+      break;
+  }
+  return !DisabledByEnvironment() && KernelsApply(a) ? Route::kFunction
+                                                     : Route::kLibTorch;
+}
+
+// [B, 1, H] or [B, H] -> contiguous [B, H] in a's dtype (a small copy).
+torch::Tensor PerRow(const torch::Tensor& v, const torch::Tensor& a) {
+  return v.reshape({a.size(0), a.size(2)}).to(a.scalar_type()).contiguous();
+}
+
+#if defined(LFT_CUDA_KERNELS)
+fused_kernels::ElementType TypeOf(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16
+             ? fused_kernels::ElementType::kBFloat16
+             : fused_kernels::ElementType::kFloat32;
+}
+void* StreamOf(const torch::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+void CheckLaunch(int code, const char* what) {
+  TORCH_CHECK(code == 0, "lft fused kernel ", what, ": CUDA error ", code);
+}
+bool Aligned(const torch::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+bool UseKernels(const torch::Tensor& a,
+                std::initializer_list<torch::Tensor> ts) {
+  if (!KernelsApply(a)) return false;
+  for (const torch::Tensor& t : ts) {
+    if (t.defined() && (!t.is_contiguous() || !Aligned(t))) return false;
+  }
+  return true;
+}
+#endif
+
+// y = a * (offset + s) (+ c) (+ r); s, c [B, H]; r like a.
+torch::Tensor ScaleShiftForward(const torch::Tensor& a, const torch::Tensor& s,
+                                const torch::Tensor& c, const torch::Tensor& r,
+                                double offset) {
+#if defined(LFT_CUDA_KERNELS)
+  if (UseKernels(a, {a, s, c, r})) {
+    c10::cuda::CUDAGuard guard(a.device());
+    torch::Tensor y = torch::empty_like(a);
+    CheckLaunch(fused_kernels::ScaleShiftForward(
+                    TypeOf(a), a.data_ptr(), s.data_ptr(),
+                    c.defined() ? c.data_ptr() : nullptr,
+                    r.defined() ? r.data_ptr() : nullptr, y.data_ptr(),
+                    static_cast<float>(offset), a.size(0), a.size(1), a.size(2),
+                    StreamOf(a)),
+                "scale-shift forward");
+    return y;
+  }
+#endif
+  // The stand-in (kAlways off CUDA): the same arithmetic in LibTorch.
+  const auto b = a.size(0), h = a.size(2);
+  torch::Tensor y = a * (s.view({b, 1, h}) + offset);
+  if (c.defined()) y = y + c.view({b, 1, h});
+  if (r.defined()) y = y + r;
+  return y;
+}
+
+struct ScaleShiftGrads {
+  torch::Tensor da, ds, dc;  // dc undefined unless asked for
+};
+
+ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
+                                   const torch::Tensor& a,
+                                   const torch::Tensor& s, double offset,
+                                   bool want_shift) {
+  const torch::Tensor dy = dy_in.contiguous();
+  const auto b = a.size(0), h = a.size(2);
+  ScaleShiftGrads g;
+#if defined(LFT_CUDA_KERNELS)
+  if (UseKernels(a, {dy, a, s})) {
+    const auto t = a.size(1);
+    c10::cuda::CUDAGuard guard(a.device());
+    const int64_t chunks = fused_kernels::ScaleShiftChunks(b, t);
+    auto f32 = a.options().dtype(torch::kFloat);
+    torch::Tensor ps = torch::empty({b, chunks, h}, f32);
+    torch::Tensor pc;
+    if (want_shift) pc = torch::empty({b, chunks, h}, f32);
+    g.da = torch::empty_like(a);
+    CheckLaunch(fused_kernels::ScaleShiftBackward(
+                    TypeOf(a), dy.data_ptr(), a.data_ptr(), s.data_ptr(),
+                    g.da.data_ptr(), ps.data_ptr<float>(),
+                    want_shift ? pc.data_ptr<float>() : nullptr,
+                    static_cast<float>(offset), b, t, h, StreamOf(a)),
+                "scale-shift backward");
+    g.ds = ps.sum(1).to(s.scalar_type());
+    if (want_shift) g.dc = pc.sum(1).to(s.scalar_type());
+    return g;
+  }
+#endif
+  g.da = dy * (s.view({b, 1, h}) + offset);
+  g.ds = (dy * a).sum(1);
+  if (want_shift) g.dc = dy.sum(1);
+  return g;
+}
+
+// a * (1 + scale) + shift, differentiable in all three.
+class ModulateFunction : public torch::autograd::Function<ModulateFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor a,
+                               torch::Tensor scale, torch::Tensor shift) {
+    ctx->saved_data["scale_shape"] = scale.sizes().vec();
+    ctx->saved_data["shift_shape"] = shift.sizes().vec();
+    ctx->saved_data["scale_type"] = scale.scalar_type();
+    torch::Tensor s = PerRow(scale, a), c = PerRow(shift, a);
+    ctx->save_for_backward({a, s});
+    return ScaleShiftForward(a, s, c, torch::Tensor(), 1.0);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    ScaleShiftGrads g =
+        ScaleShiftBackward(grads[0], saved[0], saved[1], 1.0, true);
+    const auto type = ctx->saved_data["scale_type"].toScalarType();
+    return {g.da,
+            g.ds.to(type).view(ctx->saved_data["scale_shape"].toIntVector()),
+            g.dc.to(type).view(ctx->saved_data["shift_shape"].toIntVector())};
+  }
+};
+
+// gate * branch, differentiable in both. LibTorch 1.13's Function::apply
+// cannot take an undefined tensor, so the residual form is its own class.
+class GateFunction : public torch::autograd::Function<GateFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor gate,
+                               torch::Tensor branch) {
+    ctx->saved_data["gate_shape"] = gate.sizes().vec();
+    ctx->saved_data["gate_type"] = gate.scalar_type();
+    torch::Tensor g = PerRow(gate, branch);
+    ctx->save_for_backward({branch, g});
+    return ScaleShiftForward(branch, g, torch::Tensor(), torch::Tensor(), 0.0);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    ScaleShiftGrads g =
+        ScaleShiftBackward(grads[0], saved[0], saved[1], 0.0, false);
+    const auto type = ctx->saved_data["gate_type"].toScalarType();
+    return {g.ds.to(type).view(ctx->saved_data["gate_shape"].toIntVector()),
+            g.da};
+  }
+};
+
+// base + gate * branch, differentiable in all three.
+class GatedResidualFunction
+    : public torch::autograd::Function<GatedResidualFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor base,
+                               torch::Tensor gate, torch::Tensor branch) {
+    ctx->saved_data["gate_shape"] = gate.sizes().vec();
+    ctx->saved_data["gate_type"] = gate.scalar_type();
+    torch::Tensor g = PerRow(gate, branch);
+    ctx->save_for_backward({branch, g});
+    return ScaleShiftForward(branch, g, torch::Tensor(),
+                             base.to(branch.scalar_type()), 0.0);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    ScaleShiftGrads g =
+        ScaleShiftBackward(grads[0], saved[0], saved[1], 0.0, false);
+    const auto type = ctx->saved_data["gate_type"].toScalarType();
+    return {grads[0],
+            g.ds.to(type).view(ctx->saved_data["gate_shape"].toIntVector()),
+            g.da};
+  }
+};
+
+// The LibTorch form of the rotation (the flow layer's original
+// expression): splits and cats, products and sum in qk's dtype.
+torch::Tensor RotateQkLibTorch(const torch::Tensor& qk,
+                               const torch::Tensor& cos,
+                               const torch::Tensor& sin, int64_t rot) {
+  const int64_t hd = qk.size(-1), half = rot / 2, t = qk.size(1);
+  std::vector<torch::Tensor> rp =
+      rot == hd ? std::vector<torch::Tensor>{qk}
+                : qk.split_with_sizes({rot, hd - rot}, -1);
+  std::vector<torch::Tensor> h = rp[0].split(half, -1);
+  torch::Tensor c = cos.to(qk.scalar_type()).view({1, t, 1, 1, rot});
+  torch::Tensor sn = sin.to(qk.scalar_type()).view({1, t, 1, 1, rot});
+  // Separate multiplies and add (not addcmul): the same roundings as the
+  // in-place path of the teacher, so both give the same bits.
+  torch::Tensor out = rp[0] * c + torch::cat({-h[1], h[0]}, -1) * sn;
+  return rot == hd ? out : torch::cat({out, rp[1]}, -1);
+}
+
+torch::Tensor RotateQkRaw(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin, int64_t rot, bool inverse) {
+#if defined(LFT_CUDA_KERNELS)
+  if (x.is_cuda() && x.stride(-1) == 1 && cos.is_contiguous() &&
+      sin.is_contiguous() &&
+      (x.scalar_type() == torch::kBFloat16 ||
+       x.scalar_type() == torch::kFloat)) {
+    c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor out = torch::empty(x.sizes(), x.options());
+    fused_kernels::QkLayout l{x.size(0),   x.size(1),   x.size(2),
+                              x.size(4),   rot,         x.stride(0),
+                              x.stride(1), x.stride(2), x.stride(3)};
+    CheckLaunch(fused_kernels::RotateQk(TypeOf(x), x.data_ptr(), l,
+                                        cos.data_ptr(), sin.data_ptr(),
+                                        out.data_ptr(), inverse, StreamOf(x)),
+                "rotary");
+    return out;
+  }
+#endif
+  // The stand-in: forward is the LibTorch form; the transpose rotates by
+  // -angle, i.e. the same form with sin negated (exact in any dtype).
+  torch::NoGradGuard no_grad;
+  return RotateQkLibTorch(x, cos, inverse ? -sin : sin, rot).contiguous();
+}
+
+class RotateQkFunction : public torch::autograd::Function<RotateQkFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor qk,
+                               torch::Tensor cos, torch::Tensor sin,
+                               int64_t rot) {
+    ctx->save_for_backward({cos, sin});
+    ctx->saved_data["rot"] = rot;
+    return RotateQkRaw(qk, cos, sin, rot, /*inverse=*/false);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    torch::Tensor g = grads[0].contiguous();
+    return {RotateQkRaw(g, saved[0], saved[1], ctx->saved_data["rot"].toInt(),
+                        /*inverse=*/true),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+void SetFusedOpsMode(FusedOpsMode mode) {
+  g_mode.store(mode, std::memory_order_relaxed);
+}
+
+FusedOpsMode GetFusedOpsMode() {
+  return g_mode.load(std::memory_order_relaxed);
+}
+
+bool FusedKernelsBuilt() {
+#if defined(LFT_CUDA_KERNELS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
+                       const torch::Tensor& shift) {
+  if (RouteFor(a) == Route::kLibTorch || a.dim() != 3) {
+    // addcmul(a, b, c) = a + b * c in one pass over [B, T, H].
+    return torch::addcmul(shift, a, 1 + scale);
+  }
+  return ModulateFunction::apply(a, scale, shift);
+}
+
+torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
+                          const torch::Tensor& branch) {
+  if (RouteFor(branch) == Route::kLibTorch || branch.dim() != 3) {
+    return base.defined() ? torch::addcmul(base, gate, branch) : gate * branch;
+  }
+  return base.defined() ? GatedResidualFunction::apply(base, gate, branch)
+                        : GateFunction::apply(gate, branch);
+}
+
+torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
+                       const torch::Tensor& sin, int64_t rot) {
+  const auto mode = g_mode.load(std::memory_order_relaxed);
+  const bool fused = mode == FusedOpsMode::kAlways ||
+                     (mode == FusedOpsMode::kAuto && !DisabledByEnvironment() &&
+                      FusedKernelsBuilt() && qk.is_cuda() &&
+                      (qk.scalar_type() == torch::kBFloat16 ||
+                       qk.scalar_type() == torch::kFloat));
+  if (!fused || qk.dim() != 5 || rot < 2 || rot % 2 != 0) {
+    return RotateQkLibTorch(qk, cos, sin, rot);
+  }
+  return RotateQkFunction::apply(qk, cos.contiguous(), sin.contiguous(), rot);
+}
+
+}  // namespace lft

@@ -1,0 +1,58 @@
+// Fused, differentiable operations of the latent flow layer: the AdaLN
+// modulation and gates, and the NeoX rotary embedding of q and k.
+//
+// On a CUDA tensor, in a build whose nvcc compiled worker/kernels, each is
+// one memory pass forward and one backward (the gate and shift gradients
+// are summed over the sequence inside the backward pass). Everywhere else
+// they are the plain LibTorch expressions the flow layer used before, with
+// the same bits, so CPU runs (and their checked-in numbers) do not change.
+//
+// PyTorch's stock kernels take a slow, non-vectorised path for the [B, 1, H]
+// broadcasts of AdaLN and run the sums over T as separate reductions; at
+// width 1024 those passes cost the trainer more GPU time than the matmuls
+// they sit between (docs/benchmarks.md, "Trainer at width 1024").
+#ifndef LFT_WORKER_KERNELS_FUSED_OPS_H_
+#define LFT_WORKER_KERNELS_FUSED_OPS_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace lft {
+
+// kAuto: fused kernels where they apply (CUDA tensor, bf16 or fp32, width a
+// multiple of 8, at most 8192) unless LFT_FUSED_KERNELS=0 is set; kOff: the
+// LibTorch expressions everywhere (the A/B rows of the trainer benchmark);
+// kAlways: the fused autograd functions on every device, with a LibTorch
+// stand-in for the kernels off CUDA (tests of the functions' gradients).
+enum class FusedOpsMode { kAuto, kOff, kAlways };
+
+// Process-wide; set before a step is recorded as a CUDA graph.
+void SetFusedOpsMode(FusedOpsMode mode);
+FusedOpsMode GetFusedOpsMode();
+
+// True when this binary carries the CUDA kernels.
+bool FusedKernelsBuilt();
+
+// a * (1 + scale) + shift, with a [B, T, H] and scale, shift [B, 1, H] or
+// [B, H] (AdaLN's modulation of a LayerNorm output).
+torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
+                       const torch::Tensor& shift);
+
+// base + gate * branch, or gate * branch when base is undefined; branch and
+// base [B, T, H], gate [B, 1, H] or [B, H] (AdaLN's gated residual).
+torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
+                          const torch::Tensor& branch);
+
+// HF GPT-NeoX's rotary embedding, x * cos + rotate_half(x) * sin, on the
+// first `rot` of the hd dims of qk [B, T, heads, 2, hd] (q and k of each
+// head; any strides with the last dim contiguous). cos and sin are [T, rot]
+// in qk's dtype. Returns a contiguous [B, T, heads, 2, hd] tensor. The
+// fused kernel rounds as the LibTorch expression does (products, then
+// their sum, in qk's dtype), so both give the same bits.
+torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
+                       const torch::Tensor& sin, int64_t rot);
+
+}  // namespace lft
+
+#endif  // LFT_WORKER_KERNELS_FUSED_OPS_H_

@@ -20,7 +20,7 @@ FAMILIES = [
     ("attention", r"flash|fmha|attention|softmax"),
     ("layer_norm", r"layer_norm|LayerNorm"),
     ("reduce", r"reduce|Reduce|norm_kernel"),
-    ("copy/cast", r"copy|Copy|cast|cat_|CatArray|direct_copy"),
+    ("copy/cast", r"copy|Copy|(?<!no)cast|cat_|CatArray|direct_copy"),
     ("elementwise", r"elementwise|vectorized|unrolled|Elementwise"),
 ]
 
@@ -96,7 +96,51 @@ def main():
     print("\n| kernel | ms per step | calls per step | us per call |\n|---|---|---|---|")
     for name, (d, n) in sorted(by_name.items(), key=lambda x: -x[1][0])[:top]:
         print(f"| {short_name(name)} | {d/nsteps/1e3:.3f} | {n/nsteps:.1f} | {d/n:.1f} |")
+    if "--by-op" in sys.argv:
+        by_op(ev, ks, nsteps, top)
     return 0
+
+
+def by_op(ev, ks, nsteps, top):
+    """Kernel time by the ATen op that launched it and the autograd function
+    (backward node) it ran in. Needs an eager trace (LFT_TRAINER_CUDA_GRAPH=0):
+    a replayed CUDA graph has no launching op."""
+    import bisect
+    ops = {}
+    nodes = defaultdict(list)
+    for e in ev:
+        if e.get("cat") != "cpu_op" or "dur" not in e:
+            continue
+        ext = e.get("args", {}).get("External id")
+        if ext is not None:
+            ops[ext] = e
+        if e["name"].startswith("autograd::engine::evaluate_function"):
+            nodes[e["tid"]].append(e)
+    starts = {}
+    for tid in nodes:
+        nodes[tid].sort(key=lambda e: e["ts"])
+        starts[tid] = [e["ts"] for e in nodes[tid]]
+
+    def node_of(op):
+        lst, st = nodes.get(op["tid"], []), starts.get(op["tid"], [])
+        i = bisect.bisect_right(st, op["ts"]) - 1
+        while i >= 0:
+            n = lst[i]
+            if n["ts"] + n["dur"] >= op["ts"]:
+                return n["name"].split(": ", 1)[-1]
+            i -= 1
+        return "forward"
+
+    acc = defaultdict(lambda: [0.0, 0])
+    for k in ks:
+        op = ops.get(k.get("args", {}).get("External id"))
+        key = (node_of(op) if op else "?", op["name"] if op else "?",
+               short_name(k["name"]))
+        acc[key][0] += k["dur"]
+        acc[key][1] += 1
+    print("\n| autograd node | op | kernel | ms per step | calls per step |\n|---|---|---|---|---|")
+    for (node, op, kname), (d, n) in sorted(acc.items(), key=lambda x: -x[1][0])[:top]:
+        print(f"| {node} | {op} | {kname} | {d/nsteps/1e3:.3f} | {n/nsteps:.1f} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 # builds tests/bench/trainer_throughput, records a Kineto trace of FW k=3
 # midpoint steps at width 1024 (sequence 2048 and 512, batch 8) and prints
 # deploy/gpu/kernel_profile.py's per-step table for each. Traces stay in
-# $OUT (large; not for docs/).
+# $OUT (large; not for docs/). BY_OP=1 with LFT_TRAINER_CUDA_GRAPH=0 adds
+# kernel time by launching op and autograd node.
 #   device: bash deploy/gpu/trainer_profile.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,6 @@ for shape in ${SHAPES:-"fw 2048 8" "fw 512 8"}; do
   $B --device cuda --hidden 1024 --method "$1" --seq "$2" --batch "$3" \
     --steps "${STEPS:-10}" --ranks 1 --peak-tflops "${PEAK:-790}" \
     --profile "$OUT/trace-$1-$2.json" 2>&1 | grep -v "^20[0-9][0-9]-" | grep -v '^json '
-  python3 deploy/gpu/kernel_profile.py "$OUT/trace-$1-$2.json" --top "${TOP:-30}"
+  python3 deploy/gpu/kernel_profile.py "$OUT/trace-$1-$2.json" --top "${TOP:-30}" ${BY_OP:+--by-op}
   gzip -f "$OUT/trace-$1-$2.json"
 done

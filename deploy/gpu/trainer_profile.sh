@@ -15,7 +15,10 @@ LFT_BUILD_TARGETS="trainer_throughput" \
 source deploy/gpu/env.sh
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
 B=build-gpu/tests/bench/trainer_throughput
-for shape in ${SHAPES:-"fw 2048 8" "fw 512 8"}; do
+# SHAPES: comma-separated "method seq batch" triples.
+IFS=, read -ra shapes <<< "${SHAPES:-fw 2048 8,fw 512 8}"
+for shape in "${shapes[@]}"; do
+  # shellcheck disable=SC2086
   set -- $shape
   $B --device cuda --hidden 1024 --method "$1" --seq "$2" --batch "$3" \
     --steps "${STEPS:-10}" --ranks 1 --peak-tflops "${PEAK:-790}" \

@@ -20,6 +20,23 @@ namespace {
 
 torch::Tensor MaybeBias(const torch::Tensor& b) { return b; }
 
+// x [.., in] @ w^T + b on the GPU as one addmm on the flattened rows, so
+// that cuBLASLt adds the bias in the GEMM's epilogue. LibTorch 2.11's
+// linear() ran these layers as mm plus a separate broadcast add_ of the
+// bias, a non-vectorised pass over the output that cost ~100 us per call at
+// 8 x 2048 x 1024 (docs/benchmarks.md). The CPU keeps linear(): its bf16
+// addmm rounds differently, and CPU results stay as they were.
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
+                     const torch::Tensor& b) {
+  if (!b.defined() || x.dim() < 3 || !x.is_cuda()) {
+    return torch::nn::functional::linear(x, w, b);
+  }
+  std::vector<int64_t> shape = x.sizes().vec();
+  const int64_t in = shape.back();
+  shape.back() = w.size(0);
+  return torch::addmm(b, x.contiguous().view({-1, in}), w.t()).view(shape);
+}
+
 }  // namespace
 
 NeoXLayerShape NeoXLayerShape::FromConfig(const NeoXConfig& c) {
@@ -101,8 +118,7 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
                             LayerKV* kv) {
   const int64_t b = h.size(0), t = h.size(1);
   const int64_t hd = s.hidden / s.heads;
-  torch::Tensor qkv =
-      torch::nn::functional::linear(h, w.qkv_w, MaybeBias(w.qkv_b));
+  torch::Tensor qkv = Linear(h, w.qkv_w, MaybeBias(w.qkv_b));
   // HF layout: per head [q(hd), k(hd), v(hd)].
   torch::Tensor q, k, v;
   if (!torch::GradMode::is_enabled() && s.rotary_dims > 1) {
@@ -163,13 +179,12 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
     out = torch::matmul(probs, v);
   }
   out = out.permute({0, 2, 1, 3}).reshape({b, t, s.hidden});
-  return torch::nn::functional::linear(out, w.dense_w, MaybeBias(w.dense_b));
+  return Linear(out, w.dense_w, MaybeBias(w.dense_b));
 }
 
 torch::Tensor NeoXMlp(const NeoXLayerWeights& w, const torch::Tensor& h) {
-  torch::Tensor a =
-      torch::gelu(torch::nn::functional::linear(h, w.fc1_w, w.fc1_b));
-  return torch::nn::functional::linear(a, w.fc2_w, w.fc2_b);
+  torch::Tensor a = torch::gelu(Linear(h, w.fc1_w, w.fc1_b));
+  return Linear(a, w.fc2_w, w.fc2_b);
 }
 
 torch::Tensor NeoXLayer(const NeoXLayerWeights& w, const NeoXLayerShape& s,

@@ -29,7 +29,8 @@ source deploy/gpu/env.sh
 # The on-device encoder bit for bit against the scalar codecs, and the
 # teacher against HF-derived fixtures, before any figure is taken.
 build-gpu/tests/unit/worker/model_teacher_runner_test --gtest_filter='*Cuda*' 2>&1 | tail -3
-(cd build-gpu/tests/gpu && ./model_gpu_test 2>&1 | tail -3)
+# LFT_TEST_SRCDIR: where the HF fixtures are (without it every case skips).
+LFT_TEST_SRCDIR=$PWD build-gpu/tests/gpu/model_gpu_test 2>&1 | grep -E "^\[  |Failure" | tail -8
 B=build-gpu/tests/bench/extraction_throughput
 W=${LFT_BENCH_DIR:-/tmp/lft-extraction}
 rm -rf "$W" && mkdir -p "$W"

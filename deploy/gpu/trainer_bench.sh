@@ -16,12 +16,13 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/trainer.log") 2>&1
-LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test model_fused_ops_test lft-store" \
+LFT_BUILD_TARGETS="trainer_throughput trainer_runner_test model_teacher_runner_test model_fused_ops_test model_gpu_test lft-store" \
   bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 source deploy/gpu/env.sh
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
 LFT_TEST_SRCDIR=$PWD build-gpu/tests/unit/worker/trainer_runner_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure|Which' | tail -5
 build-gpu/tests/unit/worker/model_teacher_runner_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure' | tail -3
+LFT_TEST_SRCDIR=$PWD build-gpu/tests/gpu/model_gpu_test 2>&1 | grep -E '^\[  |Failure' | tail -8
 build-gpu/tests/unit/worker/model_fused_ops_test --gtest_filter='*Cuda*' 2>&1 | grep -E '^\[  |Failure|Expected|Which|max diff|parameter' | tail -30
 B=build-gpu/tests/bench/trainer_throughput
 RANKS=${RANKS:-1}

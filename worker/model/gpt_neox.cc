@@ -20,15 +20,20 @@ namespace {
 
 torch::Tensor MaybeBias(const torch::Tensor& b) { return b; }
 
-// x [.., in] @ w^T + b on the GPU as one addmm on the flattened rows, so
-// that cuBLASLt adds the bias in the GEMM's epilogue. LibTorch 2.11's
+// x [.., in] @ w^T + b as one addmm on the flattened rows, so that on the
+// GPU cuBLASLt adds the bias in the GEMM's epilogue. LibTorch 2.11's
 // linear() ran these layers as mm plus a separate broadcast add_ of the
 // bias, a non-vectorised pass over the output that cost ~100 us per call at
-// 8 x 2048 x 1024 (docs/benchmarks.md). The CPU keeps linear(): its bf16
-// addmm rounds differently, and CPU results stay as they were.
+// 8 x 2048 x 1024 (docs/benchmarks.md). On the CPU, LibTorch 1.13's
+// linear() already takes this addmm for a contiguous 3-D float input (the
+// same bits, and CPU tests run this path); other CPU inputs keep linear(),
+// whose bf16 and strided forms round differently.
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
                      const torch::Tensor& b) {
-  if (!b.defined() || x.dim() < 3 || !x.is_cuda()) {
+  const bool cpu_same_bits =
+      x.dim() == 3 && x.is_contiguous() &&
+      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+  if (!b.defined() || x.dim() < 3 || !(x.is_cuda() || cpu_same_bits)) {
     return torch::nn::functional::linear(x, w, b);
   }
   std::vector<int64_t> shape = x.sizes().vec();

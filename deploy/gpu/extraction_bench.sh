@@ -6,6 +6,7 @@
 #   (c) lft extraction into the embedded store (durable: defaults),
 #   (d) the same through lft-store over gRPC,
 #   (e) (c) and (d) with fp8-e4m3 storage,
+#   (c)-(e) again at batch 32 x sequence 512,
 #   (f) a plain write + fdatasync on the same disk, by one writer and by
 #       four in parallel, before and after the extractions (the fastest is
 #       the ceiling),
@@ -85,8 +86,9 @@ extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channel
     done
     local addr
     addr=$(IFS=,; echo "${addrs[*]}")
+    # shellcheck disable=SC2086
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store "$addr" \
-      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}"
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}" ${SHAPE_ARGS:-}
     for i in $(seq "$n"); do
       echo "store $i cpu: $(cpu_s "${pids[$((i - 1))]}") s"
     done
@@ -94,8 +96,9 @@ extract() {  # codec store(embedded|grpc|grpc2) [tasks] [store writers] [channel
     for i in $(seq "$n"); do echo "store $i directory: $(du -sb "$db-$i" | cut -f1) bytes"; done
     rm -rf "$db"-*
   else
+    # shellcheck disable=SC2086
     run $B --mode extract --teacher "$T" --corpus "$CORPUS" --store-db "$db" \
-      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}"
+      --codec "$codec" --tasks "$tasks" --documents "$DOCS" "${writers[@]}" ${SHAPE_ARGS:-}
   fi
   keep
   rm -rf "$db"
@@ -104,6 +107,14 @@ echo "== (c) embedded bf16";  extract bf16 embedded
 echo "== (d) gRPC bf16";      extract bf16 grpc
 echo "== (e) embedded fp8";   extract fp8 embedded
 echo "== (e) gRPC fp8";       extract fp8 grpc
+# The same four at the issue's second shape (SHAPE_ARGS: extra flags of
+# the extract mode; the default shape is 8 x 2048).
+for codec in bf16 fp8; do
+  for where in embedded grpc; do
+    echo "== ($where $codec) at 32 x 512"
+    SHAPE_ARGS="--batch 32 --seq 512" extract "$codec" "$where"
+  done
+done
 echo "== (d) two lft-store processes, bf16"; extract bf16 grpc2
 # Where the one-store gRPC path is bound: every PutPairs on one connection
 # (the client before data channels), and more PutPairs in flight than the

@@ -94,6 +94,9 @@ def main():
             result[f"lft_{r['store']}_{codec}_w{r['store_writers']}"
                    f"_c{r['store_channels']}_tokens_per_second"] = (
                        r["tokens_per_second"])
+        elif key != (8, 2048):
+            result[f"lft_{r['store']}_{codec}_b{key[0]}_s{key[1]}"
+                   "_tokens_per_second"] = r["tokens_per_second"]
         else:
             result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
             if r["store"] == "embedded" and codec == "bf16":

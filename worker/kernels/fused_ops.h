@@ -20,11 +20,13 @@
 
 namespace lft {
 
-// kAuto: fused kernels where they apply (CUDA tensor, bf16 or fp32, width a
-// multiple of 8, at most 8192) unless LFT_FUSED_KERNELS=0 is set; kOff: the
-// LibTorch expressions everywhere (the A/B rows of the trainer benchmark);
-// kAlways: the fused autograd functions on every device, with a LibTorch
-// stand-in for the kernels off CUDA (tests of the functions' gradients).
+// kAuto: fused kernels where they apply (CUDA tensor, bf16 or fp32; for
+// the AdaLN ops a width that is a multiple of one 16-byte vector and at
+// most 1024 of them: 8192 in bf16, 4096 in fp32) unless LFT_FUSED_KERNELS=0
+// is set. kOff: the LibTorch expressions everywhere (the A/B rows of the
+// trainer benchmark). kAlways: the fused autograd functions on every
+// device, with a LibTorch stand-in for the kernels off CUDA (tests of the
+// functions' gradients).
 enum class FusedOpsMode { kAuto, kOff, kAlways };
 
 // Process-wide; set before a step is recorded as a CUDA graph.

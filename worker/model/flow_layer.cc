@@ -124,9 +124,9 @@ torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x_in,
   auto g = [&](int i) { return f.select(1, i); };  // [B, 1, H]
   const int64_t hd = shape_.hidden;
   const NeoXLayerWeights& lw = w.layer;
-  // Modulate and GatedBranch (worker/kernels/fused_ops.h): one pass each
-  // over [B, T, H] on the GPU, the addcmul / multiply they replace
-  // elsewhere.
+  // Modulate and GatedBranch (worker/kernels/fused_ops.h) are one pass
+  // each over [B, T, H] on the GPU, and elsewhere the addcmul / multiply
+  // this function used before.
   torch::Tensor a_in = Modulate(
       torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
   torch::Tensor attn = GatedBranch(torch::Tensor(), g(2),

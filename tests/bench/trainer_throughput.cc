@@ -265,10 +265,7 @@ double PeakTflops(const Config& c) {
 // Whether the flow layer's AdaLN and rotary ops ran as worker/kernels'
 // CUDA kernels (LFT_FUSED_KERNELS=0 turns them off for an A/B row).
 bool FusedOpsInUse(const Config& c) {
-  const char* env = std::getenv("LFT_FUSED_KERNELS");
-  return c.device != "cpu" && lft::FusedKernelsBuilt() &&
-         lft::GetFusedOpsMode() != lft::FusedOpsMode::kOff &&
-         !(env != nullptr && std::string(env) == "0");
+  return c.device != "cpu" && lft::FusedKernelsEnabled();
 }
 
 int main(int argc, char** argv) {
@@ -450,8 +447,9 @@ int main(int argc, char** argv) {
                   std::string(std::getenv("LFT_TRAINER_CUDA_GRAPH")) == "0")
             ? "true"
             : "false",
-        FusedOpsInUse(c) ? "true" : "false", c.hidden, c.seq, global_batch, world, gpus, step, tps, efficiency, mfu,
-        timing.input_wait, timing.prefetch, c.peak_tflops);
+        FusedOpsInUse(c) ? "true" : "false", c.hidden, c.seq, global_batch,
+        world, gpus, step, tps, efficiency, mfu, timing.input_wait,
+        timing.prefetch, c.peak_tflops);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();

@@ -46,9 +46,23 @@ bool KernelsApply(const torch::Tensor& a) {
 #endif
 }
 
-// Which form to run for activation a.
+// Whether the rotary kernel can run on qk: a CUDA tensor in bf16 or fp32
+// (any layout whose last dim is contiguous).
+bool RotaryKernelApplies(const torch::Tensor& qk) {
+#if defined(LFT_CUDA_KERNELS)
+  return qk.is_cuda() && qk.stride(-1) == 1 &&
+         (qk.scalar_type() == torch::kBFloat16 ||
+          qk.scalar_type() == torch::kFloat);
+#else
+  (void)qk;
+  return false;
+#endif
+}
+
+// Which form to run, given whether this build's kernels can take the
+// operation's inputs.
 enum class Route { kLibTorch, kFunction };
-Route RouteFor(const torch::Tensor& a) {
+Route RouteFor(bool kernels_apply) {
   switch (g_mode.load(std::memory_order_relaxed)) {
     case FusedOpsMode::kOff:
       return Route::kLibTorch;
@@ -57,8 +71,8 @@ Route RouteFor(const torch::Tensor& a) {
     case FusedOpsMode::kAuto:
       break;
   }
-  return !DisabledByEnvironment() && KernelsApply(a) ? Route::kFunction
-                                                     : Route::kLibTorch;
+  return !DisabledByEnvironment() && kernels_apply ? Route::kFunction
+                                                   : Route::kLibTorch;
 }
 
 // [B, 1, H] or [B, H] -> contiguous [B, H] in a's dtype (a small copy).
@@ -180,26 +194,41 @@ class ModulateFunction : public torch::autograd::Function<ModulateFunction> {
   }
 };
 
+// gate * branch (+ base): the forward and backward that GateFunction and
+// GatedResidualFunction share.
+torch::Tensor GateForward(AutogradContext* ctx, const torch::Tensor& gate,
+                          const torch::Tensor& branch,
+                          const torch::Tensor& base) {
+  ctx->saved_data["gate_shape"] = gate.sizes().vec();
+  ctx->saved_data["gate_type"] = gate.scalar_type();
+  torch::Tensor g = PerRow(gate, branch);
+  ctx->save_for_backward({branch, g});
+  return ScaleShiftForward(
+      branch, g, torch::Tensor(),
+      base.defined() ? base.to(branch.scalar_type()) : torch::Tensor(), 0.0);
+}
+
+// {d gate, d branch}.
+variable_list GateBackward(AutogradContext* ctx, const variable_list& grads) {
+  const variable_list saved = ctx->get_saved_variables();
+  ScaleShiftGrads g =
+      ScaleShiftBackward(grads[0], saved[0], saved[1], 0.0, false);
+  const auto type = ctx->saved_data["gate_type"].toScalarType();
+  return {g.ds.to(type).view(ctx->saved_data["gate_shape"].toIntVector()),
+          g.da};
+}
+
 // gate * branch, differentiable in both. LibTorch 1.13's Function::apply
 // cannot take an undefined tensor, so the residual form is its own class.
 class GateFunction : public torch::autograd::Function<GateFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor gate,
                                torch::Tensor branch) {
-    ctx->saved_data["gate_shape"] = gate.sizes().vec();
-    ctx->saved_data["gate_type"] = gate.scalar_type();
-    torch::Tensor g = PerRow(gate, branch);
-    ctx->save_for_backward({branch, g});
-    return ScaleShiftForward(branch, g, torch::Tensor(), torch::Tensor(), 0.0);
+    return GateForward(ctx, gate, branch, torch::Tensor());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    ScaleShiftGrads g =
-        ScaleShiftBackward(grads[0], saved[0], saved[1], 0.0, false);
-    const auto type = ctx->saved_data["gate_type"].toScalarType();
-    return {g.ds.to(type).view(ctx->saved_data["gate_shape"].toIntVector()),
-            g.da};
+    return GateBackward(ctx, grads);
   }
 };
 
@@ -209,22 +238,12 @@ class GatedResidualFunction
  public:
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor base,
                                torch::Tensor gate, torch::Tensor branch) {
-    ctx->saved_data["gate_shape"] = gate.sizes().vec();
-    ctx->saved_data["gate_type"] = gate.scalar_type();
-    torch::Tensor g = PerRow(gate, branch);
-    ctx->save_for_backward({branch, g});
-    return ScaleShiftForward(branch, g, torch::Tensor(),
-                             base.to(branch.scalar_type()), 0.0);
+    return GateForward(ctx, gate, branch, base);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    ScaleShiftGrads g =
-        ScaleShiftBackward(grads[0], saved[0], saved[1], 0.0, false);
-    const auto type = ctx->saved_data["gate_type"].toScalarType();
-    return {grads[0],
-            g.ds.to(type).view(ctx->saved_data["gate_shape"].toIntVector()),
-            g.da};
+    variable_list g = GateBackward(ctx, grads);
+    return {grads[0], g[0], g[1]};
   }
 };
 
@@ -249,10 +268,7 @@ torch::Tensor RotateQkLibTorch(const torch::Tensor& qk,
 torch::Tensor RotateQkRaw(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin, int64_t rot, bool inverse) {
 #if defined(LFT_CUDA_KERNELS)
-  if (x.is_cuda() && x.stride(-1) == 1 && cos.is_contiguous() &&
-      sin.is_contiguous() &&
-      (x.scalar_type() == torch::kBFloat16 ||
-       x.scalar_type() == torch::kFloat)) {
+  if (RotaryKernelApplies(x) && cos.is_contiguous() && sin.is_contiguous()) {
     c10::cuda::CUDAGuard guard(x.device());
     torch::Tensor out = torch::empty(x.sizes(), x.options());
     fused_kernels::QkLayout l{x.size(0),   x.size(1),   x.size(2),
@@ -310,7 +326,7 @@ bool FusedKernelsBuilt() {
 
 torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
                        const torch::Tensor& shift) {
-  if (RouteFor(a) == Route::kLibTorch || a.dim() != 3) {
+  if (RouteFor(KernelsApply(a)) == Route::kLibTorch || a.dim() != 3) {
     // addcmul(a, b, c) = a + b * c in one pass over [B, T, H].
     return torch::addcmul(shift, a, 1 + scale);
   }
@@ -319,7 +335,7 @@ torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
 
 torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
                           const torch::Tensor& branch) {
-  if (RouteFor(branch) == Route::kLibTorch || branch.dim() != 3) {
+  if (RouteFor(KernelsApply(branch)) == Route::kLibTorch || branch.dim() != 3) {
     return base.defined() ? torch::addcmul(base, gate, branch) : gate * branch;
   }
   return base.defined() ? GatedResidualFunction::apply(base, gate, branch)
@@ -328,16 +344,16 @@ torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
 
 torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
                        const torch::Tensor& sin, int64_t rot) {
-  const auto mode = g_mode.load(std::memory_order_relaxed);
-  const bool fused = mode == FusedOpsMode::kAlways ||
-                     (mode == FusedOpsMode::kAuto && !DisabledByEnvironment() &&
-                      FusedKernelsBuilt() && qk.is_cuda() &&
-                      (qk.scalar_type() == torch::kBFloat16 ||
-                       qk.scalar_type() == torch::kFloat));
-  if (!fused || qk.dim() != 5 || rot < 2 || rot % 2 != 0) {
+  if (RouteFor(RotaryKernelApplies(qk)) == Route::kLibTorch || qk.dim() != 5 ||
+      rot < 2 || rot % 2 != 0) {
     return RotateQkLibTorch(qk, cos, sin, rot);
   }
   return RotateQkFunction::apply(qk, cos.contiguous(), sin.contiguous(), rot);
+}
+
+bool FusedKernelsEnabled() {
+  return FusedKernelsBuilt() && !DisabledByEnvironment() &&
+         GetFusedOpsMode() != FusedOpsMode::kOff;
 }
 
 }  // namespace lft

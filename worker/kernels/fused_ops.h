@@ -36,6 +36,10 @@ FusedOpsMode GetFusedOpsMode();
 // True when this binary carries the CUDA kernels.
 bool FusedKernelsBuilt();
 
+// True when CUDA tensors take the kernels: built, not turned off by
+// LFT_FUSED_KERNELS=0, mode not kOff.
+bool FusedKernelsEnabled();
+
 // a * (1 + scale) + shift, with a [B, T, H] and scale, shift [B, 1, H] or
 // [B, H] (AdaLN's modulation of a LayerNorm output).
 torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,

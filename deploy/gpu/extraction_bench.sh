@@ -24,7 +24,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/extraction.log") 2>&1
-LFT_BUILD_TARGETS="extraction_throughput lft-store model_teacher_runner_test model_gpu_test" \
+LFT_BUILD_TARGETS="extraction_throughput lft-store model_teacher_runner_test model_gpu_test model_fused_ops_test" \
   bash deploy/gpu/build.sh > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 source deploy/gpu/env.sh
 # The on-device encoder bit for bit against the scalar codecs, and the
@@ -32,6 +32,9 @@ source deploy/gpu/env.sh
 build-gpu/tests/unit/worker/model_teacher_runner_test --gtest_filter='*Cuda*' 2>&1 | tail -3
 # LFT_TEST_SRCDIR: where the HF fixtures are (without it every case skips).
 LFT_TEST_SRCDIR=$PWD build-gpu/tests/gpu/model_gpu_test 2>&1 | grep -E "^\[  |Failure" | tail -8
+# The fused AdaLN / rotary kernels the flow layer runs (and the teacher's
+# rotary): all cases, the CPU stand-in and the CUDA kernels.
+build-gpu/tests/unit/worker/model_fused_ops_test 2>&1 | grep -E "^\[  |Failure" | tail -4
 B=build-gpu/tests/bench/extraction_throughput
 W=${LFT_BENCH_DIR:-/tmp/lft-extraction}
 rm -rf "$W" && mkdir -p "$W"

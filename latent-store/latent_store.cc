@@ -1105,6 +1105,12 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
   if (options.block_pairs == 0) {
     return absl::InvalidArgumentError("block_pairs must be >= 1");
   }
+  const uint32_t interleave = std::max<uint32_t>(1, options.interleave_count);
+  if (options.interleave_index >= interleave) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interleave_index ", options.interleave_index, " of ",
+                     interleave, ": need interleave_index < interleave_count"));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (jobs_.find(job) == jobs_.end()) {
@@ -1174,6 +1180,14 @@ absl::StatusOr<std::unique_ptr<PairReader>> LatentStore::Scan(
   } else {
     mine.erase(mine.begin(),
                mine.begin() + static_cast<std::ptrdiff_t>(options.skip_pairs));
+  }
+  if (interleave > 1) {
+    size_t kept = 0;
+    for (size_t i = options.interleave_index; i < mine.size();
+         i += interleave) {
+      mine[kept++] = mine[i];
+    }
+    mine.resize(kept);
   }
   return std::unique_ptr<PairReader>(new LocalPairReader(
       this, snapshot, std::string(job), std::move(mine), PayloadFilesOf(job),

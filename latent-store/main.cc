@@ -28,6 +28,7 @@
 #include "common/base/log.h"
 #include "common/base/prometheus_metrics.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/channel.h"
 #include "common/rpc/listen.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -193,6 +194,7 @@ int Run(const lft::Flags& flags) {
   lft::AddExclusiveListeningPort(&builder, listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(max_mib << 20);
   builder.SetMaxSendMessageSize(max_mib << 20);
+  lft::ApplyBulkTransferSettings(&builder);
   builder.RegisterService(&service);
   builder.RegisterService(&checkpoint_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -97,6 +97,13 @@ struct ScanOptions {
   // trainer reads windows of the final prefix (JobStats) this way.
   uint64_t range_begin = 0;
   uint64_t range_pairs = 0;
+  // Only pairs i of the partition's order (after skip_pairs) with
+  // i % interleave_count == interleave_index; 0 is taken as 1 (all pairs).
+  // RemotePairStore reads one partition over several ScanPairs streams
+  // this way (RemotePairStoreOptions::scan_streams) and merges them back
+  // into the partition's order.
+  uint32_t interleave_index = 0;
+  uint32_t interleave_count = 1;
   // Read-ahead: background threads fetch up to `readahead_pairs` pairs
   // ahead of the consumer (memory: that many decoded pairs), with up to
   // `read_threads` reads in flight. Order is unaffected.

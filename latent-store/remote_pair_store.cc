@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -12,11 +14,14 @@
 #include "absl/time/clock.h"
 #include "common/base/status.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/channel.h"
 #include "common/rpc/grpc_status.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "latent-store/interleaved_pair_reader.h"
+#include "latent-store/prefetching_pair_reader.h"
 #include "latent-store/store_service.h"
 
 namespace lft {
@@ -109,6 +114,7 @@ absl::StatusOr<std::unique_ptr<RemotePairStore>> RemotePairStore::Connect(
     grpc::ChannelArguments data_args = args;
     data_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     data_args.SetInt("lft.data_channel", static_cast<int>(i));
+    ApplyBulkTransferSettings(&data_args);
     data.push_back(grpc::CreateCustomChannel(target, *creds, data_args));
   }
   return std::unique_ptr<RemotePairStore>(
@@ -270,12 +276,33 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   request.set_block_pairs(options.block_pairs);
   request.set_range_begin(options.range_begin);
   request.set_range_pairs(options.range_pairs);
+  request.set_interleave_index(options.interleave_index);
+  request.set_interleave_count(options.interleave_count);
   // Our channel accepts this much: the server packs up to half of it per
   // message and sends only larger pairs in parts.
   request.set_max_message_bytes(static_cast<uint32_t>(
       std::min<uint64_t>(options_.max_message_bytes, 0xFFFFFFFFull)));
+  const uint32_t streams = options.interleave_count > 1
+                               ? 1
+                               : std::max<uint32_t>(1, options_.scan_streams);
+  if (streams == 1) {
+    return std::unique_ptr<PairReader>(
+        new RemotePairReader(DataStub(), request, options_.credentials.token));
+  }
+  // The streams share the read-ahead one reader would hold.
+  const size_t depth =
+      std::max<size_t>(1, (options.readahead_pairs + streams - 1) / streams);
+  std::vector<std::unique_ptr<PairReader>> slices;
+  request.set_interleave_count(streams);
+  for (uint32_t j = 0; j < streams; ++j) {
+    request.set_interleave_index(j);
+    slices.push_back(std::make_unique<PrefetchingPairReader>(
+        std::make_unique<RemotePairReader>(DataStub(), request,
+                                           options_.credentials.token),
+        depth));
+  }
   return std::unique_ptr<PairReader>(
-      new RemotePairReader(DataStub(), request, options_.credentials.token));
+      new InterleavedPairReader(std::move(slices)));
 }
 
 absl::StatusOr<JobStats> RemotePairStore::Stats(absl::string_view job) {

@@ -49,6 +49,15 @@ struct RemotePairStoreOptions {
   // writers (TeacherRunnerOptions::store_writers) do not share one
   // connection's transport; 0 is taken as 1. Other calls use one more.
   uint32_t data_channels = 4;
+  // Scan reads a partition over this many ScanPairs streams, each on the
+  // next data channel and read ahead on a thread of its own, interleaved
+  // (ScanOptions::interleave_count) and merged back into the partition's
+  // order: one stream's transport and the server's serialisation of it
+  // carry ~1-2.5 GB/s, short of what a trainer at the Pythia-410M shape
+  // reads (docs/benchmarks.md, "Trainer"). 0 is taken as 1 (one stream,
+  // read on the caller's thread). A Scan whose options already set
+  // interleave_count uses one stream.
+  uint32_t scan_streams = 4;
 };
 
 // Thread-safe (a gRPC channel is).
@@ -74,8 +83,10 @@ class RemotePairStore : public PairStore {
   absl::Status AckConsumed(absl::string_view job, uint64_t pairs) override;
   absl::Status SealShard(absl::string_view job, uint32_t shard,
                          uint64_t pairs) override;
-  // The reader holds a server stream; its errors include the server's
-  // (NotFound, InvalidArgument, DataLoss, ...) on the first Next().
+  // The reader holds scan_streams server streams; its errors include the
+  // server's (NotFound, InvalidArgument, DataLoss, ...) on the first
+  // Next(). With several streams, DataLoss if the job's pairs changed
+  // between their openings (InterleavedPairReader).
   absl::StatusOr<std::unique_ptr<PairReader>> Scan(
       absl::string_view job, const ScanOptions& options) override;
   absl::StatusOr<JobStats> Stats(absl::string_view job) override;

@@ -345,6 +345,17 @@ grpc::Status StoreService::ScanPairs(
   options.range_begin = request->range_begin();
   options.range_pairs = request->range_pairs();
   if (request->block_pairs() != 0) options.block_pairs = request->block_pairs();
+  options.interleave_index = request->interleave_index();
+  options.interleave_count = request->interleave_count();
+  if (options.interleave_count > 1) {
+    // One of a client's several streams over the same partition: together
+    // they hold what one stream would, in read-ahead memory and threads.
+    const ScanOptions defaults;
+    options.readahead_pairs = std::max<uint32_t>(
+        2, defaults.readahead_pairs / options.interleave_count);
+    options.read_threads =
+        std::max<uint32_t>(1, defaults.read_threads / options.interleave_count);
+  }
   auto reader = store_->Scan(request->job_id(), options);
   if (!reader.ok()) return Err(reader.status(), "ScanPairs");
   // The client's limit (gRPC's default 4 MiB if it names none), at most

@@ -9,7 +9,8 @@
 # bf16 matmul peak is measured in the same run; then a Kineto profile of
 # the FW rows (deploy/gpu/kernel_profile.py). Writes $OUT/trainer-h200.json
 # (copy it to docs/benchmarks/). 2-GPU scaling needs a multi-GPU kind:
-# RANKS=1,2 there.
+# RANKS=1,2 there. QUICK=1: the embedded FW rows only; JOB_ONLY=1: FW at
+# 2048 and 512 and the job row's A/B (scan streams, HTTP/2 window).
 #   device: bash deploy/gpu/trainer_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,7 +43,29 @@ row() {  # method seq batch [extra flags]
 }
 # LFT_FUSED_KERNELS=0: the same step with LibTorch's stock kernels for the
 # AdaLN modulation, gates and rotary (the A/B of worker/kernels).
+# The trainer task of a job: pairs from a fresh lft-store over gRPC.
+# Extra flags go to the bench; LFT_GRPC_STREAM_WINDOW_MIB in the caller's
+# environment reaches both ends (common/rpc/channel.h).
+job_row() {
+  local W
+  W=$(mktemp -d)
+  build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/store" \
+    --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
+  local pid=$!
+  for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
+  row fw 2048 8 --store-address "$(sed -n 's/^listening on //p' "$W/store.out")" "$@"
+  kill $pid; wait $pid; rm -rf "$W"
+}
 row fw 2048 8
+if [ -n "${JOB_ONLY:-}" ]; then
+  # The job row's A/B alone: the defaults twice (its run-to-run spread),
+  # one scan stream, and one stream with gRPC's stock HTTP/2 window (the
+  # reader before scan streams and bulk settings).
+  job_row; job_row
+  job_row --store-scan-streams 1
+  LFT_GRPC_STREAM_WINDOW_MIB=0 job_row --store-scan-streams 1
+  row fw 512 8
+else
 LFT_FUSED_KERNELS=0 row fw 2048 8
 row fw 512 8
 LFT_FUSED_KERNELS=0 row fw 512 8
@@ -51,13 +74,10 @@ LFT_TRAINER_CUDA_GRAPH=0 row fw 2048 8
 LFT_TRAINER_CUDA_GRAPH=0 row fw 512 8
 row sfm 2048 8
 row regression 2048 8
-W=$(mktemp -d)
-build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/store" \
-  --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
-STORE_PID=$!
-for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
-row fw 2048 8 --store-address "$(sed -n 's/^listening on //p' "$W/store.out")"
-kill $STORE_PID; wait $STORE_PID; rm -rf "$W"
+job_row
+job_row
+LFT_GRPC_STREAM_WINDOW_MIB=0 job_row --store-scan-streams 1
+fi
 fi
 for q in ${PROFILE_SEQS:-2048 512}; do
   $B --device cuda --hidden 1024 --method fw --seq $q --batch 8 --steps 10 \
@@ -96,6 +116,11 @@ out = {
     "job_input_prefetch_fraction": pick("fw", 2048, 8, "grpc").get("input_prefetch_fraction"),
     "job_vs_benchmark": (pick("fw", 2048, 8, "grpc").get("tokens_per_second", 0)
                          / max(1.0, fw2048.get("tokens_per_second", 0))),
+    # Every job row of the run (the defaults' spread and the A/B).
+    "job_runs": [{k: r.get(k) for k in ("tokens_per_second", "scan_streams",
+                                        "stream_window_mib", "input_wait_fraction",
+                                        "input_prefetch_fraction")}
+                 for r in rows if r.get("store") == "grpc"],
     "anchor_python_fw3_s512_b8_tokens_per_second": 199000,
     "rows": rows,
 }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "common/rpc/channel.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -341,6 +342,7 @@ int main(int argc, char** argv) {
                                &port);
       builder.SetMaxReceiveMessageSize(64 << 20);
       builder.SetMaxSendMessageSize(64 << 20);
+      lft::ApplyBulkTransferSettings(&builder);  // as lft-store does
       builder.RegisterService(&service);
       auto server = builder.BuildAndStart();
       {

@@ -16,7 +16,7 @@
 //                      [--batch 16] [--steps 20] [--ranks 1,2]
 //                      [--method fw|sfm|regression] [--peak-tflops P]
 //                      [--profile trace.json] [--store-address HOST:PORT]
-//                      [--scaling strong|weak]
+//                      [--scaling strong|weak] [--store-scan-streams N]
 // --scaling weak makes --batch each rank's (W ranks: W x --batch per step)
 // and puts rank r on cuda:r with --device cuda: the multi-GPU scaling rows
 // (deploy/gpu/multigpu_bench.sh); "efficiency" is tokens/s per rank over
@@ -26,7 +26,9 @@
 // the input-wait column is lft_trainer_input_wait_seconds_total over the
 // same steps divided by their wall time (reads that stall the step), the
 // read-ahead column lft_trainer_input_prefetch_seconds_total (reads of the
-// next step's pairs while the GPU runs this one).
+// next step's pairs while the GPU runs this one). --store-scan-streams
+// sets RemotePairStoreOptions::scan_streams (its default otherwise), and
+// LFT_GRPC_STREAM_WINDOW_MIB the HTTP/2 window (common/rpc/channel.h).
 // --profile (LibTorch 2 only) records one more run of S + 3 steps of the
 // first rank count with the Kineto profiler and writes its Chrome trace;
 // deploy/gpu/kernel_profile.py turns it into a per-step kernel table.
@@ -54,6 +56,7 @@
 #include "absl/strings/str_split.h"
 #include "common/base/prometheus_metrics.h"
 #include "common/base/teacher_config.h"
+#include "common/rpc/channel.h"
 #include "common/tensor/tensor_codec.h"
 #include "latent-store/pair_store_pool.h"
 #include "tests/unit/worker/trainer/in_process_group.h"
@@ -73,6 +76,8 @@ struct Config {
   std::string method = "fw";
   std::string profile;        // Chrome trace path; empty = no profiled run
   std::string store_address;  // empty = embedded store
+  // RemotePairStoreOptions::scan_streams; 0 = its default.
+  uint32_t store_scan_streams = 0;
   double peak_tflops = 0;
   int hidden = 128, seq = 128, batch = 16, steps = 20;
   std::vector<int> ranks = {1, 2};
@@ -281,6 +286,9 @@ int main(int argc, char** argv) {
       c.profile = v;
     else if (f == "--store-address")
       c.store_address = v;
+    else if (f == "--store-scan-streams")
+      ok = absl::SimpleAtoi(v, &c.store_scan_streams) &&
+           c.store_scan_streams > 0;
     else if (f == "--scaling") {
       c.scaling = v;
       ok = v == "strong" || v == "weak";
@@ -324,8 +332,10 @@ int main(int argc, char** argv) {
                         (root / "teacher" / "model.safetensors").string())
            .ok())
     return 1;
-  auto pool_owner = std::make_unique<lft::PairStorePool>(
-      (root / "store").string(), lft::RemotePairStoreOptions());
+  lft::RemotePairStoreOptions remote;
+  if (c.store_scan_streams > 0) remote.scan_streams = c.store_scan_streams;
+  auto pool_owner =
+      std::make_unique<lft::PairStorePool>((root / "store").string(), remote);
   lft::PairStorePool& pool = *pool_owner;
   auto got = pool.Get(c.store_address);
   if (!got.ok()) {
@@ -440,7 +450,8 @@ int main(int argc, char** argv) {
         "\"efficiency\": %.4f, "
         "\"mfu\": %.4f, \"input_wait_fraction\": %.4f, "
         "\"input_prefetch_fraction\": %.4f, "
-        "\"peak_bf16_tflops\": %.1f}\n",
+        "\"peak_bf16_tflops\": %.1f, \"scan_streams\": %u, "
+        "\"stream_window_mib\": %d}\n",
         c.method.c_str(), where,
         c.device != "cpu" &&
                 !(std::getenv("LFT_TRAINER_CUDA_GRAPH") &&
@@ -449,7 +460,10 @@ int main(int argc, char** argv) {
             : "false",
         FusedOpsInUse(c) ? "true" : "false", c.hidden, c.seq, global_batch,
         world, gpus, step, tps, efficiency, mfu, timing.input_wait,
-        timing.prefetch, c.peak_tflops);
+        timing.prefetch, c.peak_tflops,
+        c.store_address.empty() ? 0u
+                                : std::max<uint32_t>(1, remote.scan_streams),
+        lft::BulkTransferSettingsFromEnv().stream_window_bytes >> 20);
     std::fflush(stdout);
     if (!c.profile.empty() && world == c.ranks.front()) {
       clear();

@@ -26,6 +26,18 @@ using testing_util::TempDir;
 
 constexpr uint64_t kMaxMessage = 1 << 20;
 
+// The status a full scan ends with (OK when it reads to the end).
+absl::Status ScanAllStatus(PairStore* store, const std::string& job) {
+  auto reader = store->Scan(job, ScanOptions());
+  if (!reader.ok()) return reader.status();
+  LatentPairRecord p;
+  while (true) {
+    auto more = (*reader)->Next(&p);
+    if (!more.ok()) return more.status();
+    if (!*more) return absl::OkStatus();
+  }
+}
+
 class StoreServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -126,6 +138,56 @@ TEST_F(StoreServiceTest, PutAndScanOverGrpc) {
   for (const LatentPairRecord& p : ScanAll(remote_.get(), "job", range))
     got.insert(p.sequence);
   EXPECT_EQ(got, (std::set<uint64_t>{30, 31, 32, 33, 34}));
+}
+
+// RemotePairStore reads a partition over scan_streams streams and merges
+// them: for every stream count, the same pairs in the same order as the
+// library's scan, resumes (skip_pairs) and ranges included, and pairs
+// larger than a message (sent in parts) on every stream.
+TEST_F(StoreServiceTest, ParallelScanStreamsKeepThePartitionsOrder) {
+  JobConfig c;
+  c.hidden = 256;
+  ASSERT_TRUE(remote_->CreateJob("job", c).ok());
+  std::vector<LatentPairRecord> batch;
+  for (uint64_t s = 0; s < 37; ++s)
+    batch.push_back(MakePair(0, s, 0, s % 5 == 0 ? 1200 : 100, 256));
+  ASSERT_TRUE(
+      remote_->PutPairs("job", batch, absl::Now() + absl::Seconds(20)).ok());
+  for (uint32_t streams : {1u, 2u, 3u, 8u}) {
+    RemotePairStoreOptions ro;
+    ro.max_message_bytes = kMaxMessage;
+    ro.rpc_timeout = absl::Seconds(20);
+    ro.scan_streams = streams;
+    auto remote =
+        RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro);
+    ASSERT_TRUE(remote.ok()) << remote.status();
+    for (uint64_t skip : {0u, 5u}) {
+      for (uint64_t range : {0u, 11u}) {
+        ScanOptions o;
+        o.partition = 0;
+        o.partitions = 2;
+        o.shuffle = true;
+        o.seed = 3;
+        o.block_pairs = 2;
+        o.skip_pairs = skip;
+        o.range_begin = range;
+        o.readahead_pairs = 4;
+        const std::vector<LatentPairRecord> want =
+            ScanAll(store_.get(), "job", o);
+        const std::vector<LatentPairRecord> got =
+            ScanAll(remote->get(), "job", o);
+        ASSERT_EQ(got.size(), want.size()) << streams << " streams";
+        ASSERT_FALSE(got.empty());
+        for (size_t i = 0; i < got.size(); ++i) {
+          EXPECT_EQ(got[i].sequence, want[i].sequence) << streams << " " << i;
+          EXPECT_TRUE(PairIntact(got[i]));
+        }
+      }
+    }
+    // Errors come back through every stream count.
+    EXPECT_THAT(ScanAllStatus(remote->get(), "missing"),
+                StatusIs(absl::StatusCode::kNotFound, "missing"));
+  }
 }
 
 TEST_F(StoreServiceTest, ReaderDroppedMidScanLeavesTheServerServing) {

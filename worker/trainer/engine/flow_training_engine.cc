@@ -14,6 +14,14 @@
 // CUDA graph on the second such step and replayed after (cuda_step_graph.h):
 // the host then spends microseconds per step instead of tens of
 // milliseconds. LFT_TRAINER_CUDA_GRAPH=0 keeps every step eager (debugging).
+// With a recorded graph, ApplyGradients queues the optimizer step, then the
+// staged next step's replay, and only then waits for this step's loss
+// (DeviceScalarReadback): the GPU never drains between steps, and
+// ComputeGradients of that next step finds its work already queued. The
+// early replay reads the weights after the update (stream order) and
+// writes only the gradient buffer, which the next step overwrites anyway,
+// so a step whose pairs differ from the staged ones (or one that never
+// comes) costs one replay and changes no result.
 #include "worker/trainer/engine/flow_training_engine.h"
 
 #include <ATen/record_function.h>
@@ -40,6 +48,7 @@
 #include "worker/model/pair_batch.h"
 #include "worker/model/torch_guard.h"
 #include "worker/trainer/engine/cuda_step_graph.h"
+#include "worker/trainer/engine/device_scalar_readback.h"
 
 namespace lft {
 namespace {
@@ -109,6 +118,13 @@ class FlowTrainingEngine : public TrainingEngine {
     // Named ranges for a profiler's trace (free when none records).
     RECORD_USER_SCOPE("lft::compute_gradients");
     return GuardTorch("training step", [&]() -> absl::Status {
+      if (ahead_.step == step && ahead_.Holds(pairs)) {
+        // Queued by the last ApplyGradients behind its optimizer step.
+        ahead_ = StagedStep();
+        staged_ = StagedStep();
+        return absl::OkStatus();
+      }
+      ahead_ = StagedStep();
       // On a GPU, pairs of one length cross encoded and are decoded there
       // (pair_batch.h, AssemblePairsOnDevice); otherwise, and for padded
       // batches, the host decodes into float32 and builds the mask.
@@ -199,11 +215,12 @@ class FlowTrainingEngine : public TrainingEngine {
       flat_.mul_(scale);
       // Read after the update kernels are queued: the one host wait of a
       // step then overlaps them.
-      torch::Tensor loss_value = flat_[adam_.size()].clone();
+      loss_readback_.Start(flat_[adam_.size()]);
       torch::Tensor g = flat_.narrow(0, 0, adam_.size());
       ClipGradientNorm(g, clip_norm);
       adam_.Step(g, lr);
-      return loss_value.item<double>();
+      ReplayStagedStepAhead();
+      return loss_readback_.Wait();
     });
   }
 
@@ -390,6 +407,23 @@ class FlowTrainingEngine : public TrainingEngine {
     return absl::OkStatus();
   }
 
+  // Queues the staged next step's graph replay (see the file comment).
+  void ReplayStagedStepAhead() {
+    ahead_ = StagedStep();
+    if (graph_mode_ == GraphMode::kOff || !graph_.captured() ||
+        !staged_.x0.defined() || staged_.x0.sizes() != gx0_.sizes()) {
+      return;
+    }
+    gx0_.copy_(staged_.x0);
+    gx1_.copy_(staged_.x1);
+    if (staged_.times.fw_inner.defined())
+      gtimes_.fw_inner.copy_(staged_.times.fw_inner);
+    if (staged_.times.sfm.defined()) gtimes_.sfm.copy_(staged_.times.sfm);
+    graph_.Replay();
+    ahead_.step = staged_.step;
+    ahead_.keys = staged_.keys;
+  }
+
   const lft::v1::JobSpec spec_;
   const torch::Device device_;
   const std::string method_;
@@ -421,6 +455,9 @@ class FlowTrainingEngine : public TrainingEngine {
     }
   };
   StagedStep staged_;
+  // The step whose graph ReplayStagedStepAhead queued (keys only).
+  StagedStep ahead_;
+  DeviceScalarReadback loss_readback_;
 };
 
 }  // namespace

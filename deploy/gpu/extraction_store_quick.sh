@@ -5,6 +5,7 @@
 # ceiling with four writers after them. No HF row: compare with the last
 # full run in docs/benchmarks/extraction-h200.json. Needs what
 # extraction_bench.sh needs (.carry/debs, .carry/corpus/00.jsonl.zst).
+# REPEAT=N runs the gRPC row N times (its spread between runs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
@@ -23,7 +24,8 @@ echo "== (c) embedded bf16"
 $B --mode extract --teacher "$W/t" --corpus "$C" --store-db "$W/e" \
   --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
 rm -rf "$W/e"
-echo "== (d) gRPC bf16"
+for i in $(seq "${REPEAT:-1}"); do
+echo "== (d) gRPC bf16, run $i"
 build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/s" \
   --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
 pid=$!
@@ -31,9 +33,11 @@ for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.
 $B --mode extract --teacher "$W/t" --corpus "$C" \
   --store "$(sed -n 's/^listening on //p' "$W/store.out")" \
   --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
+echo "store cpu: $(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat") s"
 kill "$pid"; wait "$pid"
 echo "store directory: $(du -sb "$W/s" | cut -f1) bytes"
 rm -rf "$W/s"
+done
 echo "== (f) disk ceiling"
 $B --mode disk --dir "$W/d" --bytes $((6 << 30)) --writers 4
 rm -rf "$W"

@@ -192,6 +192,12 @@ absl::StatusOr<std::unique_ptr<PairReader>> ShardedPairStore::Scan(
         "a scan over several stores cannot start at a block offset "
         "(start_block); resume with skip_pairs");
   }
+  if (options.interleave_count > 1) {
+    return absl::InvalidArgumentError(
+        "a scan over several stores cannot read an interleaved slice "
+        "(interleave_count): each store's client interleaves its own "
+        "streams (RemotePairStoreOptions::scan_streams)");
+  }
   ScanOptions each = options;
   each.skip_pairs = 0;
   std::vector<std::unique_ptr<PairReader>> readers;

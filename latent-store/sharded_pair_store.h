@@ -12,7 +12,8 @@
 // round-robin, so the W partitions stay disjoint and complete, the order
 // depends on N (fixed for a job) but not on W, and skip_pairs skips pairs
 // of that interleaved order. start_block is refused (InvalidArgument): a
-// block offset means nothing across stores. AckConsumed is spread over the
+// block offset means nothing across stores; so are a range and an
+// interleaved slice (interleave_count > 1). AckConsumed is spread over the
 // stores in proportion to what this process's readers read from each.
 //
 // Durability: WriteSession joins the stores' sessions; SyncPairs syncs

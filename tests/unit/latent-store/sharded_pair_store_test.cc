@@ -115,6 +115,10 @@ TEST_F(ShardedPairStoreTest, SkipPairsSkipsTheInterleavedOrder) {
   o.start_block = 1;
   EXPECT_THAT(store_->Scan("job", o).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "start_block"));
+  o = ScanOptions();
+  o.interleave_count = 2;
+  EXPECT_THAT(store_->Scan("job", o).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "interleave_count"));
 }
 
 TEST_F(ShardedPairStoreTest, SessionsJoinAndARestartIsNoticed) {

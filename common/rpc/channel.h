@@ -21,8 +21,9 @@ std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(
 // probes, 16 KiB frames) size the window from the round trip, which on
 // loopback or a LAN is microseconds, so a stream of 8 MiB pairs stalls on
 // window updates and its rate follows thread wake-up latency.
-// LFT_GRPC_STREAM_WINDOW_MIB overrides the window (0: gRPC's defaults, the
-// A/B of docs/benchmarks.md).
+// LFT_GRPC_STREAM_WINDOW_MIB overrides the window in MiB, 0..1024 (0:
+// gRPC's defaults, the A/B of docs/benchmarks.md); anything else is
+// ignored.
 struct BulkTransferSettings {
   int stream_window_bytes = 0;  // 0: leave gRPC's default
   int max_frame_bytes = 0;      // 0: leave gRPC's default

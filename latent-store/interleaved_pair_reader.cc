@@ -31,6 +31,10 @@ absl::StatusOr<bool> InterleavedPairReader::Next(LatentPairRecord* pair) {
   return false;
 }
 
+void InterleavedPairReader::Cancel() {
+  for (const auto& r : readers_) r->Cancel();
+}
+
 absl::Status InterleavedPairReader::CheckAllEnded(size_t ended) {
   for (size_t j = 0; j < readers_.size(); ++j) {
     if (j == ended) continue;

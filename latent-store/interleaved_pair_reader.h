@@ -29,12 +29,13 @@ class InterleavedPairReader : public PairReader {
       std::vector<std::unique_ptr<PairReader>> readers);
 
   absl::StatusOr<bool> Next(LatentPairRecord* pair) override;
+  void Cancel() override;
 
  private:
   // After slice `ended` ended: every other slice must be exhausted too.
   absl::Status CheckAllEnded(size_t ended);
 
-  std::vector<std::unique_ptr<PairReader>> readers_;
+  const std::vector<std::unique_ptr<PairReader>> readers_;
   size_t turn_ = 0;
   bool finished_ = false;
   absl::Status status_;

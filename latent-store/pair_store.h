@@ -120,6 +120,13 @@ class PairReader {
   // record fails its crc32c or header check (the message names the key);
   // the reader is finished after any error.
   virtual absl::StatusOr<bool> Next(LatentPairRecord* pair) = 0;
+  // Makes a Next in flight on another thread return soon (with an error),
+  // and every later one: the one call that may come from another thread.
+  // Readers whose Next can block on something outside the process (a
+  // remote stream) implement it; the default does nothing. A reader that
+  // reads another on a thread of its own (PrefetchingPairReader) calls it
+  // before it joins that thread.
+  virtual void Cancel() {}
 };
 
 struct CheckpointInfo {

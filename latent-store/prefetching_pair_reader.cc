@@ -16,6 +16,9 @@ PrefetchingPairReader::~PrefetchingPairReader() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
+  // A Next in flight on a stream whose server stopped sending would
+  // otherwise keep the join waiting for good.
+  inner_->Cancel();
   thread_.join();
 }
 

@@ -6,9 +6,10 @@
 //
 // Same pairs, same order, same errors as the wrapped reader: an error is
 // returned after the pairs read before it, and the reader is finished
-// after it. Destruction stops the thread; it waits for the wrapped
-// reader's Next call in flight, if any (a scan of stored pairs returns
-// promptly; do not wrap a reader that may block for long).
+// after it. Destruction stops the thread: it cancels the wrapped reader
+// (PairReader::Cancel, which ends a remote stream's Read in flight) and
+// waits for its Next call in flight, if any. Wrap only readers whose Next
+// returns promptly once cancelled.
 #ifndef LFT_LATENT_STORE_PREFETCHING_PAIR_READER_H_
 #define LFT_LATENT_STORE_PREFETCHING_PAIR_READER_H_
 
@@ -35,13 +36,17 @@ class PrefetchingPairReader : public PairReader {
   PrefetchingPairReader& operator=(const PrefetchingPairReader&) = delete;
 
   absl::StatusOr<bool> Next(LatentPairRecord* pair) override;
+  // Cancels the wrapped reader: its Next in flight fails, and that error
+  // reaches this reader's consumer after the pairs read before it.
+  void Cancel() override { inner_->Cancel(); }
 
  private:
   void Produce();
   bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasPairOrEnd() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::unique_ptr<PairReader> inner_;  // only the thread touches it
+  // Only the thread calls its Next; the destructor may call its Cancel.
+  const std::unique_ptr<PairReader> inner_;
   const size_t depth_;
   absl::Mutex mu_;
   std::deque<LatentPairRecord> ready_ ABSL_GUARDED_BY(mu_);

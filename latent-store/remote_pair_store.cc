@@ -45,6 +45,10 @@ class RemotePairReader : public PairReader {
     }
   }
 
+  // gRPC's TryCancel is safe beside a Read on another thread: the Read
+  // then fails and Next returns the call's CANCELLED status.
+  void Cancel() override { context_.TryCancel(); }
+
   absl::StatusOr<bool> Next(LatentPairRecord* pair) override {
     while (buffer_.empty()) {
       if (finished_) {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/base/log.h"
 
@@ -31,11 +33,15 @@ class RetryingPairReader : public PairReader {
             reopened.skip_pairs += delivered_;
             auto r = base_->Scan(job_, reopened);
             if (!r.ok()) return r.status();
+            absl::MutexLock lock(&mu_);
+            if (cancelled_) return absl::CancelledError("scan cancelled");
             reader_ = std::move(*r);
           }
           absl::StatusOr<bool> next = reader_->Next(pair);
           if (!next.ok()) {
+            absl::MutexLock lock(&mu_);
             reader_.reset();  // finished after any error
+            if (cancelled_) return absl::CancelledError("scan cancelled");
             return next.status();
           }
           more = *next;
@@ -46,12 +52,23 @@ class RetryingPairReader : public PairReader {
     return more;
   }
 
+  // reader_ is replaced and reset under mu_, so Cancel never meets a
+  // reader being destroyed; a cancelled scan does not reopen.
+  void Cancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (reader_ != nullptr) reader_->Cancel();
+  }
+
  private:
   RetryingPairStore* const owner_;
   PairStore* const base_;
   const std::string job_;
   const ScanOptions options_;
+  absl::Mutex mu_;
+  // Written by Next under mu_; read there without it (only Next writes).
   std::unique_ptr<PairReader> reader_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t delivered_ = 0;
 };
 

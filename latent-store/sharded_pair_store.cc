@@ -34,6 +34,9 @@ class ShardedPairReader : public PairReader {
     }
     return NextOne(pair);
   }
+  void Cancel() override {
+    for (const auto& r : readers_) r->Cancel();
+  }
 
  private:
   absl::StatusOr<bool> NextOne(LatentPairRecord* pair) {
@@ -53,7 +56,7 @@ class ShardedPairReader : public PairReader {
 
   ShardedPairStore* const owner_;
   const std::string job_;
-  std::vector<std::unique_ptr<PairReader>> readers_;
+  const std::vector<std::unique_ptr<PairReader>> readers_;
   std::vector<bool> done_;
   uint64_t skip_;
   size_t turn_ = 0;

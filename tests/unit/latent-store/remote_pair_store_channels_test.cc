@@ -2,15 +2,23 @@
 // round-robin over `data_channels` connections of their own (a server that
 // records each call's peer address sees that many client ports), unary
 // calls stay on one more, and data_channels 1 puts every call on one.
+// And a reader dropped while its streams wait on a server that sends
+// nothing returns at once (PairReader::Cancel), alone and in the reader
+// chain a trainer uses (PrefetchingPairReader over RetryingPairStore).
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
+#include "absl/time/clock.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "latent-store/prefetching_pair_reader.h"
 #include "latent-store/remote_pair_store.h"
+#include "latent-store/retrying_pair_store.h"
 #include "tests/unit/latent-store/test_util.h"
 
 namespace lft {
@@ -110,6 +118,58 @@ TEST_P(RemotePairStoreChannelsTest, DataCallsSpreadOverTheirConnections) {
 
 INSTANTIATE_TEST_SUITE_P(Channels, RemotePairStoreChannelsTest,
                          ::testing::Values(1u, 3u));
+
+// ScanPairs that sends nothing until the client cancels (at most 20 s).
+class SilentScanService final : public lft::v1::LatentStoreService::Service {
+ public:
+  grpc::Status ScanPairs(
+      grpc::ServerContext* context, const lft::v1::ScanPairsRequest*,
+      grpc::ServerWriter<lft::v1::ScanPairsResponse>*) override {
+    const auto give_up =
+        std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!context->IsCancelled() &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return grpc::Status::OK;
+  }
+};
+
+TEST(RemotePairReaderCancelTest, DroppedReaderDoesNotWaitForASilentServer) {
+  SilentScanService service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+  RemotePairStoreOptions o;
+  o.rpc_timeout = absl::Seconds(20);
+  auto remote =
+      RemotePairStore::Connect("127.0.0.1:" + std::to_string(port), o);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  RetryingPairStore retrying(remote->get(), StoreRetryOptions());
+  for (bool trainer_chain : {false, true}) {
+    std::unique_ptr<PairReader> reader;
+    if (trainer_chain) {
+      auto r = retrying.Scan("j", ScanOptions());
+      ASSERT_TRUE(r.ok()) << r.status();
+      reader = std::make_unique<PrefetchingPairReader>(*std::move(r), 8);
+    } else {
+      auto r = (*remote)->Scan("j", ScanOptions());
+      ASSERT_TRUE(r.ok()) << r.status();
+      reader = *std::move(r);
+    }
+    // Let every stream's read-ahead thread block in its Read.
+    absl::SleepFor(absl::Milliseconds(300));
+    const absl::Time start = absl::Now();
+    reader.reset();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5))
+        << (trainer_chain ? "trainer's chain" : "RemotePairStore's reader");
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
 
 }  // namespace
 }  // namespace lft

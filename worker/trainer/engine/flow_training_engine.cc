@@ -213,8 +213,8 @@ class FlowTrainingEngine : public TrainingEngine {
     return GuardTorch("optimizer step", [&]() -> absl::StatusOr<double> {
       torch::NoGradGuard no_grad;
       flat_.mul_(scale);
-      // Read after the update kernels are queued: the one host wait of a
-      // step then overlaps them.
+      // The loss's copy is queued now and waited for last, behind the
+      // update and the next step's replay: the host wait overlaps both.
       loss_readback_.Start(flat_[adam_.size()]);
       torch::Tensor g = flat_.narrow(0, 0, adam_.size());
       ClipGradientNorm(g, clip_norm);
@@ -398,13 +398,21 @@ class FlowTrainingEngine : public TrainingEngine {
         return absl::OkStatus();
       }
     } else {
-      gx0_.copy_(x0);
-      gx1_.copy_(x1);
-      if (times.fw_inner.defined()) gtimes_.fw_inner.copy_(times.fw_inner);
-      if (times.sfm.defined()) gtimes_.sfm.copy_(times.sfm);
+      ReplayWith(x0, x1, times);
+      return absl::OkStatus();
     }
     graph_.Replay();
     return absl::OkStatus();
+  }
+
+  // Copies a step's inputs into the recorded graph's own and replays it.
+  void ReplayWith(const torch::Tensor& x0, const torch::Tensor& x1,
+                  const FlowTimes& times) {
+    gx0_.copy_(x0);
+    gx1_.copy_(x1);
+    if (times.fw_inner.defined()) gtimes_.fw_inner.copy_(times.fw_inner);
+    if (times.sfm.defined()) gtimes_.sfm.copy_(times.sfm);
+    graph_.Replay();
   }
 
   // Queues the staged next step's graph replay (see the file comment).
@@ -414,12 +422,7 @@ class FlowTrainingEngine : public TrainingEngine {
         !staged_.x0.defined() || staged_.x0.sizes() != gx0_.sizes()) {
       return;
     }
-    gx0_.copy_(staged_.x0);
-    gx1_.copy_(staged_.x1);
-    if (staged_.times.fw_inner.defined())
-      gtimes_.fw_inner.copy_(staged_.times.fw_inner);
-    if (staged_.times.sfm.defined()) gtimes_.sfm.copy_(staged_.times.sfm);
-    graph_.Replay();
+    ReplayWith(staged_.x0, staged_.x1, staged_.times);
     ahead_.step = staged_.step;
     ahead_.keys = staged_.keys;
   }

@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/base/log.h"
 #include "common/base/status.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
@@ -19,8 +20,11 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/support/sync_stream.h"
 #include "latent-store/interleaved_pair_reader.h"
+#include "latent-store/pair_message_encoder.h"
 #include "latent-store/prefetching_pair_reader.h"
 #include "latent-store/store_service.h"
 
@@ -132,15 +136,22 @@ RemotePairStore::RemotePairStore(
     : options_(options),
       channel_(std::move(channel)),
       stub_(lft::v1::LatentStoreService::NewStub(channel_)) {
-  // Each stub keeps its channel alive.
-  for (const auto& c : data_channels) {
-    data_stubs_.push_back(lft::v1::LatentStoreService::NewStub(c));
+  static const std::string* const put_pairs_method =
+      new std::string(absl::StrCat(
+          "/", lft::v1::LatentStoreService::service_full_name(), "/PutPairs"));
+  for (auto& c : data_channels) {
+    auto stub = lft::v1::LatentStoreService::NewStub(c);
+    grpc::internal::RpcMethod put_pairs(
+        put_pairs_method->c_str(), grpc::internal::RpcMethod::CLIENT_STREAMING,
+        c);
+    data_channels_.push_back(
+        DataChannel{std::move(c), std::move(stub), put_pairs});
   }
 }
 
-lft::v1::LatentStoreService::Stub* RemotePairStore::DataStub() const {
+const RemotePairStore::DataChannel& RemotePairStore::NextDataChannel() const {
   const uint32_t i = next_data_.fetch_add(1, std::memory_order_relaxed);
-  return data_stubs_[i % data_stubs_.size()].get();
+  return data_channels_[i % data_channels_.size()];
 }
 
 void RemotePairStore::SetDeadline(grpc::ClientContext* context) const {
@@ -165,54 +176,83 @@ absl::Status RemotePairStore::PutPairs(absl::string_view job,
                                        absl::Span<const LatentPairRecord> pairs,
                                        absl::Time deadline) {
   const uint64_t budget = options_.max_message_bytes - (64 << 10);
-  grpc::ClientContext context;
-  AttachBearerToken(&context, options_.credentials.token);
-  if (deadline != absl::InfiniteFuture()) {
-    context.set_deadline(absl::ToChronoTime(deadline));
-  }
+  const uint64_t target =
+      std::clamp<uint64_t>(options_.put_message_bytes, 1, budget);
+  // Declared before the call so that it outlives it: the transport may hold
+  // the lent payload slices until its socket write completes.
+  LentPayloads lent;
   lft::v1::PutPairsResponse response;
-  auto stream = DataStub()->PutPairs(&context, &response);
-  lft::v1::PutPairsRequest request;
-  request.set_job_id(std::string(job));
-  uint64_t bytes = 0;
-  bool ok = true;
-  for (const LatentPairRecord& p : pairs) {
-    const uint64_t b = PairWireBytes(p);
-    if (b > budget) {
-      // Over one message: the pending batch, then this pair in parts, each
-      // in a message of its own.
-      if (request.pairs_size() > 0 && !stream->Write(request)) {
+  absl::Status status;
+  {
+    grpc::ClientContext context;
+    AttachBearerToken(&context, options_.credentials.token);
+    if (deadline != absl::InfiniteFuture()) {
+      context.set_deadline(absl::ToChronoTime(deadline));
+    }
+    const DataChannel& channel = NextDataChannel();
+    // The generated stub only writes PutPairsRequest objects; this writer
+    // sends the encoder's ByteBuffers on the same method.
+    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> stream(
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+            channel.channel.get(), channel.put_pairs, &context, &response));
+    PairMessageEncoder message(&lent);
+    bool holds_pairs = false;
+    auto send = [&]() -> bool {
+      holds_pairs = false;
+      return stream->Write(message.Finish());
+    };
+    bool ok = true;
+    for (const LatentPairRecord& p : pairs) {
+      const uint64_t b = PairWireBytes(p);
+      if (b > budget) {
+        // Over one message: the pending batch, then this pair in parts, each
+        // in a message of its own.
+        if (holds_pairs && !send()) {
+          ok = false;
+          break;
+        }
+        ok = SplitPairIntoParts(
+            p, budget / 2, [&](lft::v1::LatentPair&& part, bool continues) {
+              lft::v1::PutPairsRequest request;
+              request.set_job_id(std::string(job));
+              *request.mutable_pair_part() = std::move(part);
+              request.set_pair_continues(continues);
+              grpc::ByteBuffer buffer;
+              bool own = false;
+              return grpc::SerializationTraits<
+                         lft::v1::PutPairsRequest>::Serialize(request, &buffer,
+                                                              &own)
+                         .ok() &&
+                     stream->Write(buffer);
+            });
+        if (!ok) break;
+        continue;
+      }
+      if (holds_pairs && message.bytes() + b > budget && !send()) {
         ok = false;
         break;
       }
-      request.clear_pairs();
-      bytes = 0;
-      ok = SplitPairIntoParts(p, budget / 2,
-                              [&](lft::v1::LatentPair&& part, bool continues) {
-                                lft::v1::PutPairsRequest message;
-                                message.set_job_id(std::string(job));
-                                *message.mutable_pair_part() = std::move(part);
-                                message.set_pair_continues(continues);
-                                return stream->Write(message);
-                              });
-      if (!ok) break;
-      continue;
-    }
-    if (request.pairs_size() > 0 && bytes + b > budget) {
-      if (!stream->Write(request)) {
+      if (!holds_pairs) message.AddString(1, job);  // PutPairsRequest.job_id
+      message.AddPair(2, p);                        // PutPairsRequest.pairs
+      holds_pairs = true;
+      // Messages of about one pair let the server write one while the next
+      // arrives, instead of waiting for a whole batch (issue 12's profile).
+      if (message.bytes() >= target && !send()) {
         ok = false;
         break;
       }
-      request.clear_pairs();
-      bytes = 0;
     }
-    PairToProto(p, request.add_pairs());
-    bytes += b;
+    if (ok && holds_pairs) ok = send();
+    if (ok) stream->WritesDone();
+    status = FromGrpcStatus(stream->Finish());
   }
-  if (ok && request.pairs_size() > 0) ok = stream->Write(request);
-  if (ok) stream->WritesDone();
-  absl::Status s = FromGrpcStatus(stream->Finish());
-  if (!s.ok()) return s;
+  if (!lent.AwaitReturned(absl::Seconds(30))) {
+    LogWarning(
+        "gRPC still holds PutPairs payload slices 30 s after the call ended; "
+        "waiting for them before the pairs' memory is released",
+        {{"slices", lent.outstanding()}});
+  }
+  if (!status.ok()) return status;
   if (response.pairs_written() != pairs.size()) {
     return absl::InternalError(absl::StrCat("store acknowledged ",
                                             response.pairs_written(), " of ",
@@ -290,8 +330,8 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
                                ? 1
                                : std::max<uint32_t>(1, options_.scan_streams);
   if (streams == 1) {
-    return std::unique_ptr<PairReader>(
-        new RemotePairReader(DataStub(), request, options_.credentials.token));
+    return std::unique_ptr<PairReader>(new RemotePairReader(
+        NextDataChannel().stub.get(), request, options_.credentials.token));
   }
   // The streams share the read-ahead one reader would hold.
   const size_t depth =
@@ -301,8 +341,8 @@ absl::StatusOr<std::unique_ptr<PairReader>> RemotePairStore::Scan(
   for (uint32_t j = 0; j < streams; ++j) {
     request.set_interleave_index(j);
     slices.push_back(std::make_unique<PrefetchingPairReader>(
-        std::make_unique<RemotePairReader>(DataStub(), request,
-                                           options_.credentials.token),
+        std::make_unique<RemotePairReader>(NextDataChannel().stub.get(),
+                                           request, options_.credentials.token),
         depth));
   }
   return std::unique_ptr<PairReader>(

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/impl/rpc_method.h"
 #include "latent-store/pair_store.h"
 #include "lft/v1/store.grpc.pb.h"
 
@@ -58,6 +59,11 @@ struct RemotePairStoreOptions {
   // read on the caller's thread). A Scan whose options already set
   // interleave_count uses one stream.
   uint32_t scan_streams = 4;
+  // PutPairs closes a message once it holds this many bytes (whole pairs,
+  // under max_message_bytes): about one 8 MiB Pythia-410M pair per message,
+  // so that the store writes one while the next is on the wire, where one
+  // 64 MiB message made every stage wait for the one before.
+  uint64_t put_message_bytes = 8ull << 20;
 };
 
 // Thread-safe (a gRPC channel is).
@@ -71,9 +77,12 @@ class RemotePairStore : public PairStore {
 
   absl::Status CreateJob(absl::string_view job,
                          const JobConfig& config) override;
-  // Sends the pairs in messages under max_message_bytes on one stream (a
-  // pair larger than a message in parts, PutPairsRequest.pair_part); OK
-  // once the server acknowledged all of them.
+  // Sends the pairs on one stream in messages of about put_message_bytes
+  // (a pair larger than max_message_bytes in parts,
+  // PutPairsRequest.pair_part); OK once the server acknowledged all of
+  // them. The payload bytes go to the socket from `pairs` itself
+  // (PairMessageEncoder), so the call returns only after gRPC let go of
+  // them.
   absl::Status PutPairs(absl::string_view job,
                         absl::Span<const LatentPairRecord> pairs,
                         absl::Time deadline) override;
@@ -126,15 +135,21 @@ class RemotePairStore : public PairStore {
   RemotePairStore(std::shared_ptr<grpc::Channel> channel,
                   std::vector<std::shared_ptr<grpc::Channel>> data_channels,
                   const RemotePairStoreOptions& options);
-  // The stub of the next data channel, round-robin.
-  lft::v1::LatentStoreService::Stub* DataStub() const;
+  struct DataChannel {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<lft::v1::LatentStoreService::Stub> stub;
+    // PutPairs sent as raw ByteBuffers (PairMessageEncoder).
+    grpc::internal::RpcMethod put_pairs;
+  };
+  // The next data channel, round-robin.
+  const DataChannel& NextDataChannel() const;
   // Attaches the bearer token and the unary deadline.
   void SetDeadline(grpc::ClientContext* context) const;
 
   const RemotePairStoreOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<lft::v1::LatentStoreService::Stub> stub_;
-  std::vector<std::unique_ptr<lft::v1::LatentStoreService::Stub>> data_stubs_;
+  std::vector<DataChannel> data_channels_;
   mutable std::atomic<uint32_t> next_data_{0};
 };
 

@@ -5,7 +5,10 @@
 # ceiling with four writers after them. No HF row: compare with the last
 # full run in docs/benchmarks/extraction-h200.json. Needs what
 # extraction_bench.sh needs (.carry/debs, .carry/corpus/00.jsonl.zst).
-# REPEAT=N runs the gRPC row N times (its spread between runs).
+# REPEAT=N runs the gRPC row N times (its spread between runs);
+# PUT_MESSAGE_MIB="64 ..." adds a gRPC row per value with that
+# RemotePairStoreOptions::put_message_bytes (64: one message per batch, as
+# before PutPairs sent about one pair per message).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
@@ -24,19 +27,23 @@ echo "== (c) embedded bf16"
 $B --mode extract --teacher "$W/t" --corpus "$C" --store-db "$W/e" \
   --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
 rm -rf "$W/e"
-for i in $(seq "${REPEAT:-1}"); do
-echo "== (d) gRPC bf16, run $i"
+grpc_row() {  # label, extra flags for the teacher
+echo "== (d) gRPC bf16, $1"
 build-gpu/latent-store/lft-store --listen 127.0.0.1:0 --db "$W/s" \
   --insecure-loopback > "$W/store.out" 2> "$W/store.err" &
 pid=$!
 for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
 $B --mode extract --teacher "$W/t" --corpus "$C" \
   --store "$(sed -n 's/^listening on //p' "$W/store.out")" \
-  --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
+  --codec bf16 --tasks 2 --documents 400 "${@:2}" | grep -v ' INFO '
 echo "store cpu: $(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat") s"
 kill "$pid"; wait "$pid"
 echo "store directory: $(du -sb "$W/s" | cut -f1) bytes"
 rm -rf "$W/s"
+}
+for i in $(seq "${REPEAT:-1}"); do grpc_row "run $i"; done
+for m in ${PUT_MESSAGE_MIB:-}; do
+  grpc_row "put messages of $m MiB" --store-put-message-mib "$m"
 done
 echo "== (f) disk ceiling"
 $B --mode disk --dir "$W/d" --bytes $((6 << 30)) --writers 4

@@ -20,7 +20,8 @@
 //       all tasks and over the first and last 10% of the tokens, and the
 //       store directory's bytes over the payload bytes; --store-writers W
 //       sets TeacherRunnerOptions::store_writers (PutPairs in flight),
-//       --store-channels C RemotePairStoreOptions::data_channels.
+//       --store-channels C RemotePairStoreOptions::data_channels,
+//       --store-put-message-mib M its put_message_bytes.
 //   extraction_throughput --mode disk --dir DIR --bytes N [--writers W]
 //       W threads each write() N / W bytes into a file of their own in 8 MiB
 //       chunks, then fdatasync: bytes/s until the last is synced.
@@ -67,8 +68,9 @@ struct Args {
                                                            device = "cuda";
   int64_t batch = 8, seq = 2048, first = 6, end = 18, iters = 20, tasks = 1,
           documents = 1000000, bytes = 4ll << 30, writers = 1,
-          store_writers = 0,  // 0: TeacherRunnerOptions' default
-      store_channels = 0;     // 0: RemotePairStoreOptions' default
+          store_writers = 0,      // 0: TeacherRunnerOptions' default
+      store_channels = 0,         // 0: RemotePairStoreOptions' default
+      store_put_message_mib = 0;  // 0: RemotePairStoreOptions' default
 };
 
 // Records when progress arrived, to compare the rate at the start and end.
@@ -290,6 +292,10 @@ int Extract(const Args& a) {
   if (a.store_channels > 0) {
     remote.data_channels = static_cast<uint32_t>(a.store_channels);
   }
+  if (a.store_put_message_mib > 0) {
+    remote.put_message_bytes = static_cast<uint64_t>(a.store_put_message_mib)
+                               << 20;
+  }
   lft::PairStorePool pool(a.store_db, remote);
   o.stores = &pool;
   lft::TeacherExtractionRunner runner(o);
@@ -369,14 +375,16 @@ int Extract(const Args& a) {
       "\"tokens_per_second\": %.1f, \"first_tokens_per_second\": %.1f, "
       "\"last_tokens_per_second\": %.1f, \"payload_bytes_per_token\": %.1f, "
       "\"disk_footprint_ratio\": %s, \"store_writers\": %lld, "
-      "\"store_channels\": %lld, \"worker_cpu_seconds\": %.2f}\n",
+      "\"store_channels\": %lld, \"store_put_message_bytes\": %llu, "
+      "\"worker_cpu_seconds\": %.2f}\n",
       StoreKind(a).c_str(), a.codec.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.seq), static_cast<unsigned long long>(tokens),
       secs, tps, first, last, payload_per_token, footprint_json.c_str(),
       static_cast<long long>(a.store_writers > 0
                                  ? a.store_writers
                                  : lft::TeacherRunnerOptions().store_writers),
-      static_cast<long long>(remote.data_channels), cpu);
+      static_cast<long long>(remote.data_channels),
+      static_cast<unsigned long long>(remote.put_message_bytes), cpu);
   return 0;
 }
 
@@ -469,7 +477,8 @@ int main(int argc, char** argv) {
         {"--bytes", &a.bytes},
         {"--writers", &a.writers},
         {"--store-writers", &a.store_writers},
-        {"--store-channels", &a.store_channels}};
+        {"--store-channels", &a.store_channels},
+        {"--store-put-message-mib", &a.store_put_message_mib}};
     if (auto it = strings.find(f); it != strings.end()) {
       *it->second = v;
     } else if (auto jt = ints.find(f); jt != ints.end()) {

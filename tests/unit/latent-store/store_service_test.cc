@@ -3,6 +3,7 @@
 // matching gRPC codes, and bad input answered without a crash.
 #include "latent-store/store_service.h"
 
+#include <limits>
 #include <set>
 
 #include "common/rpc/grpc_status.h"
@@ -138,6 +139,41 @@ TEST_F(StoreServiceTest, PutAndScanOverGrpc) {
   for (const LatentPairRecord& p : ScanAll(remote_.get(), "job", range))
     got.insert(p.sequence);
   EXPECT_EQ(got, (std::set<uint64_t>{30, 31, 32, 33, 34}));
+}
+
+// PutPairs cuts its stream into messages of put_message_bytes: one pair per
+// message, a few, or as many as fit under the limit, the store ends with the
+// same pairs, intact, and the stream's acknowledgement counts them all.
+TEST_F(StoreServiceTest, PutMessagesOfAnySizeStoreTheSamePairs) {
+  JobConfig c;
+  c.hidden = 64;
+  c.codec = TensorCodec::kBF16;
+  std::vector<LatentPairRecord> batch;
+  for (uint64_t s = 0; s < 24; ++s) {
+    batch.push_back(
+        MakePair(1, s, 0, 1 + static_cast<uint32_t>(s % 5) * 300, 64));
+  }
+  for (uint64_t message_bytes : {uint64_t{1}, uint64_t{200} << 10,
+                                 std::numeric_limits<uint64_t>::max()}) {
+    const std::string job = absl::StrCat("job-", message_bytes % 1000);
+    RemotePairStoreOptions ro;
+    ro.max_message_bytes = kMaxMessage;
+    ro.put_message_bytes = message_bytes;
+    auto remote =
+        RemotePairStore::Connect("127.0.0.1:" + std::to_string(port_), ro);
+    ASSERT_TRUE(remote.ok());
+    ASSERT_TRUE((*remote)->CreateJob(job, c).ok());
+    absl::Status put =
+        (*remote)->PutPairs(job, batch, absl::Now() + absl::Seconds(20));
+    ASSERT_TRUE(put.ok()) << message_bytes << ": " << put;
+    std::vector<LatentPairRecord> back = ScanAll(store_.get(), job);
+    ASSERT_EQ(back.size(), batch.size()) << message_bytes;
+    for (size_t i = 0; i < back.size(); ++i) {
+      EXPECT_EQ(back[i].sequence, i);
+      EXPECT_EQ(back[i].tokens, batch[i].tokens);
+      EXPECT_TRUE(PairIntact(back[i])) << message_bytes << " pair " << i;
+    }
+  }
 }
 
 // RemotePairStore reads a partition over scan_streams streams and merges

@@ -310,6 +310,14 @@ grpc::Status StoreService::PutPairs(
     if (!s.ok()) return Err(s, "PutPairs");
     pairs_written += batch.size();
     for (const auto& p : batch) bytes_written += p.x0.size() + p.x1.size();
+    // The payload strings go back into the request, whose next parse reuses
+    // their capacity (protobuf clears a reused message without freeing), so
+    // each message lands in memory already mapped instead of megabytes of
+    // fresh pages faulted in per pair.
+    for (int i = 0; i < request.pairs_size(); ++i) {
+      request.mutable_pairs(i)->mutable_x0()->swap(batch[i].x0);
+      request.mutable_pairs(i)->mutable_x1()->swap(batch[i].x1);
+    }
   }
   if (assembler.in_progress()) {
     return Err(absl::InvalidArgumentError(

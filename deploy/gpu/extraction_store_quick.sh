@@ -8,7 +8,8 @@
 # REPEAT=N runs the gRPC row N times (its spread between runs);
 # PUT_MESSAGE_MIB="64 ..." adds a gRPC row per value with that
 # RemotePairStoreOptions::put_message_bytes (64: one message per batch, as
-# before PutPairs sent about one pair per message).
+# before PutPairs sent about one pair per message); SHAPE="32 512" runs
+# every row at batch 32 x sequence 512 (default "8 2048").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lft-out}
@@ -21,11 +22,13 @@ B=build-gpu/tests/bench/extraction_throughput
 W=${LFT_BENCH_DIR:-/tmp/lft-extraction-quick}
 rm -rf "$W" && mkdir -p "$W"
 C=$PWD/.carry/corpus/00.jsonl.zst
+read -r batch seq_len <<< "${SHAPE:-8 2048}"
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader) commit ${LFT_COMMIT:-unknown}"
 $B --mode make-teacher --teacher "$W/t" --corpus "$C" > /dev/null || exit 1
-echo "== (c) embedded bf16"
+echo "== (c) embedded bf16, $batch x $seq_len"
 $B --mode extract --teacher "$W/t" --corpus "$C" --store-db "$W/e" \
-  --codec bf16 --tasks 2 --documents 400 | grep -v ' INFO '
+  --codec bf16 --tasks 2 --documents 400 --batch "$batch" --seq "$seq_len" |
+  grep -v ' INFO '
 rm -rf "$W/e"
 grpc_row() {  # label, extra flags for the teacher
 echo "== (d) gRPC bf16, $1"
@@ -35,7 +38,8 @@ pid=$!
 for _ in $(seq 100); do grep -q 'listening on' "$W/store.out" && break; sleep 0.1; done
 $B --mode extract --teacher "$W/t" --corpus "$C" \
   --store "$(sed -n 's/^listening on //p' "$W/store.out")" \
-  --codec bf16 --tasks 2 --documents 400 "${@:2}" | grep -v ' INFO '
+  --codec bf16 --tasks 2 --documents 400 --batch "$batch" --seq "$seq_len" \
+  "${@:2}" | grep -v ' INFO '
 echo "store cpu: $(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat") s"
 kill "$pid"; wait "$pid"
 echo "store directory: $(du -sb "$W/s" | cut -f1) bytes"

@@ -11,7 +11,7 @@
 # before PutPairs sent about one pair per message); SHAPE="32 512" runs
 # every row at batch 32 x sequence 512 (default "8 2048").
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-/tmp/lft-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/extraction-quick.log") 2>&1

@@ -5,7 +5,8 @@
 
 Ratios: each lft figure over HF's truncated forward at the same shape, and
 over the disk ceiling in tokens/s (ceiling bytes/s / payload bytes per
-token of that codec).
+token of that codec): the fastest plain write of the whole run, and, for
+a row followed by a disk line marked "adjacent", that write's too.
 """
 import datetime
 import json
@@ -31,22 +32,31 @@ def main():
           for r in rows if r["mode"] == "hf_truncated"}
     fwd = {(r["batch"], r["seq"]): r["tokens_per_second"]
            for r in rows if r["mode"] == "forward"}
-    print("| what | shape | tokens/s | / HF truncated | / disk ceiling |")
-    print("|---|---|---|---|---|")
+    # The disk line right after a row, when the script marked it adjacent.
+    adjacent = {}
+    for i, r in enumerate(rows):
+        if (r["mode"] == "extract" and i + 1 < len(rows)
+                and rows[i + 1]["mode"] == "disk"
+                and rows[i + 1].get("adjacent")):
+            adjacent[i] = rows[i + 1]["bytes_per_second"]
+    print("| what | shape | tokens/s | / HF truncated | / disk ceiling "
+          "| / adjacent ceiling |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         if r["mode"] == "hf_full":
             print(f"| HF full forward, all hidden states | {r['batch']} x "
                   f"{r['seq']} | {r['tokens_per_second']:.0f} | "
-                  f"{r['tokens_per_second'] / hf[(r['batch'], r['seq'])]:.2f} | - |")
+                  f"{r['tokens_per_second'] / hf[(r['batch'], r['seq'])]:.2f} | - | - |")
     for k, v in hf.items():
-        print(f"| (a) HF truncated [0, 18) | {k[0]} x {k[1]} | {v:.0f} | 1.00 | - |")
+        print(f"| (a) HF truncated [0, 18) | {k[0]} x {k[1]} | {v:.0f} | 1.00 | - | - |")
     for k, v in fwd.items():
-        print(f"| (b) lft forward | {k[0]} x {k[1]} | {v:.0f} | {v / hf[k]:.2f} | - |")
+        print(f"| (b) lft forward | {k[0]} x {k[1]} | {v:.0f} | {v / hf[k]:.2f} | - | - |")
     result = {
         "date": datetime.date.today().isoformat(), "gpu": gpu,
         "commit": commit, "disk_write_bytes_per_second": disk,
         "disk_write_runs": [{"writers": r.get("writers", 1),
-                             "bytes_per_second": r["bytes_per_second"]}
+                             "bytes_per_second": r["bytes_per_second"],
+                             "adjacent": bool(r.get("adjacent"))}
                             for r in disks],
         "hf_truncated_tokens_per_second": hf.get((8, 2048)),
         "lft_forward_tokens_per_second": fwd.get((8, 2048)),
@@ -58,7 +68,7 @@ def main():
     extracts = [r for r in rows if r["mode"] == "extract"]
     default_writers = extracts[0].get("store_writers") if extracts else None
     default_channels = extracts[0].get("store_channels") if extracts else None
-    for r in rows:
+    for i, r in enumerate(rows):
         if r["mode"] not in ("extract", "long"):
             continue
         sweep = (r.get("store_writers", default_writers) != default_writers
@@ -77,9 +87,13 @@ def main():
             name += ", " + variant.replace("_", " ")
         if r["mode"] == "long":
             name = f"long ingest {r['tokens'] * r['payload_bytes_per_token'] / 1e9:.0f} GB"
+        near = "-"
+        if i in adjacent:
+            near = (f"{r['tokens_per_second'] * r['payload_bytes_per_token'] / adjacent[i]:.2f}"
+                    f" ({adjacent[i] / 1e9:.2f} GB/s)")
         print(f"| {name} | {key[0]} x {key[1]} | {r['tokens_per_second']:.0f} | "
               f"{r['tokens_per_second'] / hf[key]:.2f} | "
-              f"{r['tokens_per_second'] / ceiling:.2f} |")
+              f"{r['tokens_per_second'] / ceiling:.2f} | {near} |")
         codec = "fp8" if r["codec"] == "fp8" else "bf16"
         result[f"{codec}_bytes_per_token"] = r["payload_bytes_per_token"]
         if r["mode"] == "long":
@@ -99,6 +113,11 @@ def main():
                    "_tokens_per_second"] = r["tokens_per_second"]
         else:
             result[f"lft_{r['store']}_{codec}_tokens_per_second"] = r["tokens_per_second"]
+        if i in adjacent and not variant and not sweep:
+            shape = "" if key == (8, 2048) else f"_b{key[0]}_s{key[1]}"
+            result[f"lft_{r['store']}_{codec}{shape}_adjacent_disk_bytes_per_second"] = (
+                adjacent[i])
+        if key == (8, 2048) and not variant and not sweep and r["mode"] != "long":
             if r["store"] == "embedded" and codec == "bf16":
                 result.setdefault("disk_footprint_ratio", r["disk_footprint_ratio"])
     print(f"disk ceiling: {disk / 1e9:.2f} GB/s, the fastest of "

@@ -9,7 +9,9 @@
 # PUT_MESSAGE_MIB="64 ..." adds a gRPC row per value with that
 # RemotePairStoreOptions::put_message_bytes (64: one message per batch, as
 # before PutPairs sent about one pair per message); SHAPE="32 512" runs
-# every row at batch 32 x sequence 512 (default "8 2048").
+# every row at batch 32 x sequence 512 (default "8 2048"); LONG_TASKS=N
+# adds a long ingest of N tasks (5.5 GB each in bf16) embedded and over
+# gRPC, whose first and last 10% rates are issue 12's compaction check.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-/tmp/lft-out}
@@ -49,6 +51,14 @@ for i in $(seq "${REPEAT:-1}"); do grpc_row "run $i"; done
 for m in ${PUT_MESSAGE_MIB:-}; do
   grpc_row "put messages of $m MiB" --store-put-message-mib "$m"
 done
+if [ "${LONG_TASKS:-0}" -gt 0 ]; then
+  echo "== long ingest, embedded bf16, $LONG_TASKS tasks"
+  $B --mode extract --teacher "$W/t" --corpus "$C" --store-db "$W/e" \
+    --codec bf16 --tasks "$LONG_TASKS" --documents 400 --batch "$batch" \
+    --seq "$seq_len" | grep -v ' INFO '
+  rm -rf "$W/e"
+  grpc_row "long ingest, $LONG_TASKS tasks" --tasks "$LONG_TASKS"
+fi
 echo "== (f) disk ceiling"
 $B --mode disk --dir "$W/d" --bytes $((6 << 30)) --writers 4
 rm -rf "$W"

@@ -48,8 +48,7 @@ uint64_t Int32OnWire(int32_t v) {
 
 LentPayloads::~LentPayloads() {
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](int64_t* n) { return *n == 0; }, &outstanding_));
+  mu_.Await(absl::Condition(&AllReturned, &outstanding_));
 }
 
 grpc::Slice LentPayloads::Lend(absl::string_view bytes) {
@@ -71,10 +70,8 @@ void LentPayloads::Return(void* self) {
 
 bool LentPayloads::AwaitReturned(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](int64_t* n) { return *n == 0; }, &outstanding_),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(&AllReturned, &outstanding_),
+                              timeout);
 }
 
 int64_t LentPayloads::outstanding() const {
@@ -88,12 +85,6 @@ void PairMessageEncoder::AddString(int field, absl::string_view value) {
   PutTag(field, kLengthDelimited, &small_);
   PutVarint(value.size(), &small_);
   small_.append(value.data(), value.size());
-  bytes_ += small_.size() - before;
-}
-
-void PairMessageEncoder::AddBool(int field, bool value) {
-  const size_t before = small_.size();
-  PutVarintField(field, value ? 1 : 0, &small_);
   bytes_ += small_.size() - before;
 }
 

@@ -1,5 +1,5 @@
-// Builds a PutPairsRequest or ScanPairsResponse on the wire as a
-// grpc::ByteBuffer whose payload slices are the pairs' own x0/x1 bytes.
+// Builds a PutPairsRequest on the wire as a grpc::ByteBuffer whose payload
+// slices are the pairs' own x0/x1 bytes.
 // Protobuf's path copies every payload byte twice before the socket (into
 // the request's strings, then into the serialised message's buffer); at 8
 // MiB per pair and ~2 GB/s per teacher that was a core's worth of memmove
@@ -44,6 +44,7 @@ class LentPayloads {
 
  private:
   static void Return(void* self);
+  static bool AllReturned(int64_t* outstanding) { return *outstanding == 0; }
 
   mutable absl::Mutex mu_;
   int64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
@@ -58,7 +59,6 @@ class PairMessageEncoder {
   explicit PairMessageEncoder(LentPayloads* lender) : lender_(lender) {}
 
   void AddString(int field, absl::string_view value);
-  void AddBool(int field, bool value);
   // One LatentPair as field `field` (a repeated or singular message field).
   void AddPair(int field, const LatentPairRecord& pair);
 

@@ -87,20 +87,17 @@ TEST(PairMessageEncoderTest, PutPairsRequestMatchesProtobufByteForByte) {
   }
 }
 
-TEST(PairMessageEncoderTest, SingularPairAndBoolMatchProtobuf) {
+TEST(PairMessageEncoderTest, SingularPairFieldMatchesProtobuf) {
   LentPayloads lent;
-  for (bool continues : {false, true}) {
-    const LatentPairRecord pair = EdgePairs()[1];
-    lft::v1::ScanPairsResponse want;
-    PairToProto(pair, want.mutable_pair_part());
-    want.set_pair_continues(continues);
-    PairMessageEncoder encoder(&lent);
-    encoder.AddPair(2, pair);
-    encoder.AddBool(3, continues);
-    EXPECT_EQ(Flatten(encoder.Finish()), want.SerializeAsString());
-  }
-  // An empty job id is left out, as proto3 does.
+  const LatentPairRecord pair = EdgePairs()[1];
+  lft::v1::PutPairsRequest want;
+  want.set_job_id("j");
+  PairToProto(pair, want.mutable_pair_part());
   PairMessageEncoder encoder(&lent);
+  encoder.AddString(1, "j");
+  encoder.AddPair(3, pair);  // PutPairsRequest.pair_part
+  EXPECT_EQ(Flatten(encoder.Finish()), want.SerializeAsString());
+  // An empty job id is left out, as proto3 does.
   encoder.AddString(1, "");
   EXPECT_TRUE(encoder.empty());
   EXPECT_EQ(Flatten(encoder.Finish()), "");

@@ -15,6 +15,44 @@ torch::Tensor Bcast(const torch::Tensor& t, const torch::Tensor& x) {
   return t.to(x.scalar_type()).view(shape);
 }
 
+// The times of one solver step from t0 to t1 (both [B]): it moves x over
+// d = t1 - t0; the midpoint rule also evaluates at mid = t0 + d / 2.
+struct SolverStepTimes {
+  torch::Tensor t0, d, half, mid;
+};
+SolverStepTimes TimesBetween(const torch::Tensor& t0, const torch::Tensor& t1,
+                             StepRule rule) {
+  SolverStepTimes s;
+  s.t0 = t0;
+  s.d = t1 - t0;
+  if (rule == StepRule::kMidpoint) {
+    s.half = s.d * 0.5;
+    s.mid = t0 + s.half;
+  }
+  return s;
+}
+// Step i of a time grid [B, k + 1].
+SolverStepTimes StepTimes(const torch::Tensor& grid, int64_t i, StepRule rule) {
+  return TimesBetween(grid.select(1, i), grid.select(1, i + 1), rule);
+}
+
+// One solver step; *evaluation counts u's calls.
+torch::Tensor StepWith(const IndexedVelocityFn& u, const torch::Tensor& x,
+                       const SolverStepTimes& s, StepRule rule,
+                       int64_t* evaluation) {
+  if (rule == StepRule::kEuler)
+    return torch::addcmul(x, Bcast(s.d, x), u(x, s.t0, (*evaluation)++));
+  torch::Tensor mid =
+      torch::addcmul(x, Bcast(s.half, x), u(x, s.t0, (*evaluation)++));
+  return torch::addcmul(x, Bcast(s.d, x), u(mid, s.mid, (*evaluation)++));
+}
+
+IndexedVelocityFn Indexed(const VelocityFn& u) {
+  return [&u](const torch::Tensor& x, const torch::Tensor& t, int64_t) {
+    return u(x, t);
+  };
+}
+
 torch::Tensor Param(const torch::Tensor& t, const FlowLayerOptions& o) {
   if (!t.defined()) return t;
   return t.detach().to(o.device, o.dtype).clone();
@@ -110,18 +148,34 @@ torch::Tensor FlowLayerImpl::Factors(const torch::Tensor& t,
       .view({t.size(0), 6, shape_.hidden});
 }
 
+std::vector<torch::Tensor> FlowLayerImpl::FactorsAt(const torch::Tensor& t,
+                                                    const FlowEvalWeights& w) {
+  const int64_t e = t.size(0), b = t.size(1);
+  return Factors(t.reshape({e * b}), w)
+      .view({e, b, 6, shape_.hidden})
+      .unbind(0);
+}
+
 torch::Tensor FlowLayerImpl::Block(const torch::Tensor& x,
                                    const torch::Tensor& t) {
   return x + Velocity(x, t);
 }
 
-torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x_in,
+torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x,
                                       const torch::Tensor& t,
                                       const FlowEvalWeights& w) {
+  return VelocityWithFactors(x, Factors(t, w), w);
+}
+
+torch::Tensor FlowLayerImpl::VelocityWithFactors(const torch::Tensor& x_in,
+                                                 const torch::Tensor& factors,
+                                                 const FlowEvalWeights& w) {
   const auto wtype = w.layer.qkv_w.scalar_type();
   const torch::Tensor x = x_in.scalar_type() == wtype ? x_in : x_in.to(wtype);
-  torch::Tensor f = Factors(t, w).unsqueeze(2);    // [B, 6, 1, H]
-  auto g = [&](int i) { return f.select(1, i); };  // [B, 1, H]
+  // [B, 1, H] each. unbind's backward is one stack; six selects would each
+  // zero-fill a tensor of the factors' size, copy into it and add.
+  const std::vector<torch::Tensor> f = factors.unsqueeze(2).unbind(1);
+  auto g = [&](int i) { return f[i]; };
   const int64_t hd = shape_.hidden;
   const NeoXLayerWeights& lw = w.layer;
   // Modulate and GatedBranch (worker/kernels/fused_ops.h) are one pass
@@ -141,11 +195,8 @@ torch::Tensor FlowLayerImpl::Velocity(const torch::Tensor& x_in,
 torch::Tensor SolverStep(const VelocityFn& u, const torch::Tensor& x,
                          const torch::Tensor& t0, const torch::Tensor& t1,
                          StepRule rule) {
-  torch::Tensor d = t1 - t0;
-  if (rule == StepRule::kEuler) return torch::addcmul(x, Bcast(d, x), u(x, t0));
-  torch::Tensor half = d * 0.5;
-  torch::Tensor mid = torch::addcmul(x, Bcast(half, x), u(x, t0));
-  return torch::addcmul(x, Bcast(d, x), u(mid, t0 + half));
+  int64_t evaluation = 0;
+  return StepWith(Indexed(u), x, TimesBetween(t0, t1, rule), rule, &evaluation);
 }
 
 torch::Tensor Integrate(const VelocityFn& u, const torch::Tensor& x0,
@@ -182,28 +233,33 @@ torch::Tensor MaskedMse(const torch::Tensor& a, const torch::Tensor& b,
 
 namespace {
 
-torch::Tensor SfmLossAt(const VelocityFn& u, const torch::Tensor& x0,
+torch::Tensor SfmLossAt(const IndexedVelocityFn& u, const torch::Tensor& x0,
                         const torch::Tensor& x1, const torch::Tensor& mask,
-                        const torch::Tensor& times) {
+                        const torch::Tensor& times, int64_t evaluation) {
   torch::Tensor t = times.to(x0.device(), x0.scalar_type());
   torch::Tensor tb = Bcast(t, x0);
   torch::Tensor xt = (1 - tb) * x0 + tb * x1;
-  return MaskedMse(u(xt, t), x1 - x0, mask);
+  return MaskedMse(u(xt, t, evaluation), x1 - x0, mask);
 }
 
-torch::Tensor FwLossAt(const VelocityFn& u, const torch::Tensor& x0,
+// FW's time grid [B, k + 1]: 0, the sorted inner times, 1.
+torch::Tensor FwGrid(int64_t b, int64_t k, const torch::Tensor& inner,
+                     const torch::Tensor& like) {
+  auto opts = like.options();
+  std::vector<torch::Tensor> cols = {torch::zeros({b, 1}, opts)};
+  if (k > 1) cols.push_back(inner.to(like.device(), like.scalar_type()));
+  cols.push_back(torch::ones({b, 1}, opts));
+  return torch::cat(cols, 1);
+}
+
+torch::Tensor FwLossAt(const IndexedVelocityFn& u, const torch::Tensor& x0,
                        const torch::Tensor& x1, const torch::Tensor& mask,
                        int64_t k, StepRule rule, const torch::Tensor& inner) {
-  const int64_t b = x0.size(0);
-  auto opts =
-      torch::TensorOptions().dtype(x0.scalar_type()).device(x0.device());
-  std::vector<torch::Tensor> cols = {torch::zeros({b, 1}, opts)};
-  if (k > 1) cols.push_back(inner.to(x0.device(), x0.scalar_type()));
-  cols.push_back(torch::ones({b, 1}, opts));
-  torch::Tensor grid = torch::cat(cols, 1);  // [B, k + 1]
+  const torch::Tensor grid = FwGrid(x0.size(0), k, inner, x0);
   torch::Tensor x = x0;
+  int64_t e = 0;
   for (int64_t i = 0; i < k; ++i) {
-    x = SolverStep(u, x, grid.select(1, i), grid.select(1, i + 1), rule);
+    x = StepWith(u, x, StepTimes(grid, i, rule), rule, &e);
   }
   return MaskedMse(x, x1, mask);
 }
@@ -224,13 +280,14 @@ torch::Tensor Uniform(int64_t b, at::Generator& gen) {
 torch::Tensor SfmLoss(const VelocityFn& u, const torch::Tensor& x0,
                       const torch::Tensor& x1, const torch::Tensor& mask,
                       at::Generator& gen) {
-  return SfmLossAt(u, x0, x1, mask, Uniform(x0.size(0), gen));
+  return SfmLossAt(Indexed(u), x0, x1, mask, Uniform(x0.size(0), gen), 0);
 }
 
 torch::Tensor FwLoss(const VelocityFn& u, const torch::Tensor& x0,
                      const torch::Tensor& x1, const torch::Tensor& mask,
                      int64_t k, StepRule rule, at::Generator& gen) {
-  return FwLossAt(u, x0, x1, mask, k, rule, SortedInner(x0.size(0), k, gen));
+  return FwLossAt(Indexed(u), x0, x1, mask, k, rule,
+                  SortedInner(x0.size(0), k, gen));
 }
 
 FlowTimes DrawFlowTimes(int64_t batch, const FlowLossOptions& o,
@@ -245,16 +302,44 @@ FlowTimes DrawFlowTimes(int64_t batch, const FlowLossOptions& o,
 torch::Tensor FlowLossAt(const VelocityFn& u, const torch::Tensor& x0,
                          const torch::Tensor& x1, const torch::Tensor& mask,
                          const FlowLossOptions& o, const FlowTimes& times) {
+  return FlowLossAt(Indexed(u), x0, x1, mask, o, times);
+}
+
+torch::Tensor FlowLossAt(const IndexedVelocityFn& u, const torch::Tensor& x0,
+                         const torch::Tensor& x1, const torch::Tensor& mask,
+                         const FlowLossOptions& o, const FlowTimes& times) {
   switch (o.method) {
     case FlowMethod::kSfm:
-      return SfmLossAt(u, x0, x1, mask, times.sfm);
+      return SfmLossAt(u, x0, x1, mask, times.sfm, 0);
     case FlowMethod::kFw:
       return FwLossAt(u, x0, x1, mask, o.fw_steps, o.rule, times.fw_inner);
     case FlowMethod::kHybrid:
       break;
   }
-  return FwLossAt(u, x0, x1, mask, o.fw_steps, o.rule, times.fw_inner) +
-         o.alpha * SfmLossAt(u, x0, x1, mask, times.sfm);
+  // Sequenced: the operands of + may run in either order, and evaluation
+  // numbers follow FlowEvaluationTimes' order (FW first).
+  torch::Tensor fw =
+      FwLossAt(u, x0, x1, mask, o.fw_steps, o.rule, times.fw_inner);
+  return fw + o.alpha * SfmLossAt(u, x0, x1, mask, times.sfm,
+                                  NetworkEvaluations(o.fw_steps, o.rule));
+}
+
+std::vector<torch::Tensor> FlowEvaluationTimes(const FlowLossOptions& o,
+                                               const FlowTimes& times,
+                                               int64_t batch,
+                                               const torch::Tensor& like) {
+  std::vector<torch::Tensor> out;
+  if (o.method != FlowMethod::kSfm) {
+    const torch::Tensor grid = FwGrid(batch, o.fw_steps, times.fw_inner, like);
+    for (int64_t i = 0; i < o.fw_steps; ++i) {
+      const SolverStepTimes s = StepTimes(grid, i, o.rule);
+      out.push_back(s.t0);
+      if (o.rule == StepRule::kMidpoint) out.push_back(s.mid);
+    }
+  }
+  if (o.method != FlowMethod::kFw)
+    out.push_back(times.sfm.to(like.device(), like.scalar_type()));
+  return out;
 }
 
 torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,

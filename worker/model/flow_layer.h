@@ -64,6 +64,12 @@ class FlowLayerImpl : public torch::nn::Module {
   // in bf16 would move t * 1000 by whole units).
   torch::Tensor Factors(const torch::Tensor& t);
   torch::Tensor Factors(const torch::Tensor& t, const FlowEvalWeights& w);
+  // The factors of E evaluations in one pass: t [E, B] -> E tensors
+  // [B, 6, H]. A loss whose times are known before it runs (all of FW's
+  // are) makes its AdaLN MLP one batched forward and backward instead of E,
+  // and its gradient one stack instead of E accumulations.
+  std::vector<torch::Tensor> FactorsAt(const torch::Tensor& t,
+                                       const FlowEvalWeights& w);
   // x [B, T, H], t [B] -> block output x + u [B, T, H].
   torch::Tensor Block(const torch::Tensor& x, const torch::Tensor& t);
   // u [B, T, H] in the weights' dtype; x of another dtype is cast first.
@@ -72,6 +78,10 @@ class FlowLayerImpl : public torch::nn::Module {
   }
   torch::Tensor Velocity(const torch::Tensor& x, const torch::Tensor& t,
                          const FlowEvalWeights& w);
+  // The same with the factors [B, 6, H] of its times made already.
+  torch::Tensor VelocityWithFactors(const torch::Tensor& x,
+                                    const torch::Tensor& factors,
+                                    const FlowEvalWeights& w);
   const NeoXLayerShape& shape() const { return shape_; }
   const NeoXLayerWeights& weights() const { return w_; }
   torch::nn::Linear ada_in() const { return ada_in_; }
@@ -91,6 +101,11 @@ torch::Tensor TimestepEmbedding(const torch::Tensor& t, int64_t dim);
 
 using VelocityFn = std::function<torch::Tensor(const torch::Tensor& x,
                                                const torch::Tensor& t)>;
+// u(x, t) told which network evaluation of a loss it is: the e-th call of
+// FlowLossAt has t == FlowEvaluationTimes(...)[e], so a velocity can look up
+// what it precomputed for that time.
+using IndexedVelocityFn = std::function<torch::Tensor(
+    const torch::Tensor& x, const torch::Tensor& t, int64_t evaluation)>;
 
 // One step from t0 to t1 (both [B]): Euler x + d u(x, t0) or midpoint
 // x + d u(x + d/2 u(x, t0), t0 + d/2).
@@ -147,6 +162,18 @@ torch::Tensor FlowLossAt(const VelocityFn& u, const torch::Tensor& x0,
                          const torch::Tensor& x1, const torch::Tensor& mask,
                          const FlowLossOptions& options,
                          const FlowTimes& times);
+torch::Tensor FlowLossAt(const IndexedVelocityFn& u, const torch::Tensor& x0,
+                         const torch::Tensor& x1, const torch::Tensor& mask,
+                         const FlowLossOptions& options,
+                         const FlowTimes& times);
+// The times [B] (in `like`'s dtype and device) at which FlowLossAt evaluates
+// u for a batch of `batch`, in the order it does: FW's solver evaluations,
+// then SFM's. The same operations on the same values as the loss, so the
+// same bits.
+std::vector<torch::Tensor> FlowEvaluationTimes(const FlowLossOptions& options,
+                                               const FlowTimes& times,
+                                               int64_t batch,
+                                               const torch::Tensor& like);
 
 // Dispatches on options.method; hybrid = FW + alpha * SFM.
 torch::Tensor FlowLoss(const VelocityFn& u, const torch::Tensor& x0,

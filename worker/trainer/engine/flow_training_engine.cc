@@ -355,8 +355,13 @@ class FlowTrainingEngine : public TrainingEngine {
       torch::Tensor t0 = torch::zeros({b}, x0.options());
       loss = MaskedMse(x0 + layer_->Velocity(x0, t0, w), x1, mask);
     } else {
-      VelocityFn u = [&](const torch::Tensor& x, const torch::Tensor& t) {
-        return layer_->Velocity(x, t, w);
+      // The AdaLN factors of every evaluation in one batched pass: all the
+      // loss's times are known before it runs.
+      const std::vector<torch::Tensor> factors = layer_->FactorsAt(
+          torch::stack(FlowEvaluationTimes(loss_, times, b, x0)), w);
+      IndexedVelocityFn u = [&](const torch::Tensor& x, const torch::Tensor&,
+                                int64_t evaluation) {
+        return layer_->VelocityWithFactors(x, factors.at(evaluation), w);
       };
       loss = FlowLossAt(u, x0, x1, mask, loss_, times);
     }

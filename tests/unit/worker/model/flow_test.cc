@@ -318,6 +318,89 @@ TEST(LossTest, ExactFieldGivesZeroAndPaddingIsIgnored) {
   }
 }
 
+// The trainer evaluates the AdaLN MLP once for all of a loss's times
+// (FactorsAt at FlowEvaluationTimes). That rests on the times being those
+// the loss passes, in its order, and on the batched pass giving the
+// per-call loss and gradients.
+TEST(LossTest, BatchedFactorsAtTheListedTimesGiveThePerCallLoss) {
+  NeoXConfig c = SmallConfig(true);
+  auto teacher = GptNeoX::FromTensors(c, GptNeoX::RandomTensors(c, 6));
+  ASSERT_TRUE(teacher.ok());
+  FlowLayerOptions fo;
+  fo.dtype = torch::kDouble;
+  FlowLayer layer((*teacher)->layer(0), (*teacher)->layer_shape(), fo);
+  {
+    torch::NoGradGuard ng;
+    layer->ada_out()->weight.copy_(Normal({96, 16}, 4, torch::kDouble) * 0.1);
+  }
+  torch::Tensor x0 = Normal({3, 5, 16}, 1, torch::kDouble);
+  torch::Tensor x1 = x0 + 0.5 * Normal({3, 5, 16}, 2, torch::kDouble);
+  struct Case {
+    FlowMethod method;
+    int64_t k;
+    StepRule rule;
+  };
+  for (const Case& cs : {Case{FlowMethod::kSfm, 3, StepRule::kMidpoint},
+                         Case{FlowMethod::kFw, 3, StepRule::kMidpoint},
+                         Case{FlowMethod::kFw, 4, StepRule::kEuler},
+                         Case{FlowMethod::kFw, 1, StepRule::kMidpoint},
+                         Case{FlowMethod::kHybrid, 2, StepRule::kMidpoint}}) {
+    FlowLossOptions o;
+    o.method = cs.method;
+    o.fw_steps = cs.k;
+    o.rule = cs.rule;
+    o.alpha = 0.5;
+    auto gen = at::detail::createCPUGenerator(8);
+    const FlowTimes times = DrawFlowTimes(3, o, gen);
+    const std::string label = "method " +
+                              std::to_string(static_cast<int>(cs.method)) +
+                              " k " + std::to_string(cs.k);
+    std::vector<torch::Tensor> seen;
+    std::vector<int64_t> indices;
+    const FlowEvalWeights w = layer->EvalWeights();
+    IndexedVelocityFn per_call = [&](const torch::Tensor& x,
+                                     const torch::Tensor& t, int64_t e) {
+      seen.push_back(t.detach().clone());
+      indices.push_back(e);
+      return layer->Velocity(x, t, w);
+    };
+    layer->zero_grad();
+    torch::Tensor want =
+        FlowLossAt(per_call, x0, x1, torch::Tensor(), o, times);
+    want.backward();
+    std::vector<torch::Tensor> want_grads;
+    for (const torch::Tensor& p : layer->parameters())
+      want_grads.push_back(p.grad().clone());
+
+    const std::vector<torch::Tensor> listed =
+        FlowEvaluationTimes(o, times, 3, x0);
+    ASSERT_EQ(listed.size(), seen.size()) << label;
+    for (size_t e = 0; e < seen.size(); ++e) {
+      EXPECT_EQ(indices[e], static_cast<int64_t>(e)) << label;
+      EXPECT_TRUE(torch::equal(listed[e], seen[e])) << label << " e " << e;
+    }
+
+    layer->zero_grad();
+    const std::vector<torch::Tensor> factors =
+        layer->FactorsAt(torch::stack(listed), w);
+    IndexedVelocityFn batched = [&](const torch::Tensor& x,
+                                    const torch::Tensor&, int64_t e) {
+      return layer->VelocityWithFactors(x, factors.at(e), w);
+    };
+    torch::Tensor got = FlowLossAt(batched, x0, x1, torch::Tensor(), o, times);
+    got.backward();
+    EXPECT_NEAR(got.item<double>(), want.item<double>(),
+                1e-12 * want.item<double>())
+        << label;
+    std::vector<torch::Tensor> params = layer->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_LT(MaxDiff(params[i].grad(), want_grads[i]),
+                1e-10 * (1 + want_grads[i].abs().max().item<double>()))
+          << label << " parameter " << i;
+    }
+  }
+}
+
 // Autograd through the flow layer and the solver vs central differences in
 // float64. Step 1e-6 gives O(1e-12) truncation and O(1e-10) rounding error
 // relative to O(1) gradients; 1e-6 relative tolerance is ample.

@@ -200,6 +200,47 @@ __global__ void RotateQkVectorKernel(const T* __restrict__ in, QkLayout l,
   }
 }
 
+// One element of AdamWStep; the operations of adamw.cc's unfused update in
+// its order.
+__device__ __forceinline__ void AdamWElement(float& p, float& m, float& v,
+                                             float g, const AdamWScalars& s) {
+  p *= s.decay;
+  m = m * s.beta1 + (1.0f - s.beta1) * g;
+  v = v * s.beta2 + (1.0f - s.beta2) * g * g;
+  p += s.step * (m / (sqrtf(v) * s.inv_sqrt_bc2 + s.eps));
+}
+
+// vec4: the buffers are 16-byte aligned and read as float4 for the first
+// n / 4 * 4 elements; the rest (and everything when !vec4) one by one.
+__global__ void AdamWStepKernel(float* __restrict__ param,
+                                float* __restrict__ exp_avg,
+                                float* __restrict__ exp_avg_sq,
+                                const float* __restrict__ grad,
+                                const float* __restrict__ grad_scale, int64_t n,
+                                AdamWScalars s, bool vec4) {
+  const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first =
+      static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t packs = vec4 ? n / 4 : 0;
+  for (int64_t i = first; i < packs; i += stride) {
+    float4 p = reinterpret_cast<float4*>(param)[i];
+    float4 m = reinterpret_cast<float4*>(exp_avg)[i];
+    float4 v = reinterpret_cast<float4*>(exp_avg_sq)[i];
+    const float4 g = reinterpret_cast<const float4*>(grad)[i];
+    AdamWElement(p.x, m.x, v.x, g.x * scale, s);
+    AdamWElement(p.y, m.y, v.y, g.y * scale, s);
+    AdamWElement(p.z, m.z, v.z, g.z * scale, s);
+    AdamWElement(p.w, m.w, v.w, g.w * scale, s);
+    reinterpret_cast<float4*>(param)[i] = p;
+    reinterpret_cast<float4*>(exp_avg)[i] = m;
+    reinterpret_cast<float4*>(exp_avg_sq)[i] = v;
+  }
+  for (int64_t i = packs * 4 + first; i < n; i += stride) {
+    AdamWElement(param[i], exp_avg[i], exp_avg_sq[i], grad[i] * scale, s);
+  }
+}
+
 bool Aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
@@ -319,6 +360,19 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
              ? LaunchRotateQk<__nv_bfloat16>(in, layout, cos, sin, out, inverse,
                                              s)
              : LaunchRotateQk<float>(in, layout, cos, sin, out, inverse, s);
+}
+
+int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,
+              const float* grad, const float* grad_scale, int64_t n,
+              const AdamWScalars& scalars, void* stream) {
+  if (n == 0) return 0;
+  const bool vec4 = Aligned16(param) && Aligned16(exp_avg) &&
+                    Aligned16(exp_avg_sq) && Aligned16(grad);
+  constexpr int kThreads = 256;
+  AdamWStepKernel<<<GridFor(vec4 ? (n + 3) / 4 : n, kThreads), kThreads, 0,
+                    static_cast<cudaStream_t>(stream)>>>(
+      param, exp_avg, exp_avg_sq, grad, grad_scale, n, scalars, vec4);
+  return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace fused_kernels

@@ -48,6 +48,18 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
              const void* cos, const void* sin, void* out, bool inverse,
              void* stream);
 
+// One AdamW step over n float32 elements (worker/model/adamw.h's rule):
+// g = grad * (*grad_scale) (grad_scale may be null: 1), then
+// param *= decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+// param += step * m / (sqrt(v) * inv_sqrt_bc2 + eps), with step = -lr / bc1.
+// grad is only read.
+struct AdamWScalars {
+  float decay, beta1, beta2, eps, inv_sqrt_bc2, step;
+};
+int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,
+              const float* grad, const float* grad_scale, int64_t n,
+              const AdamWScalars& scalars, void* stream);
+
 }  // namespace fused_kernels
 }  // namespace lft
 

@@ -2,6 +2,7 @@
 #include "worker/kernels/fused_ops.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -349,6 +350,51 @@ torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
     return RotateQkLibTorch(qk, cos, sin, rot);
   }
   return RotateQkFunction::apply(qk, cos.contiguous(), sin.contiguous(), rot);
+}
+
+bool FusedAdamWStep(const torch::Tensor& param, const torch::Tensor& exp_avg,
+                    const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
+                    const torch::Tensor& grad_scale, const AdamWHyper& h) {
+#if defined(LFT_CUDA_KERNELS)
+  if (GetFusedOpsMode() == FusedOpsMode::kOff || DisabledByEnvironment())
+    return false;
+  const int64_t n = param.numel();
+  for (const torch::Tensor* t : {&param, &exp_avg, &exp_avg_sq, &grad}) {
+    if (!t->is_cuda() || t->scalar_type() != torch::kFloat ||
+        !t->is_contiguous() || t->numel() != n ||
+        t->device() != param.device()) {
+      return false;
+    }
+  }
+  if (grad_scale.defined() &&
+      (grad_scale.device() != param.device() ||
+       grad_scale.scalar_type() != torch::kFloat || grad_scale.numel() != 1)) {
+    return false;
+  }
+  const c10::cuda::CUDAGuard guard(param.device());
+  fused_kernels::AdamWScalars s;
+  s.decay = static_cast<float>(1 - h.lr * h.weight_decay);
+  s.beta1 = static_cast<float>(h.beta1);
+  s.beta2 = static_cast<float>(h.beta2);
+  s.eps = static_cast<float>(h.eps);
+  s.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(h.bias_correction2));
+  s.step = static_cast<float>(-h.lr / h.bias_correction1);
+  CheckLaunch(fused_kernels::AdamWStep(
+                  param.data_ptr<float>(), exp_avg.data_ptr<float>(),
+                  exp_avg_sq.data_ptr<float>(), grad.data_ptr<float>(),
+                  grad_scale.defined() ? grad_scale.data_ptr<float>() : nullptr,
+                  n, s, StreamOf(param)),
+              "AdamW step");
+  return true;
+#else
+  (void)param;
+  (void)exp_avg;
+  (void)exp_avg_sq;
+  (void)grad;
+  (void)grad_scale;
+  (void)h;
+  return false;
+#endif
 }
 
 bool FusedKernelsEnabled() {

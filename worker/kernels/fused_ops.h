@@ -59,6 +59,23 @@ torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
 torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
                        const torch::Tensor& sin, int64_t rot);
 
+// One AdamW step (worker/model/adamw.h's rule) in one pass over float32
+// CUDA buffers of one size, contiguous: param, exp_avg and exp_avg_sq
+// updated in place, grad only read, times grad_scale first when that is
+// defined (a one-element float32 tensor on the same device: a clipping
+// coefficient that never leaves the GPU). The unfused update is about ten
+// passes over four buffers of the optimizer's size; at 19M parameters it
+// was the trainer's largest elementwise cost after GELU. Returns false and
+// touches nothing where the kernel does not apply (not CUDA or not float32,
+// kernels not built, mode kOff or LFT_FUSED_KERNELS=0).
+struct AdamWHyper {
+  double lr = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double bias_correction1 = 1, bias_correction2 = 1;  // 1 - beta^k
+};
+bool FusedAdamWStep(const torch::Tensor& param, const torch::Tensor& exp_avg,
+                    const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
+                    const torch::Tensor& grad_scale, const AdamWHyper& hyper);
+
 }  // namespace lft
 
 #endif  // LFT_WORKER_KERNELS_FUSED_OPS_H_

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "worker/kernels/fused_ops.h"
+
 namespace lft {
 
 AdamW::AdamW(std::vector<AdamWGroup> groups, AdamWOptions options)
@@ -53,13 +55,35 @@ void AdamW::GatherGradients(const torch::Tensor& grad) const {
   }
 }
 
-void AdamW::Step(const torch::Tensor& grad_in, double lr) {
+void AdamW::Step(const torch::Tensor& grad_in, double lr,
+                 const torch::Tensor& grad_scale) {
   torch::NoGradGuard no_grad;
   torch::Tensor g = grad_in.narrow(0, 0, size_);
   ++steps_;
   const double k = static_cast<double>(steps_);
   const double bc1 = 1 - std::pow(options_.beta1, k);
   const double bc2 = 1 - std::pow(options_.beta2, k);
+  AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = options_.beta1;
+  h.beta2 = options_.beta2;
+  h.eps = options_.eps;
+  h.bias_correction1 = bc1;
+  h.bias_correction2 = bc2;
+  // Every range has the buffers' device, dtype and layout, so either all
+  // take the kernel or the first declines and nothing has changed.
+  bool fused = true;
+  for (size_t i = 0; i < ranges_.size() && fused; ++i) {
+    const Range& r = ranges_[i];
+    h.weight_decay = r.weight_decay;
+    fused = FusedAdamWStep(master_.narrow(0, r.begin, r.count),
+                           exp_avg_.narrow(0, r.begin, r.count),
+                           exp_avg_sq_.narrow(0, r.begin, r.count),
+                           g.narrow(0, r.begin, r.count), grad_scale, h);
+    TORCH_CHECK(fused || i == 0, "AdamW: the fused step declined a range");
+  }
+  if (fused) return;
+  if (grad_scale.defined()) g.mul_(grad_scale);
   for (const Range& r : ranges_) {
     if (r.weight_decay != 0 && r.count > 0)
       master_.narrow(0, r.begin, r.count).mul_(1 - lr * r.weight_decay);
@@ -79,10 +103,16 @@ void AdamW::SetState(const torch::Tensor& exp_avg,
   steps_ = steps;
 }
 
-void ClipGradientNorm(const torch::Tensor& grad, double max_norm) {
-  if (max_norm <= 0) return;
+torch::Tensor ClipCoefficient(const torch::Tensor& grad, double max_norm) {
+  if (max_norm <= 0) return torch::Tensor();
   torch::NoGradGuard no_grad;
-  torch::Tensor coef = (max_norm / (grad.norm() + 1e-6)).clamp_max(1.0);
+  return (max_norm / (grad.norm() + 1e-6)).clamp_max(1.0);
+}
+
+void ClipGradientNorm(const torch::Tensor& grad, double max_norm) {
+  torch::Tensor coef = ClipCoefficient(grad, max_norm);
+  if (!coef.defined()) return;
+  torch::NoGradGuard no_grad;
   grad.mul_(coef);
 }
 

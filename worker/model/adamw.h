@@ -53,8 +53,13 @@ class AdamW {
   // Copies every parameter's .grad into grad[0, P) (zeros where undefined).
   void GatherGradients(const torch::Tensor& grad) const;
   // One step with gradient grad [P] (float32, on the parameters' device) at
-  // learning rate lr. No host synchronisation.
-  void Step(const torch::Tensor& grad, double lr);
+  // learning rate lr, times grad_scale first when that is defined (a
+  // one-element tensor on the device: ClipCoefficient). No host
+  // synchronisation. On CUDA one fused pass per weight-decay group that
+  // only reads grad (worker/kernels/fused_ops.h, FusedAdamWStep);
+  // elsewhere the operations listed above, which scale grad in place.
+  void Step(const torch::Tensor& grad, double lr,
+            const torch::Tensor& grad_scale = torch::Tensor());
 
   // State, for checkpoints.
   const torch::Tensor& master() const { return master_; }
@@ -83,6 +88,9 @@ class AdamW {
 // clip_grad_norm_ (coefficient max_norm / (norm + 1e-6) when below 1), on
 // the device: no host round trip.
 void ClipGradientNorm(const torch::Tensor& grad, double max_norm);
+// That coefficient as a one-element tensor on grad's device, for Step's
+// grad_scale; undefined when max_norm <= 0 (no clipping).
+torch::Tensor ClipCoefficient(const torch::Tensor& grad, double max_norm);
 
 }  // namespace lft
 

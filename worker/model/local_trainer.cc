@@ -160,8 +160,7 @@ absl::StatusOr<Trained> TrainOne(const GptNeoX& teacher,
     }
     loss.backward();
     opt.GatherGradients(grad);
-    ClipGradientNorm(grad, o.grad_clip);
-    opt.Step(grad, LearningRate(o, step));
+    opt.Step(grad, LearningRate(o, step), ClipCoefficient(grad, o.grad_clip));
     log->losses.push_back(loss.item<double>());
     if (o.verbose && (step % 50 == 0 || step + 1 == o.steps)) {
       std::fprintf(stderr, "[%s] step %lld loss %.6f lr %.2e\n", method.c_str(),

@@ -256,8 +256,8 @@ absl::StatusOr<PretrainReport> PretrainTeacher(
         p.mutable_grad().reset();
       loss.backward();
       optimizer.GatherGradients(grad);
-      ClipGradientNorm(grad, options.gradient_clip_norm);
-      optimizer.Step(grad, lr);
+      optimizer.Step(grad, lr,
+                     ClipCoefficient(grad, options.gradient_clip_norm));
       const double l = loss.item<double>();
       loss_ema = step == 0 ? l : 0.95 * loss_ema + 0.05 * l;
       report.steps = step + 1;

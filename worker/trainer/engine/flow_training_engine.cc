@@ -212,13 +212,13 @@ class FlowTrainingEngine : public TrainingEngine {
     RECORD_USER_SCOPE("lft::apply_gradients");
     return GuardTorch("optimizer step", [&]() -> absl::StatusOr<double> {
       torch::NoGradGuard no_grad;
-      flat_.mul_(scale);
+      // x * 1.0 is x: one rank skips a pass over the buffer.
+      if (scale != 1.0) flat_.mul_(scale);
       // The loss's copy is queued now and waited for last, behind the
       // update and the next step's replay: the host wait overlaps both.
       loss_readback_.Start(flat_[adam_.size()]);
       torch::Tensor g = flat_.narrow(0, 0, adam_.size());
-      ClipGradientNorm(g, clip_norm);
-      adam_.Step(g, lr);
+      adam_.Step(g, lr, ClipCoefficient(g, clip_norm));
       ReplayStagedStepAhead();
       return loss_readback_.Wait();
     });

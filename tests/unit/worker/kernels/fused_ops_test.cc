@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "worker/model/adamw.h"
 #include "worker/model/flow_layer.h"
 #include "worker/model/gpt_neox.h"
 
@@ -297,6 +298,51 @@ TEST(FusedOpsCudaTest, FlowVelocityWithKernelsFollowsLibTorchInBf16) {
           << "parameter " << i << " parallel " << parallel;
     }
   }
+}
+
+// The fused AdamW step against the unfused update on the same GPU: two
+// weight-decay groups (one of odd size, so a range starts off a 16-byte
+// boundary and ends in a scalar tail), a clip coefficient that scales and
+// one that does not, six steps.
+TEST(FusedOpsCudaTest, AdamWStepFollowsTheUnfusedUpdate) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  auto params = [&]() {
+    std::vector<torch::Tensor> p = {
+        Normal({1001}, 1, torch::kFloat).to(cuda),
+        Normal({64, 33}, 2, torch::kFloat).to(cuda)};
+    for (auto& t : p) t.set_requires_grad(true);
+    return p;
+  };
+  std::vector<torch::Tensor> a = params(), b = params();
+  AdamW fused({AdamWGroup{{a[0]}, 0.1}, AdamWGroup{{a[1]}, 0.0}});
+  AdamW plain({AdamWGroup{{b[0]}, 0.1}, AdamWGroup{{b[1]}, 0.0}});
+  torch::Tensor grad = torch::empty({fused.size()}, a[0].options());
+  for (int step = 0; step < 6; ++step) {
+    torch::Tensor g =
+        Normal({fused.size()}, 10 + step, torch::kFloat).to(cuda) * 3;
+    const double clip = step % 2 == 0 ? 1.0 : 1e6;
+    const double lr = 1e-2 * (1 + step);
+    grad.copy_(g);
+    fused.Step(grad, lr, ClipCoefficient(grad, clip));
+    EXPECT_TRUE(torch::equal(grad, g)) << "the fused step only reads grad";
+    SetFusedOpsMode(FusedOpsMode::kOff);
+    grad.copy_(g);
+    plain.Step(grad, lr, ClipCoefficient(grad, clip));
+    SetFusedOpsMode(FusedOpsMode::kAuto);
+    for (const auto& [x, y] :
+         {std::pair{fused.master(), plain.master()},
+          std::pair{fused.exp_avg(), plain.exp_avg()},
+          std::pair{fused.exp_avg_sq(), plain.exp_avg_sq()}}) {
+      EXPECT_LE(MaxDiff(x, y), 1e-6 * (1 + MaxAbs(y))) << "step " << step;
+    }
+  }
+  // Not trivially equal: the parameters moved.
+  EXPECT_GT(
+      MaxDiff(fused.master(), torch::cat({Normal({1001}, 1, torch::kFloat),
+                                          Normal({64 * 33}, 2, torch::kFloat)})
+                                  .to(cuda)),
+      1e-3);
 }
 
 }  // namespace

@@ -126,5 +126,32 @@ TEST(AdamWTest, ClipGradientNormScalesOnlyAboveTheLimit) {
   EXPECT_NEAR(g.norm().item<double>(), 1.0, 1e-5);
 }
 
+// Step's grad_scale is the clip coefficient applied inside the update: the
+// same bits as clipping the buffer first.
+TEST(AdamWTest, AGradScaleStepsAsClippingFirst) {
+  std::vector<torch::Tensor> a = MakeParams(3), b = MakeParams(3);
+  AdamW first({AdamWGroup{a, 0.01}}), second({AdamWGroup{b, 0.01}});
+  torch::Tensor ga = torch::zeros({first.size()}),
+                gb = torch::zeros({second.size()});
+  for (int step = 0; step < 4; ++step) {
+    for (auto& p : a) p.mutable_grad().reset();
+    for (auto& p : b) p.mutable_grad().reset();
+    Backward(a);
+    Backward(b);
+    first.GatherGradients(ga);
+    second.GatherGradients(gb);
+    const double clip = step % 2 == 0 ? 0.5 : 1e6;  // clips, then does not
+    ClipGradientNorm(ga, clip);
+    first.Step(ga, 1e-2);
+    torch::Tensor coef = ClipCoefficient(gb, clip);
+    ASSERT_TRUE(coef.defined());
+    EXPECT_EQ(coef.numel(), 1);
+    second.Step(gb, 1e-2, coef);
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_TRUE(torch::equal(a[i], b[i])) << "step " << step;
+  }
+  EXPECT_FALSE(ClipCoefficient(ga, 0.0).defined());
+}
+
 }  // namespace
 }  // namespace lft

@@ -89,6 +89,8 @@ __global__ void ScaleShiftBackwardKernel(
     acc_scale[k] = 0.0f;
     acc_shift[k] = 0.0f;
   }
+  // Unrolled so that several rows' loads are in flight per thread.
+#pragma unroll 4
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t off = (b * seq + t) * hidden + col;
     const Pack<T> g = *reinterpret_cast<const Pack<T>*>(dy + off);
@@ -205,8 +207,8 @@ __global__ void RotateQkVectorKernel(const T* __restrict__ in, QkLayout l,
 __device__ __forceinline__ void AdamWElement(float& p, float& m, float& v,
                                              float g, const AdamWScalars& s) {
   p *= s.decay;
-  m = m * s.beta1 + (1.0f - s.beta1) * g;
-  v = v * s.beta2 + (1.0f - s.beta2) * g * g;
+  m = m * s.beta1 + s.one_minus_beta1 * g;
+  v = v * s.beta2 + s.one_minus_beta2 * g * g;
   p += s.step * (m / (sqrtf(v) * s.inv_sqrt_bc2 + s.eps));
 }
 
@@ -251,10 +253,15 @@ int64_t GridFor(int64_t n, int threads) {
 }
 
 int64_t RowsPerChunk(int64_t batch, int64_t seq) {
-  // About 1024 blocks over the whole tensor: enough to fill the GPU, few
-  // enough that the partials stay small (fp32 [B, chunks, H]).
-  return std::max<int64_t>(1,
-                           std::min<int64_t>(64, (batch * seq + 1023) / 1024));
+  // About 1024 blocks over the whole tensor where that gives a block 16 rows
+  // or more; at least 16 (fewer rows per block when seq is shorter). With 4
+  // rows per block (8 x 512 before) a thread had little in flight and the
+  // fp32 partials [B, chunks, H] were as large as the bf16 input; the
+  // backward ran at about half the memory bandwidth.
+  return std::max<int64_t>(
+      1, std::min<int64_t>(
+             seq, std::max<int64_t>(
+                      16, std::min<int64_t>(64, (batch * seq + 1023) / 1024))));
 }
 
 template <typename T>

@@ -53,8 +53,11 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
 // param *= decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
 // param += step * m / (sqrt(v) * inv_sqrt_bc2 + eps), with step = -lr / bc1.
 // grad is only read.
+// one_minus_beta* are 1 - beta rounded once from double: 1.0f - 0.999f is
+// off by 5e-5 relative, which the second moment would carry.
 struct AdamWScalars {
-  float decay, beta1, beta2, eps, inv_sqrt_bc2, step;
+  float decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+      inv_sqrt_bc2, step;
 };
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,
               const float* grad, const float* grad_scale, int64_t n,

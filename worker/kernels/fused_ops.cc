@@ -375,7 +375,9 @@ bool FusedAdamWStep(const torch::Tensor& param, const torch::Tensor& exp_avg,
   fused_kernels::AdamWScalars s;
   s.decay = static_cast<float>(1 - h.lr * h.weight_decay);
   s.beta1 = static_cast<float>(h.beta1);
+  s.one_minus_beta1 = static_cast<float>(1 - h.beta1);
   s.beta2 = static_cast<float>(h.beta2);
+  s.one_minus_beta2 = static_cast<float>(1 - h.beta2);
   s.eps = static_cast<float>(h.eps);
   s.inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(h.bias_correction2));
   s.step = static_cast<float>(-h.lr / h.bias_correction1);

@@ -118,16 +118,20 @@ FlowEvalWeights FlowLayerImpl::EvalWeights() const {
 }
 
 FlowEvalWeights FlowLayerImpl::EvalWeights(torch::ScalarType dtype) const {
+  return EvalWeights([dtype](const torch::Tensor& t) {
+    return t.scalar_type() == dtype ? t : t.to(dtype);
+  });
+}
+
+FlowEvalWeights FlowLayerImpl::EvalWeights(
+    const std::function<torch::Tensor(const torch::Tensor&)>& f) const {
   FlowEvalWeights e = EvalWeights();
-  auto cast = [dtype](torch::Tensor& t) {
-    if (t.defined() && t.scalar_type() != dtype) t = t.to(dtype);
-  };
   for (torch::Tensor* t :
        {&e.layer.ln1_w, &e.layer.ln1_b, &e.layer.ln2_w, &e.layer.ln2_b,
         &e.layer.qkv_w, &e.layer.qkv_b, &e.layer.dense_w, &e.layer.dense_b,
         &e.layer.fc1_w, &e.layer.fc1_b, &e.layer.fc2_w, &e.layer.fc2_b,
         &e.ada_in_w, &e.ada_in_b, &e.ada_out_w, &e.ada_out_b}) {
-    cast(*t);
+    if (t->defined()) *t = f(*t);
   }
   return e;
 }

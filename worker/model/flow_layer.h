@@ -59,6 +59,10 @@ class FlowLayerImpl : public torch::nn::Module {
   // The parameters as they are, or cast to `dtype`.
   FlowEvalWeights EvalWeights() const;
   FlowEvalWeights EvalWeights(torch::ScalarType dtype) const;
+  // Each parameter passed through f (a cast, or a view of a copy made for
+  // all of them at once).
+  FlowEvalWeights EvalWeights(
+      const std::function<torch::Tensor(const torch::Tensor&)>& f) const;
   // [B, 6, H]: gamma1, beta1, alpha1, gamma2, beta2, alpha2, in the
   // weights' dtype; the time embedding itself is computed in float32 (t
   // in bf16 would move t * 1000 by whole units).

@@ -243,6 +243,63 @@ __global__ void AdamWStepKernel(float* __restrict__ param,
   }
 }
 
+constexpr int kColumnSumLanes = 8;  // row lanes per block (threadIdx.y)
+constexpr int kColumnSumRows = 32;  // rows per chunk (block)
+
+// Block (32, kColumnSumLanes): threadIdx.x owns a 16-byte vector of
+// columns, threadIdx.y every kColumnSumLanes-th row of the chunk; the lanes'
+// sums are added in lane order through shared memory.
+template <typename T>
+__global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
+                                       int64_t cols,
+                                       float* __restrict__ partial) {
+  constexpr int kN = Pack<T>::kN;
+  __shared__ float lanes[kColumnSumLanes][32 * kN];
+  const int64_t col =
+      (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
+  const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
+  float acc[kN];
+#pragma unroll
+  for (int k = 0; k < kN; ++k) acc[k] = 0.0f;
+  if (col < cols) {
+#pragma unroll 4
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
+      const Pack<T> v = *reinterpret_cast<const Pack<T>*>(in + r * cols + col);
+#pragma unroll
+      for (int k = 0; k < kN; ++k) acc[k] += ToFloat(v.v[k]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kN; ++k)
+    lanes[threadIdx.y][threadIdx.x * kN + k] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= cols) return;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int l = 0; l < kColumnSumLanes; ++l)
+      sum += lanes[l][threadIdx.x * kN + k];
+    partial[static_cast<int64_t>(blockIdx.y) * cols + col + k] = sum;
+  }
+}
+
+// One thread per (b, column).
+template <typename T>
+__global__ void SumChunksKernel(const float* __restrict__ partial,
+                                int64_t batch, int64_t chunks, int64_t cols,
+                                T* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * cols) return;
+  const int64_t b = i / cols, c = i % cols;
+  const float* p = partial + b * chunks * cols + c;
+  float sum = 0.0f;
+#pragma unroll 8
+  for (int64_t k = 0; k < chunks; ++k) sum += p[k * cols];
+  out[i] = FromFloat<T>(sum);
+}
+
 bool Aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
@@ -367,6 +424,52 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
              ? LaunchRotateQk<__nv_bfloat16>(in, layout, cos, sin, out, inverse,
                                              s)
              : LaunchRotateQk<float>(in, layout, cos, sin, out, inverse, s);
+}
+
+int64_t ColumnSumChunks(int64_t rows) {
+  return (rows + kColumnSumRows - 1) / kColumnSumRows;
+}
+
+int SumChunks(ElementType out_type, const float* partial, int64_t batch,
+              int64_t chunks, int64_t cols, void* out, void* stream) {
+  const int64_t n = batch * cols;
+  if (n == 0) return 0;
+  constexpr int kThreads = 256;
+  const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+  auto s = static_cast<cudaStream_t>(stream);
+  if (out_type == ElementType::kBFloat16) {
+    SumChunksKernel<__nv_bfloat16><<<blocks, kThreads, 0, s>>>(
+        partial, batch, chunks, cols, static_cast<__nv_bfloat16*>(out));
+  } else {
+    SumChunksKernel<float><<<blocks, kThreads, 0, s>>>(
+        partial, batch, chunks, cols, static_cast<float*>(out));
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int LaunchColumnSum(const void* in, int64_t rows, int64_t cols, float* partial,
+                    cudaStream_t stream) {
+  const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
+  const dim3 grid(static_cast<unsigned>(col_blocks),
+                  static_cast<unsigned>(ColumnSumChunks(rows)));
+  ColumnSumPartialKernel<T><<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
+      static_cast<const T*>(in), rows, cols, partial);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
+              float* partial, void* out, void* stream) {
+  if (cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (rows > 0) {  // no rows: SumChunks over no chunks writes zeros
+    const int code =
+        type == ElementType::kBFloat16
+            ? LaunchColumnSum<__nv_bfloat16>(in, rows, cols, partial, s)
+            : LaunchColumnSum<float>(in, rows, cols, partial, s);
+    if (code != 0) return code;
+  }
+  return SumChunks(type, partial, 1, ColumnSumChunks(rows), cols, out, stream);
 }
 
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,

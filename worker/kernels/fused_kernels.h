@@ -48,6 +48,21 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
              const void* cos, const void* sin, void* out, bool inverse,
              void* stream);
 
+// Sums over the rows of a row-major [rows, cols] matrix into out [cols]
+// (of type), accumulated in fp32: per chunk of rows into partial
+// [ColumnSumChunks(rows), cols] (fp32, caller-allocated), then over the
+// chunks in order, so the result does not depend on scheduling. cols a
+// multiple of VectorWidth(type); in 16-byte aligned. A linear layer's bias
+// gradient; LibTorch's reduction ran at about a third of the bandwidth.
+int64_t ColumnSumChunks(int64_t rows);
+int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
+              float* partial, void* out, void* stream);
+// out[b, c] = sum over k of partial[b, k, c] (fp32 [batch, chunks, cols]),
+// in order, written as out_type: the second stage of ColumnSum and of
+// ScaleShiftBackward's sums.
+int SumChunks(ElementType out_type, const float* partial, int64_t batch,
+              int64_t chunks, int64_t cols, void* out, void* stream);
+
 // One AdamW step over n float32 elements (worker/model/adamw.h's rule):
 // g = grad * (*grad_scale) (grad_scale may be null: 1), then
 // param *= decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;

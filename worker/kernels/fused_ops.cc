@@ -1,6 +1,7 @@
 // Fused AdaLN and rotary operations; see fused_ops.h.
 #include "worker/kernels/fused_ops.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -160,8 +161,16 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
                     want_shift ? pc.data_ptr<float>() : nullptr,
                     static_cast<float>(offset), b, t, h, StreamOf(a)),
                 "scale-shift backward");
-    g.ds = ps.sum(1).to(s.scalar_type());
-    if (want_shift) g.dc = pc.sum(1).to(s.scalar_type());
+    auto finish = [&](const torch::Tensor& p) {
+      torch::Tensor out = torch::empty({b, h}, s.options());
+      CheckLaunch(
+          fused_kernels::SumChunks(TypeOf(s), p.data_ptr<float>(), b, chunks, h,
+                                   out.data_ptr(), StreamOf(a)),
+          "chunk sums");
+      return out;
+    };
+    g.ds = finish(ps);
+    if (want_shift) g.dc = finish(pc);
     return g;
   }
 #endif
@@ -170,6 +179,61 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
   if (want_shift) g.dc = dy.sum(1);
   return g;
 }
+
+// Whether the column-sum kernel can take the gradient of a linear layer
+// with n outputs in x's dtype (layout is checked on the gradient itself).
+bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
+#if defined(LFT_CUDA_KERNELS)
+  if (!x.is_cuda()) return false;
+  const auto type = x.scalar_type();
+  if (type != torch::kBFloat16 && type != torch::kFloat) return false;
+  return n % (type == torch::kFloat ? 4 : 8) == 0;
+#else
+  (void)x;
+  (void)n;
+  return false;
+#endif
+}
+
+// g [M, N] summed over M, in g's dtype.
+torch::Tensor ColumnSumOf(const torch::Tensor& g) {
+#if defined(LFT_CUDA_KERNELS)
+  // grid.y of the first pass counts chunks: at most 65535.
+  if (ColumnSumApplies(g, g.size(1)) && g.dim() == 2 && g.is_contiguous() &&
+      Aligned(g) && fused_kernels::ColumnSumChunks(g.size(0)) <= 65535) {
+    c10::cuda::CUDAGuard guard(g.device());
+    const int64_t rows = g.size(0), cols = g.size(1);
+    torch::Tensor partial = torch::empty(
+        {std::max<int64_t>(1, fused_kernels::ColumnSumChunks(rows)), cols},
+        g.options().dtype(torch::kFloat));
+    torch::Tensor out = torch::empty({cols}, g.options());
+    CheckLaunch(fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
+                                         partial.data_ptr<float>(),
+                                         out.data_ptr(), StreamOf(g)),
+                "column sum");
+    return out;
+  }
+#endif
+  return g.sum(0);
+}
+
+// addmm(b, x, w^T) with the bias gradient from ColumnSumOf; the other two
+// are AddmmBackward's products.
+class BiasLinearFunction
+    : public torch::autograd::Function<BiasLinearFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor w, torch::Tensor b) {
+    ctx->save_for_backward({x, w});
+    return torch::addmm(b, x, w.t());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor g = grads[0].contiguous();
+    return {g.mm(saved[1]), g.t().mm(saved[0]), ColumnSumOf(g)};
+  }
+};
 
 // a * (1 + scale) + shift, differentiable in all three.
 class ModulateFunction : public torch::autograd::Function<ModulateFunction> {
@@ -341,6 +405,17 @@ torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
   }
   return base.defined() ? GatedResidualFunction::apply(base, gate, branch)
                         : GateFunction::apply(gate, branch);
+}
+
+torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
+                         const torch::Tensor& b) {
+  const bool shapes =
+      x.dim() == 2 && w.dim() == 2 && b.defined() && b.dim() == 1;
+  if (!shapes || !torch::GradMode::is_enabled() ||
+      RouteFor(ColumnSumApplies(x, w.size(0))) == Route::kLibTorch) {
+    return torch::addmm(b, x, w.t());
+  }
+  return BiasLinearFunction::apply(x, w, b);
 }
 
 torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,

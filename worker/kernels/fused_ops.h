@@ -50,6 +50,15 @@ torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
 torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
                           const torch::Tensor& branch);
 
+// x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds
+// the bias on the GPU. Under autograd on CUDA (bf16 or fp32, N a multiple
+// of one 16-byte vector) the bias gradient is worker/kernels' column sum,
+// two passes near the memory bandwidth, instead of LibTorch's reduction,
+// which ran at about a third of it at the trainer's shapes and was the
+// largest non-matmul cost of a step at 8 x 512.
+torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
+                         const torch::Tensor& b);
+
 // HF GPT-NeoX's rotary embedding, x * cos + rotate_half(x) * sin, on the
 // first `rot` of the hd dims of qk [B, T, heads, 2, hd] (q and k of each
 // head; any strides with the last dim contiguous). cos and sin are [T, rot]

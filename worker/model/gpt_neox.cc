@@ -27,7 +27,9 @@ torch::Tensor MaybeBias(const torch::Tensor& b) { return b; }
 // 8 x 2048 x 1024 (docs/benchmarks.md). On the CPU, LibTorch 1.13's
 // linear() already takes this addmm for a contiguous 3-D float input (the
 // same bits, and CPU tests run this path); other CPU inputs keep linear(),
-// whose bf16 and strided forms round differently.
+// whose bf16 and strided forms round differently. Under autograd on the GPU
+// BiasLinear (worker/kernels/fused_ops.h) also sums the bias gradient in
+// its own kernel.
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
                      const torch::Tensor& b) {
   const bool cpu_same_bits =
@@ -39,7 +41,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
   std::vector<int64_t> shape = x.sizes().vec();
   const int64_t in = shape.back();
   shape.back() = w.size(0);
-  return torch::addmm(b, x.contiguous().view({-1, in}), w.t()).view(shape);
+  return BiasLinear(x.contiguous().view({-1, in}), w, b).view(shape);
 }
 
 }  // namespace

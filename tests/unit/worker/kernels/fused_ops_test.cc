@@ -105,6 +105,21 @@ TEST(FusedOpsTest, GatedBranchFunctionMatchesWithAndWithoutBase) {
                 Evaluate(FusedOpsMode::kOff, {g, m}, gate_only, w), 1e-12);
 }
 
+TEST(FusedOpsTest, BiasLinearFunctionMatchesAddmm) {
+  torch::Tensor x = Normal({7, 16}, 21, torch::kDouble),
+                w = Normal({24, 16}, 22, torch::kDouble),
+                b = Normal({24}, 23, torch::kDouble),
+                r = Normal({7, 24}, 24, torch::kDouble);
+  auto f = [](std::vector<torch::Tensor>& in) {
+    return BiasLinear(in[0], in[1], in[2]);
+  };
+  ExpectSameRun(Evaluate(FusedOpsMode::kAlways, {x, w, b}, f, r),
+                Evaluate(FusedOpsMode::kOff, {x, w, b}, f, r), 1e-12);
+  // Without autograd it is the plain addmm.
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(BiasLinear(x, w, b), torch::addmm(b, x, w.t())));
+}
+
 // cos and sin [T, rot] as RotaryTable makes them.
 std::pair<torch::Tensor, torch::Tensor> Table(int64_t t, int64_t rot,
                                               torch::ScalarType type,
@@ -251,6 +266,37 @@ TEST(FusedOpsCudaTest, ModulateAndGateKernelsMatchFloat64) {
   }
 }
 
+// The column-sum kernel behind BiasLinear's bias gradient at the
+// trainer's shapes, a row count that leaves a partial chunk, and fp32.
+TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    for (auto shape : {std::vector<int64_t>{4096, 1024, 3072},
+                       std::vector<int64_t>{37, 64, 40},
+                       std::vector<int64_t>{16384, 1024, 1024}}) {
+      const int64_t m = shape[0], in = shape[1], n = shape[2];
+      torch::Tensor x = Normal({m, in}, 31, type),
+                    w = Normal({n, in}, 32, type), b = Normal({n}, 33, type),
+                    r = Normal({m, n}, 34, type);
+      auto f = [](std::vector<torch::Tensor>& v) {
+        return BiasLinear(v[0], v[1], v[2]);
+      };
+      OpRun want = Evaluate(
+          FusedOpsMode::kOff,
+          {x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)}, f,
+          r);
+      OpRun got = Evaluate(FusedOpsMode::kAuto,
+                           {x.to(cuda), w.to(cuda), b.to(cuda)}, f, r);
+      SCOPED_TRACE(::testing::Message() << "bias linear " << type << " " << m
+                                        << "x" << in << "x" << n);
+      // Sums over thousands of rows: bf16 inputs, fp32 accumulation.
+      ExpectSameRun(got, want,
+                    Tolerance(type) * (type == torch::kFloat ? 50 : 1));
+    }
+  }
+}
+
 TEST(FusedOpsCudaTest, KernelsAreWhatAutoRunsOnCuda) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
   const torch::Device cuda(torch::kCUDA);
@@ -261,6 +307,13 @@ TEST(FusedOpsCudaTest, KernelsAreWhatAutoRunsOnCuda) {
   ASSERT_NE(y.grad_fn(), nullptr);
   EXPECT_NE(y.grad_fn()->name().find("ModulateFunction"), std::string::npos)
       << y.grad_fn()->name();
+  torch::Tensor x = Normal({8, 64}, 3, torch::kBFloat16).to(cuda);
+  torch::Tensor w = Normal({16, 64}, 4, torch::kBFloat16).to(cuda);
+  w.requires_grad_(true);
+  torch::Tensor z = BiasLinear(x, w, s.view({-1}).narrow(0, 0, 16));
+  ASSERT_NE(z.grad_fn(), nullptr);
+  EXPECT_NE(z.grad_fn()->name().find("BiasLinearFunction"), std::string::npos)
+      << z.grad_fn()->name();
 }
 
 TEST(FusedOpsCudaTest, RotateQkKernelGivesTheLibTorchBits) {

@@ -243,6 +243,52 @@ __global__ void AdamWStepKernel(float* __restrict__ param,
   }
 }
 
+// Four values of T: one 16-byte (fp32) or 8-byte (bf16) access.
+template <typename T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+
+template <typename T>
+__global__ void SolverUpdateForwardKernel(const float* __restrict__ x,
+                                          const float* __restrict__ d,
+                                          const T* __restrict__ u,
+                                          float* __restrict__ y,
+                                          int64_t per_batch, int64_t quads) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < quads; i += stride) {
+    const float db = d[i * 4 / per_batch];
+    const float4 xv = reinterpret_cast<const float4*>(x)[i];
+    const Quad<T> uv = reinterpret_cast<const Quad<T>*>(u)[i];
+    float4 out;
+    out.x = xv.x + db * ToFloat(uv.v[0]);
+    out.y = xv.y + db * ToFloat(uv.v[1]);
+    out.z = xv.z + db * ToFloat(uv.v[2]);
+    out.w = xv.w + db * ToFloat(uv.v[3]);
+    reinterpret_cast<float4*>(y)[i] = out;
+  }
+}
+
+template <typename T>
+__global__ void SolverUpdateBackwardKernel(const float* __restrict__ dy,
+                                           const float* __restrict__ d,
+                                           T* __restrict__ du,
+                                           int64_t per_batch, int64_t quads) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < quads; i += stride) {
+    const float db = d[i * 4 / per_batch];
+    const float4 g = reinterpret_cast<const float4*>(dy)[i];
+    Quad<T> out;
+    out.v[0] = FromFloat<T>(db * g.x);
+    out.v[1] = FromFloat<T>(db * g.y);
+    out.v[2] = FromFloat<T>(db * g.z);
+    out.v[3] = FromFloat<T>(db * g.w);
+    reinterpret_cast<Quad<T>*>(du)[i] = out;
+  }
+}
+
 constexpr int kColumnSumLanes = 8;  // row lanes per block (threadIdx.y)
 constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 
@@ -424,6 +470,44 @@ int RotateQk(ElementType type, const void* in, const QkLayout& layout,
              ? LaunchRotateQk<__nv_bfloat16>(in, layout, cos, sin, out, inverse,
                                              s)
              : LaunchRotateQk<float>(in, layout, cos, sin, out, inverse, s);
+}
+
+int SolverUpdateForward(ElementType u_type, const float* x, const float* d,
+                        const void* u, float* y, int64_t batch,
+                        int64_t per_batch, void* stream) {
+  const int64_t quads = batch * per_batch / 4;
+  if (quads == 0) return 0;
+  constexpr int kThreads = 256;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (u_type == ElementType::kBFloat16) {
+    SolverUpdateForwardKernel<__nv_bfloat16>
+        <<<GridFor(quads, kThreads), kThreads, 0, s>>>(
+            x, d, static_cast<const __nv_bfloat16*>(u), y, per_batch, quads);
+  } else {
+    SolverUpdateForwardKernel<float>
+        <<<GridFor(quads, kThreads), kThreads, 0, s>>>(
+            x, d, static_cast<const float*>(u), y, per_batch, quads);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+int SolverUpdateBackward(ElementType u_type, const float* dy, const float* d,
+                         void* du, int64_t batch, int64_t per_batch,
+                         void* stream) {
+  const int64_t quads = batch * per_batch / 4;
+  if (quads == 0) return 0;
+  constexpr int kThreads = 256;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (u_type == ElementType::kBFloat16) {
+    SolverUpdateBackwardKernel<__nv_bfloat16>
+        <<<GridFor(quads, kThreads), kThreads, 0, s>>>(
+            dy, d, static_cast<__nv_bfloat16*>(du), per_batch, quads);
+  } else {
+    SolverUpdateBackwardKernel<float>
+        <<<GridFor(quads, kThreads), kThreads, 0, s>>>(
+            dy, d, static_cast<float*>(du), per_batch, quads);
+  }
+  return static_cast<int>(cudaGetLastError());
 }
 
 int64_t ColumnSumChunks(int64_t rows) {

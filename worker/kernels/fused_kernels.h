@@ -63,6 +63,17 @@ int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
 int SumChunks(ElementType out_type, const float* partial, int64_t batch,
               int64_t chunks, int64_t cols, void* out, void* stream);
 
+// An ODE solver's update y = x + d[b] * u over [B, per_batch] elements: x
+// and y float32, u of `u_type`, d float32 [B]. per_batch a multiple of 4;
+// x, y 16-byte and u 8-byte aligned (bf16; 16 for fp32).
+int SolverUpdateForward(ElementType u_type, const float* x, const float* d,
+                        const void* u, float* y, int64_t batch,
+                        int64_t per_batch, void* stream);
+// Its gradient with respect to u: du = d[b] * dy, rounded to u_type.
+int SolverUpdateBackward(ElementType u_type, const float* dy, const float* d,
+                         void* du, int64_t batch, int64_t per_batch,
+                         void* stream);
+
 // One AdamW step over n float32 elements (worker/model/adamw.h's rule):
 // g = grad * (*grad_scale) (grad_scale may be null: 1), then
 // param *= decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;

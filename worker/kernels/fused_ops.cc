@@ -180,6 +180,82 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
   return g;
 }
 
+// d [B] as [B, 1, ...] in x's dtype and rank.
+torch::Tensor PerBatch(const torch::Tensor& d, const torch::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  return d.to(x.scalar_type()).view(shape);
+}
+
+bool SolverKernelApplies(const torch::Tensor& x, const torch::Tensor& d,
+                         const torch::Tensor& u) {
+#if defined(LFT_CUDA_KERNELS)
+  if (!x.is_cuda() || x.dim() < 1 || x.scalar_type() != torch::kFloat ||
+      !x.is_contiguous() || !Aligned(x) || x.size(0) == 0) {
+    return false;
+  }
+  if (u.device() != x.device() || u.sizes() != x.sizes() ||
+      !u.is_contiguous() || !Aligned(u) ||
+      (u.scalar_type() != torch::kBFloat16 && u.scalar_type() != torch::kFloat))
+    return false;
+  return d.device() == x.device() && d.dim() == 1 && d.size(0) == x.size(0) &&
+         !d.requires_grad() && (x.numel() / x.size(0)) % 4 == 0;
+#else
+  (void)x;
+  (void)d;
+  (void)u;
+  return false;
+#endif
+}
+
+// x + d * u with the gradient d * dy for u and dy for x (none for d).
+class SolverUpdateFunction
+    : public torch::autograd::Function<SolverUpdateFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor d, torch::Tensor u) {
+    ctx->saved_data["u_type"] = u.scalar_type();
+#if defined(LFT_CUDA_KERNELS)
+    if (SolverKernelApplies(x, d, u)) {
+      c10::cuda::CUDAGuard guard(x.device());
+      const torch::Tensor df = d.to(torch::kFloat).contiguous();
+      ctx->save_for_backward({df});
+      torch::Tensor y = torch::empty_like(x);
+      CheckLaunch(fused_kernels::SolverUpdateForward(
+                      TypeOf(u), x.data_ptr<float>(), df.data_ptr<float>(),
+                      u.data_ptr(), y.data_ptr<float>(), x.size(0),
+                      x.numel() / x.size(0), StreamOf(x)),
+                  "solver update");
+      return y;
+    }
+#endif
+    // The stand-in (kAlways off CUDA).
+    ctx->save_for_backward({d});
+    return torch::addcmul(x, PerBatch(d, x), u);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const torch::Tensor d = ctx->get_saved_variables()[0];
+    const auto u_type = ctx->saved_data["u_type"].toScalarType();
+    const torch::Tensor dy = grads[0].contiguous();
+#if defined(LFT_CUDA_KERNELS)
+    if (dy.is_cuda() && dy.scalar_type() == torch::kFloat && Aligned(dy)) {
+      c10::cuda::CUDAGuard guard(dy.device());
+      torch::Tensor du = torch::empty(dy.sizes(), dy.options().dtype(u_type));
+      CheckLaunch(
+          fused_kernels::SolverUpdateBackward(
+              u_type == torch::kBFloat16 ? fused_kernels::ElementType::kBFloat16
+                                         : fused_kernels::ElementType::kFloat32,
+              dy.data_ptr<float>(), d.data_ptr<float>(), du.data_ptr(),
+              dy.size(0), dy.numel() / dy.size(0), StreamOf(dy)),
+          "solver update backward");
+      return {grads[0], torch::Tensor(), du};
+    }
+#endif
+    return {grads[0], torch::Tensor(), (dy * PerBatch(d, dy)).to(u_type)};
+  }
+};
+
 // Whether the column-sum kernel can take the gradient of a linear layer
 // with n outputs in x's dtype (layout is checked on the gradient itself).
 bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
@@ -405,6 +481,15 @@ torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
   }
   return base.defined() ? GatedResidualFunction::apply(base, gate, branch)
                         : GateFunction::apply(gate, branch);
+}
+
+torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
+                           const torch::Tensor& u) {
+  if (RouteFor(SolverKernelApplies(x, d, u)) == Route::kLibTorch ||
+      d.requires_grad() || u.sizes() != x.sizes()) {
+    return torch::addcmul(x, PerBatch(d, x), u);
+  }
+  return SolverUpdateFunction::apply(x, d, u);
 }
 
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,

@@ -50,6 +50,15 @@ torch::Tensor Modulate(const torch::Tensor& a, const torch::Tensor& scale,
 torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
                           const torch::Tensor& branch);
 
+// x + d * u, one explicit ODE solver update: x [B, ...], d [B] (times; no
+// gradient), u shaped like x, in x's dtype or a lower one; the result has
+// x's dtype. On CUDA with x float32 one vectorised pass each way, where
+// LibTorch's addcmul of a float32 and a bf16 tensor takes its slow
+// mixed-dtype path; elsewhere addcmul(x, d viewed as [B, 1, ...], u), the
+// solvers' expression before (the same bits).
+torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
+                           const torch::Tensor& u);
+
 // x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds
 // the bias on the GPU. Under autograd on CUDA (bf16 or fp32, N a multiple
 // of one 16-byte vector) the bias gradient is worker/kernels' column sum,

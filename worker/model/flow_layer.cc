@@ -40,11 +40,12 @@ SolverStepTimes StepTimes(const torch::Tensor& grid, int64_t i, StepRule rule) {
 torch::Tensor StepWith(const IndexedVelocityFn& u, const torch::Tensor& x,
                        const SolverStepTimes& s, StepRule rule,
                        int64_t* evaluation) {
+  // SolverUpdate (worker/kernels/fused_ops.h) is x + d u: addcmul with d
+  // broadcast, or one fused pass on the GPU.
   if (rule == StepRule::kEuler)
-    return torch::addcmul(x, Bcast(s.d, x), u(x, s.t0, (*evaluation)++));
-  torch::Tensor mid =
-      torch::addcmul(x, Bcast(s.half, x), u(x, s.t0, (*evaluation)++));
-  return torch::addcmul(x, Bcast(s.d, x), u(mid, s.mid, (*evaluation)++));
+    return SolverUpdate(x, s.d, u(x, s.t0, (*evaluation)++));
+  torch::Tensor mid = SolverUpdate(x, s.half, u(x, s.t0, (*evaluation)++));
+  return SolverUpdate(x, s.d, u(mid, s.mid, (*evaluation)++));
 }
 
 IndexedVelocityFn Indexed(const VelocityFn& u) {

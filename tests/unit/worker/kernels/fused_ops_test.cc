@@ -120,6 +120,18 @@ TEST(FusedOpsTest, BiasLinearFunctionMatchesAddmm) {
   EXPECT_TRUE(torch::equal(BiasLinear(x, w, b), torch::addmm(b, x, w.t())));
 }
 
+TEST(FusedOpsTest, SolverUpdateFunctionMatchesAddcmul) {
+  torch::Tensor x = Normal({3, 5, 8}, 25, torch::kDouble),
+                u = Normal({3, 5, 8}, 26, torch::kDouble),
+                r = Normal({3, 5, 8}, 27, torch::kDouble);
+  const torch::Tensor d = torch::tensor({0.25, -0.5, 1.0}, torch::kDouble);
+  auto f = [&](std::vector<torch::Tensor>& in) {
+    return SolverUpdate(in[0], d, in[1]);
+  };
+  ExpectSameRun(Evaluate(FusedOpsMode::kAlways, {x, u}, f, r),
+                Evaluate(FusedOpsMode::kOff, {x, u}, f, r), 1e-12);
+}
+
 // cos and sin [T, rot] as RotaryTable makes them.
 std::pair<torch::Tensor, torch::Tensor> Table(int64_t t, int64_t rot,
                                               torch::ScalarType type,
@@ -294,6 +306,39 @@ TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
       ExpectSameRun(got, want,
                     Tolerance(type) * (type == torch::kFloat ? 50 : 1));
     }
+  }
+}
+
+// The solver update as the trainer runs it: float32 state, bf16 velocity.
+TEST(FusedOpsCudaTest, SolverUpdateKernelsMatchFloat64) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    torch::Tensor x = Normal({4, 33, 64}, 41, torch::kFloat),
+                  u = Normal({4, 33, 64}, 42, type),
+                  r = Normal({4, 33, 64}, 43, torch::kFloat);
+    const torch::Tensor d = torch::tensor({0.1f, 0.4f, -0.3f, 1.0f});
+    OpRun want = Evaluate(
+        FusedOpsMode::kOff, {x.to(torch::kDouble), u.to(torch::kDouble)},
+        [&](std::vector<torch::Tensor>& in) {
+          return SolverUpdate(in[0], d.to(torch::kDouble), in[1]);
+        },
+        r);
+    const torch::Tensor dc = d.to(cuda);
+    OpRun got = Evaluate(
+        FusedOpsMode::kAuto, {x.to(cuda), u.to(cuda)},
+        [&](std::vector<torch::Tensor>& in) {
+          torch::Tensor y = SolverUpdate(in[0], dc, in[1]);
+          EXPECT_NE(y.grad_fn()->name().find("SolverUpdateFunction"),
+                    std::string::npos)
+              << y.grad_fn()->name();
+          EXPECT_EQ(y.scalar_type(), torch::kFloat);
+          return y;
+        },
+        r);
+    SCOPED_TRACE(::testing::Message() << "solver update " << type);
+    ExpectSameRun(got, want, Tolerance(type));
+    EXPECT_EQ(got.grads[1].scalar_type(), type);
   }
 }
 

@@ -39,17 +39,20 @@ struct alignas(16) Pack {
 };
 
 template <typename T>
-__global__ void ScaleShiftForwardKernel(
-    const T* __restrict__ a, const T* __restrict__ scale,
-    const T* __restrict__ shift, const T* __restrict__ base, T* __restrict__ y,
-    float offset, int64_t seq, int64_t hidden, int64_t packs) {
+__global__ void ScaleShiftForwardKernel(const T* __restrict__ a,
+                                        const T* __restrict__ scale,
+                                        const T* __restrict__ shift,
+                                        const T* __restrict__ base,
+                                        T* __restrict__ y, float offset,
+                                        int64_t seq, int64_t hidden,
+                                        int64_t row_stride, int64_t packs) {
   constexpr int kN = Pack<T>::kN;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < packs; i += step) {
     const int64_t e = i * kN;
     const int64_t col = e % hidden;
-    const int64_t vec = (e / (seq * hidden)) * hidden + col;  // [b, col]
+    const int64_t vec = (e / (seq * hidden)) * row_stride + col;  // [b, col]
     const Pack<T> av = reinterpret_cast<const Pack<T>*>(a)[i];
     const Pack<T> sv = *reinterpret_cast<const Pack<T>*>(scale + vec);
     Pack<T> cv{}, rv{}, out;
@@ -74,14 +77,15 @@ __global__ void ScaleShiftBackwardKernel(
     const T* __restrict__ dy, const T* __restrict__ a,
     const T* __restrict__ scale, T* __restrict__ da,
     float* __restrict__ scale_partial, float* __restrict__ shift_partial,
-    float offset, int64_t seq, int64_t hidden, int64_t rows_per_chunk) {
+    float offset, int64_t seq, int64_t hidden, int64_t row_stride,
+    int64_t rows_per_chunk) {
   constexpr int kN = Pack<T>::kN;
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kN;
   const int64_t chunk = blockIdx.x, chunks = gridDim.x, b = blockIdx.y;
   const int64_t t0 = chunk * rows_per_chunk;
   const int64_t t1 = t0 + rows_per_chunk < seq ? t0 + rows_per_chunk : seq;
   const Pack<T> sv =
-      *reinterpret_cast<const Pack<T>*>(scale + b * hidden + col);
+      *reinterpret_cast<const Pack<T>*>(scale + b * row_stride + col);
   float s[kN], acc_scale[kN], acc_shift[kN];
 #pragma unroll
   for (int k = 0; k < kN; ++k) {
@@ -331,19 +335,33 @@ __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
   }
 }
 
-// One thread per (b, column).
+// Block (32, kColumnSumLanes): threadIdx.x a column of one b (32 adjacent
+// columns per block), threadIdx.y every kColumnSumLanes-th chunk; the
+// lanes' sums are added in lane order. A thread per column walking all
+// chunks left most of the GPU idle on a chain of dependent loads.
 template <typename T>
 __global__ void SumChunksKernel(const float* __restrict__ partial,
                                 int64_t batch, int64_t chunks, int64_t cols,
                                 T* __restrict__ out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= batch * cols) return;
-  const int64_t b = i / cols, c = i % cols;
-  const float* p = partial + b * chunks * cols + c;
+  __shared__ float lanes[kColumnSumLanes][32];
+  const int64_t i =
+      static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;  // b * cols + c
+  const bool valid = i < batch * cols;
   float sum = 0.0f;
-#pragma unroll 8
-  for (int64_t k = 0; k < chunks; ++k) sum += p[k * cols];
-  out[i] = FromFloat<T>(sum);
+  if (valid) {
+    const int64_t b = i / cols, c = i % cols;
+    const float* p = partial + b * chunks * cols + c;
+#pragma unroll 4
+    for (int64_t k = threadIdx.y; k < chunks; k += kColumnSumLanes)
+      sum += p[k * cols];
+  }
+  lanes[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y != 0 || !valid) return;
+  float total = 0.0f;
+#pragma unroll
+  for (int l = 0; l < kColumnSumLanes; ++l) total += lanes[l][threadIdx.x];
+  out[i] = FromFloat<T>(total);
 }
 
 bool Aligned16(const void* p) {
@@ -371,14 +389,14 @@ template <typename T>
 int LaunchScaleShiftForward(const void* a, const void* scale, const void* shift,
                             const void* base, void* y, float offset,
                             int64_t batch, int64_t seq, int64_t hidden,
-                            cudaStream_t stream) {
+                            int64_t row_stride, cudaStream_t stream) {
   const int64_t packs = batch * seq * hidden / Pack<T>::kN;
   if (packs == 0) return 0;
   constexpr int kThreads = 256;
   ScaleShiftForwardKernel<T><<<GridFor(packs, kThreads), kThreads, 0, stream>>>(
       static_cast<const T*>(a), static_cast<const T*>(scale),
       static_cast<const T*>(shift), static_cast<const T*>(base),
-      static_cast<T*>(y), offset, seq, hidden, packs);
+      static_cast<T*>(y), offset, seq, hidden, row_stride, packs);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -386,7 +404,8 @@ template <typename T>
 int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
                              void* da, float* scale_partial,
                              float* shift_partial, float offset, int64_t batch,
-                             int64_t seq, int64_t hidden, cudaStream_t stream) {
+                             int64_t seq, int64_t hidden, int64_t row_stride,
+                             cudaStream_t stream) {
   if (batch * seq * hidden == 0) return 0;
   const int64_t rows = RowsPerChunk(batch, seq);
   const dim3 grid(static_cast<unsigned>((seq + rows - 1) / rows),
@@ -395,7 +414,7 @@ int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
   ScaleShiftBackwardKernel<T><<<grid, threads, 0, stream>>>(
       static_cast<const T*>(dy), static_cast<const T*>(a),
       static_cast<const T*>(scale), static_cast<T*>(da), scale_partial,
-      shift_partial, offset, seq, hidden, rows);
+      shift_partial, offset, seq, hidden, row_stride, rows);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -434,13 +453,15 @@ int LaunchRotateQk(const void* in, const QkLayout& layout, const void* cos,
 int ScaleShiftForward(ElementType type, const void* a, const void* scale,
                       const void* shift, const void* base, void* y,
                       float offset, int64_t batch, int64_t seq, int64_t hidden,
-                      void* stream) {
+                      int64_t row_stride, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   return type == ElementType::kBFloat16
-             ? LaunchScaleShiftForward<__nv_bfloat16>(
-                   a, scale, shift, base, y, offset, batch, seq, hidden, s)
+             ? LaunchScaleShiftForward<__nv_bfloat16>(a, scale, shift, base, y,
+                                                      offset, batch, seq,
+                                                      hidden, row_stride, s)
              : LaunchScaleShiftForward<float>(a, scale, shift, base, y, offset,
-                                              batch, seq, hidden, s);
+                                              batch, seq, hidden, row_stride,
+                                              s);
 }
 
 int64_t ScaleShiftChunks(int64_t batch, int64_t seq) {
@@ -451,15 +472,16 @@ int64_t ScaleShiftChunks(int64_t batch, int64_t seq) {
 int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                        const void* scale, void* da, float* scale_partial,
                        float* shift_partial, float offset, int64_t batch,
-                       int64_t seq, int64_t hidden, void* stream) {
+                       int64_t seq, int64_t hidden, int64_t row_stride,
+                       void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   return type == ElementType::kBFloat16
              ? LaunchScaleShiftBackward<__nv_bfloat16>(
                    dy, a, scale, da, scale_partial, shift_partial, offset,
-                   batch, seq, hidden, s)
+                   batch, seq, hidden, row_stride, s)
              : LaunchScaleShiftBackward<float>(dy, a, scale, da, scale_partial,
                                                shift_partial, offset, batch,
-                                               seq, hidden, s);
+                                               seq, hidden, row_stride, s);
 }
 
 int RotateQk(ElementType type, const void* in, const QkLayout& layout,
@@ -518,14 +540,14 @@ int SumChunks(ElementType out_type, const float* partial, int64_t batch,
               int64_t chunks, int64_t cols, void* out, void* stream) {
   const int64_t n = batch * cols;
   if (n == 0) return 0;
-  constexpr int kThreads = 256;
-  const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+  const auto blocks = static_cast<unsigned>((n + 31) / 32);
+  const dim3 threads(32, kColumnSumLanes);
   auto s = static_cast<cudaStream_t>(stream);
   if (out_type == ElementType::kBFloat16) {
-    SumChunksKernel<__nv_bfloat16><<<blocks, kThreads, 0, s>>>(
+    SumChunksKernel<__nv_bfloat16><<<blocks, threads, 0, s>>>(
         partial, batch, chunks, cols, static_cast<__nv_bfloat16*>(out));
   } else {
-    SumChunksKernel<float><<<blocks, kThreads, 0, s>>>(
+    SumChunksKernel<float><<<blocks, threads, 0, s>>>(
         partial, batch, chunks, cols, static_cast<float*>(out));
   }
   return static_cast<int>(cudaGetLastError());

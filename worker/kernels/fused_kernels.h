@@ -18,12 +18,13 @@ constexpr int64_t VectorWidth(ElementType t) {
 }
 
 // y = a * (offset + scale[b]) (+ shift[b]) (+ base), over [B, T, H]; scale
-// and shift [B, H]; shift and base may be null. Returns a CUDA error code
-// (0 = success).
+// and shift [B, H] with row_stride elements between rows (H when
+// contiguous; the flow layer's AdaLN factors are rows of [B, 6, H], 6H);
+// shift and base may be null. Returns a CUDA error code (0 = success).
 int ScaleShiftForward(ElementType type, const void* a, const void* scale,
                       const void* shift, const void* base, void* y,
                       float offset, int64_t batch, int64_t seq, int64_t hidden,
-                      void* stream);
+                      int64_t row_stride, void* stream);
 
 // Backward of ScaleShiftForward with respect to a, scale and shift:
 // da = dy * (offset + scale[b]); scale_partial[b, c] = sum over the rows t of
@@ -34,7 +35,8 @@ int64_t ScaleShiftChunks(int64_t batch, int64_t seq);
 int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                        const void* scale, void* da, float* scale_partial,
                        float* shift_partial, float offset, int64_t batch,
-                       int64_t seq, int64_t hidden, void* stream);
+                       int64_t seq, int64_t hidden, int64_t row_stride,
+                       void* stream);
 
 // Rotary embedding of qk [B, T, heads, 2, hd] read through strides
 // (elements; the last dim contiguous) into a contiguous out of the same

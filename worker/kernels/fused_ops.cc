@@ -77,9 +77,12 @@ Route RouteFor(bool kernels_apply) {
                                                    : Route::kLibTorch;
 }
 
-// [B, 1, H] or [B, H] -> contiguous [B, H] in a's dtype (a small copy).
+// [B, 1, H] or [B, H] -> [B, H] in a's dtype with contiguous rows: a view
+// of the flow layer's AdaLN factors, which are rows of [B, 6, H] (a copy of
+// each [B, H] was 36 small kernels per training step).
 torch::Tensor PerRow(const torch::Tensor& v, const torch::Tensor& a) {
-  return v.reshape({a.size(0), a.size(2)}).to(a.scalar_type()).contiguous();
+  torch::Tensor r = v.reshape({a.size(0), a.size(2)}).to(a.scalar_type());
+  return r.stride(1) == 1 ? r : r.contiguous();
 }
 
 #if defined(LFT_CUDA_KERNELS)
@@ -106,6 +109,23 @@ bool UseKernels(const torch::Tensor& a,
   }
   return true;
 }
+
+// Whether the per-row tensors s and c ([B, H], c may be undefined) can be
+// read by the kernels through one row stride: rows contiguous, every row
+// 16-byte aligned, the same stride for both.
+bool RowsUsable(const torch::Tensor& a, const torch::Tensor& s,
+                const torch::Tensor& c) {
+  const int64_t width = a.scalar_type() == torch::kFloat ? 4 : 8;
+  for (const torch::Tensor* t : {&s, &c}) {
+    if (!t->defined()) continue;
+    if (t->dim() != 2 || t->stride(1) != 1 || !Aligned(*t) ||
+        t->stride(0) % width != 0 || t->stride(0) != s.stride(0) ||
+        t->scalar_type() != a.scalar_type()) {
+      return false;
+    }
+  }
+  return true;
+}
 #endif
 
 // y = a * (offset + s) (+ c) (+ r); s, c [B, H]; r like a.
@@ -113,7 +133,7 @@ torch::Tensor ScaleShiftForward(const torch::Tensor& a, const torch::Tensor& s,
                                 const torch::Tensor& c, const torch::Tensor& r,
                                 double offset) {
 #if defined(LFT_CUDA_KERNELS)
-  if (UseKernels(a, {a, s, c, r})) {
+  if (UseKernels(a, {a, r}) && RowsUsable(a, s, c)) {
     c10::cuda::CUDAGuard guard(a.device());
     torch::Tensor y = torch::empty_like(a);
     CheckLaunch(fused_kernels::ScaleShiftForward(
@@ -121,7 +141,7 @@ torch::Tensor ScaleShiftForward(const torch::Tensor& a, const torch::Tensor& s,
                     c.defined() ? c.data_ptr() : nullptr,
                     r.defined() ? r.data_ptr() : nullptr, y.data_ptr(),
                     static_cast<float>(offset), a.size(0), a.size(1), a.size(2),
-                    StreamOf(a)),
+                    s.stride(0), StreamOf(a)),
                 "scale-shift forward");
     return y;
   }
@@ -146,7 +166,7 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
   const auto b = a.size(0), h = a.size(2);
   ScaleShiftGrads g;
 #if defined(LFT_CUDA_KERNELS)
-  if (UseKernels(a, {dy, a, s})) {
+  if (UseKernels(a, {dy, a}) && RowsUsable(a, s, torch::Tensor())) {
     const auto t = a.size(1);
     c10::cuda::CUDAGuard guard(a.device());
     const int64_t chunks = fused_kernels::ScaleShiftChunks(b, t);
@@ -155,12 +175,13 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
     torch::Tensor pc;
     if (want_shift) pc = torch::empty({b, chunks, h}, f32);
     g.da = torch::empty_like(a);
-    CheckLaunch(fused_kernels::ScaleShiftBackward(
-                    TypeOf(a), dy.data_ptr(), a.data_ptr(), s.data_ptr(),
-                    g.da.data_ptr(), ps.data_ptr<float>(),
-                    want_shift ? pc.data_ptr<float>() : nullptr,
-                    static_cast<float>(offset), b, t, h, StreamOf(a)),
-                "scale-shift backward");
+    CheckLaunch(
+        fused_kernels::ScaleShiftBackward(
+            TypeOf(a), dy.data_ptr(), a.data_ptr(), s.data_ptr(),
+            g.da.data_ptr(), ps.data_ptr<float>(),
+            want_shift ? pc.data_ptr<float>() : nullptr,
+            static_cast<float>(offset), b, t, h, s.stride(0), StreamOf(a)),
+        "scale-shift backward");
     auto finish = [&](const torch::Tensor& p) {
       torch::Tensor out = torch::empty({b, h}, s.options());
       CheckLaunch(

@@ -274,6 +274,19 @@ TEST(FusedOpsCudaTest, ModulateAndGateKernelsMatchFloat64) {
           {c.expand(shape).contiguous().to(cuda), s.to(cuda), a.to(cuda)}, gate,
           w);
       ExpectSameRun(got_g, want_g, Tolerance(type));
+
+      // As the flow layer passes them: rows of the factors [B, 6, H], read
+      // in place through their row stride.
+      torch::Tensor f6 = Normal({b, 6, h}, 5, type);
+      auto mod6 = [](std::vector<torch::Tensor>& in) {
+        const std::vector<torch::Tensor> f = in[1].unsqueeze(2).unbind(1);
+        return GatedBranch(in[0], f[2], Modulate(in[0], f[0], f[1]));
+      };
+      ExpectSameRun(
+          Evaluate(FusedOpsMode::kAuto, {a.to(cuda), f6.to(cuda)}, mod6, w),
+          Evaluate(FusedOpsMode::kOff,
+                   {a.to(torch::kDouble), f6.to(torch::kDouble)}, mod6, w),
+          2 * Tolerance(type));
     }
   }
 }

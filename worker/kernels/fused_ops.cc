@@ -32,6 +32,18 @@ bool DisabledByEnvironment() {
   return off;
 }
 
+#if defined(LFT_CUDA_KERNELS)
+fused_kernels::ElementType TypeOf(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16
+             ? fused_kernels::ElementType::kBFloat16
+             : fused_kernels::ElementType::kFloat32;
+}
+// Elements of t's dtype per 16-byte vector (bf16 or fp32).
+int64_t WidthOf(const torch::Tensor& t) {
+  return fused_kernels::VectorWidth(TypeOf(t));
+}
+#endif
+
 // Whether the CUDA kernels can run on a [B, T, H] activation `a` of this
 // dtype: one thread per 16-byte vector of a row, at most 1024 per block.
 bool KernelsApply(const torch::Tensor& a) {
@@ -39,7 +51,7 @@ bool KernelsApply(const torch::Tensor& a) {
   if (!a.is_cuda() || a.dim() != 3) return false;
   const auto type = a.scalar_type();
   if (type != torch::kBFloat16 && type != torch::kFloat) return false;
-  const int64_t width = type == torch::kFloat ? 4 : 8;
+  const int64_t width = WidthOf(a);
   const int64_t h = a.size(2);
   return h % width == 0 && h / width <= 1024;
 #else
@@ -86,11 +98,6 @@ torch::Tensor PerRow(const torch::Tensor& v, const torch::Tensor& a) {
 }
 
 #if defined(LFT_CUDA_KERNELS)
-fused_kernels::ElementType TypeOf(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kBFloat16
-             ? fused_kernels::ElementType::kBFloat16
-             : fused_kernels::ElementType::kFloat32;
-}
 void* StreamOf(const torch::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
@@ -115,7 +122,7 @@ bool UseKernels(const torch::Tensor& a,
 // 16-byte aligned, the same stride for both.
 bool RowsUsable(const torch::Tensor& a, const torch::Tensor& s,
                 const torch::Tensor& c) {
-  const int64_t width = a.scalar_type() == torch::kFloat ? 4 : 8;
+  const int64_t width = WidthOf(a);
   for (const torch::Tensor* t : {&s, &c}) {
     if (!t->defined()) continue;
     if (t->dim() != 2 || t->stride(1) != 1 || !Aligned(*t) ||
@@ -265,10 +272,8 @@ class SolverUpdateFunction
       torch::Tensor du = torch::empty(dy.sizes(), dy.options().dtype(u_type));
       CheckLaunch(
           fused_kernels::SolverUpdateBackward(
-              u_type == torch::kBFloat16 ? fused_kernels::ElementType::kBFloat16
-                                         : fused_kernels::ElementType::kFloat32,
-              dy.data_ptr<float>(), d.data_ptr<float>(), du.data_ptr(),
-              dy.size(0), dy.numel() / dy.size(0), StreamOf(dy)),
+              TypeOf(du), dy.data_ptr<float>(), d.data_ptr<float>(),
+              du.data_ptr(), dy.size(0), dy.numel() / dy.size(0), StreamOf(dy)),
           "solver update backward");
       return {grads[0], torch::Tensor(), du};
     }
@@ -284,7 +289,7 @@ bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
   if (!x.is_cuda()) return false;
   const auto type = x.scalar_type();
   if (type != torch::kBFloat16 && type != torch::kFloat) return false;
-  return n % (type == torch::kFloat ? 4 : 8) == 0;
+  return n % WidthOf(x) == 0;
 #else
   (void)x;
   (void)n;
@@ -296,13 +301,14 @@ bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
 torch::Tensor ColumnSumOf(const torch::Tensor& g) {
 #if defined(LFT_CUDA_KERNELS)
   // grid.y of the first pass counts chunks: at most 65535.
-  if (ColumnSumApplies(g, g.size(1)) && g.dim() == 2 && g.is_contiguous() &&
-      Aligned(g) && fused_kernels::ColumnSumChunks(g.size(0)) <= 65535) {
+  const int64_t chunks =
+      g.dim() == 2 ? fused_kernels::ColumnSumChunks(g.size(0)) : 0;
+  if (ColumnSumApplies(g, g.size(-1)) && g.dim() == 2 && g.is_contiguous() &&
+      Aligned(g) && chunks <= 65535) {
     c10::cuda::CUDAGuard guard(g.device());
     const int64_t rows = g.size(0), cols = g.size(1);
-    torch::Tensor partial = torch::empty(
-        {std::max<int64_t>(1, fused_kernels::ColumnSumChunks(rows)), cols},
-        g.options().dtype(torch::kFloat));
+    torch::Tensor partial = torch::empty({std::max<int64_t>(1, chunks), cols},
+                                         g.options().dtype(torch::kFloat));
     torch::Tensor out = torch::empty({cols}, g.options());
     CheckLaunch(fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
                                          partial.data_ptr<float>(),

@@ -118,81 +118,63 @@ __global__ void ScaleShiftBackwardKernel(
   }
 }
 
-// One thread per element of out. The rounding follows LibTorch's
-// x * cos + cat(-x2, x1) * sin in T: each product rounded to T, then their
-// sum; __fmul_rn / __fadd_rn keep nvcc from contracting them into an FMA,
-// which would change fp32 results.
-template <typename T>
-__global__ void RotateQkKernel(const T* __restrict__ in, QkLayout l,
-                               const T* __restrict__ cos,
-                               const T* __restrict__ sin, T* __restrict__ out,
-                               bool inverse, int64_t n) {
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t half = l.rot / 2;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       e < n; e += step) {
-    const int64_t d = e % l.head_dim;
-    int64_t r = e / l.head_dim;
-    const int64_t j = r % 2;
-    r /= 2;
-    const int64_t h = r % l.heads;
-    r /= l.heads;
-    const int64_t t = r % l.seq;
-    const int64_t b = r / l.seq;
-    const T* x =
-        in + b * l.stride_b + t * l.stride_t + h * l.stride_h + j * l.stride_j;
-    float v = ToFloat(x[d]);
-    if (d < l.rot) {
-      const bool first = d < half;
-      const int64_t partner = first ? d + half : d - half;
-      // Forward: the partner enters negated in the first half. The
-      // transpose swaps the sign (cos and sin are equal at d and partner).
-      const bool negate = first != inverse;
-      const float main = RoundTo<T>(__fmul_rn(v, ToFloat(cos[t * l.rot + d])));
-      const float other = RoundTo<T>(
-          __fmul_rn(ToFloat(x[partner]), ToFloat(sin[t * l.rot + partner])));
-      v = __fadd_rn(main, negate ? -other : other);
-    }
-    out[e] = FromFloat<T>(v);
-  }
-}
+// The q, k and v pointers, passed to a kernel by value.
+template <typename P>
+struct QkvParts {
+  P p[3];
+};
 
-// The same rotation, one thread per 16-byte vector and one block per token
-// (its q and k of every head): the scalar kernel's per-element index
-// arithmetic (five 64-bit divisions) made it ~6x slower than its memory
-// traffic. Needs head_dim and rot / 2 to be multiples of the vector, so a
-// vector never straddles the rotated half or the pass-through part.
-template <typename T>
-__global__ void RotateQkVectorKernel(const T* __restrict__ in, QkLayout l,
-                                     const T* __restrict__ cos,
-                                     const T* __restrict__ sin,
-                                     T* __restrict__ out, bool inverse) {
-  constexpr int kN = Pack<T>::kN;
-  const int row_packs = static_cast<int>(l.head_dim / kN);
-  const int token_packs = static_cast<int>(l.heads) * 2 * row_packs;
+// n values of T (1 or one 16-byte vector), loaded and stored as one.
+template <typename T, int kN>
+struct alignas(sizeof(T) * kN) Values {
+  T v[kN];
+};
+
+// q, k, v of qkv [B, T, heads, 3, hd] to their own [B, T, heads, hd]
+// tensors (kJoin false), or their gradients back into one of qkv's shape
+// (kJoin true: the transpose), with the rotary embedding on the first rot
+// dims of q and k. One block per token, one thread per kN values of its
+// heads; kN = 1 where the strides or rot / 2 do not allow whole vectors.
+// The rounding follows LibTorch's x * cos + cat(-x2, x1) * sin in T: each
+// product rounded to T, then their sum; __fmul_rn / __fadd_rn keep nvcc
+// from contracting them into an FMA, which would change fp32 results.
+template <typename T, int kN, bool kJoin>
+__global__ void QkvHeadsKernel(const T* __restrict__ qkv_in,
+                               QkvParts<const T*> parts_in, QkvLayout l,
+                               const T* __restrict__ cos,
+                               const T* __restrict__ sin,
+                               T* __restrict__ qkv_out,
+                               QkvParts<T*> parts_out) {
+  using V = Values<T, kN>;
+  const int row_values = static_cast<int>(l.head_dim / kN);
+  const int token_values = static_cast<int>(l.heads) * 3 * row_values;
   const int rot = static_cast<int>(l.rot), half = rot / 2;
   const int64_t tokens = l.batch * l.seq;
   for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
     const int64_t b = token / l.seq, t = token % l.seq;
-    const T* tin = in + b * l.stride_b + t * l.stride_t;
-    Pack<T>* tout = reinterpret_cast<Pack<T>*>(out) + token * token_packs;
-    for (int p = threadIdx.x; p < token_packs; p += blockDim.x) {
-      const int v = p % row_packs, row = p / row_packs;
-      const T* x = tin + (row / 2) * l.stride_h + (row % 2) * l.stride_j;
-      const int d0 = v * kN;
-      const Pack<T> xv = *reinterpret_cast<const Pack<T>*>(x + d0);
-      if (d0 >= rot) {
-        tout[p] = xv;
+    for (int p = threadIdx.x; p < token_values; p += blockDim.x) {
+      const int row = p / row_values, h = row / 3, j = row % 3;
+      const int d0 = (p % row_values) * kN;
+      const int64_t packed = b * l.qkv_stride[0] + t * l.qkv_stride[1] +
+                             h * l.qkv_stride[2] + j * l.qkv_stride[3];
+      const int64_t part = b * l.part_stride[j][0] + t * l.part_stride[j][1] +
+                           h * l.part_stride[j][2];
+      const T* x = kJoin ? parts_in.p[j] + part : qkv_in + packed;
+      T* y = kJoin ? qkv_out + packed : parts_out.p[j] + part;
+      const V xv = *reinterpret_cast<const V*>(x + d0);
+      if (j == 2 || d0 >= rot) {
+        *reinterpret_cast<V*>(y + d0) = xv;
         continue;
       }
       const bool first = d0 < half;
       const int partner = first ? d0 + half : d0 - half;
-      const Pack<T> pv = *reinterpret_cast<const Pack<T>*>(x + partner);
-      const Pack<T> cv = *reinterpret_cast<const Pack<T>*>(cos + t * rot + d0);
-      const Pack<T> sv =
-          *reinterpret_cast<const Pack<T>*>(sin + t * rot + partner);
-      const bool negate = first != inverse;
-      Pack<T> o;
+      const V pv = *reinterpret_cast<const V*>(x + partner);
+      const V cv = *reinterpret_cast<const V*>(cos + t * rot + d0);
+      const V sv = *reinterpret_cast<const V*>(sin + t * rot + partner);
+      // Forward: the partner enters negated in the first half. The
+      // transpose swaps the sign (cos and sin are equal at d and partner).
+      const bool negate = first != kJoin;
+      V o;
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         const float main =
@@ -201,7 +183,7 @@ __global__ void RotateQkVectorKernel(const T* __restrict__ in, QkLayout l,
             RoundTo<T>(__fmul_rn(ToFloat(pv.v[k]), ToFloat(sv.v[k])));
         o.v[k] = FromFloat<T>(__fadd_rn(main, negate ? -other : other));
       }
-      tout[p] = o;
+      *reinterpret_cast<V*>(y + d0) = o;
     }
   }
 }
@@ -418,33 +400,52 @@ int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
   return static_cast<int>(cudaGetLastError());
 }
 
+// Whole 16-byte vectors where every stride, head_dim and rot / 2 are
+// multiples of one and the pointers are aligned; single values otherwise.
 template <typename T>
-int LaunchRotateQk(const void* in, const QkLayout& layout, const void* cos,
-                   const void* sin, void* out, bool inverse,
-                   cudaStream_t stream) {
-  const int64_t n =
-      layout.batch * layout.seq * layout.heads * 2 * layout.head_dim;
-  if (n == 0) return 0;
+bool VectorsFit(const QkvLayout& l, const void* qkv, const void* const* parts,
+                const void* cos, const void* sin) {
   constexpr int64_t kN = Pack<T>::kN;
-  const int64_t token_packs = layout.heads * 2 * layout.head_dim / kN;
-  if (layout.head_dim % kN == 0 && (layout.rot / 2) % kN == 0 &&
-      layout.stride_b % kN == 0 && layout.stride_t % kN == 0 &&
-      layout.stride_h % kN == 0 && layout.stride_j % kN == 0 && Aligned16(in) &&
-      Aligned16(cos) && Aligned16(sin) && Aligned16(out)) {
-    const int threads =
-        static_cast<int>(std::min<int64_t>(256, (token_packs + 31) / 32 * 32));
-    const int64_t tokens = layout.batch * layout.seq;
-    RotateQkVectorKernel<T>
-        <<<static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20)),
-           threads, 0, stream>>>(
-            static_cast<const T*>(in), layout, static_cast<const T*>(cos),
-            static_cast<const T*>(sin), static_cast<T*>(out), inverse);
-    return static_cast<int>(cudaGetLastError());
+  bool fit = l.head_dim % kN == 0 && (l.rot / 2) % kN == 0 && Aligned16(qkv) &&
+             (l.rot == 0 || (Aligned16(cos) && Aligned16(sin)));
+  for (int i = 0; i < 4; ++i) fit = fit && l.qkv_stride[i] % kN == 0;
+  for (int j = 0; j < 3; ++j) {
+    fit = fit && Aligned16(parts[j]);
+    for (int i = 0; i < 3; ++i) fit = fit && l.part_stride[j][i] % kN == 0;
   }
-  constexpr int kThreads = 256;
-  RotateQkKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-      static_cast<const T*>(in), layout, static_cast<const T*>(cos),
-      static_cast<const T*>(sin), static_cast<T*>(out), inverse, n);
+  return fit;
+}
+
+template <typename T, bool kJoin>
+int LaunchQkvHeads(const void* qkv, const void* const* parts,
+                   const QkvLayout& l, const void* cos, const void* sin,
+                   cudaStream_t stream) {
+  const int64_t tokens = l.batch * l.seq;
+  if (tokens == 0 || l.heads == 0 || l.head_dim == 0) return 0;
+  constexpr int kN = Pack<T>::kN;
+  const bool vectors = VectorsFit<T>(l, qkv, parts, cos, sin);
+  const int64_t token_values = l.heads * 3 * l.head_dim / (vectors ? kN : 1);
+  const int threads =
+      static_cast<int>(std::min<int64_t>(512, (token_values + 31) / 32 * 32));
+  const auto blocks =
+      static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20));
+  QkvParts<const T*> in{};
+  QkvParts<T*> out{};
+  for (int j = 0; j < 3; ++j) {
+    in.p[j] = static_cast<const T*>(parts[j]);
+    out.p[j] = static_cast<T*>(const_cast<void*>(parts[j]));
+  }
+  const T* qkv_in = static_cast<const T*>(qkv);
+  T* qkv_out = static_cast<T*>(const_cast<void*>(qkv));
+  const T* c = static_cast<const T*>(cos);
+  const T* s = static_cast<const T*>(sin);
+  if (vectors) {
+    QkvHeadsKernel<T, kN, kJoin>
+        <<<blocks, threads, 0, stream>>>(qkv_in, in, l, c, s, qkv_out, out);
+  } else {
+    QkvHeadsKernel<T, 1, kJoin>
+        <<<blocks, threads, 0, stream>>>(qkv_in, in, l, c, s, qkv_out, out);
+  }
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -484,14 +485,25 @@ int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                                                seq, hidden, row_stride, s);
 }
 
-int RotateQk(ElementType type, const void* in, const QkLayout& layout,
-             const void* cos, const void* sin, void* out, bool inverse,
-             void* stream) {
+int SplitQkvHeads(ElementType type, const void* qkv, const QkvLayout& layout,
+                  const void* cos, const void* sin, void* const parts[3],
+                  void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  const void* const* p = const_cast<const void* const*>(parts);
+  return type == ElementType::kBFloat16
+             ? LaunchQkvHeads<__nv_bfloat16, false>(qkv, p, layout, cos, sin, s)
+             : LaunchQkvHeads<float, false>(qkv, p, layout, cos, sin, s);
+}
+
+int JoinQkvHeadsGrad(ElementType type, const void* const grads[3],
+                     const QkvLayout& layout, const void* cos, const void* sin,
+                     void* qkv_grad, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   return type == ElementType::kBFloat16
-             ? LaunchRotateQk<__nv_bfloat16>(in, layout, cos, sin, out, inverse,
-                                             s)
-             : LaunchRotateQk<float>(in, layout, cos, sin, out, inverse, s);
+             ? LaunchQkvHeads<__nv_bfloat16, true>(qkv_grad, grads, layout, cos,
+                                                   sin, s)
+             : LaunchQkvHeads<float, true>(qkv_grad, grads, layout, cos, sin,
+                                           s);
 }
 
 int SolverUpdateForward(ElementType u_type, const float* x, const float* d,

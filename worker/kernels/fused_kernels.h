@@ -38,17 +38,25 @@ int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                        int64_t seq, int64_t hidden, int64_t row_stride,
                        void* stream);
 
-// Rotary embedding of qk [B, T, heads, 2, hd] read through strides
-// (elements; the last dim contiguous) into a contiguous out of the same
-// shape. inverse = true applies the transpose (the backward). cos and sin
-// are contiguous [T, rot].
-struct QkLayout {
+// The attention's q, k and v heads of qkv [B, T, heads, 3, hd] (per head
+// q, k, v: HF GPT-NeoX's layout), each [B, T, heads, hd], with HF's rotary
+// embedding on the first rot dims of q and k (rot even; 0: none). Strides
+// in elements, the last dim contiguous everywhere; cos and sin contiguous
+// [T, rot]. part_stride[j] are the b, t, h strides of q (j = 0), k, v.
+struct QkvLayout {
   int64_t batch, seq, heads, head_dim, rot;
-  int64_t stride_b, stride_t, stride_h, stride_j;
+  int64_t qkv_stride[4];  // b, t, h, j
+  int64_t part_stride[3][3];
 };
-int RotateQk(ElementType type, const void* in, const QkLayout& layout,
-             const void* cos, const void* sin, void* out, bool inverse,
-             void* stream);
+// qkv -> parts (the forward).
+int SplitQkvHeads(ElementType type, const void* qkv, const QkvLayout& layout,
+                  const void* cos, const void* sin, void* const parts[3],
+                  void* stream);
+// The transpose: the gradients of q, k, v (through part_stride) -> the
+// gradient of qkv (through qkv_stride), in one pass.
+int JoinQkvHeadsGrad(ElementType type, const void* const grads[3],
+                     const QkvLayout& layout, const void* cos, const void* sin,
+                     void* qkv_grad, void* stream);
 
 // Sums over the rows of a row-major [rows, cols] matrix into out [cols]
 // (of type), accumulated in fp32: per chunk of rows into partial

@@ -433,43 +433,122 @@ torch::Tensor RotateQkLibTorch(const torch::Tensor& qk,
   return rot == hd ? out : torch::cat({out, rp[1]}, -1);
 }
 
-torch::Tensor RotateQkRaw(const torch::Tensor& x, const torch::Tensor& cos,
-                          const torch::Tensor& sin, int64_t rot, bool inverse) {
+// q, k, v of qkv5 [B, T, heads, 3, hd] as LibTorch forms them: views of
+// the split, q and k rotated together (one new tensor).
+std::vector<torch::Tensor> SplitQkvLibTorch(const torch::Tensor& qkv5,
+                                            const torch::Tensor& cos,
+                                            const torch::Tensor& sin,
+                                            int64_t rot) {
+  std::vector<torch::Tensor> parts = qkv5.split_with_sizes({2, 1}, 3);
+  torch::Tensor qk = parts[0];
+  if (rot > 0) qk = RotateQkLibTorch(qk, cos, sin, rot);
+  std::vector<torch::Tensor> qk2 = qk.unbind(3);
+  return {qk2[0], qk2[1], parts[1].squeeze(3)};
+}
+
 #if defined(LFT_CUDA_KERNELS)
-  if (RotaryKernelApplies(x) && cos.is_contiguous() && sin.is_contiguous()) {
-    c10::cuda::CUDAGuard guard(x.device());
-    torch::Tensor out = torch::empty(x.sizes(), x.options());
-    fused_kernels::QkLayout l{x.size(0),   x.size(1),   x.size(2),
-                              x.size(4),   rot,         x.stride(0),
-                              x.stride(1), x.stride(2), x.stride(3)};
-    CheckLaunch(fused_kernels::RotateQk(TypeOf(x), x.data_ptr(), l,
-                                        cos.data_ptr(), sin.data_ptr(),
-                                        out.data_ptr(), inverse, StreamOf(x)),
-                "rotary");
+fused_kernels::QkvLayout QkvLayoutOf(const torch::Tensor& qkv5,
+                                     const std::vector<torch::Tensor>& parts,
+                                     int64_t rot) {
+  fused_kernels::QkvLayout l{};
+  l.batch = qkv5.size(0);
+  l.seq = qkv5.size(1);
+  l.heads = qkv5.size(2);
+  l.head_dim = qkv5.size(4);
+  l.rot = rot;
+  for (int i = 0; i < 4; ++i) l.qkv_stride[i] = qkv5.stride(i);
+  for (int j = 0; j < 3; ++j) {
+    for (int i = 0; i < 3; ++i) l.part_stride[j][i] = parts[j].stride(i);
+  }
+  return l;
+}
+#endif
+
+// The forward: three contiguous [B, T, heads, hd] tensors.
+std::vector<torch::Tensor> SplitQkvRaw(const torch::Tensor& qkv5,
+                                       const torch::Tensor& cos,
+                                       const torch::Tensor& sin, int64_t rot) {
+  const auto shape = std::vector<int64_t>{qkv5.size(0), qkv5.size(1),
+                                          qkv5.size(2), qkv5.size(4)};
+#if defined(LFT_CUDA_KERNELS)
+  if (RotaryKernelApplies(qkv5)) {
+    c10::cuda::CUDAGuard guard(qkv5.device());
+    std::vector<torch::Tensor> parts;
+    for (int j = 0; j < 3; ++j)
+      parts.push_back(torch::empty(shape, qkv5.options()));
+    void* out[3] = {parts[0].data_ptr(), parts[1].data_ptr(),
+                    parts[2].data_ptr()};
+    CheckLaunch(fused_kernels::SplitQkvHeads(TypeOf(qkv5), qkv5.data_ptr(),
+                                             QkvLayoutOf(qkv5, parts, rot),
+                                             rot > 0 ? cos.data_ptr() : nullptr,
+                                             rot > 0 ? sin.data_ptr() : nullptr,
+                                             out, StreamOf(qkv5)),
+                "qkv heads");
+    return parts;
+  }
+#endif
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parts = SplitQkvLibTorch(qkv5, cos, sin, rot);
+  for (auto& p : parts) p = p.contiguous();
+  return parts;
+}
+
+// The backward: the gradient of qkv5 (`shape`, `options`) from those of
+// q, k, v (undefined ones are zero), as one contiguous tensor.
+torch::Tensor JoinQkvGradRaw(std::vector<torch::Tensor> grads,
+                             const std::vector<int64_t>& shape,
+                             const torch::TensorOptions& options,
+                             const torch::Tensor& cos, const torch::Tensor& sin,
+                             int64_t rot) {
+  const std::vector<int64_t> part{shape[0], shape[1], shape[2], shape[4]};
+  for (auto& g : grads) {
+    if (!g.defined()) g = torch::zeros(part, options);
+    if (g.stride(-1) != 1) g = g.contiguous();
+  }
+#if defined(LFT_CUDA_KERNELS)
+  torch::Tensor out = torch::empty(shape, options);
+  if (RotaryKernelApplies(out)) {
+    c10::cuda::CUDAGuard guard(out.device());
+    const void* in[3] = {grads[0].data_ptr(), grads[1].data_ptr(),
+                         grads[2].data_ptr()};
+    CheckLaunch(
+        fused_kernels::JoinQkvHeadsGrad(
+            TypeOf(out), in, QkvLayoutOf(out, grads, rot),
+            rot > 0 ? cos.data_ptr() : nullptr,
+            rot > 0 ? sin.data_ptr() : nullptr, out.data_ptr(), StreamOf(out)),
+        "qkv heads backward");
     return out;
   }
 #endif
-  // The stand-in: forward is the LibTorch form; the transpose rotates by
-  // -angle, i.e. the same form with sin negated (exact in any dtype).
+  // The stand-in: the transpose rotates by -angle, i.e. the same form with
+  // sin negated (exact in any dtype); the split's transpose is a stack.
   torch::NoGradGuard no_grad;
-  return RotateQkLibTorch(x, cos, inverse ? -sin : sin, rot).contiguous();
+  torch::Tensor qk = torch::stack({grads[0], grads[1]}, 3);
+  if (rot > 0) qk = RotateQkLibTorch(qk, cos, -sin, rot);
+  return torch::cat({qk, grads[2].unsqueeze(3)}, 3).contiguous();
 }
 
-class RotateQkFunction : public torch::autograd::Function<RotateQkFunction> {
+class QkvHeadsFunction : public torch::autograd::Function<QkvHeadsFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor qk,
+  static variable_list forward(AutogradContext* ctx, torch::Tensor qkv5,
                                torch::Tensor cos, torch::Tensor sin,
                                int64_t rot) {
     ctx->save_for_backward({cos, sin});
     ctx->saved_data["rot"] = rot;
-    return RotateQkRaw(qk, cos, sin, rot, /*inverse=*/false);
+    ctx->saved_data["shape"] = qkv5.sizes().vec();
+    ctx->saved_data["dtype"] = qkv5.scalar_type();
+    ctx->saved_data["device"] = qkv5.device();
+    return SplitQkvRaw(qkv5, cos, sin, rot);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    torch::Tensor g = grads[0].contiguous();
-    return {RotateQkRaw(g, saved[0], saved[1], ctx->saved_data["rot"].toInt(),
-                        /*inverse=*/true),
+    const auto options = torch::TensorOptions()
+                             .dtype(ctx->saved_data["dtype"].toScalarType())
+                             .device(ctx->saved_data["device"].toDevice());
+    return {JoinQkvGradRaw(std::move(grads),
+                           ctx->saved_data["shape"].toIntVector(), options,
+                           saved[0], saved[1], ctx->saved_data["rot"].toInt()),
             torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -530,13 +609,22 @@ torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
   return BiasLinearFunction::apply(x, w, b);
 }
 
-torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
-                       const torch::Tensor& sin, int64_t rot) {
-  if (RouteFor(RotaryKernelApplies(qk)) == Route::kLibTorch || qk.dim() != 5 ||
-      rot < 2 || rot % 2 != 0) {
-    return RotateQkLibTorch(qk, cos, sin, rot);
+std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv5,
+                                         const torch::Tensor& cos,
+                                         const torch::Tensor& sin,
+                                         int64_t rot) {
+  TORCH_CHECK(qkv5.dim() == 5 && qkv5.size(3) == 3,
+              "SplitQkvHeads: qkv must be [B, T, heads, 3, hd], got ",
+              qkv5.sizes());
+  if (RouteFor(RotaryKernelApplies(qkv5)) == Route::kLibTorch || rot % 2 != 0 ||
+      rot < 0 || rot > qkv5.size(4)) {
+    return SplitQkvLibTorch(qkv5, cos, sin, rot);
   }
-  return RotateQkFunction::apply(qk, cos.contiguous(), sin.contiguous(), rot);
+  // Empty tables when nothing rotates: autograd takes no undefined inputs.
+  const torch::Tensor none = torch::empty({0}, qkv5.options());
+  torch::Tensor c = rot > 0 ? cos.contiguous() : none;
+  torch::Tensor sn = rot > 0 ? sin.contiguous() : none;
+  return QkvHeadsFunction::apply(qkv5, c, sn, rot);
 }
 
 bool FusedAdamWStep(const torch::Tensor& param, const torch::Tensor& exp_avg,

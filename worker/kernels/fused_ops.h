@@ -1,5 +1,6 @@
 // Fused, differentiable operations of the latent flow layer: the AdaLN
-// modulation and gates, and the NeoX rotary embedding of q and k.
+// modulation and gates, the NeoX attention heads with their rotary
+// embedding, the ODE solver update, biased linear layers and AdamW.
 //
 // On a CUDA tensor, in a build whose nvcc compiled worker/kernels, each is
 // one memory pass forward and one backward (the gate and shift gradients
@@ -17,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace lft {
 
@@ -68,14 +70,19 @@ torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b);
 
-// HF GPT-NeoX's rotary embedding, x * cos + rotate_half(x) * sin, on the
-// first `rot` of the hd dims of qk [B, T, heads, 2, hd] (q and k of each
-// head; any strides with the last dim contiguous). cos and sin are [T, rot]
-// in qk's dtype. Returns a contiguous [B, T, heads, 2, hd] tensor. The
-// fused kernel rounds as the LibTorch expression does (products, then
-// their sum, in qk's dtype), so both give the same bits.
-torch::Tensor RotateQk(const torch::Tensor& qk, const torch::Tensor& cos,
-                       const torch::Tensor& sin, int64_t rot);
+// The attention's q, k and v of qkv [B, T, heads, 3, hd] (HF GPT-NeoX's
+// layout: per head q, k, v; any strides), each [B, T, heads, hd], with HF's
+// rotary embedding x * cos + rotate_half(x) * sin on the first `rot` of the
+// hd dims of q and k (rot even, 0: none). cos and sin are [T, rot] in qkv's
+// dtype (undefined when rot is 0). With the kernels: one pass forward into
+// three contiguous tensors and one pass back into qkv's gradient, where
+// LibTorch's split, rotation and unbind cost three passes forward and, in
+// the backward, a stack, the rotation's transpose and a strided cat. The
+// kernels round as the LibTorch expression does (products, then their
+// sum, in qkv's dtype), so both give the same bits.
+std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv,
+                                         const torch::Tensor& cos,
+                                         const torch::Tensor& sin, int64_t rot);
 
 // One AdamW step (worker/model/adamw.h's rule) in one pass over float32
 // CUDA buffers of one size, contiguous: param, exp_avg and exp_avg_sq

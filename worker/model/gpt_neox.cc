@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
@@ -136,20 +137,16 @@ torch::Tensor NeoXAttention(const NeoXLayerWeights& w, const NeoXLayerShape& s,
     k = qkv5.select(3, 1).permute({0, 2, 1, 3});
     v = qkv5.select(3, 2).permute({0, 2, 1, 3});
   } else {
-    // With autograd: split and unbind, whose backward is one cat or stack,
-    // where narrow and select would each add a zero-filled tensor of qkv's
-    // size and a copy; q and k are rotated together.
-    std::vector<torch::Tensor> parts =
-        qkv.view({b, t, s.heads, 3, hd}).split_with_sizes({2, 1}, 3);
-    torch::Tensor qk = parts[0];  // [B, T, heads, 2, hd]
-    if (s.rotary_dims > 0) {
-      auto [cos, sin] = RotaryTable(s, qk, offset, t);
-      qk = RotateQk(qk, cos, sin, s.rotary_dims);
-    }
-    std::vector<torch::Tensor> qk2 = qk.unbind(3);
-    q = qk2[0].permute({0, 2, 1, 3});
-    k = qk2[1].permute({0, 2, 1, 3});
-    v = parts[1].squeeze(3).permute({0, 2, 1, 3});
+    // With autograd: one split into q, k, v (rotated), whose backward is
+    // one tensor, where narrow and select would each add a zero-filled
+    // tensor of qkv's size and a copy.
+    torch::Tensor cos, sin;
+    if (s.rotary_dims > 0) std::tie(cos, sin) = RotaryTable(s, h, offset, t);
+    std::vector<torch::Tensor> heads = SplitQkvHeads(
+        qkv.view({b, t, s.heads, 3, hd}), cos, sin, s.rotary_dims);
+    q = heads[0].permute({0, 2, 1, 3});
+    k = heads[1].permute({0, 2, 1, 3});
+    v = heads[2].permute({0, 2, 1, 3});
   }
   if (kv != nullptr) {
     if (kv->k.defined()) {

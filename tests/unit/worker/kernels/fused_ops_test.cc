@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 
 #include "worker/model/adamw.h"
 #include "worker/model/flow_layer.h"
@@ -143,29 +144,49 @@ std::pair<torch::Tensor, torch::Tensor> Table(int64_t t, int64_t rot,
   return {emb.cos().to(device, type), emb.sin().to(device, type)};
 }
 
-// The attention's use: qk is a strided split of qkv [B, T, heads, 3, hd].
-OpRun RotateRun(FusedOpsMode mode, torch::ScalarType type, torch::Device device,
-                int64_t rot) {
-  const int64_t b = 2, t = 9, heads = 3, hd = 16;
-  auto [cos, sin] = Table(t, rot, type, device);
+// The attention's use: q, k, v of qkv [B, T, heads, 3, hd], stacked back
+// into that shape so that one weight covers all three. head_major: each
+// goes through a [B, heads, T, hd] copy first, as the attention's reads do,
+// so its gradient arrives with those strides.
+OpRun SplitRun(FusedOpsMode mode, torch::ScalarType type, torch::Device device,
+               int64_t hd, int64_t rot, bool head_major = false) {
+  const int64_t b = 2, t = 9, heads = 3;
+  torch::Tensor cos, sin;
+  if (rot > 0) std::tie(cos, sin) = Table(t, rot, type, device);
   torch::Tensor qkv = Normal({b, t, heads, 3, hd}, 11).to(device, type);
-  torch::Tensor w = Normal({b, t, heads, 2, hd}, 12);
+  torch::Tensor w = Normal({b, t, heads, 3, hd}, 12);
   auto f = [&](std::vector<torch::Tensor>& in) {
-    torch::Tensor qk = in[0].split_with_sizes({2, 1}, 3)[0];
-    return RotateQk(qk, cos, sin, rot);
+    std::vector<torch::Tensor> parts = SplitQkvHeads(in[0], cos, sin, rot);
+    EXPECT_EQ(parts.size(), 3u);
+    if (head_major) {
+      for (auto& p : parts) {
+        p = p.permute({0, 2, 1, 3}).contiguous().permute({0, 2, 1, 3});
+      }
+    }
+    return torch::stack(parts, 3);
   };
   return Evaluate(mode, {qkv}, f, w);
 }
 
-TEST(FusedOpsTest, RotateQkFunctionGivesTheLibTorchBitsInBf16) {
-  for (int64_t rot : {4, 16}) {
-    OpRun want =
-        RotateRun(FusedOpsMode::kOff, torch::kBFloat16, torch::kCPU, rot);
-    OpRun got =
-        RotateRun(FusedOpsMode::kAlways, torch::kBFloat16, torch::kCPU, rot);
-    EXPECT_TRUE(torch::equal(got.y, want.y)) << "rot " << rot;
-    EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0])) << "rot " << rot;
+TEST(FusedOpsTest, SplitQkvHeadsFunctionGivesTheLibTorchBitsInBf16) {
+  for (int64_t rot : {0, 4, 16}) {
+    for (bool head_major : {false, true}) {
+      OpRun want = SplitRun(FusedOpsMode::kOff, torch::kBFloat16, torch::kCPU,
+                            16, rot, head_major);
+      OpRun got = SplitRun(FusedOpsMode::kAlways, torch::kBFloat16, torch::kCPU,
+                           16, rot, head_major);
+      EXPECT_TRUE(torch::equal(got.y, want.y)) << "rot " << rot;
+      EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0])) << "rot " << rot;
+    }
   }
+  // The rotation is not the identity: q and k change, v does not.
+  OpRun plain =
+      SplitRun(FusedOpsMode::kOff, torch::kBFloat16, torch::kCPU, 16, 0);
+  OpRun rotated =
+      SplitRun(FusedOpsMode::kAlways, torch::kBFloat16, torch::kCPU, 16, 16);
+  EXPECT_FALSE(
+      torch::equal(rotated.y.narrow(3, 0, 2), plain.y.narrow(3, 0, 2)));
+  EXPECT_TRUE(torch::equal(rotated.y.narrow(3, 2, 1), plain.y.narrow(3, 2, 1)));
 }
 
 NeoXConfig LayerConfig(int64_t hidden, bool parallel) {
@@ -372,19 +393,38 @@ TEST(FusedOpsCudaTest, KernelsAreWhatAutoRunsOnCuda) {
   ASSERT_NE(z.grad_fn(), nullptr);
   EXPECT_NE(z.grad_fn()->name().find("BiasLinearFunction"), std::string::npos)
       << z.grad_fn()->name();
+  auto [cos, sin] = Table(8, 16, torch::kBFloat16, cuda);
+  torch::Tensor qkv = Normal({2, 8, 2, 3, 64}, 5, torch::kBFloat16).to(cuda);
+  qkv.requires_grad_(true);
+  torch::Tensor q = SplitQkvHeads(qkv, cos, sin, 16)[0];
+  ASSERT_NE(q.grad_fn(), nullptr);
+  EXPECT_NE(q.grad_fn()->name().find("QkvHeadsFunction"), std::string::npos)
+      << q.grad_fn()->name();
 }
 
-TEST(FusedOpsCudaTest, RotateQkKernelGivesTheLibTorchBits) {
+// Whole vectors (head_dim 64, rot 16: Pythia's heads; head_dim 16, rot 16)
+// and single values (rot 4 splits a vector), with and without rotation,
+// gradients in either layout.
+TEST(FusedOpsCudaTest, SplitQkvHeadsKernelsGiveTheLibTorchBits) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
   const torch::Device cuda(torch::kCUDA);
+  struct Shape {
+    int64_t hd, rot;
+  };
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
-    for (int64_t rot : {4, 16}) {
-      OpRun want = RotateRun(FusedOpsMode::kOff, type, cuda, rot);
-      OpRun got = RotateRun(FusedOpsMode::kAuto, type, cuda, rot);
-      EXPECT_TRUE(torch::equal(got.y, want.y)) << type << " rot " << rot;
-      EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0]))
-          << type << " rot " << rot << " max diff "
-          << MaxDiff(got.grads[0], want.grads[0]);
+    for (Shape sh :
+         {Shape{64, 16}, Shape{16, 16}, Shape{16, 4}, Shape{64, 0}}) {
+      for (bool head_major : {false, true}) {
+        OpRun want =
+            SplitRun(FusedOpsMode::kOff, type, cuda, sh.hd, sh.rot, head_major);
+        OpRun got = SplitRun(FusedOpsMode::kAuto, type, cuda, sh.hd, sh.rot,
+                             head_major);
+        EXPECT_TRUE(torch::equal(got.y, want.y))
+            << type << " hd " << sh.hd << " rot " << sh.rot;
+        EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0]))
+            << type << " hd " << sh.hd << " rot " << sh.rot << " max diff "
+            << MaxDiff(got.grads[0], want.grads[0]);
+      }
     }
   }
 }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "worker/kernels/fused_kernels.h"
@@ -108,6 +110,27 @@ bool Aligned(const torch::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
+// Zeroed arrival counters for the kernels that finish their own sums
+// (fused_kernels.h: the last block resets what it used), one set per CUDA
+// stream: launches on one stream run in order, so they never share a
+// counter at once. Allocated once per stream, on first use (a CUDA graph
+// that records that use keeps the memset, which is harmless), and kept for
+// the process's life. Null when more than kArrivalCounters are asked for.
+constexpr int64_t kArrivalCounters = 1 << 16;
+unsigned int* ArrivalCounters(const torch::Tensor& like, int64_t n) {
+  if (n > kArrivalCounters) return nullptr;
+  static std::mutex mu;
+  // Never destroyed: a static tensor would be freed after CUDA shuts down.
+  static auto* sets = new std::map<void*, torch::Tensor>();
+  void* const stream = StreamOf(like);
+  std::lock_guard<std::mutex> lock(mu);
+  torch::Tensor& t = (*sets)[stream];
+  if (!t.defined()) {
+    t = torch::zeros({kArrivalCounters}, like.options().dtype(torch::kInt));
+  }
+  return reinterpret_cast<unsigned int*>(t.data_ptr<int>());
+}
+
 bool UseKernels(const torch::Tensor& a,
                 std::initializer_list<torch::Tensor> ts) {
   if (!KernelsApply(a)) return false;
@@ -173,7 +196,9 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
   const auto b = a.size(0), h = a.size(2);
   ScaleShiftGrads g;
 #if defined(LFT_CUDA_KERNELS)
-  if (UseKernels(a, {dy, a}) && RowsUsable(a, s, torch::Tensor())) {
+  unsigned int* counters = nullptr;
+  if (UseKernels(a, {dy, a}) && RowsUsable(a, s, torch::Tensor()) &&
+      a.size(1) > 0 && (counters = ArrivalCounters(a, b)) != nullptr) {
     const auto t = a.size(1);
     c10::cuda::CUDAGuard guard(a.device());
     const int64_t chunks = fused_kernels::ScaleShiftChunks(b, t);
@@ -182,23 +207,16 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
     torch::Tensor pc;
     if (want_shift) pc = torch::empty({b, chunks, h}, f32);
     g.da = torch::empty_like(a);
+    g.ds = torch::empty({b, h}, s.options());
+    if (want_shift) g.dc = torch::empty({b, h}, s.options());
     CheckLaunch(
         fused_kernels::ScaleShiftBackward(
             TypeOf(a), dy.data_ptr(), a.data_ptr(), s.data_ptr(),
             g.da.data_ptr(), ps.data_ptr<float>(),
-            want_shift ? pc.data_ptr<float>() : nullptr,
+            want_shift ? pc.data_ptr<float>() : nullptr, g.ds.data_ptr(),
+            want_shift ? g.dc.data_ptr() : nullptr, counters,
             static_cast<float>(offset), b, t, h, s.stride(0), StreamOf(a)),
         "scale-shift backward");
-    auto finish = [&](const torch::Tensor& p) {
-      torch::Tensor out = torch::empty({b, h}, s.options());
-      CheckLaunch(
-          fused_kernels::SumChunks(TypeOf(s), p.data_ptr<float>(), b, chunks, h,
-                                   out.data_ptr(), StreamOf(a)),
-          "chunk sums");
-      return out;
-    };
-    g.ds = finish(ps);
-    if (want_shift) g.dc = finish(pc);
     return g;
   }
 #endif
@@ -303,8 +321,11 @@ torch::Tensor ColumnSumOf(const torch::Tensor& g) {
   // grid.y of the first pass counts chunks: at most 65535.
   const int64_t chunks =
       g.dim() == 2 ? fused_kernels::ColumnSumChunks(g.size(0)) : 0;
+  unsigned int* counters = nullptr;
   if (ColumnSumApplies(g, g.size(-1)) && g.dim() == 2 && g.is_contiguous() &&
-      Aligned(g) && chunks <= 65535) {
+      Aligned(g) && chunks <= 65535 &&
+      (counters = ArrivalCounters(g, fused_kernels::ColumnSumCounters(
+                                         TypeOf(g), g.size(1)))) != nullptr) {
     c10::cuda::CUDAGuard guard(g.device());
     const int64_t rows = g.size(0), cols = g.size(1);
     torch::Tensor partial = torch::empty({std::max<int64_t>(1, chunks), cols},
@@ -312,7 +333,7 @@ torch::Tensor ColumnSumOf(const torch::Tensor& g) {
     torch::Tensor out = torch::empty({cols}, g.options());
     CheckLaunch(fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
                                          partial.data_ptr<float>(),
-                                         out.data_ptr(), StreamOf(g)),
+                                         out.data_ptr(), counters, StreamOf(g)),
                 "column sum");
     return out;
   }

@@ -64,9 +64,9 @@ torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
 // x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds
 // the bias on the GPU. Under autograd on CUDA (bf16 or fp32, N a multiple
 // of one 16-byte vector) the bias gradient is worker/kernels' column sum,
-// two passes near the memory bandwidth, instead of LibTorch's reduction,
-// which ran at about a third of it at the trainer's shapes and was the
-// largest non-matmul cost of a step at 8 x 512.
+// one pass near the memory bandwidth (its last block adds the chunks), instead
+// of LibTorch's reduction, which ran at about a third of it at the trainer's
+// shapes and was the largest non-matmul cost of a step at 8 x 512.
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b);
 

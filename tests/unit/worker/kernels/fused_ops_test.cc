@@ -343,6 +343,47 @@ TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
   }
 }
 
+// The column sums and the scale-shift sums are finished by the last block
+// of their grid, through counters that each launch must leave at zero: the
+// same launch repeated between others of other shapes (other block and
+// chunk counts) gives the same bits. (BiasLinearKernelsMatchFloat64 and
+// ModulateAndGateKernelsMatchFloat64 check the values.)
+TEST(FusedOpsCudaTest, SumsFinishedByTheLastBlockRepeatExactly) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  auto bias_grad = [&](int64_t m, int64_t n, uint64_t seed) {
+    torch::Tensor x = Normal({m, 64}, seed, torch::kBFloat16).to(cuda);
+    torch::Tensor w = Normal({n, 64}, seed + 1, torch::kBFloat16).to(cuda);
+    torch::Tensor b = Normal({n}, seed + 2, torch::kBFloat16).to(cuda);
+    b.requires_grad_(true);
+    BiasLinear(x, w, b).sum().backward();
+    return b.grad().cpu();
+  };
+  auto scale_grad = [&](int64_t batch, int64_t seq, uint64_t seed) {
+    torch::Tensor a =
+        Normal({batch, seq, 256}, seed, torch::kBFloat16).to(cuda);
+    torch::Tensor s =
+        Normal({batch, 1, 256}, seed + 1, torch::kBFloat16).to(cuda);
+    torch::Tensor c =
+        Normal({batch, 1, 256}, seed + 2, torch::kBFloat16).to(cuda);
+    a.requires_grad_(true);
+    s.requires_grad_(true);
+    c.requires_grad_(true);
+    (Modulate(a, s, c) * a.detach()).sum().backward();
+    return torch::cat({s.grad().view({-1}), c.grad().view({-1})}).cpu();
+  };
+  const torch::Tensor bias_first = bias_grad(4096, 3072, 1);
+  const torch::Tensor scale_first = scale_grad(3, 700, 4);
+  for (int round = 0; round < 3; ++round) {
+    bias_grad(37 + round, 40, 7);
+    scale_grad(1, 9 + round, 8);
+    EXPECT_TRUE(torch::equal(bias_grad(4096, 3072, 1), bias_first)) << round;
+    EXPECT_TRUE(torch::equal(scale_grad(3, 700, 4), scale_first)) << round;
+  }
+  EXPECT_GT(MaxAbs(bias_first), 0.0);
+  EXPECT_GT(MaxAbs(scale_first), 0.0);
+}
+
 // The solver update as the trainer runs it: float32 state, bf16 velocity.
 TEST(FusedOpsCudaTest, SolverUpdateKernelsMatchFloat64) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";

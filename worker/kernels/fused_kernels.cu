@@ -189,7 +189,10 @@ struct alignas(sizeof(T) * kN) Values {
 // Tokens per block of QkvHeadsKernel: each thread has that many loads in
 // flight before its first store (one token per block ran at about half the
 // memory bandwidth).
+// At most kQkvThreads threads a block, so that the registers of those
+// loads fit (512 failed to launch at 16 heads of 64).
 constexpr int kQkvTokens = 4;
+constexpr int kQkvThreads = 256;
 
 // q, k, v of qkv [B, T, heads, 3, hd] to their own [B, T, heads, hd]
 // tensors (kJoin false), or their gradients back into one of qkv's shape
@@ -201,12 +204,11 @@ constexpr int kQkvTokens = 4;
 // sum; __fmul_rn / __fadd_rn keep nvcc from contracting them into an FMA,
 // which would change fp32 results.
 template <typename T, int kN, bool kJoin>
-__global__ void QkvHeadsKernel(const T* __restrict__ qkv_in,
-                               QkvParts<const T*> parts_in, QkvLayout l,
-                               const T* __restrict__ cos,
-                               const T* __restrict__ sin,
-                               T* __restrict__ qkv_out,
-                               QkvParts<T*> parts_out) {
+__global__ void __launch_bounds__(kQkvThreads)
+    QkvHeadsKernel(const T* __restrict__ qkv_in, QkvParts<const T*> parts_in,
+                   QkvLayout l, const T* __restrict__ cos,
+                   const T* __restrict__ sin, T* __restrict__ qkv_out,
+                   QkvParts<T*> parts_out) {
   using V = Values<T, kN>;
   const int row_values = static_cast<int>(l.head_dim / kN);
   const int token_values = static_cast<int>(l.heads) * 3 * row_values;
@@ -499,8 +501,8 @@ int LaunchQkvHeads(const void* qkv, const void* const* parts,
   constexpr int kN = Pack<T>::kN;
   const bool vectors = VectorsFit<T>(l, qkv, parts, cos, sin);
   const int64_t token_values = l.heads * 3 * l.head_dim / (vectors ? kN : 1);
-  const int threads =
-      static_cast<int>(std::min<int64_t>(512, (token_values + 31) / 32 * 32));
+  const int threads = static_cast<int>(
+      std::min<int64_t>(kQkvThreads, (token_values + 31) / 32 * 32));
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(
       (tokens + kQkvTokens - 1) / kQkvTokens, int64_t{1} << 20));
   QkvParts<const T*> in{};

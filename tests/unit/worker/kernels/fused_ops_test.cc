@@ -149,8 +149,9 @@ std::pair<torch::Tensor, torch::Tensor> Table(int64_t t, int64_t rot,
 // goes through a [B, heads, T, hd] copy first, as the attention's reads do,
 // so its gradient arrives with those strides.
 OpRun SplitRun(FusedOpsMode mode, torch::ScalarType type, torch::Device device,
-               int64_t hd, int64_t rot, bool head_major = false) {
-  const int64_t b = 2, t = 9, heads = 3;
+               int64_t hd, int64_t rot, bool head_major = false,
+               int64_t heads = 3) {
+  const int64_t b = 2, t = 9;
   torch::Tensor cos, sin;
   if (rot > 0) std::tie(cos, sin) = Table(t, rot, type, device);
   torch::Tensor qkv = Normal({b, t, heads, 3, hd}, 11).to(device, type);
@@ -443,14 +444,14 @@ TEST(FusedOpsCudaTest, KernelsAreWhatAutoRunsOnCuda) {
       << q.grad_fn()->name();
 }
 
-// Whole vectors (head_dim 64, rot 16: Pythia's heads; head_dim 16, rot 16)
-// and single values (rot 4 splits a vector), with and without rotation,
-// gradients in either layout.
+// Whole vectors (16 heads of 64, rot 16: Pythia-410M's attention, the most
+// threads a block; head_dim 16, rot 16) and single values (rot 4 splits a
+// vector), with and without rotation, gradients in either layout.
 TEST(FusedOpsCudaTest, SplitQkvHeadsKernelsGiveTheLibTorchBits) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
   const torch::Device cuda(torch::kCUDA);
   struct Shape {
-    int64_t hd, rot;
+    int64_t hd, rot, heads;
   };
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
     for (Shape sh :

@@ -454,13 +454,13 @@ TEST(FusedOpsCudaTest, SplitQkvHeadsKernelsGiveTheLibTorchBits) {
     int64_t hd, rot, heads;
   };
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
-    for (Shape sh :
-         {Shape{64, 16}, Shape{16, 16}, Shape{16, 4}, Shape{64, 0}}) {
+    for (Shape sh : {Shape{64, 16, 16}, Shape{64, 16, 3}, Shape{16, 16, 3},
+                     Shape{16, 4, 3}, Shape{64, 0, 3}}) {
       for (bool head_major : {false, true}) {
-        OpRun want =
-            SplitRun(FusedOpsMode::kOff, type, cuda, sh.hd, sh.rot, head_major);
+        OpRun want = SplitRun(FusedOpsMode::kOff, type, cuda, sh.hd, sh.rot,
+                              head_major, sh.heads);
         OpRun got = SplitRun(FusedOpsMode::kAuto, type, cuda, sh.hd, sh.rot,
-                             head_major);
+                             head_major, sh.heads);
         EXPECT_TRUE(torch::equal(got.y, want.y))
             << type << " hd " << sh.hd << " rot " << sh.rot;
         EXPECT_TRUE(torch::equal(got.grads[0], want.grads[0]))

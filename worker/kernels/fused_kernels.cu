@@ -366,32 +366,57 @@ constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 // sums are added in lane order through shared memory into the chunk's fp32
 // partial. The last chunk of a column block to finish adds the partials,
 // lane y taking every kColumnSumLanes-th chunk, and the lanes in order.
-template <typename T>
-__global__ void ColumnSumKernel(const T* __restrict__ in, int64_t rows,
+// kLayerNorm: two sums of dy = in, sum 0 of dy * (x - mean) * rstd (the
+// LayerNorm weight's gradient) and sum 1 of dy (the bias's); partial is
+// then [2, chunks, cols]. Otherwise one, of in.
+template <typename T, bool kLayerNorm>
+__global__ void ColumnSumKernel(const T* __restrict__ in,
+                                const T* __restrict__ x,
+                                const float* __restrict__ mean,
+                                const float* __restrict__ rstd, int64_t rows,
                                 int64_t cols, float* __restrict__ partial,
-                                T* __restrict__ out,
+                                T* __restrict__ out0, T* __restrict__ out1,
                                 unsigned int* __restrict__ counters) {
   constexpr int kN = Pack<T>::kN;
+  constexpr int kSums = kLayerNorm ? 2 : 1;
   __shared__ float lanes[kColumnSumLanes][32 * kN];
   const int64_t col =
       (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
   const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
-  float acc[kN];
+  const int64_t chunks = gridDim.y;
+  float acc[kSums][kN];
 #pragma unroll
-  for (int k = 0; k < kN; ++k) acc[k] = 0.0f;
+  for (int i = 0; i < kSums; ++i) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) acc[i][k] = 0.0f;
+  }
   if (col < cols) {
 #pragma unroll 4
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
       const Pack<T> v = *reinterpret_cast<const Pack<T>*>(in + r * cols + col);
+      if constexpr (kLayerNorm) {
+        const Pack<T> xv =
+            *reinterpret_cast<const Pack<T>*>(x + r * cols + col);
+        const float m = mean[r], rs = rstd[r];
 #pragma unroll
-      for (int k = 0; k < kN; ++k) acc[k] += ToFloat(v.v[k]);
+        for (int k = 0; k < kN; ++k) {
+          const float g = ToFloat(v.v[k]);
+          acc[0][k] += g * ((ToFloat(xv.v[k]) - m) * rs);
+          acc[1][k] += g;
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kN; ++k) acc[0][k] += ToFloat(v.v[k]);
+      }
     }
   }
-  auto lane_sums_to = [&](auto store) {
+  // acc[i] of every lane, added in lane order, to store(k, sum) in lane 0.
+  auto lane_sums_to = [&](int i, auto store) {
+    __syncthreads();  // earlier reads of `lanes` are done
 #pragma unroll
     for (int k = 0; k < kN; ++k)
-      lanes[threadIdx.y][threadIdx.x * kN + k] = acc[k];
+      lanes[threadIdx.y][threadIdx.x * kN + k] = acc[i][k];
     __syncthreads();
     if (threadIdx.y == 0 && col < cols) {
 #pragma unroll
@@ -404,19 +429,25 @@ __global__ void ColumnSumKernel(const T* __restrict__ in, int64_t rows,
       }
     }
   };
-  lane_sums_to([&](int k, float sum) {
-    partial[static_cast<int64_t>(blockIdx.y) * cols + col + k] = sum;
-  });
+#pragma unroll
+  for (int i = 0; i < kSums; ++i) {
+    float* p = partial + (i * chunks + blockIdx.y) * cols + col;
+    lane_sums_to(i, [&](int k, float sum) { p[k] = sum; });
+  }
   if (!LastToArrive(counters + blockIdx.x, gridDim.y)) return;
 #pragma unroll
-  for (int k = 0; k < kN; ++k) acc[k] = 0.0f;
-  if (col < cols) {
+  for (int i = 0; i < kSums; ++i) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) acc[i][k] = 0.0f;
+    if (col < cols) {
 #pragma unroll 4
-    for (int64_t c = threadIdx.y; c < gridDim.y; c += kColumnSumLanes)
-      AddPartial<kN>(partial + c * cols + col, acc);
+      for (int64_t c = threadIdx.y; c < chunks; c += kColumnSumLanes)
+        AddPartial<kN>(partial + (i * chunks + c) * cols + col, acc[i]);
+    }
+    T* out = i == 0 ? out0 : out1;
+    lane_sums_to(i,
+                 [&](int k, float sum) { out[col + k] = FromFloat<T>(sum); });
   }
-  __syncthreads();  // the first sums' reads of `lanes` are done
-  lane_sums_to([&](int k, float sum) { out[col + k] = FromFloat<T>(sum); });
 }
 
 bool Aligned16(const void* p) {
@@ -634,16 +665,24 @@ int64_t ColumnSumCounters(ElementType type, int64_t cols) {
   return (cols / VectorWidth(type) + 31) / 32;
 }
 
-template <typename T>
-int LaunchColumnSum(const void* in, int64_t rows, int64_t cols, float* partial,
-                    void* out, unsigned int* counters, cudaStream_t stream) {
+template <typename T, bool kLayerNorm>
+int LaunchColumnSum(const void* in, const void* x, const float* mean,
+                    const float* rstd, int64_t rows, int64_t cols,
+                    float* partial, void* out0, void* out1,
+                    unsigned int* counters, cudaStream_t stream) {
   const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
   const dim3 grid(static_cast<unsigned>(col_blocks),
                   static_cast<unsigned>(ColumnSumChunks(rows)));
-  ColumnSumKernel<T><<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
-      static_cast<const T*>(in), rows, cols, partial, static_cast<T*>(out),
-      counters);
+  ColumnSumKernel<T, kLayerNorm>
+      <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
+          static_cast<const T*>(in), static_cast<const T*>(x), mean, rstd, rows,
+          cols, partial, static_cast<T*>(out0), static_cast<T*>(out1),
+          counters);
   return static_cast<int>(cudaGetLastError());
+}
+
+static size_t BytesOf(ElementType type, int64_t n) {
+  return static_cast<size_t>(n) * (type == ElementType::kBFloat16 ? 2 : 4);
 }
 
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
@@ -651,15 +690,38 @@ int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
   if (cols == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   if (rows == 0) {
-    const size_t bytes =
-        static_cast<size_t>(cols) * (type == ElementType::kBFloat16 ? 2 : 4);
-    return static_cast<int>(cudaMemsetAsync(out, 0, bytes, s));
+    return static_cast<int>(cudaMemsetAsync(out, 0, BytesOf(type, cols), s));
   }
   return type == ElementType::kBFloat16
-             ? LaunchColumnSum<__nv_bfloat16>(in, rows, cols, partial, out,
-                                              counters, s)
-             : LaunchColumnSum<float>(in, rows, cols, partial, out, counters,
-                                      s);
+             ? LaunchColumnSum<__nv_bfloat16, false>(
+                   in, nullptr, nullptr, nullptr, rows, cols, partial, out,
+                   nullptr, counters, s)
+             : LaunchColumnSum<float, false>(in, nullptr, nullptr, nullptr,
+                                             rows, cols, partial, out, nullptr,
+                                             counters, s);
+}
+
+int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
+                        const float* mean, const float* rstd, int64_t rows,
+                        int64_t cols, float* partial, void* weight_grad,
+                        void* bias_grad, unsigned int* counters, void* stream) {
+  if (cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (rows == 0) {
+    const size_t bytes = BytesOf(type, cols);
+    const int code =
+        static_cast<int>(cudaMemsetAsync(weight_grad, 0, bytes, s));
+    return code != 0
+               ? code
+               : static_cast<int>(cudaMemsetAsync(bias_grad, 0, bytes, s));
+  }
+  return type == ElementType::kBFloat16
+             ? LaunchColumnSum<__nv_bfloat16, true>(dy, x, mean, rstd, rows,
+                                                    cols, partial, weight_grad,
+                                                    bias_grad, counters, s)
+             : LaunchColumnSum<float, true>(dy, x, mean, rstd, rows, cols,
+                                            partial, weight_grad, bias_grad,
+                                            counters, s);
 }
 
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,

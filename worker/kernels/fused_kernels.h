@@ -75,6 +75,18 @@ int64_t ColumnSumCounters(ElementType type, int64_t cols);
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
               float* partial, void* out, unsigned int* counters, void* stream);
 
+// LayerNorm's weight and bias gradients over rows of [rows, cols]:
+// weight_grad = sum over rows of dy * (x - mean[r]) * rstd[r], bias_grad =
+// sum of dy (of type), with the column sums' scheme: partial fp32
+// [2, ColumnSumChunks(rows), cols], counters ColumnSumCounters(type,
+// cols). mean and rstd fp32 [rows] as LibTorch's forward saved them.
+// PyTorch's own kernel for these ran at about 1 TB/s at the trainer's
+// shapes, after its input-gradient kernel, which stays.
+int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
+                        const float* mean, const float* rstd, int64_t rows,
+                        int64_t cols, float* partial, void* weight_grad,
+                        void* bias_grad, unsigned int* counters, void* stream);
+
 // An ODE solver's update y = x + d[b] * u over [B, per_batch] elements: x
 // and y float32, u of `u_type`, d float32 [B]. per_batch a multiple of 4;
 // x, y 16-byte and u 8-byte aligned (bf16; 16 for fp32).

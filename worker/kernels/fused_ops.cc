@@ -341,6 +341,57 @@ torch::Tensor ColumnSumOf(const torch::Tensor& g) {
   return g.sum(0);
 }
 
+// LayerNorm over the last dim of x with weight w and bias b (x's dtype):
+// LibTorch's forward and input gradient; the weight and bias gradients from
+// worker/kernels on CUDA, from LibTorch's backward elsewhere.
+class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor w, torch::Tensor b, double eps) {
+    auto [y, mean, rstd] = at::native_layer_norm(x, {x.size(-1)}, w, b, eps);
+    ctx->save_for_backward({x, w, b, mean, rstd});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list v = ctx->get_saved_variables();
+    const torch::Tensor &x = v[0], &w = v[1], &b = v[2], &mean = v[3],
+                        &rstd = v[4];
+    const torch::Tensor dy = grads[0].contiguous();
+    const int64_t cols = x.size(-1);
+#if defined(LFT_CUDA_KERNELS)
+    const int64_t rows = x.numel() / std::max<int64_t>(1, cols);
+    unsigned int* counters = nullptr;
+    if (ColumnSumApplies(x, cols) && x.is_contiguous() && Aligned(x) &&
+        Aligned(dy) && mean.scalar_type() == torch::kFloat &&
+        rstd.scalar_type() == torch::kFloat && mean.is_contiguous() &&
+        rstd.is_contiguous() && mean.numel() == rows && rstd.numel() == rows &&
+        fused_kernels::ColumnSumChunks(rows) <= 65535 &&
+        (counters = ArrivalCounters(x, fused_kernels::ColumnSumCounters(
+                                           TypeOf(x), cols))) != nullptr) {
+      torch::Tensor dx = std::get<0>(at::native_layer_norm_backward(
+          dy, x, {cols}, mean, rstd, w, b, {true, false, false}));
+      c10::cuda::CUDAGuard guard(x.device());
+      torch::Tensor partial = torch::empty(
+          {2, std::max<int64_t>(1, fused_kernels::ColumnSumChunks(rows)), cols},
+          x.options().dtype(torch::kFloat));
+      torch::Tensor dw = torch::empty({cols}, x.options());
+      torch::Tensor db = torch::empty({cols}, x.options());
+      CheckLaunch(
+          fused_kernels::LayerNormAffineGrad(
+              TypeOf(x), dy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
+              rstd.data_ptr<float>(), rows, cols, partial.data_ptr<float>(),
+              dw.data_ptr(), db.data_ptr(), counters, StreamOf(x)),
+          "layer norm affine backward");
+      return {dx, dw, db, torch::Tensor()};
+    }
+#endif
+    auto [dx, dw, db] = at::native_layer_norm_backward(
+        dy, x, {cols}, mean, rstd, w, b, {true, true, true});
+    return {dx, dw, db, torch::Tensor()};
+  }
+};
+
 // addmm(b, x, w^T) with the bias gradient from ColumnSumOf; the other two
 // are AddmmBackward's products.
 class BiasLinearFunction
@@ -628,6 +679,19 @@ torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
     return torch::addmm(b, x, w.t());
   }
   return BiasLinearFunction::apply(x, w, b);
+}
+
+torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
+                        const torch::Tensor& b, double eps) {
+  const bool shapes =
+      x.dim() >= 2 && w.defined() && b.defined() && w.dim() == 1 &&
+      b.dim() == 1 && w.size(0) == x.size(-1) && b.size(0) == x.size(-1) &&
+      w.scalar_type() == x.scalar_type() && b.scalar_type() == x.scalar_type();
+  if (!shapes || !torch::GradMode::is_enabled() ||
+      RouteFor(ColumnSumApplies(x, x.size(-1))) == Route::kLibTorch) {
+    return torch::layer_norm(x, {x.size(-1)}, w, b, eps);
+  }
+  return LayerNormFunction::apply(x.contiguous(), w, b, eps);
 }
 
 std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv5,

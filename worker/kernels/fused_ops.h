@@ -70,6 +70,15 @@ torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b);
 
+// torch::layer_norm over the last dim of x with weight w and bias b (of
+// x's dtype). Under autograd on CUDA (bf16 or fp32, width a multiple of
+// one 16-byte vector) the weight and bias gradients come from worker/
+// kernels' column sums (one pass, with the bias's sum beside the weight's)
+// instead of LibTorch's, which ran at about 1 TB/s; the output and the
+// input gradient are LibTorch's own, the same bits.
+torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
+                        const torch::Tensor& b, double eps);
+
 // The attention's q, k and v of qkv [B, T, heads, 3, hd] (HF GPT-NeoX's
 // layout: per head q, k, v; any strides), each [B, T, heads, hd], with HF's
 // rotary embedding x * cos + rotate_half(x) * sin on the first `rot` of the

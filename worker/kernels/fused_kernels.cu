@@ -38,40 +38,6 @@ struct alignas(16) Pack {
   T v[kN];
 };
 
-// Whether this block is the last of `blocks` to arrive at `counter`; in
-// that block every other block's writes before its arrival are visible. The
-// last resets the counter, so the next launch finds it zero: launches that
-// share counters must not overlap (fused_ops.cc keeps one set per stream).
-// Every thread of the block must call it. This lets a grid finish its own
-// cross-block sums (the last block adds the partials) where a second
-// kernel cost a launch and a gap per sum.
-__device__ __forceinline__ bool LastToArrive(unsigned int* counter,
-                                             unsigned int blocks) {
-  __shared__ bool last;
-  __threadfence();  // this block's partials, before its arrival counts
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0) {
-    last = atomicAdd(counter, 1u) == blocks - 1;
-    if (last) atomicExch(counter, 0u);
-  }
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-
-// kN floats of another block's partials, read past L1 (not coherent).
-template <int kN>
-__device__ __forceinline__ void AddPartial(const float* p, float* acc) {
-#pragma unroll
-  for (int k = 0; k < kN; k += 4) {
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(p + k));
-    acc[k] += v.x;
-    acc[k + 1] += v.y;
-    acc[k + 2] += v.z;
-    acc[k + 3] += v.w;
-  }
-}
-
 template <typename T>
 __global__ void ScaleShiftForwardKernel(const T* __restrict__ a,
                                         const T* __restrict__ scale,
@@ -111,9 +77,8 @@ __global__ void ScaleShiftBackwardKernel(
     const T* __restrict__ dy, const T* __restrict__ a,
     const T* __restrict__ scale, T* __restrict__ da,
     float* __restrict__ scale_partial, float* __restrict__ shift_partial,
-    T* __restrict__ scale_grad, T* __restrict__ shift_grad,
-    unsigned int* __restrict__ counters, float offset, int64_t seq,
-    int64_t hidden, int64_t row_stride, int64_t rows_per_chunk) {
+    float offset, int64_t seq, int64_t hidden, int64_t row_stride,
+    int64_t rows_per_chunk) {
   constexpr int kN = Pack<T>::kN;
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kN;
   const int64_t chunk = blockIdx.x, chunks = gridDim.x, b = blockIdx.y;
@@ -151,27 +116,6 @@ __global__ void ScaleShiftBackwardKernel(
 #pragma unroll
     for (int k = 0; k < kN; ++k) shift_partial[p + k] = acc_shift[k];
   }
-  // The last chunk of row b adds the chunks' partials in chunk order.
-  if (!LastToArrive(counters + b, static_cast<unsigned int>(chunks))) return;
-  float ss[kN], sc[kN];
-#pragma unroll
-  for (int k = 0; k < kN; ++k) ss[k] = sc[k] = 0.0f;
-#pragma unroll 4
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t q = (b * chunks + c) * hidden + col;
-    AddPartial<kN>(scale_partial + q, ss);
-    if (shift_partial != nullptr) AddPartial<kN>(shift_partial + q, sc);
-  }
-  Pack<T> out_scale, out_shift;
-#pragma unroll
-  for (int k = 0; k < kN; ++k) {
-    out_scale.v[k] = FromFloat<T>(ss[k]);
-    out_shift.v[k] = FromFloat<T>(sc[k]);
-  }
-  *reinterpret_cast<Pack<T>*>(scale_grad + b * hidden + col) = out_scale;
-  if (shift_partial != nullptr) {
-    *reinterpret_cast<Pack<T>*>(shift_grad + b * hidden + col) = out_shift;
-  }
 }
 
 // The q, k and v pointers, passed to a kernel by value.
@@ -186,87 +130,60 @@ struct alignas(sizeof(T) * kN) Values {
   T v[kN];
 };
 
-// Tokens per block of QkvHeadsKernel: each thread has that many loads in
-// flight before its first store (one token per block ran at about half the
-// memory bandwidth).
-// At most kQkvThreads threads a block, so that the registers of those
-// loads fit (512 failed to launch at 16 heads of 64).
-constexpr int kQkvTokens = 4;
-constexpr int kQkvThreads = 256;
-
 // q, k, v of qkv [B, T, heads, 3, hd] to their own [B, T, heads, hd]
 // tensors (kJoin false), or their gradients back into one of qkv's shape
 // (kJoin true: the transpose), with the rotary embedding on the first rot
-// dims of q and k. One block per kQkvTokens tokens, one thread per kN
-// values of a token's heads; kN = 1 where the strides or rot / 2 do not
-// allow whole vectors. The rounding follows LibTorch's
-// x * cos + cat(-x2, x1) * sin in T: each product rounded to T, then their
-// sum; __fmul_rn / __fadd_rn keep nvcc from contracting them into an FMA,
-// which would change fp32 results.
+// dims of q and k. One block per token, one thread per kN values of its
+// heads; kN = 1 where the strides or rot / 2 do not allow whole vectors.
+// The rounding follows LibTorch's x * cos + cat(-x2, x1) * sin in T: each
+// product rounded to T, then their sum; __fmul_rn / __fadd_rn keep nvcc
+// from contracting them into an FMA, which would change fp32 results.
 template <typename T, int kN, bool kJoin>
-__global__ void __launch_bounds__(kQkvThreads)
-    QkvHeadsKernel(const T* __restrict__ qkv_in, QkvParts<const T*> parts_in,
-                   QkvLayout l, const T* __restrict__ cos,
-                   const T* __restrict__ sin, T* __restrict__ qkv_out,
-                   QkvParts<T*> parts_out) {
+__global__ void QkvHeadsKernel(const T* __restrict__ qkv_in,
+                               QkvParts<const T*> parts_in, QkvLayout l,
+                               const T* __restrict__ cos,
+                               const T* __restrict__ sin,
+                               T* __restrict__ qkv_out,
+                               QkvParts<T*> parts_out) {
   using V = Values<T, kN>;
   const int row_values = static_cast<int>(l.head_dim / kN);
   const int token_values = static_cast<int>(l.heads) * 3 * row_values;
   const int rot = static_cast<int>(l.rot), half = rot / 2;
   const int64_t tokens = l.batch * l.seq;
-  for (int64_t first = static_cast<int64_t>(blockIdx.x) * kQkvTokens;
-       first < tokens; first += static_cast<int64_t>(gridDim.x) * kQkvTokens) {
+  for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
+    const int64_t b = token / l.seq, t = token % l.seq;
     for (int p = threadIdx.x; p < token_values; p += blockDim.x) {
       const int row = p / row_values, h = row / 3, j = row % 3;
       const int d0 = (p % row_values) * kN;
-      const bool rotates = j < 2 && d0 < rot;
-      const bool lower = d0 < half;
-      const int partner = lower ? d0 + half : d0 - half;
-      V xv[kQkvTokens], pv[kQkvTokens], cv[kQkvTokens], sv[kQkvTokens];
-      int64_t dst[kQkvTokens], tt[kQkvTokens];
-#pragma unroll
-      for (int i = 0; i < kQkvTokens; ++i) {
-        const int64_t token = first + i;
-        if (token >= tokens) break;
-        const int64_t b = token / l.seq, t = token % l.seq;
-        const int64_t packed = b * l.qkv_stride[0] + t * l.qkv_stride[1] +
-                               h * l.qkv_stride[2] + j * l.qkv_stride[3];
-        const int64_t part = b * l.part_stride[j][0] + t * l.part_stride[j][1] +
-                             h * l.part_stride[j][2];
-        const T* x = kJoin ? parts_in.p[j] + part : qkv_in + packed;
-        dst[i] = kJoin ? packed : part;
-        tt[i] = t;
-        xv[i] = *reinterpret_cast<const V*>(x + d0);
-        if (rotates) pv[i] = *reinterpret_cast<const V*>(x + partner);
+      const int64_t packed = b * l.qkv_stride[0] + t * l.qkv_stride[1] +
+                             h * l.qkv_stride[2] + j * l.qkv_stride[3];
+      const int64_t part = b * l.part_stride[j][0] + t * l.part_stride[j][1] +
+                           h * l.part_stride[j][2];
+      const T* x = kJoin ? parts_in.p[j] + part : qkv_in + packed;
+      T* y = kJoin ? qkv_out + packed : parts_out.p[j] + part;
+      const V xv = *reinterpret_cast<const V*>(x + d0);
+      if (j == 2 || d0 >= rot) {
+        *reinterpret_cast<V*>(y + d0) = xv;
+        continue;
       }
-      if (rotates) {
-#pragma unroll
-        for (int i = 0; i < kQkvTokens; ++i) {
-          if (first + i >= tokens) break;
-          cv[i] = *reinterpret_cast<const V*>(cos + tt[i] * rot + d0);
-          sv[i] = *reinterpret_cast<const V*>(sin + tt[i] * rot + partner);
-        }
-      }
-      T* y = kJoin ? qkv_out : parts_out.p[j];
+      const bool first = d0 < half;
+      const int partner = first ? d0 + half : d0 - half;
+      const V pv = *reinterpret_cast<const V*>(x + partner);
+      const V cv = *reinterpret_cast<const V*>(cos + t * rot + d0);
+      const V sv = *reinterpret_cast<const V*>(sin + t * rot + partner);
       // Forward: the partner enters negated in the first half. The
       // transpose swaps the sign (cos and sin are equal at d and partner).
-      const bool negate = lower != kJoin;
+      const bool negate = first != kJoin;
+      V o;
 #pragma unroll
-      for (int i = 0; i < kQkvTokens; ++i) {
-        if (first + i >= tokens) break;
-        V o = xv[i];
-        if (rotates) {
-#pragma unroll
-          for (int k = 0; k < kN; ++k) {
-            const float main =
-                RoundTo<T>(__fmul_rn(ToFloat(xv[i].v[k]), ToFloat(cv[i].v[k])));
-            const float other =
-                RoundTo<T>(__fmul_rn(ToFloat(pv[i].v[k]), ToFloat(sv[i].v[k])));
-            o.v[k] = FromFloat<T>(__fadd_rn(main, negate ? -other : other));
-          }
-        }
-        *reinterpret_cast<V*>(y + dst[i] + d0) = o;
+      for (int k = 0; k < kN; ++k) {
+        const float main =
+            RoundTo<T>(__fmul_rn(ToFloat(xv.v[k]), ToFloat(cv.v[k])));
+        const float other =
+            RoundTo<T>(__fmul_rn(ToFloat(pv.v[k]), ToFloat(sv.v[k])));
+        o.v[k] = FromFloat<T>(__fadd_rn(main, negate ? -other : other));
       }
+      *reinterpret_cast<V*>(y + d0) = o;
     }
   }
 }
@@ -363,91 +280,70 @@ constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 
 // Block (32, kColumnSumLanes): threadIdx.x owns a 16-byte vector of
 // columns, threadIdx.y every kColumnSumLanes-th row of the chunk; the lanes'
-// sums are added in lane order through shared memory into the chunk's fp32
-// partial. The last chunk of a column block to finish adds the partials,
-// lane y taking every kColumnSumLanes-th chunk, and the lanes in order.
-// kLayerNorm: two sums of dy = in, sum 0 of dy * (x - mean) * rstd (the
-// LayerNorm weight's gradient) and sum 1 of dy (the bias's); partial is
-// then [2, chunks, cols]. Otherwise one, of in.
-template <typename T, bool kLayerNorm>
-__global__ void ColumnSumKernel(const T* __restrict__ in,
-                                const T* __restrict__ x,
-                                const float* __restrict__ mean,
-                                const float* __restrict__ rstd, int64_t rows,
-                                int64_t cols, float* __restrict__ partial,
-                                T* __restrict__ out0, T* __restrict__ out1,
-                                unsigned int* __restrict__ counters) {
+// sums are added in lane order through shared memory.
+template <typename T>
+__global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
+                                       int64_t cols,
+                                       float* __restrict__ partial) {
   constexpr int kN = Pack<T>::kN;
-  constexpr int kSums = kLayerNorm ? 2 : 1;
   __shared__ float lanes[kColumnSumLanes][32 * kN];
   const int64_t col =
       (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
   const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
-  const int64_t chunks = gridDim.y;
-  float acc[kSums][kN];
+  float acc[kN];
 #pragma unroll
-  for (int i = 0; i < kSums; ++i) {
-#pragma unroll
-    for (int k = 0; k < kN; ++k) acc[i][k] = 0.0f;
-  }
+  for (int k = 0; k < kN; ++k) acc[k] = 0.0f;
   if (col < cols) {
 #pragma unroll 4
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
       const Pack<T> v = *reinterpret_cast<const Pack<T>*>(in + r * cols + col);
-      if constexpr (kLayerNorm) {
-        const Pack<T> xv =
-            *reinterpret_cast<const Pack<T>*>(x + r * cols + col);
-        const float m = mean[r], rs = rstd[r];
 #pragma unroll
-        for (int k = 0; k < kN; ++k) {
-          const float g = ToFloat(v.v[k]);
-          acc[0][k] += g * ((ToFloat(xv.v[k]) - m) * rs);
-          acc[1][k] += g;
-        }
-      } else {
-#pragma unroll
-        for (int k = 0; k < kN; ++k) acc[0][k] += ToFloat(v.v[k]);
-      }
+      for (int k = 0; k < kN; ++k) acc[k] += ToFloat(v.v[k]);
     }
   }
-  // acc[i] of every lane, added in lane order, to store(k, sum) in lane 0.
-  auto lane_sums_to = [&](int i, auto store) {
-    __syncthreads();  // earlier reads of `lanes` are done
 #pragma unroll
-    for (int k = 0; k < kN; ++k)
-      lanes[threadIdx.y][threadIdx.x * kN + k] = acc[i][k];
-    __syncthreads();
-    if (threadIdx.y == 0 && col < cols) {
+  for (int k = 0; k < kN; ++k)
+    lanes[threadIdx.y][threadIdx.x * kN + k] = acc[k];
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= cols) return;
 #pragma unroll
-      for (int k = 0; k < kN; ++k) {
-        float sum = 0.0f;
+  for (int k = 0; k < kN; ++k) {
+    float sum = 0.0f;
 #pragma unroll
-        for (int l = 0; l < kColumnSumLanes; ++l)
-          sum += lanes[l][threadIdx.x * kN + k];
-        store(k, sum);
-      }
-    }
-  };
-#pragma unroll
-  for (int i = 0; i < kSums; ++i) {
-    float* p = partial + (i * chunks + blockIdx.y) * cols + col;
-    lane_sums_to(i, [&](int k, float sum) { p[k] = sum; });
+    for (int l = 0; l < kColumnSumLanes; ++l)
+      sum += lanes[l][threadIdx.x * kN + k];
+    partial[static_cast<int64_t>(blockIdx.y) * cols + col + k] = sum;
   }
-  if (!LastToArrive(counters + blockIdx.x, gridDim.y)) return;
-#pragma unroll
-  for (int i = 0; i < kSums; ++i) {
-#pragma unroll
-    for (int k = 0; k < kN; ++k) acc[i][k] = 0.0f;
-    if (col < cols) {
+}
+
+// Block (32, kColumnSumLanes): threadIdx.x a column of one b (32 adjacent
+// columns per block), threadIdx.y every kColumnSumLanes-th chunk; the
+// lanes' sums are added in lane order. A thread per column walking all
+// chunks left most of the GPU idle on a chain of dependent loads.
+template <typename T>
+__global__ void SumChunksKernel(const float* __restrict__ partial,
+                                int64_t batch, int64_t chunks, int64_t cols,
+                                T* __restrict__ out) {
+  __shared__ float lanes[kColumnSumLanes][32];
+  const int64_t i =
+      static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;  // b * cols + c
+  const bool valid = i < batch * cols;
+  float sum = 0.0f;
+  if (valid) {
+    const int64_t b = i / cols, c = i % cols;
+    const float* p = partial + b * chunks * cols + c;
 #pragma unroll 4
-      for (int64_t c = threadIdx.y; c < chunks; c += kColumnSumLanes)
-        AddPartial<kN>(partial + (i * chunks + c) * cols + col, acc[i]);
-    }
-    T* out = i == 0 ? out0 : out1;
-    lane_sums_to(i,
-                 [&](int k, float sum) { out[col + k] = FromFloat<T>(sum); });
+    for (int64_t k = threadIdx.y; k < chunks; k += kColumnSumLanes)
+      sum += p[k * cols];
   }
+  lanes[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y != 0 || !valid) return;
+  float total = 0.0f;
+#pragma unroll
+  for (int l = 0; l < kColumnSumLanes; ++l) total += lanes[l][threadIdx.x];
+  out[i] = FromFloat<T>(total);
 }
 
 bool Aligned16(const void* p) {
@@ -489,10 +385,8 @@ int LaunchScaleShiftForward(const void* a, const void* scale, const void* shift,
 template <typename T>
 int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
                              void* da, float* scale_partial,
-                             float* shift_partial, void* scale_grad,
-                             void* shift_grad, unsigned int* counters,
-                             float offset, int64_t batch, int64_t seq,
-                             int64_t hidden, int64_t row_stride,
+                             float* shift_partial, float offset, int64_t batch,
+                             int64_t seq, int64_t hidden, int64_t row_stride,
                              cudaStream_t stream) {
   if (batch * seq * hidden == 0) return 0;
   const int64_t rows = RowsPerChunk(batch, seq);
@@ -502,8 +396,7 @@ int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
   ScaleShiftBackwardKernel<T><<<grid, threads, 0, stream>>>(
       static_cast<const T*>(dy), static_cast<const T*>(a),
       static_cast<const T*>(scale), static_cast<T*>(da), scale_partial,
-      shift_partial, static_cast<T*>(scale_grad), static_cast<T*>(shift_grad),
-      counters, offset, seq, hidden, row_stride, rows);
+      shift_partial, offset, seq, hidden, row_stride, rows);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -532,13 +425,10 @@ int LaunchQkvHeads(const void* qkv, const void* const* parts,
   constexpr int kN = Pack<T>::kN;
   const bool vectors = VectorsFit<T>(l, qkv, parts, cos, sin);
   const int64_t token_values = l.heads * 3 * l.head_dim / (vectors ? kN : 1);
-  // As few rounds over a token's values as kQkvThreads allows, split evenly
-  // (384 values at 16 heads of 64: two rounds of 192, not 256 and 128).
-  const int64_t rounds = (token_values + kQkvThreads - 1) / kQkvThreads;
   const int threads =
-      static_cast<int>(((token_values + rounds - 1) / rounds + 31) / 32 * 32);
-  const auto blocks = static_cast<unsigned>(std::min<int64_t>(
-      (tokens + kQkvTokens - 1) / kQkvTokens, int64_t{1} << 20));
+      static_cast<int>(std::min<int64_t>(512, (token_values + 31) / 32 * 32));
+  const auto blocks =
+      static_cast<unsigned>(std::min<int64_t>(tokens, int64_t{1} << 20));
   QkvParts<const T*> in{};
   QkvParts<T*> out{};
   for (int j = 0; j < 3; ++j) {
@@ -582,20 +472,17 @@ int64_t ScaleShiftChunks(int64_t batch, int64_t seq) {
 
 int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                        const void* scale, void* da, float* scale_partial,
-                       float* shift_partial, void* scale_grad, void* shift_grad,
-                       unsigned int* counters, float offset, int64_t batch,
+                       float* shift_partial, float offset, int64_t batch,
                        int64_t seq, int64_t hidden, int64_t row_stride,
                        void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   return type == ElementType::kBFloat16
              ? LaunchScaleShiftBackward<__nv_bfloat16>(
-                   dy, a, scale, da, scale_partial, shift_partial, scale_grad,
-                   shift_grad, counters, offset, batch, seq, hidden, row_stride,
-                   s)
-             : LaunchScaleShiftBackward<float>(
-                   dy, a, scale, da, scale_partial, shift_partial, scale_grad,
-                   shift_grad, counters, offset, batch, seq, hidden, row_stride,
-                   s);
+                   dy, a, scale, da, scale_partial, shift_partial, offset,
+                   batch, seq, hidden, row_stride, s)
+             : LaunchScaleShiftBackward<float>(dy, a, scale, da, scale_partial,
+                                               shift_partial, offset, batch,
+                                               seq, hidden, row_stride, s);
 }
 
 int SplitQkvHeads(ElementType type, const void* qkv, const QkvLayout& layout,
@@ -661,67 +548,46 @@ int64_t ColumnSumChunks(int64_t rows) {
   return (rows + kColumnSumRows - 1) / kColumnSumRows;
 }
 
-int64_t ColumnSumCounters(ElementType type, int64_t cols) {
-  return (cols / VectorWidth(type) + 31) / 32;
-}
-
-template <typename T, bool kLayerNorm>
-int LaunchColumnSum(const void* in, const void* x, const float* mean,
-                    const float* rstd, int64_t rows, int64_t cols,
-                    float* partial, void* out0, void* out1,
-                    unsigned int* counters, cudaStream_t stream) {
-  const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
-  const dim3 grid(static_cast<unsigned>(col_blocks),
-                  static_cast<unsigned>(ColumnSumChunks(rows)));
-  ColumnSumKernel<T, kLayerNorm>
-      <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
-          static_cast<const T*>(in), static_cast<const T*>(x), mean, rstd, rows,
-          cols, partial, static_cast<T*>(out0), static_cast<T*>(out1),
-          counters);
+int SumChunks(ElementType out_type, const float* partial, int64_t batch,
+              int64_t chunks, int64_t cols, void* out, void* stream) {
+  const int64_t n = batch * cols;
+  if (n == 0) return 0;
+  const auto blocks = static_cast<unsigned>((n + 31) / 32);
+  const dim3 threads(32, kColumnSumLanes);
+  auto s = static_cast<cudaStream_t>(stream);
+  if (out_type == ElementType::kBFloat16) {
+    SumChunksKernel<__nv_bfloat16><<<blocks, threads, 0, s>>>(
+        partial, batch, chunks, cols, static_cast<__nv_bfloat16*>(out));
+  } else {
+    SumChunksKernel<float><<<blocks, threads, 0, s>>>(
+        partial, batch, chunks, cols, static_cast<float*>(out));
+  }
   return static_cast<int>(cudaGetLastError());
 }
 
-static size_t BytesOf(ElementType type, int64_t n) {
-  return static_cast<size_t>(n) * (type == ElementType::kBFloat16 ? 2 : 4);
+template <typename T>
+int LaunchColumnSum(const void* in, int64_t rows, int64_t cols, float* partial,
+                    cudaStream_t stream) {
+  const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
+  const dim3 grid(static_cast<unsigned>(col_blocks),
+                  static_cast<unsigned>(ColumnSumChunks(rows)));
+  ColumnSumPartialKernel<T><<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
+      static_cast<const T*>(in), rows, cols, partial);
+  return static_cast<int>(cudaGetLastError());
 }
 
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
-              float* partial, void* out, unsigned int* counters, void* stream) {
+              float* partial, void* out, void* stream) {
   if (cols == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
-  if (rows == 0) {
-    return static_cast<int>(cudaMemsetAsync(out, 0, BytesOf(type, cols), s));
-  }
-  return type == ElementType::kBFloat16
-             ? LaunchColumnSum<__nv_bfloat16, false>(
-                   in, nullptr, nullptr, nullptr, rows, cols, partial, out,
-                   nullptr, counters, s)
-             : LaunchColumnSum<float, false>(in, nullptr, nullptr, nullptr,
-                                             rows, cols, partial, out, nullptr,
-                                             counters, s);
-}
-
-int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
-                        const float* mean, const float* rstd, int64_t rows,
-                        int64_t cols, float* partial, void* weight_grad,
-                        void* bias_grad, unsigned int* counters, void* stream) {
-  if (cols == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  if (rows == 0) {
-    const size_t bytes = BytesOf(type, cols);
+  if (rows > 0) {  // no rows: SumChunks over no chunks writes zeros
     const int code =
-        static_cast<int>(cudaMemsetAsync(weight_grad, 0, bytes, s));
-    return code != 0
-               ? code
-               : static_cast<int>(cudaMemsetAsync(bias_grad, 0, bytes, s));
+        type == ElementType::kBFloat16
+            ? LaunchColumnSum<__nv_bfloat16>(in, rows, cols, partial, s)
+            : LaunchColumnSum<float>(in, rows, cols, partial, s);
+    if (code != 0) return code;
   }
-  return type == ElementType::kBFloat16
-             ? LaunchColumnSum<__nv_bfloat16, true>(dy, x, mean, rstd, rows,
-                                                    cols, partial, weight_grad,
-                                                    bias_grad, counters, s)
-             : LaunchColumnSum<float, true>(dy, x, mean, rstd, rows, cols,
-                                            partial, weight_grad, bias_grad,
-                                            counters, s);
+  return SumChunks(type, partial, 1, ColumnSumChunks(rows), cols, out, stream);
 }
 
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,

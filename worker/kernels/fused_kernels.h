@@ -27,18 +27,14 @@ int ScaleShiftForward(ElementType type, const void* a, const void* scale,
                       int64_t row_stride, void* stream);
 
 // Backward of ScaleShiftForward with respect to a, scale and shift:
-// da = dy * (offset + scale[b]); scale_grad[b] = sum over t of dy * a and
-// shift_grad[b] = sum of dy ([B, H] contiguous, of type; shift_grad and
-// shift_partial null: not wanted). The sums go through fp32 partials
-// [B, chunks, H], chunks = ScaleShiftChunks(batch, seq), one per chunk of
-// rows, added in chunk order by the last block of each b to finish, so the
-// result does not depend on scheduling. counters: batch zeroed unsigned
-// ints, left zeroed (see ArrivalCounters in fused_ops.cc). seq > 0.
+// da = dy * (offset + scale[b]); scale_partial[b, c] = sum over the rows t of
+// chunk c of dy * a; shift_partial[b, c] = sum of dy (null: not wanted).
+// Partials are fp32 [B, chunks, H] with chunks = ScaleShiftChunks(seq); the
+// caller sums them over c, which keeps the result deterministic.
 int64_t ScaleShiftChunks(int64_t batch, int64_t seq);
 int ScaleShiftBackward(ElementType type, const void* dy, const void* a,
                        const void* scale, void* da, float* scale_partial,
-                       float* shift_partial, void* scale_grad, void* shift_grad,
-                       unsigned int* counters, float offset, int64_t batch,
+                       float* shift_partial, float offset, int64_t batch,
                        int64_t seq, int64_t hidden, int64_t row_stride,
                        void* stream);
 
@@ -65,27 +61,17 @@ int JoinQkvHeadsGrad(ElementType type, const void* const grads[3],
 // Sums over the rows of a row-major [rows, cols] matrix into out [cols]
 // (of type), accumulated in fp32: per chunk of rows into partial
 // [ColumnSumChunks(rows), cols] (fp32, caller-allocated), then over the
-// chunks in order by the last block of each column block to finish, so the
-// result does not depend on scheduling. cols a multiple of
-// VectorWidth(type); in 16-byte aligned; counters: ColumnSumCounters(type,
-// cols) zeroed unsigned ints, left zeroed. A linear layer's bias gradient;
-// LibTorch's reduction ran at about a third of the bandwidth.
+// chunks in order, so the result does not depend on scheduling. cols a
+// multiple of VectorWidth(type); in 16-byte aligned. A linear layer's bias
+// gradient; LibTorch's reduction ran at about a third of the bandwidth.
 int64_t ColumnSumChunks(int64_t rows);
-int64_t ColumnSumCounters(ElementType type, int64_t cols);
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
-              float* partial, void* out, unsigned int* counters, void* stream);
-
-// LayerNorm's weight and bias gradients over rows of [rows, cols]:
-// weight_grad = sum over rows of dy * (x - mean[r]) * rstd[r], bias_grad =
-// sum of dy (of type), with the column sums' scheme: partial fp32
-// [2, ColumnSumChunks(rows), cols], counters ColumnSumCounters(type,
-// cols). mean and rstd fp32 [rows] as LibTorch's forward saved them.
-// PyTorch's own kernel for these ran at about 1 TB/s at the trainer's
-// shapes, after its input-gradient kernel, which stays.
-int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
-                        const float* mean, const float* rstd, int64_t rows,
-                        int64_t cols, float* partial, void* weight_grad,
-                        void* bias_grad, unsigned int* counters, void* stream);
+              float* partial, void* out, void* stream);
+// out[b, c] = sum over k of partial[b, k, c] (fp32 [batch, chunks, cols]),
+// in order, written as out_type: the second stage of ColumnSum and of
+// ScaleShiftBackward's sums.
+int SumChunks(ElementType out_type, const float* partial, int64_t batch,
+              int64_t chunks, int64_t cols, void* out, void* stream);
 
 // An ODE solver's update y = x + d[b] * u over [B, per_batch] elements: x
 // and y float32, u of `u_type`, d float32 [B]. per_batch a multiple of 4;

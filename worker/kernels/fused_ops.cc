@@ -7,8 +7,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <vector>
 
 #include "worker/kernels/fused_kernels.h"
@@ -110,27 +108,6 @@ bool Aligned(const torch::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
-// Zeroed arrival counters for the kernels that finish their own sums
-// (fused_kernels.h: the last block resets what it used), one set per CUDA
-// stream: launches on one stream run in order, so they never share a
-// counter at once. Allocated once per stream, on first use (a CUDA graph
-// that records that use keeps the memset, which is harmless), and kept for
-// the process's life. Null when more than kArrivalCounters are asked for.
-constexpr int64_t kArrivalCounters = 1 << 16;
-unsigned int* ArrivalCounters(const torch::Tensor& like, int64_t n) {
-  if (n > kArrivalCounters) return nullptr;
-  static std::mutex mu;
-  // Never destroyed: a static tensor would be freed after CUDA shuts down.
-  static auto* sets = new std::map<void*, torch::Tensor>();
-  void* const stream = StreamOf(like);
-  std::lock_guard<std::mutex> lock(mu);
-  torch::Tensor& t = (*sets)[stream];
-  if (!t.defined()) {
-    t = torch::zeros({kArrivalCounters}, like.options().dtype(torch::kInt));
-  }
-  return reinterpret_cast<unsigned int*>(t.data_ptr<int>());
-}
-
 bool UseKernels(const torch::Tensor& a,
                 std::initializer_list<torch::Tensor> ts) {
   if (!KernelsApply(a)) return false;
@@ -196,27 +173,30 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
   const auto b = a.size(0), h = a.size(2);
   ScaleShiftGrads g;
 #if defined(LFT_CUDA_KERNELS)
-  unsigned int* counters = nullptr;
-  if (UseKernels(a, {dy, a}) && RowsUsable(a, s, torch::Tensor()) &&
-      a.size(1) > 0 && (counters = ArrivalCounters(a, b)) != nullptr) {
+  if (UseKernels(a, {dy, a}) && RowsUsable(a, s, torch::Tensor())) {
     const auto t = a.size(1);
     c10::cuda::CUDAGuard guard(a.device());
     const int64_t chunks = fused_kernels::ScaleShiftChunks(b, t);
-    auto f32 = a.options().dtype(torch::kFloat);
-    torch::Tensor ps = torch::empty({b, chunks, h}, f32);
-    torch::Tensor pc;
-    if (want_shift) pc = torch::empty({b, chunks, h}, f32);
+    // The scale's and the shift's partials in one buffer, so that one
+    // launch sums both (a launch and a gap less per call, 12 per step).
+    const int64_t sums = want_shift ? 2 : 1;
+    torch::Tensor partial =
+        torch::empty({sums, b, chunks, h}, a.options().dtype(torch::kFloat));
     g.da = torch::empty_like(a);
-    g.ds = torch::empty({b, h}, s.options());
-    if (want_shift) g.dc = torch::empty({b, h}, s.options());
     CheckLaunch(
         fused_kernels::ScaleShiftBackward(
             TypeOf(a), dy.data_ptr(), a.data_ptr(), s.data_ptr(),
-            g.da.data_ptr(), ps.data_ptr<float>(),
-            want_shift ? pc.data_ptr<float>() : nullptr, g.ds.data_ptr(),
-            want_shift ? g.dc.data_ptr() : nullptr, counters,
+            g.da.data_ptr(), partial[0].data_ptr<float>(),
+            want_shift ? partial[1].data_ptr<float>() : nullptr,
             static_cast<float>(offset), b, t, h, s.stride(0), StreamOf(a)),
         "scale-shift backward");
+    torch::Tensor out = torch::empty({sums, b, h}, s.options());
+    CheckLaunch(
+        fused_kernels::SumChunks(TypeOf(s), partial.data_ptr<float>(), sums * b,
+                                 chunks, h, out.data_ptr(), StreamOf(a)),
+        "chunk sums");
+    g.ds = out[0];
+    if (want_shift) g.dc = out[1];
     return g;
   }
 #endif
@@ -321,11 +301,8 @@ torch::Tensor ColumnSumOf(const torch::Tensor& g) {
   // grid.y of the first pass counts chunks: at most 65535.
   const int64_t chunks =
       g.dim() == 2 ? fused_kernels::ColumnSumChunks(g.size(0)) : 0;
-  unsigned int* counters = nullptr;
   if (ColumnSumApplies(g, g.size(-1)) && g.dim() == 2 && g.is_contiguous() &&
-      Aligned(g) && chunks <= 65535 &&
-      (counters = ArrivalCounters(g, fused_kernels::ColumnSumCounters(
-                                         TypeOf(g), g.size(1)))) != nullptr) {
+      Aligned(g) && chunks <= 65535) {
     c10::cuda::CUDAGuard guard(g.device());
     const int64_t rows = g.size(0), cols = g.size(1);
     torch::Tensor partial = torch::empty({std::max<int64_t>(1, chunks), cols},
@@ -333,64 +310,13 @@ torch::Tensor ColumnSumOf(const torch::Tensor& g) {
     torch::Tensor out = torch::empty({cols}, g.options());
     CheckLaunch(fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
                                          partial.data_ptr<float>(),
-                                         out.data_ptr(), counters, StreamOf(g)),
+                                         out.data_ptr(), StreamOf(g)),
                 "column sum");
     return out;
   }
 #endif
   return g.sum(0);
 }
-
-// LayerNorm over the last dim of x with weight w and bias b (x's dtype):
-// LibTorch's forward and input gradient; the weight and bias gradients from
-// worker/kernels on CUDA, from LibTorch's backward elsewhere.
-class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
- public:
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
-                               torch::Tensor w, torch::Tensor b, double eps) {
-    auto [y, mean, rstd] = at::native_layer_norm(x, {x.size(-1)}, w, b, eps);
-    ctx->save_for_backward({x, w, b, mean, rstd});
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list v = ctx->get_saved_variables();
-    const torch::Tensor &x = v[0], &w = v[1], &b = v[2], &mean = v[3],
-                        &rstd = v[4];
-    const torch::Tensor dy = grads[0].contiguous();
-    const int64_t cols = x.size(-1);
-#if defined(LFT_CUDA_KERNELS)
-    const int64_t rows = x.numel() / std::max<int64_t>(1, cols);
-    unsigned int* counters = nullptr;
-    if (ColumnSumApplies(x, cols) && x.is_contiguous() && Aligned(x) &&
-        Aligned(dy) && mean.scalar_type() == torch::kFloat &&
-        rstd.scalar_type() == torch::kFloat && mean.is_contiguous() &&
-        rstd.is_contiguous() && mean.numel() == rows && rstd.numel() == rows &&
-        fused_kernels::ColumnSumChunks(rows) <= 65535 &&
-        (counters = ArrivalCounters(x, fused_kernels::ColumnSumCounters(
-                                           TypeOf(x), cols))) != nullptr) {
-      torch::Tensor dx = std::get<0>(at::native_layer_norm_backward(
-          dy, x, {cols}, mean, rstd, w, b, {true, false, false}));
-      c10::cuda::CUDAGuard guard(x.device());
-      torch::Tensor partial = torch::empty(
-          {2, std::max<int64_t>(1, fused_kernels::ColumnSumChunks(rows)), cols},
-          x.options().dtype(torch::kFloat));
-      torch::Tensor dw = torch::empty({cols}, x.options());
-      torch::Tensor db = torch::empty({cols}, x.options());
-      CheckLaunch(
-          fused_kernels::LayerNormAffineGrad(
-              TypeOf(x), dy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
-              rstd.data_ptr<float>(), rows, cols, partial.data_ptr<float>(),
-              dw.data_ptr(), db.data_ptr(), counters, StreamOf(x)),
-          "layer norm affine backward");
-      return {dx, dw, db, torch::Tensor()};
-    }
-#endif
-    auto [dx, dw, db] = at::native_layer_norm_backward(
-        dy, x, {cols}, mean, rstd, w, b, {true, true, true});
-    return {dx, dw, db, torch::Tensor()};
-  }
-};
 
 // addmm(b, x, w^T) with the bias gradient from ColumnSumOf; the other two
 // are AddmmBackward's products.
@@ -679,19 +605,6 @@ torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
     return torch::addmm(b, x, w.t());
   }
   return BiasLinearFunction::apply(x, w, b);
-}
-
-torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
-                        const torch::Tensor& b, double eps) {
-  const bool shapes =
-      x.dim() >= 2 && w.defined() && b.defined() && w.dim() == 1 &&
-      b.dim() == 1 && w.size(0) == x.size(-1) && b.size(0) == x.size(-1) &&
-      w.scalar_type() == x.scalar_type() && b.scalar_type() == x.scalar_type();
-  if (!shapes || !torch::GradMode::is_enabled() ||
-      RouteFor(ColumnSumApplies(x, x.size(-1))) == Route::kLibTorch) {
-    return torch::layer_norm(x, {x.size(-1)}, w, b, eps);
-  }
-  return LayerNormFunction::apply(x.contiguous(), w, b, eps);
 }
 
 std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv5,

@@ -64,20 +64,11 @@ torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
 // x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds
 // the bias on the GPU. Under autograd on CUDA (bf16 or fp32, N a multiple
 // of one 16-byte vector) the bias gradient is worker/kernels' column sum,
-// one pass near the memory bandwidth (its last block adds the chunks), instead
-// of LibTorch's reduction, which ran at about a third of it at the trainer's
-// shapes and was the largest non-matmul cost of a step at 8 x 512.
+// two passes near the memory bandwidth, instead of LibTorch's reduction,
+// which ran at about a third of it at the trainer's shapes and was the
+// largest non-matmul cost of a step at 8 x 512.
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b);
-
-// torch::layer_norm over the last dim of x with weight w and bias b (of
-// x's dtype). Under autograd on CUDA (bf16 or fp32, width a multiple of
-// one 16-byte vector) the weight and bias gradients come from worker/
-// kernels' column sums (one pass, with the bias's sum beside the weight's)
-// instead of LibTorch's, which ran at about 1 TB/s; the output and the
-// input gradient are LibTorch's own, the same bits.
-torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
-                        const torch::Tensor& b, double eps);
 
 // The attention's q, k and v of qkv [B, T, heads, 3, hd] (HF GPT-NeoX's
 // layout: per head q, k, v; any strides), each [B, T, heads, hd], with HF's

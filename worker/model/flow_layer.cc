@@ -181,18 +181,19 @@ torch::Tensor FlowLayerImpl::VelocityWithFactors(const torch::Tensor& x_in,
   // zero-fill a tensor of the factors' size, copy into it and add.
   const std::vector<torch::Tensor> f = factors.unsqueeze(2).unbind(1);
   auto g = [&](int i) { return f[i]; };
+  const int64_t hd = shape_.hidden;
   const NeoXLayerWeights& lw = w.layer;
   // Modulate and GatedBranch (worker/kernels/fused_ops.h) are one pass
   // each over [B, T, H] on the GPU, and elsewhere the addcmul / multiply
-  // this function used before; LayerNorm is torch::layer_norm with the
-  // weight and bias gradients from the kernels on the GPU.
-  torch::Tensor a_in =
-      Modulate(LayerNorm(x, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
+  // this function used before.
+  torch::Tensor a_in = Modulate(
+      torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
   torch::Tensor attn = GatedBranch(torch::Tensor(), g(2),
                                    NeoXAttention(lw, shape_, a_in, 0, nullptr));
-  torch::Tensor m_in = Modulate(
-      LayerNorm(shape_.parallel ? x : x + attn, lw.ln2_w, lw.ln2_b, shape_.eps),
-      g(3), g(4));
+  torch::Tensor m_in =
+      Modulate(torch::layer_norm(shape_.parallel ? x : x + attn, {hd}, lw.ln2_w,
+                                 lw.ln2_b, shape_.eps),
+               g(3), g(4));
   return GatedBranch(attn, g(5), NeoXMlp(lw, m_in));
 }
 

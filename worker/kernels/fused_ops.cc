@@ -1,4 +1,4 @@
-// Fused AdaLN and rotary operations; see fused_ops.h.
+// The flow layer's fused operations; see fused_ops.h.
 #include "worker/kernels/fused_ops.h"
 
 #include <algorithm>
@@ -60,15 +60,15 @@ bool KernelsApply(const torch::Tensor& a) {
 #endif
 }
 
-// Whether the rotary kernel can run on qk: a CUDA tensor in bf16 or fp32
-// (any layout whose last dim is contiguous).
-bool RotaryKernelApplies(const torch::Tensor& qk) {
+// Whether the qkv heads kernels can run on t (qkv or its gradient): a CUDA
+// tensor in bf16 or fp32, any layout whose last dim is contiguous.
+bool QkvKernelApplies(const torch::Tensor& t) {
 #if defined(LFT_CUDA_KERNELS)
-  return qk.is_cuda() && qk.stride(-1) == 1 &&
-         (qk.scalar_type() == torch::kBFloat16 ||
-          qk.scalar_type() == torch::kFloat);
+  return t.is_cuda() && t.stride(-1) == 1 &&
+         (t.scalar_type() == torch::kBFloat16 ||
+          t.scalar_type() == torch::kFloat);
 #else
-  (void)qk;
+  (void)t;
   return false;
 #endif
 }
@@ -469,7 +469,7 @@ std::vector<torch::Tensor> SplitQkvRaw(const torch::Tensor& qkv5,
   const auto shape = std::vector<int64_t>{qkv5.size(0), qkv5.size(1),
                                           qkv5.size(2), qkv5.size(4)};
 #if defined(LFT_CUDA_KERNELS)
-  if (RotaryKernelApplies(qkv5)) {
+  if (QkvKernelApplies(qkv5)) {
     c10::cuda::CUDAGuard guard(qkv5.device());
     std::vector<torch::Tensor> parts;
     for (int j = 0; j < 3; ++j)
@@ -505,7 +505,7 @@ torch::Tensor JoinQkvGradRaw(std::vector<torch::Tensor> grads,
   }
 #if defined(LFT_CUDA_KERNELS)
   torch::Tensor out = torch::empty(shape, options);
-  if (RotaryKernelApplies(out)) {
+  if (QkvKernelApplies(out)) {
     c10::cuda::CUDAGuard guard(out.device());
     const void* in[3] = {grads[0].data_ptr(), grads[1].data_ptr(),
                          grads[2].data_ptr()};
@@ -614,7 +614,7 @@ std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv5,
   TORCH_CHECK(qkv5.dim() == 5 && qkv5.size(3) == 3,
               "SplitQkvHeads: qkv must be [B, T, heads, 3, hd], got ",
               qkv5.sizes());
-  if (RouteFor(RotaryKernelApplies(qkv5)) == Route::kLibTorch || rot % 2 != 0 ||
+  if (RouteFor(QkvKernelApplies(qkv5)) == Route::kLibTorch || rot % 2 != 0 ||
       rot < 0 || rot > qkv5.size(4)) {
     return SplitQkvLibTorch(qkv5, cos, sin, rot);
   }

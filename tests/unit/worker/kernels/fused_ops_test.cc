@@ -190,6 +190,23 @@ TEST(FusedOpsTest, SplitQkvHeadsFunctionGivesTheLibTorchBitsInBf16) {
   EXPECT_TRUE(torch::equal(rotated.y.narrow(3, 2, 1), plain.y.narrow(3, 2, 1)));
 }
 
+TEST(FusedOpsTest, SplitQkvHeadsRejectsATensorNotShapedAsQkv) {
+  for (auto mode : {FusedOpsMode::kOff, FusedOpsMode::kAlways}) {
+    ModeScope scope(mode);
+    for (auto shape : {std::vector<int64_t>{2, 9, 3, 48},
+                       std::vector<int64_t>{2, 9, 3, 2, 16}}) {
+      try {
+        SplitQkvHeads(torch::zeros(shape), torch::Tensor(), torch::Tensor(), 0);
+        ADD_FAILURE() << "accepted " << torch::IntArrayRef(shape);
+      } catch (const c10::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("[B, T, heads, 3, hd]"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
+}
+
 NeoXConfig LayerConfig(int64_t hidden, bool parallel) {
   NeoXConfig c;
   c.vocab_size = 32;

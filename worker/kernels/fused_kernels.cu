@@ -317,6 +317,60 @@ __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
   }
 }
 
+// ColumnSumPartialKernel's blocks for LayerNormAffineGrad's two sums:
+// partial[0] of dy * (x - mean) * rstd, partial[1] of dy.
+template <typename T>
+__global__ void LayerNormAffinePartialKernel(const T* __restrict__ dy,
+                                             const T* __restrict__ x,
+                                             const float* __restrict__ mean,
+                                             const float* __restrict__ rstd,
+                                             int64_t rows, int64_t cols,
+                                             float* __restrict__ partial) {
+  constexpr int kN = Pack<T>::kN;
+  __shared__ float lanes[2][kColumnSumLanes][32 * kN];
+  const int64_t col =
+      (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
+  const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
+  float wsum[kN], bsum[kN];
+#pragma unroll
+  for (int k = 0; k < kN; ++k) wsum[k] = bsum[k] = 0.0f;
+  if (col < cols) {
+#pragma unroll 2
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
+      const Pack<T> d = *reinterpret_cast<const Pack<T>*>(dy + r * cols + col);
+      const Pack<T> v = *reinterpret_cast<const Pack<T>*>(x + r * cols + col);
+      const float m = mean[r], s = rstd[r];
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const float g = ToFloat(d.v[k]);
+        wsum[k] += g * ((ToFloat(v.v[k]) - m) * s);
+        bsum[k] += g;
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    lanes[0][threadIdx.y][threadIdx.x * kN + k] = wsum[k];
+    lanes[1][threadIdx.y][threadIdx.x * kN + k] = bsum[k];
+  }
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= cols) return;
+  const int64_t chunk_stride = static_cast<int64_t>(gridDim.y) * cols;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    float ws = 0.0f, bs = 0.0f;
+#pragma unroll
+    for (int l = 0; l < kColumnSumLanes; ++l) {
+      ws += lanes[0][l][threadIdx.x * kN + k];
+      bs += lanes[1][l][threadIdx.x * kN + k];
+    }
+    const int64_t at = static_cast<int64_t>(blockIdx.y) * cols + col + k;
+    partial[at] = ws;
+    partial[chunk_stride + at] = bs;
+  }
+}
+
 // Block (32, kColumnSumLanes): threadIdx.x a column of one b (32 adjacent
 // columns per block), threadIdx.y every kColumnSumLanes-th chunk; the
 // lanes' sums are added in lane order. A thread per column walking all
@@ -324,7 +378,7 @@ __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
 template <typename T>
 __global__ void SumChunksKernel(const float* __restrict__ partial,
                                 int64_t batch, int64_t chunks, int64_t cols,
-                                T* __restrict__ out) {
+                                bool accumulate, T* __restrict__ out) {
   __shared__ float lanes[kColumnSumLanes][32];
   const int64_t i =
       static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;  // b * cols + c
@@ -343,7 +397,7 @@ __global__ void SumChunksKernel(const float* __restrict__ partial,
   float total = 0.0f;
 #pragma unroll
   for (int l = 0; l < kColumnSumLanes; ++l) total += lanes[l][threadIdx.x];
-  out[i] = FromFloat<T>(total);
+  out[i] = FromFloat<T>(accumulate ? ToFloat(out[i]) + total : total);
 }
 
 bool Aligned16(const void* p) {
@@ -549,18 +603,20 @@ int64_t ColumnSumChunks(int64_t rows) {
 }
 
 int SumChunks(ElementType out_type, const float* partial, int64_t batch,
-              int64_t chunks, int64_t cols, void* out, void* stream) {
+              int64_t chunks, int64_t cols, void* out, bool accumulate,
+              void* stream) {
   const int64_t n = batch * cols;
   if (n == 0) return 0;
   const auto blocks = static_cast<unsigned>((n + 31) / 32);
   const dim3 threads(32, kColumnSumLanes);
   auto s = static_cast<cudaStream_t>(stream);
   if (out_type == ElementType::kBFloat16) {
-    SumChunksKernel<__nv_bfloat16><<<blocks, threads, 0, s>>>(
-        partial, batch, chunks, cols, static_cast<__nv_bfloat16*>(out));
+    SumChunksKernel<__nv_bfloat16>
+        <<<blocks, threads, 0, s>>>(partial, batch, chunks, cols, accumulate,
+                                    static_cast<__nv_bfloat16*>(out));
   } else {
     SumChunksKernel<float><<<blocks, threads, 0, s>>>(
-        partial, batch, chunks, cols, static_cast<float*>(out));
+        partial, batch, chunks, cols, accumulate, static_cast<float*>(out));
   }
   return static_cast<int>(cudaGetLastError());
 }
@@ -577,7 +633,7 @@ int LaunchColumnSum(const void* in, int64_t rows, int64_t cols, float* partial,
 }
 
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
-              float* partial, void* out, void* stream) {
+              float* partial, void* out, bool accumulate, void* stream) {
   if (cols == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   if (rows > 0) {  // no rows: SumChunks over no chunks writes zeros
@@ -587,7 +643,53 @@ int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
             : LaunchColumnSum<float>(in, rows, cols, partial, s);
     if (code != 0) return code;
   }
-  return SumChunks(type, partial, 1, ColumnSumChunks(rows), cols, out, stream);
+  return SumChunks(type, partial, 1, ColumnSumChunks(rows), cols, out,
+                   accumulate, stream);
+}
+
+template <typename T>
+void LaunchLayerNormAffinePartial(const void* dy, const void* x,
+                                  const float* mean, const float* rstd,
+                                  int64_t rows, int64_t cols, float* partial,
+                                  cudaStream_t stream) {
+  const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
+  const dim3 grid(static_cast<unsigned>(col_blocks),
+                  static_cast<unsigned>(ColumnSumChunks(rows)));
+  LayerNormAffinePartialKernel<T>
+      <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
+          static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, rows,
+          cols, partial);
+}
+
+int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
+                        const float* mean, const float* rstd, int64_t rows,
+                        int64_t cols, float* partial, void* weight_grad,
+                        void* bias_grad, bool accumulate, void* stream) {
+  if (cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  const int64_t chunks = ColumnSumChunks(rows);
+  if (rows > 0) {
+    if (type == ElementType::kBFloat16) {
+      LaunchLayerNormAffinePartial<__nv_bfloat16>(dy, x, mean, rstd, rows, cols,
+                                                  partial, s);
+    } else {
+      LaunchLayerNormAffinePartial<float>(dy, x, mean, rstd, rows, cols,
+                                          partial, s);
+    }
+    const int code = static_cast<int>(cudaGetLastError());
+    if (code != 0) return code;
+  }
+  const int64_t elem = type == ElementType::kBFloat16 ? 2 : 4;
+  if (static_cast<char*>(bias_grad) ==
+      static_cast<char*>(weight_grad) + cols * elem) {
+    return SumChunks(type, partial, 2, chunks, cols, weight_grad, accumulate,
+                     stream);
+  }
+  const int code = SumChunks(type, partial, 1, chunks, cols, weight_grad,
+                             accumulate, stream);
+  if (code != 0) return code;
+  return SumChunks(type, partial + chunks * cols, 1, chunks, cols, bias_grad,
+                   accumulate, stream);
 }
 
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,

@@ -62,16 +62,31 @@ int JoinQkvHeadsGrad(ElementType type, const void* const grads[3],
 // (of type), accumulated in fp32: per chunk of rows into partial
 // [ColumnSumChunks(rows), cols] (fp32, caller-allocated), then over the
 // chunks in order, so the result does not depend on scheduling. cols a
-// multiple of VectorWidth(type); in 16-byte aligned. A linear layer's bias
+// multiple of VectorWidth(type); in 16-byte aligned. With accumulate the
+// sum is added to out's values (rounded once). A linear layer's bias
 // gradient; LibTorch's reduction ran at about a third of the bandwidth.
 int64_t ColumnSumChunks(int64_t rows);
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
-              float* partial, void* out, void* stream);
-// out[b, c] = sum over k of partial[b, k, c] (fp32 [batch, chunks, cols]),
-// in order, written as out_type: the second stage of ColumnSum and of
-// ScaleShiftBackward's sums.
+              float* partial, void* out, bool accumulate, void* stream);
+// out[b, c] (+)= sum over k of partial[b, k, c] (fp32 [batch, chunks,
+// cols]), in order, written as out_type: the second stage of ColumnSum, of
+// LayerNormAffineGrad and of ScaleShiftBackward's sums.
 int SumChunks(ElementType out_type, const float* partial, int64_t batch,
-              int64_t chunks, int64_t cols, void* out, void* stream);
+              int64_t chunks, int64_t cols, void* out, bool accumulate,
+              void* stream);
+
+// The gradients of a LayerNorm's weight and bias over the rows of dy and x
+// (row-major [rows, cols] of type, 16-byte aligned, cols a multiple of
+// VectorWidth(type)): weight_grad[c] (+)= sum over r of dy[r, c] * (x[r, c]
+// - mean[r]) * rstd[r], bias_grad[c] (+)= sum of dy[r, c], with mean and
+// rstd fp32 [rows] (native_layer_norm's). Two sums in one pass over dy and
+// x, in chunks as ColumnSum (partial: fp32 [2, ColumnSumChunks(rows),
+// cols]); one launch finishes both when bias_grad is weight_grad + cols.
+// LibTorch's kernel for this ran at about a third of the bandwidth.
+int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
+                        const float* mean, const float* rstd, int64_t rows,
+                        int64_t cols, float* partial, void* weight_grad,
+                        void* bias_grad, bool accumulate, void* stream);
 
 // An ODE solver's update y = x + d[b] * u over [B, per_batch] elements: x
 // and y float32, u of `u_type`, d float32 [B]. per_batch a multiple of 4;

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "worker/kernels/fused_kernels.h"
@@ -191,10 +193,10 @@ ScaleShiftGrads ScaleShiftBackward(const torch::Tensor& dy_in,
             static_cast<float>(offset), b, t, h, s.stride(0), StreamOf(a)),
         "scale-shift backward");
     torch::Tensor out = torch::empty({sums, b, h}, s.options());
-    CheckLaunch(
-        fused_kernels::SumChunks(TypeOf(s), partial.data_ptr<float>(), sums * b,
-                                 chunks, h, out.data_ptr(), StreamOf(a)),
-        "chunk sums");
+    CheckLaunch(fused_kernels::SumChunks(TypeOf(s), partial.data_ptr<float>(),
+                                         sums * b, chunks, h, out.data_ptr(),
+                                         /*accumulate=*/false, StreamOf(a)),
+                "chunk sums");
     g.ds = out[0];
     if (want_shift) g.dc = out[1];
     return g;
@@ -295,44 +297,195 @@ bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
 #endif
 }
 
-// g [M, N] summed over M, in g's dtype.
-torch::Tensor ColumnSumOf(const torch::Tensor& g) {
+// out (+)= g [M, N] summed over M (out [N] in g's dtype, contiguous):
+// the column-sum kernel where it applies; false (out untouched) where not.
+bool ColumnSumInto(const torch::Tensor& g, const torch::Tensor& out,
+                   bool accumulate) {
 #if defined(LFT_CUDA_KERNELS)
   // grid.y of the first pass counts chunks: at most 65535.
   const int64_t chunks =
       g.dim() == 2 ? fused_kernels::ColumnSumChunks(g.size(0)) : 0;
   if (ColumnSumApplies(g, g.size(-1)) && g.dim() == 2 && g.is_contiguous() &&
-      Aligned(g) && chunks <= 65535) {
+      Aligned(g) && chunks <= 65535 && out.is_contiguous() &&
+      out.scalar_type() == g.scalar_type() && out.device() == g.device() &&
+      out.numel() == g.size(1)) {
     c10::cuda::CUDAGuard guard(g.device());
     const int64_t rows = g.size(0), cols = g.size(1);
     torch::Tensor partial = torch::empty({std::max<int64_t>(1, chunks), cols},
                                          g.options().dtype(torch::kFloat));
-    torch::Tensor out = torch::empty({cols}, g.options());
-    CheckLaunch(fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
-                                         partial.data_ptr<float>(),
-                                         out.data_ptr(), StreamOf(g)),
-                "column sum");
-    return out;
+    CheckLaunch(
+        fused_kernels::ColumnSum(TypeOf(g), g.data_ptr(), rows, cols,
+                                 partial.data_ptr<float>(), out.data_ptr(),
+                                 accumulate, StreamOf(g)),
+        "column sum");
+    return true;
   }
+#else
+  (void)g;
+  (void)out;
+  (void)accumulate;
 #endif
+  return false;
+}
+
+// g [M, N] summed over M, in g's dtype.
+torch::Tensor ColumnSumOf(const torch::Tensor& g) {
+  torch::Tensor out = torch::empty({g.size(-1)}, g.options());
+  if (ColumnSumInto(g, out, /*accumulate=*/false)) return out;
   return g.sum(0);
 }
 
+// The sinks a forward found for its weights, kept for the backward.
+void SaveSinks(AutogradContext* ctx, const torch::Tensor& w,
+               const torch::Tensor& b) {
+  torch::Tensor w_sink = ScopedWeightGradSinks::SinkOf(w);
+  torch::Tensor b_sink = ScopedWeightGradSinks::SinkOf(b);
+  if (w_sink.defined()) ctx->saved_data["w_sink"] = w_sink;
+  if (b_sink.defined()) ctx->saved_data["b_sink"] = b_sink;
+}
+torch::Tensor SavedSink(AutogradContext* ctx, const char* key) {
+  auto it = ctx->saved_data.find(key);
+  return it == ctx->saved_data.end() ? torch::Tensor() : it->second.toTensor();
+}
+
 // addmm(b, x, w^T) with the bias gradient from ColumnSumOf; the other two
-// are AddmmBackward's products.
+// are AddmmBackward's products. A weight with a sink gets its gradient
+// there: the product accumulated in the GEMM, the bias's column sum added
+// in its second pass.
 class BiasLinearFunction
     : public torch::autograd::Function<BiasLinearFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor w, torch::Tensor b) {
     ctx->save_for_backward({x, w});
+    SaveSinks(ctx, w, b);
     return torch::addmm(b, x, w.t());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const torch::Tensor g = grads[0].contiguous();
-    return {g.mm(saved[1]), g.t().mm(saved[0]), ColumnSumOf(g)};
+    torch::Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) dx = g.mm(saved[1]);
+    const torch::Tensor w_sink = SavedSink(ctx, "w_sink");
+    if (w_sink.defined()) {
+      w_sink.addmm_(g.t(), saved[0]);
+    } else {
+      dw = g.t().mm(saved[0]);
+    }
+    const torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    if (!b_sink.defined()) {
+      db = ColumnSumOf(g);
+    } else if (!ColumnSumInto(g, b_sink, /*accumulate=*/true)) {
+      b_sink.add_(g.sum(0));
+    }
+    return {dx, dw, db};
+  }
+};
+
+// Whether the LayerNorm affine-gradient kernel can run on x [.., H].
+bool LayerNormKernelApplies(const torch::Tensor& x) {
+#if defined(LFT_CUDA_KERNELS)
+  if (!x.is_cuda() || x.dim() < 2) return false;
+  const auto type = x.scalar_type();
+  if (type != torch::kBFloat16 && type != torch::kFloat) return false;
+  const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
+  return x.size(-1) % WidthOf(x) == 0 &&
+         fused_kernels::ColumnSumChunks(rows) <= 65535;
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+// The gradients of a LayerNorm's weight and bias from dy and x [.., H] and
+// native_layer_norm's mean and rstd (one per row), in x's dtype: added into
+// the sinks where given (and then returned undefined), else returned.
+std::pair<torch::Tensor, torch::Tensor> LayerNormAffineGrads(
+    const torch::Tensor& dy_in, const torch::Tensor& x_in,
+    const torch::Tensor& mean, const torch::Tensor& rstd,
+    const torch::Tensor& w_sink, const torch::Tensor& b_sink) {
+  const int64_t h = x_in.size(-1);
+  const torch::Tensor dy = dy_in.contiguous().view({-1, h});
+  const torch::Tensor x = x_in.contiguous().view({-1, h});
+  const int64_t rows = x.size(0);
+#if defined(LFT_CUDA_KERNELS)
+  const bool stats = mean.scalar_type() == torch::kFloat &&
+                     rstd.scalar_type() == torch::kFloat &&
+                     mean.is_contiguous() && rstd.is_contiguous() &&
+                     mean.numel() == rows && rstd.numel() == rows;
+  // Both sinks or neither: one launch writes the two sums.
+  const bool sinks = w_sink.defined() && b_sink.defined();
+  const bool sinks_usable =
+      !sinks || (w_sink.is_contiguous() && b_sink.is_contiguous() &&
+                 w_sink.scalar_type() == x.scalar_type() &&
+                 b_sink.scalar_type() == x.scalar_type());
+  if (LayerNormKernelApplies(x) && stats && Aligned(dy) && Aligned(x) &&
+      sinks_usable && w_sink.defined() == b_sink.defined()) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t chunks = fused_kernels::ColumnSumChunks(rows);
+    torch::Tensor partial = torch::empty({2, std::max<int64_t>(1, chunks), h},
+                                         x.options().dtype(torch::kFloat));
+    torch::Tensor out =
+        sinks ? torch::Tensor() : torch::empty({2, h}, x.options());
+    torch::Tensor dw = sinks ? w_sink : out[0];
+    torch::Tensor db = sinks ? b_sink : out[1];
+    CheckLaunch(fused_kernels::LayerNormAffineGrad(
+                    TypeOf(x), dy.data_ptr(), x.data_ptr(),
+                    mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, h,
+                    partial.data_ptr<float>(), dw.data_ptr(), db.data_ptr(),
+                    /*accumulate=*/sinks, StreamOf(x)),
+                "LayerNorm affine gradient");
+    if (sinks) return {};
+    return {dw, db};
+  }
+#endif
+  // The stand-in: the same sums in LibTorch, accumulated in fp32 (fp64
+  // for fp64 inputs) as native_layer_norm_backward does.
+  const auto acc =
+      x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  const torch::Tensor g = dy.to(acc);
+  const torch::Tensor xhat = (x.to(acc) - mean.reshape({rows, 1}).to(acc)) *
+                             rstd.reshape({rows, 1}).to(acc);
+  torch::Tensor dw = (g * xhat).sum(0).to(x.scalar_type());
+  torch::Tensor db = g.sum(0).to(x.scalar_type());
+  if (w_sink.defined()) {
+    w_sink.add_(dw.view_as(w_sink));
+    dw = torch::Tensor();
+  }
+  if (b_sink.defined()) {
+    b_sink.add_(db.view_as(b_sink));
+    db = torch::Tensor();
+  }
+  return {dw, db};
+}
+
+// native_layer_norm forward; its backward for the input, with the weight's
+// and bias's gradients from LayerNormAffineGrads.
+class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor w, torch::Tensor b, double eps) {
+    auto [y, mean, rstd] = at::native_layer_norm(x, {x.size(-1)}, w, b, eps);
+    ctx->save_for_backward({x, w, b, mean, rstd});
+    SaveSinks(ctx, w, b);
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor dy = grads[0].contiguous();
+    torch::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      dx = std::get<0>(at::native_layer_norm_backward(
+          dy, x, {x.size(-1)}, saved[3], saved[4], saved[1], saved[2],
+          {true, false, false}));
+    }
+    auto [dw, db] = LayerNormAffineGrads(dy, x, saved[3], saved[4],
+                                         SavedSink(ctx, "w_sink"),
+                                         SavedSink(ctx, "b_sink"));
+    return {dx, dw, db, torch::Tensor()};
   }
 };
 
@@ -553,6 +706,37 @@ class QkvHeadsFunction : public torch::autograd::Function<QkvHeadsFunction> {
 
 }  // namespace
 
+namespace {
+thread_local const ScopedWeightGradSinks* t_innermost_sinks = nullptr;
+}  // namespace
+
+ScopedWeightGradSinks::ScopedWeightGradSinks(
+    const std::vector<std::pair<torch::Tensor, torch::Tensor>>& sinks)
+    : outer_(t_innermost_sinks) {
+  for (const auto& [weight, sink] : sinks) {
+    TORCH_CHECK(weight.defined() && sink.defined(),
+                "ScopedWeightGradSinks: a weight and its sink must be defined");
+    TORCH_CHECK(sink.sizes() == weight.sizes() &&
+                    sink.scalar_type() == weight.scalar_type() &&
+                    sink.device() == weight.device() && sink.is_contiguous() &&
+                    !sink.requires_grad(),
+                "ScopedWeightGradSinks: a sink must be a contiguous tensor of "
+                "its weight's shape, dtype and device outside autograd; got ",
+                sink.sizes(), " for a weight of ", weight.sizes());
+    sinks_[weight.unsafeGetTensorImpl()] = {weight, sink};
+  }
+  t_innermost_sinks = this;
+}
+
+ScopedWeightGradSinks::~ScopedWeightGradSinks() { t_innermost_sinks = outer_; }
+
+torch::Tensor ScopedWeightGradSinks::SinkOf(const torch::Tensor& weight) {
+  const ScopedWeightGradSinks* scope = t_innermost_sinks;
+  if (scope == nullptr || !weight.defined()) return torch::Tensor();
+  auto it = scope->sinks_.find(weight.unsafeGetTensorImpl());
+  return it == scope->sinks_.end() ? torch::Tensor() : it->second.second;
+}
+
 void SetFusedOpsMode(FusedOpsMode mode) {
   g_mode.store(mode, std::memory_order_relaxed);
 }
@@ -600,11 +784,25 @@ torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b) {
   const bool shapes =
       x.dim() == 2 && w.dim() == 2 && b.defined() && b.dim() == 1;
-  if (!shapes || !torch::GradMode::is_enabled() ||
+  if (!shapes) return torch::nn::functional::linear(x, w, b);
+  if (!torch::GradMode::is_enabled() ||
       RouteFor(ColumnSumApplies(x, w.size(0))) == Route::kLibTorch) {
     return torch::addmm(b, x, w.t());
   }
   return BiasLinearFunction::apply(x, w, b);
+}
+
+torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
+                        const torch::Tensor& b, double eps) {
+  const int64_t h = x.dim() > 0 ? x.size(-1) : 0;
+  const bool shapes = x.dim() >= 2 && w.defined() && b.defined() &&
+                      w.dim() == 1 && b.dim() == 1 && w.size(0) == h &&
+                      b.size(0) == h;
+  if (!shapes || !torch::GradMode::is_enabled() ||
+      RouteFor(LayerNormKernelApplies(x)) == Route::kLibTorch) {
+    return torch::layer_norm(x, {h}, w, b, eps);
+  }
+  return LayerNormFunction::apply(x, w, b, eps);
 }
 
 std::vector<torch::Tensor> SplitQkvHeads(const torch::Tensor& qkv5,

@@ -18,6 +18,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace lft {
@@ -61,14 +63,59 @@ torch::Tensor GatedBranch(const torch::Tensor& base, const torch::Tensor& gate,
 torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
                            const torch::Tensor& u);
 
+// Where a training step wants its weights' gradients. While a scope is
+// alive on a thread, BiasLinear and LayerNorm recorded on that thread add
+// the gradient of each weight it names into that weight's sink, inside
+// their backward: the weight gradient's matmul accumulates (beta = 1) and
+// the bias and LayerNorm sums add to what the sink holds. Autograd gets no
+// gradient for those weights. A flow-matching step evaluates the layer six
+// times, and autograd added the six gradients of every weight in 65
+// separate passes per step (docs/benchmarks.md). Ops on LibTorch's path
+// (kernels off, shapes the kernels do not take) still return their
+// gradients to autograd, so a caller adds what reached the weights' .grad
+// to the sinks after the backward. The backward may run on another thread:
+// the sinks are looked up when the forward runs.
+class ScopedWeightGradSinks {
+ public:
+  // (weight, sink) pairs: each sink has its weight's shape, dtype and
+  // device, is contiguous and takes no part in autograd.
+  explicit ScopedWeightGradSinks(
+      const std::vector<std::pair<torch::Tensor, torch::Tensor>>& sinks);
+  ~ScopedWeightGradSinks();
+  ScopedWeightGradSinks(const ScopedWeightGradSinks&) = delete;
+  ScopedWeightGradSinks& operator=(const ScopedWeightGradSinks&) = delete;
+
+  // The sink of `weight` (the same tensor, not an equal one) in the
+  // innermost scope alive on this thread, or an undefined tensor.
+  static torch::Tensor SinkOf(const torch::Tensor& weight);
+
+ private:
+  // Keyed by TensorImpl; the weights are held so no address is reused.
+  std::unordered_map<const void*, std::pair<torch::Tensor, torch::Tensor>>
+      sinks_;
+  const ScopedWeightGradSinks* outer_;
+};
+
 // x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds
 // the bias on the GPU. Under autograd on CUDA (bf16 or fp32, N a multiple
 // of one 16-byte vector) the bias gradient is worker/kernels' column sum,
 // two passes near the memory bandwidth, instead of LibTorch's reduction,
 // which ran at about a third of it at the trainer's shapes and was the
-// largest non-matmul cost of a step at 8 x 512.
+// largest non-matmul cost of a step at 8 x 512. The gradients of w and b
+// go to their sinks where a ScopedWeightGradSinks names them.
 torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
                          const torch::Tensor& b);
+
+// torch::layer_norm over the last dim of x (w and b [H]). Under autograd,
+// on CUDA tensors the kernels take (bf16 or fp32, H a multiple of one
+// 16-byte vector): LibTorch's forward and input gradient, with the
+// gradients of w and b summed in one pass over dy and x (two sums at once,
+// as the bias's column sum) and added into their sinks when a
+// ScopedWeightGradSinks names them. LibTorch's weight and bias gradient
+// kernel ran at about a third of the bandwidth at the trainer's shapes.
+// Elsewhere torch::layer_norm itself (the same bits).
+torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
+                        const torch::Tensor& b, double eps);
 
 // The attention's q, k and v of qkv [B, T, heads, 3, hd] (HF GPT-NeoX's
 // layout: per head q, k, v; any strides), each [B, T, heads, hd], with HF's

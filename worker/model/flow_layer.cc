@@ -147,9 +147,10 @@ torch::Tensor FlowLayerImpl::Factors(const torch::Tensor& t,
   const auto etype = wtype == torch::kDouble ? torch::kDouble : torch::kFloat;
   torch::Tensor e =
       TimestepEmbedding(t.to(w.ada_in_w.device(), etype), embed_dim_).to(wtype);
-  namespace F = torch::nn::functional;
-  return F::linear(torch::silu(F::linear(e, w.ada_in_w, w.ada_in_b)),
-                   w.ada_out_w, w.ada_out_b)
+  // BiasLinear: linear()'s addmm on these 2-D inputs (the same bits), and
+  // the weights' gradients reach their sinks (fused_ops.h).
+  return BiasLinear(torch::silu(BiasLinear(e, w.ada_in_w, w.ada_in_b)),
+                    w.ada_out_w, w.ada_out_b)
       .view({t.size(0), 6, shape_.hidden});
 }
 
@@ -181,19 +182,17 @@ torch::Tensor FlowLayerImpl::VelocityWithFactors(const torch::Tensor& x_in,
   // zero-fill a tensor of the factors' size, copy into it and add.
   const std::vector<torch::Tensor> f = factors.unsqueeze(2).unbind(1);
   auto g = [&](int i) { return f[i]; };
-  const int64_t hd = shape_.hidden;
   const NeoXLayerWeights& lw = w.layer;
-  // Modulate and GatedBranch (worker/kernels/fused_ops.h) are one pass
-  // each over [B, T, H] on the GPU, and elsewhere the addcmul / multiply
-  // this function used before.
-  torch::Tensor a_in = Modulate(
-      torch::layer_norm(x, {hd}, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
+  // LayerNorm, Modulate and GatedBranch (worker/kernels/fused_ops.h) are
+  // one pass each over [B, T, H] on the GPU, and elsewhere the
+  // layer_norm, addcmul and multiply this function used before.
+  torch::Tensor a_in =
+      Modulate(LayerNorm(x, lw.ln1_w, lw.ln1_b, shape_.eps), g(0), g(1));
   torch::Tensor attn = GatedBranch(torch::Tensor(), g(2),
                                    NeoXAttention(lw, shape_, a_in, 0, nullptr));
-  torch::Tensor m_in =
-      Modulate(torch::layer_norm(shape_.parallel ? x : x + attn, {hd}, lw.ln2_w,
-                                 lw.ln2_b, shape_.eps),
-               g(3), g(4));
+  torch::Tensor m_in = Modulate(
+      LayerNorm(shape_.parallel ? x : x + attn, lw.ln2_w, lw.ln2_b, shape_.eps),
+      g(3), g(4));
   return GatedBranch(attn, g(5), NeoXMlp(lw, m_in));
 }
 

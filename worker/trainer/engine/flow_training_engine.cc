@@ -10,6 +10,9 @@
 // On CUDA: parameters stay float32 (the optimizer's master copy); once per
 // step they are cast to bf16 (FlowEvalWeights) and every network
 // evaluation runs in bf16, while the ODE state x and the loss stay float32.
+// The fused ops add every evaluation's weight gradients into one bf16
+// buffer (ScopedWeightGradSinks, fused_ops.h), which becomes the float32
+// gradients in one cast.
 // Steps of one shape (same batch and length, no padding) are recorded as a
 // CUDA graph on the second such step and replayed after (cuda_step_graph.h):
 // the host then spends microseconds per step instead of tens of
@@ -41,6 +44,7 @@
 #include "common/base/split_mix64.h"
 #include "common/base/status.h"
 #include "common/tensor/tensor_codec.h"
+#include "worker/kernels/fused_ops.h"
 #include "worker/model/adamw.h"
 #include "worker/model/flow_checkpoint.h"
 #include "worker/model/flow_flops.h"
@@ -112,10 +116,13 @@ class FlowTrainingEngine : public TrainingEngine {
       param_index_[adam_.params()[i].unsafeGetTensorImpl()] = i;
       param_numels_.push_back(adam_.params()[i].numel());
     }
-    // An autograd leaf over the optimizer's buffer (the same storage): the
-    // step's bf16 weights are one cast of it, and their gradients come back
-    // as one flat float32 tensor (ForwardBackward).
-    master_leaf_ = adam_.master().detach().requires_grad_(true);
+    if (device_.is_cuda()) {
+      // The step's bf16 weights, one cast of the optimizer's buffer, and
+      // their gradients, summed over the step's evaluations
+      // (ForwardBackward).
+      step_weights_ = torch::empty({adam_.size()}, f32.dtype(torch::kBFloat16));
+      weight_grads_ = torch::empty_like(step_weights_);
+    }
   }
 
   absl::Status ComputeGradients(absl::Span<const LatentPairRecord> pairs,
@@ -354,52 +361,69 @@ class FlowTrainingEngine : public TrainingEngine {
   void ForwardBackward(const torch::Tensor& x0, const torch::Tensor& x1,
                        const torch::Tensor& mask, const FlowTimes& times) {
     for (torch::Tensor& p : layer_->parameters()) p.mutable_grad().reset();
-    master_leaf_.mutable_grad().reset();
     const int64_t b = x0.size(0);
-    // bf16 copies of the weights, once for every evaluation of the step:
-    // one cast of the whole buffer, split into views. Their gradients
-    // return as one cat and one cast to float32 where sixteen casts each
-    // way and a copy per parameter were before.
-    const FlowEvalWeights w = device_.is_cuda() ? CastWeights(torch::kBFloat16)
-                                                : layer_->EvalWeights();
-    torch::Tensor loss;
-    if (method_ == "regression") {
-      torch::Tensor t0 = torch::zeros({b}, x0.options());
-      loss = MaskedMse(x0 + layer_->Velocity(x0, t0, w), x1, mask);
-    } else {
-      // The AdaLN factors of every evaluation in one batched pass: all the
-      // loss's times are known before it runs.
-      const std::vector<torch::Tensor> factors = layer_->FactorsAt(
-          torch::stack(FlowEvaluationTimes(loss_, times, b, x0)), w);
-      IndexedVelocityFn u = [&](const torch::Tensor& x, const torch::Tensor&,
-                                int64_t evaluation) {
-        return layer_->VelocityWithFactors(x, factors.at(evaluation), w);
-      };
-      loss = FlowLossAt(u, x0, x1, mask, loss_, times);
-    }
-    loss.to(torch::kFloat).backward();
+    // On CUDA, bf16 copies of the weights, once for every evaluation of
+    // the step: one cast of the whole buffer, as autograd leaves over
+    // views of it. Their gradients go to views of weight_grads_ (the sinks)
+    // inside the fused ops' backward; whatever autograd still delivers to
+    // a leaf (ops on LibTorch's path) is added after.
+    std::vector<torch::Tensor> leaves, sinks;
     if (device_.is_cuda()) {
       torch::NoGradGuard no_grad;
-      torch::Tensor g = flat_.narrow(0, 0, adam_.size());
-      if (master_leaf_.grad().defined()) {
-        g.copy_(master_leaf_.grad());
-      } else {
-        g.zero_();
+      step_weights_.copy_(adam_.master());
+      weight_grads_.zero_();
+      leaves = step_weights_.split_with_sizes(param_numels_);
+      sinks = weight_grads_.split_with_sizes(param_numels_);
+      for (size_t i = 0; i < leaves.size(); ++i) {
+        const auto shape = adam_.params()[i].sizes();
+        leaves[i] = leaves[i].view(shape).detach();
+        sinks[i] = sinks[i].view(shape);
       }
+    }
+    for (torch::Tensor& leaf : leaves) leaf.requires_grad_(true);
+    const FlowEvalWeights w =
+        device_.is_cuda() ? layer_->EvalWeights([&](const torch::Tensor& p) {
+          return leaves.at(param_index_.at(p.unsafeGetTensorImpl()));
+        })
+                          : layer_->EvalWeights();
+    torch::Tensor loss;
+    {
+      std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;
+      for (size_t i = 0; i < leaves.size(); ++i)
+        pairs.emplace_back(leaves[i], sinks[i]);
+      const ScopedWeightGradSinks scope(pairs);
+      loss = StepLoss(x0, x1, mask, times, w, b);
+    }
+    loss.to(torch::kFloat).backward();
+    torch::NoGradGuard no_grad;
+    if (device_.is_cuda()) {
+      for (size_t i = 0; i < leaves.size(); ++i) {
+        if (leaves[i].grad().defined()) sinks[i].add_(leaves[i].grad());
+      }
+      flat_.narrow(0, 0, adam_.size()).copy_(weight_grads_);
     } else {
       adam_.GatherGradients(flat_);
     }
-    torch::NoGradGuard no_grad;
     flat_[adam_.size()].copy_(loss.detach().to(torch::kFloat));
   }
 
-  // Every parameter in `dtype` as a view of one cast of master_leaf_.
-  FlowEvalWeights CastWeights(torch::ScalarType dtype) const {
-    const std::vector<torch::Tensor> parts =
-        master_leaf_.to(dtype).split_with_sizes(param_numels_);
-    return layer_->EvalWeights([&](const torch::Tensor& p) {
-      return parts.at(param_index_.at(p.unsafeGetTensorImpl())).view(p.sizes());
-    });
+  // The step's loss, in the weights w.
+  torch::Tensor StepLoss(const torch::Tensor& x0, const torch::Tensor& x1,
+                         const torch::Tensor& mask, const FlowTimes& times,
+                         const FlowEvalWeights& w, int64_t b) {
+    if (method_ == "regression") {
+      torch::Tensor t0 = torch::zeros({b}, x0.options());
+      return MaskedMse(x0 + layer_->Velocity(x0, t0, w), x1, mask);
+    }
+    // The AdaLN factors of every evaluation in one batched pass: all the
+    // loss's times are known before it runs.
+    const std::vector<torch::Tensor> factors = layer_->FactorsAt(
+        torch::stack(FlowEvaluationTimes(loss_, times, b, x0)), w);
+    IndexedVelocityFn u = [&](const torch::Tensor& x, const torch::Tensor&,
+                              int64_t evaluation) {
+      return layer_->VelocityWithFactors(x, factors.at(evaluation), w);
+    };
+    return FlowLossAt(u, x0, x1, mask, loss_, times);
   }
 
   // A step through the recorded graph: its inputs are copied into the
@@ -470,8 +494,9 @@ class FlowTrainingEngine : public TrainingEngine {
   AdamW adam_;
   FlowLossOptions loss_;
   std::vector<std::string> names_;
-  torch::Tensor flat_;  // [P + 1]: gradients, then the loss
-  torch::Tensor master_leaf_;
+  torch::Tensor flat_;          // [P + 1]: gradients, then the loss
+  torch::Tensor step_weights_;  // CUDA: [P] bf16, this step's weights
+  torch::Tensor weight_grads_;  // CUDA: [P] bf16, their gradients
   std::unordered_map<const void*, size_t> param_index_;  // in master order
   std::vector<int64_t> param_numels_;
   GraphMode graph_mode_;

@@ -8,8 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "worker/model/adamw.h"
 #include "worker/model/flow_layer.h"
@@ -119,6 +121,139 @@ TEST(FusedOpsTest, BiasLinearFunctionMatchesAddmm) {
   // Without autograd it is the plain addmm.
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(BiasLinear(x, w, b), torch::addmm(b, x, w.t())));
+}
+
+TEST(FusedOpsTest, LayerNormFunctionMatchesLayerNorm) {
+  torch::Tensor x = Normal({3, 7, 16}, 61), w = Normal({16}, 62),
+                b = Normal({16}, 63), r = Normal({3, 7, 16}, 64);
+  auto f = [](std::vector<torch::Tensor>& in) {
+    return LayerNorm(in[0], in[1], in[2], 1e-5);
+  };
+  ExpectSameRun(Evaluate(FusedOpsMode::kAlways, {x, w, b}, f, r),
+                Evaluate(FusedOpsMode::kOff, {x, w, b}, f, r), 1e-12);
+  // Without autograd, and on LibTorch's route, it is layer_norm itself.
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(LayerNorm(x, w, b, 1e-5),
+                           torch::layer_norm(x, {16}, w, b, 1e-5)));
+}
+
+// The gradients of x and of the four weights of two evaluations of a
+// LayerNorm and a biased linear layer that share them (as a training
+// step's evaluations share the layer's), backward once. With sinks, the
+// weights' gradients are read from them, less the values they started
+// from; ln_adjacent puts the LayerNorm's two sinks side by side in one
+// buffer, as the trainer's are.
+struct SinkRun {
+  std::vector<torch::Tensor> grads;  // x, w, b, ln_w, ln_b
+  std::vector<bool> autograd_got;    // whether w, b, ln_w, ln_b got .grad
+};
+
+SinkRun TwoEvaluations(FusedOpsMode mode, torch::Device device,
+                       torch::ScalarType type, int64_t rows, int64_t in,
+                       int64_t out, bool sinks, bool ln_adjacent = false) {
+  ModeScope mode_scope(mode);
+  auto make = [&](std::vector<int64_t> shape, uint64_t seed, double scale,
+                  double offset) {
+    return (Normal(shape, seed) * scale + offset)
+        .to(device, type)
+        .requires_grad_(true);
+  };
+  torch::Tensor x = make({rows, in}, 51, 1, 0);
+  std::vector<torch::Tensor> weights = {
+      make({out, in}, 52, 1, 0), make({out}, 53, 1, 0), make({in}, 54, 0.1, 1),
+      make({in}, 55, 0.1, 0)};
+  std::vector<torch::Tensor> starts, held;
+  std::optional<ScopedWeightGradSinks> scope;
+  if (sinks) {
+    torch::Tensor ln = (Normal({2 * in}, 56) * 0.01).to(device, type);
+    for (size_t i = 0; i < weights.size(); ++i) {
+      torch::Tensor start =
+          i >= 2 && ln_adjacent
+              ? ln.narrow(0, (i - 2) * in, in)
+              : (Normal(weights[i].sizes().vec(), 60 + i) * 0.01)
+                    .to(device, type);
+      starts.push_back(start.clone());
+      held.push_back(start);
+    }
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;
+    for (size_t i = 0; i < weights.size(); ++i)
+      pairs.emplace_back(weights[i], held[i]);
+    scope.emplace(pairs);
+  }
+  auto f = [&](const torch::Tensor& v) {
+    return BiasLinear(LayerNorm(v, weights[2], weights[3], 1e-5), weights[0],
+                      weights[1]);
+  };
+  torch::Tensor y = f(x) + f(x * 0.5);
+  // The backward runs outside the scope: the forward took the sinks.
+  scope.reset();
+  (y * Normal({rows, out}, 57).to(device, type)).sum().backward();
+  SinkRun r;
+  r.grads.push_back(x.grad());
+  for (size_t i = 0; i < weights.size(); ++i) {
+    r.autograd_got.push_back(weights[i].grad().defined());
+    r.grads.push_back(sinks ? held[i] - starts[i] : weights[i].grad());
+  }
+  return r;
+}
+
+TEST(FusedOpsTest, WeightGradSinksTakeTheGradientsOfTheWeightsTheyName) {
+  const SinkRun want = TwoEvaluations(FusedOpsMode::kOff, torch::kCPU,
+                                      torch::kDouble, 9, 16, 24, false);
+  for (bool adjacent : {false, true}) {
+    const SinkRun got =
+        TwoEvaluations(FusedOpsMode::kAlways, torch::kCPU, torch::kDouble, 9,
+                       16, 24, true, adjacent);
+    for (size_t i = 0; i < want.grads.size(); ++i) {
+      ASSERT_TRUE(got.grads[i].defined()) << i;
+      EXPECT_LE(MaxDiff(got.grads[i], want.grads[i]),
+                1e-12 * (1 + MaxAbs(want.grads[i])))
+          << "gradient " << i << " adjacent " << adjacent;
+      EXPECT_GT(MaxAbs(want.grads[i]), 0.0) << i;
+    }
+    // Autograd got none of them.
+    for (size_t i = 0; i < got.autograd_got.size(); ++i) {
+      EXPECT_FALSE(got.autograd_got[i]) << "weight " << i;
+    }
+  }
+  // LibTorch's route ignores the sinks: the gradients stay with autograd.
+  const SinkRun off = TwoEvaluations(FusedOpsMode::kOff, torch::kCPU,
+                                     torch::kDouble, 9, 16, 24, true);
+  for (size_t i = 0; i < off.autograd_got.size(); ++i) {
+    EXPECT_TRUE(off.autograd_got[i]) << "weight " << i;
+    EXPECT_EQ(MaxAbs(off.grads[i + 1]), 0.0) << "sink " << i;
+  }
+}
+
+TEST(FusedOpsTest, ScopedWeightGradSinksNestAndCheckTheirSinks) {
+  torch::Tensor w = torch::zeros({4, 8}), v = torch::zeros({8});
+  torch::Tensor sw = torch::zeros({4, 8}), sv = torch::zeros({8});
+  EXPECT_FALSE(ScopedWeightGradSinks::SinkOf(w).defined());
+  {
+    const ScopedWeightGradSinks outer({{w, sw}});
+    EXPECT_TRUE(ScopedWeightGradSinks::SinkOf(w).is_same(sw));
+    {
+      const ScopedWeightGradSinks inner({{v, sv}});
+      EXPECT_TRUE(ScopedWeightGradSinks::SinkOf(v).is_same(sv));
+      EXPECT_FALSE(ScopedWeightGradSinks::SinkOf(w).defined());
+      // The same values in another tensor are another weight.
+      EXPECT_FALSE(ScopedWeightGradSinks::SinkOf(v.clone()).defined());
+    }
+    EXPECT_TRUE(ScopedWeightGradSinks::SinkOf(w).is_same(sw));
+  }
+  EXPECT_FALSE(ScopedWeightGradSinks::SinkOf(w).defined());
+  for (const torch::Tensor& bad :
+       {torch::zeros({8, 4}), torch::zeros({4, 8}, torch::kDouble),
+        torch::zeros({8, 4}).t(), torch::zeros({4, 8}).requires_grad_(true)}) {
+    try {
+      const ScopedWeightGradSinks scope({{w, bad}});
+      ADD_FAILURE() << "accepted a sink of " << bad.sizes();
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("its weight's shape"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(FusedOpsTest, SolverUpdateFunctionMatchesAddcmul) {
@@ -357,6 +492,76 @@ TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
       // Sums over thousands of rows: bf16 inputs, fp32 accumulation.
       ExpectSameRun(got, want,
                     Tolerance(type) * (type == torch::kFloat ? 50 : 1));
+    }
+  }
+}
+
+// The LayerNorm weight and bias gradient kernel: the trainer's shape, a
+// row count that leaves a partial chunk, bf16 and fp32.
+TEST(FusedOpsCudaTest, LayerNormKernelsMatchFloat64) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    for (auto shape : {std::vector<int64_t>{8, 512, 1024},
+                       std::vector<int64_t>{1, 37, 64}}) {
+      const int64_t h = shape[2];
+      torch::Tensor x = Normal(shape, 71, type) * 2 + 0.5,
+                    w = Normal({h}, 72, type) * 0.1 + 1,
+                    b = Normal({h}, 73, type), r = Normal(shape, 74, type);
+      auto f = [](std::vector<torch::Tensor>& v) {
+        return LayerNorm(v[0], v[1], v[2], 1e-5);
+      };
+      OpRun want = Evaluate(
+          FusedOpsMode::kOff,
+          {x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)}, f,
+          r);
+      OpRun got = Evaluate(
+          FusedOpsMode::kAuto, {x.to(cuda), w.to(cuda), b.to(cuda)},
+          [](std::vector<torch::Tensor>& v) {
+            torch::Tensor y = LayerNorm(v[0], v[1], v[2], 1e-5);
+            EXPECT_NE(y.grad_fn()->name().find("LayerNormFunction"),
+                      std::string::npos)
+                << y.grad_fn()->name();
+            return y;
+          },
+          r);
+      SCOPED_TRACE(::testing::Message() << "layer norm " << type << " "
+                                        << torch::IntArrayRef(shape));
+      ExpectSameRun(got, want,
+                    Tolerance(type) * (type == torch::kFloat ? 50 : 1));
+    }
+  }
+}
+
+// The sinks on the GPU: the weight gradient accumulated in the GEMM, the
+// bias's and the LayerNorm's sums added in their second pass (one launch
+// for the two LayerNorm sinks side by side, two otherwise).
+TEST(FusedOpsCudaTest, WeightGradSinksFollowFloat64) {
+  if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
+  const torch::Device cuda(torch::kCUDA);
+  for (auto type : {torch::kBFloat16, torch::kFloat}) {
+    for (auto shape : {std::vector<int64_t>{4096, 1024, 3072},
+                       std::vector<int64_t>{37, 64, 40}}) {
+      const SinkRun want =
+          TwoEvaluations(FusedOpsMode::kOff, torch::kCPU, torch::kDouble,
+                         shape[0], shape[1], shape[2], false);
+      for (bool adjacent : {false, true}) {
+        const SinkRun got =
+            TwoEvaluations(FusedOpsMode::kAuto, cuda, type, shape[0], shape[1],
+                           shape[2], true, adjacent);
+        SCOPED_TRACE(::testing::Message()
+                     << "sinks " << type << " " << torch::IntArrayRef(shape)
+                     << " adjacent " << adjacent);
+        for (size_t i = 0; i < want.grads.size(); ++i) {
+          EXPECT_LE(MaxDiff(got.grads[i], want.grads[i]),
+                    Tolerance(type) * (type == torch::kFloat ? 50 : 2) *
+                        (1 + MaxAbs(want.grads[i])))
+              << "gradient " << i;
+        }
+        for (size_t i = 0; i < got.autograd_got.size(); ++i) {
+          EXPECT_FALSE(got.autograd_got[i]) << "weight " << i;
+        }
+      }
     }
   }
 }

@@ -283,7 +283,7 @@ constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 // sums are added in lane order through shared memory.
 template <typename T>
 __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
-                                       int64_t cols,
+                                       int64_t cols, bool accumulate,
                                        float* __restrict__ partial) {
   constexpr int kN = Pack<T>::kN;
   __shared__ float lanes[kColumnSumLanes][32 * kN];
@@ -313,19 +313,18 @@ __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
 #pragma unroll
     for (int l = 0; l < kColumnSumLanes; ++l)
       sum += lanes[l][threadIdx.x * kN + k];
-    partial[static_cast<int64_t>(blockIdx.y) * cols + col + k] = sum;
+    float* out = partial + static_cast<int64_t>(blockIdx.y) * cols + col + k;
+    *out = accumulate ? *out + sum : sum;
   }
 }
 
 // ColumnSumPartialKernel's blocks for LayerNormAffineGrad's two sums:
 // partial[0] of dy * (x - mean) * rstd, partial[1] of dy.
 template <typename T>
-__global__ void LayerNormAffinePartialKernel(const T* __restrict__ dy,
-                                             const T* __restrict__ x,
-                                             const float* __restrict__ mean,
-                                             const float* __restrict__ rstd,
-                                             int64_t rows, int64_t cols,
-                                             float* __restrict__ partial) {
+__global__ void LayerNormAffinePartialKernel(
+    const T* __restrict__ dy, const T* __restrict__ x,
+    const float* __restrict__ mean, const float* __restrict__ rstd,
+    int64_t rows, int64_t cols, bool accumulate, float* __restrict__ partial) {
   constexpr int kN = Pack<T>::kN;
   __shared__ float lanes[2][kColumnSumLanes][32 * kN];
   const int64_t col =
@@ -366,8 +365,9 @@ __global__ void LayerNormAffinePartialKernel(const T* __restrict__ dy,
       bs += lanes[1][l][threadIdx.x * kN + k];
     }
     const int64_t at = static_cast<int64_t>(blockIdx.y) * cols + col + k;
-    partial[at] = ws;
-    partial[chunk_stride + at] = bs;
+    partial[at] = accumulate ? partial[at] + ws : ws;
+    partial[chunk_stride + at] =
+        accumulate ? partial[chunk_stride + at] + bs : bs;
   }
 }
 
@@ -622,43 +622,83 @@ int SumChunks(ElementType out_type, const float* partial, int64_t batch,
 }
 
 template <typename T>
-int LaunchColumnSum(const void* in, int64_t rows, int64_t cols, float* partial,
-                    cudaStream_t stream) {
+void LaunchColumnSumPartials(const void* in, int64_t rows, int64_t cols,
+                             float* partial, bool accumulate,
+                             cudaStream_t stream) {
   const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
   const dim3 grid(static_cast<unsigned>(col_blocks),
                   static_cast<unsigned>(ColumnSumChunks(rows)));
   ColumnSumPartialKernel<T><<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
-      static_cast<const T*>(in), rows, cols, partial);
+      static_cast<const T*>(in), rows, cols, accumulate, partial);
+}
+
+int ColumnSumPartials(ElementType type, const void* in, int64_t rows,
+                      int64_t cols, float* partial, bool accumulate,
+                      void* stream) {
+  if (rows == 0 || cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (type == ElementType::kBFloat16) {
+    LaunchColumnSumPartials<__nv_bfloat16>(in, rows, cols, partial, accumulate,
+                                           s);
+  } else {
+    LaunchColumnSumPartials<float>(in, rows, cols, partial, accumulate, s);
+  }
   return static_cast<int>(cudaGetLastError());
 }
 
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
               float* partial, void* out, bool accumulate, void* stream) {
   if (cols == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  if (rows > 0) {  // no rows: SumChunks over no chunks writes zeros
-    const int code =
-        type == ElementType::kBFloat16
-            ? LaunchColumnSum<__nv_bfloat16>(in, rows, cols, partial, s)
-            : LaunchColumnSum<float>(in, rows, cols, partial, s);
-    if (code != 0) return code;
-  }
+  // No rows: SumChunks over no chunks writes zeros (or leaves out as is).
+  const int code =
+      ColumnSumPartials(type, in, rows, cols, partial, false, stream);
+  if (code != 0) return code;
   return SumChunks(type, partial, 1, ColumnSumChunks(rows), cols, out,
                    accumulate, stream);
 }
 
 template <typename T>
-void LaunchLayerNormAffinePartial(const void* dy, const void* x,
-                                  const float* mean, const float* rstd,
-                                  int64_t rows, int64_t cols, float* partial,
-                                  cudaStream_t stream) {
+void LaunchLayerNormAffinePartials(const void* dy, const void* x,
+                                   const float* mean, const float* rstd,
+                                   int64_t rows, int64_t cols, float* partial,
+                                   bool accumulate, cudaStream_t stream) {
   const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
   const dim3 grid(static_cast<unsigned>(col_blocks),
                   static_cast<unsigned>(ColumnSumChunks(rows)));
   LayerNormAffinePartialKernel<T>
       <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, rows,
-          cols, partial);
+          cols, accumulate, partial);
+}
+
+int LayerNormAffinePartials(ElementType type, const void* dy, const void* x,
+                            const float* mean, const float* rstd, int64_t rows,
+                            int64_t cols, float* partial, bool accumulate,
+                            void* stream) {
+  if (rows == 0 || cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (type == ElementType::kBFloat16) {
+    LaunchLayerNormAffinePartials<__nv_bfloat16>(dy, x, mean, rstd, rows, cols,
+                                                 partial, accumulate, s);
+  } else {
+    LaunchLayerNormAffinePartials<float>(dy, x, mean, rstd, rows, cols, partial,
+                                         accumulate, s);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+int SumChunkPairs(ElementType type, const float* partial, int64_t chunks,
+                  int64_t cols, void* first, void* second, bool accumulate,
+                  void* stream) {
+  const int64_t elem = type == ElementType::kBFloat16 ? 2 : 4;
+  if (static_cast<char*>(second) == static_cast<char*>(first) + cols * elem) {
+    return SumChunks(type, partial, 2, chunks, cols, first, accumulate, stream);
+  }
+  const int code =
+      SumChunks(type, partial, 1, chunks, cols, first, accumulate, stream);
+  if (code != 0) return code;
+  return SumChunks(type, partial + chunks * cols, 1, chunks, cols, second,
+                   accumulate, stream);
 }
 
 int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
@@ -666,30 +706,11 @@ int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
                         int64_t cols, float* partial, void* weight_grad,
                         void* bias_grad, bool accumulate, void* stream) {
   if (cols == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  const int64_t chunks = ColumnSumChunks(rows);
-  if (rows > 0) {
-    if (type == ElementType::kBFloat16) {
-      LaunchLayerNormAffinePartial<__nv_bfloat16>(dy, x, mean, rstd, rows, cols,
-                                                  partial, s);
-    } else {
-      LaunchLayerNormAffinePartial<float>(dy, x, mean, rstd, rows, cols,
-                                          partial, s);
-    }
-    const int code = static_cast<int>(cudaGetLastError());
-    if (code != 0) return code;
-  }
-  const int64_t elem = type == ElementType::kBFloat16 ? 2 : 4;
-  if (static_cast<char*>(bias_grad) ==
-      static_cast<char*>(weight_grad) + cols * elem) {
-    return SumChunks(type, partial, 2, chunks, cols, weight_grad, accumulate,
-                     stream);
-  }
-  const int code = SumChunks(type, partial, 1, chunks, cols, weight_grad,
-                             accumulate, stream);
+  const int code = LayerNormAffinePartials(type, dy, x, mean, rstd, rows, cols,
+                                           partial, false, stream);
   if (code != 0) return code;
-  return SumChunks(type, partial + chunks * cols, 1, chunks, cols, bias_grad,
-                   accumulate, stream);
+  return SumChunkPairs(type, partial, ColumnSumChunks(rows), cols, weight_grad,
+                       bias_grad, accumulate, stream);
 }
 
 int AdamWStep(float* param, float* exp_avg, float* exp_avg_sq,

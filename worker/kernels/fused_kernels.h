@@ -68,6 +68,12 @@ int JoinQkvHeadsGrad(ElementType type, const void* const grads[3],
 int64_t ColumnSumChunks(int64_t rows);
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
               float* partial, void* out, bool accumulate, void* stream);
+// ColumnSum's first stage alone: partial [ColumnSumChunks(rows), cols]
+// gets (accumulate: adds) the chunks' sums, so that the sums of several
+// calls of one shape collect in one partial that SumChunks finishes once.
+int ColumnSumPartials(ElementType type, const void* in, int64_t rows,
+                      int64_t cols, float* partial, bool accumulate,
+                      void* stream);
 // out[b, c] (+)= sum over k of partial[b, k, c] (fp32 [batch, chunks,
 // cols]), in order, written as out_type: the second stage of ColumnSum, of
 // LayerNormAffineGrad and of ScaleShiftBackward's sums.
@@ -87,6 +93,17 @@ int LayerNormAffineGrad(ElementType type, const void* dy, const void* x,
                         const float* mean, const float* rstd, int64_t rows,
                         int64_t cols, float* partial, void* weight_grad,
                         void* bias_grad, bool accumulate, void* stream);
+// LayerNormAffineGrad's first stage alone, into partial [2,
+// ColumnSumChunks(rows), cols] (accumulate: added to); and its second:
+// partial[0] summed into first and partial[1] into second, in one launch
+// where second is first + cols.
+int LayerNormAffinePartials(ElementType type, const void* dy, const void* x,
+                            const float* mean, const float* rstd, int64_t rows,
+                            int64_t cols, float* partial, bool accumulate,
+                            void* stream);
+int SumChunkPairs(ElementType type, const float* partial, int64_t chunks,
+                  int64_t cols, void* first, void* second, bool accumulate,
+                  void* stream);
 
 // An ODE solver's update y = x + d[b] * u over [B, per_batch] elements: x
 // and y float32, u of `u_type`, d float32 [B]. per_batch a multiple of 4;

@@ -328,6 +328,29 @@ bool ColumnSumInto(const torch::Tensor& g, const torch::Tensor& out,
   return false;
 }
 
+// partial [chunks, N] += the per-chunk column sums of g [M, N]; false
+// (nothing launched) where the kernel or partial does not fit.
+bool ColumnPartialsInto(const torch::Tensor& g, const torch::Tensor& partial) {
+#if defined(LFT_CUDA_KERNELS)
+  if (partial.defined() && g.dim() == 2 && ColumnSumApplies(g, g.size(1)) &&
+      g.is_contiguous() && Aligned(g) &&
+      partial.numel() ==
+          fused_kernels::ColumnSumChunks(g.size(0)) * g.size(1)) {
+    c10::cuda::CUDAGuard guard(g.device());
+    CheckLaunch(
+        fused_kernels::ColumnSumPartials(TypeOf(g), g.data_ptr(), g.size(0),
+                                         g.size(1), partial.data_ptr<float>(),
+                                         /*accumulate=*/true, StreamOf(g)),
+        "column sum partials");
+    return true;
+  }
+#else
+  (void)g;
+  (void)partial;
+#endif
+  return false;
+}
+
 // g [M, N] summed over M, in g's dtype.
 torch::Tensor ColumnSumOf(const torch::Tensor& g) {
   torch::Tensor out = torch::empty({g.size(-1)}, g.options());
@@ -342,6 +365,21 @@ void SaveSinks(AutogradContext* ctx, const torch::Tensor& w,
   torch::Tensor b_sink = ScopedWeightGradSinks::SinkOf(b);
   if (w_sink.defined()) ctx->saved_data["w_sink"] = w_sink;
   if (b_sink.defined()) ctx->saved_data["b_sink"] = b_sink;
+}
+// Saves the partials that the backward's sums for `sink` (and `second`)
+// collect in, where the scope defers them (fused_ops.h).
+void SavePartials(AutogradContext* ctx, const torch::Tensor& sink,
+                  const torch::Tensor& second, int64_t rows) {
+#if defined(LFT_CUDA_KERNELS)
+  torch::Tensor partial = ScopedWeightGradSinks::PartialsFor(
+      sink, second, fused_kernels::ColumnSumChunks(rows));
+  if (partial.defined()) ctx->saved_data["partial"] = partial;
+#else
+  (void)ctx;
+  (void)sink;
+  (void)second;
+  (void)rows;
+#endif
 }
 torch::Tensor SavedSink(AutogradContext* ctx, const char* key) {
   auto it = ctx->saved_data.find(key);
@@ -359,6 +397,10 @@ class BiasLinearFunction
                                torch::Tensor w, torch::Tensor b) {
     ctx->save_for_backward({x, w});
     SaveSinks(ctx, w, b);
+    torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    if (b_sink.defined() && ColumnSumApplies(x, w.size(0))) {
+      SavePartials(ctx, b_sink, torch::Tensor(), x.size(0));
+    }
     return torch::addmm(b, x, w.t());
   }
 
@@ -376,7 +418,8 @@ class BiasLinearFunction
     const torch::Tensor b_sink = SavedSink(ctx, "b_sink");
     if (!b_sink.defined()) {
       db = ColumnSumOf(g);
-    } else if (!ColumnSumInto(g, b_sink, /*accumulate=*/true)) {
+    } else if (!ColumnPartialsInto(g, SavedSink(ctx, "partial")) &&
+               !ColumnSumInto(g, b_sink, /*accumulate=*/true)) {
       b_sink.add_(g.sum(0));
     }
     return {dx, dw, db};
@@ -401,10 +444,13 @@ bool LayerNormKernelApplies(const torch::Tensor& x) {
 // The gradients of a LayerNorm's weight and bias from dy and x [.., H] and
 // native_layer_norm's mean and rstd (one per row), in x's dtype: added into
 // the sinks where given (and then returned undefined), else returned.
+// With both sinks, their deferred partials (`partial`, [2, chunks, H]) take
+// the sums where given.
 std::pair<torch::Tensor, torch::Tensor> LayerNormAffineGrads(
     const torch::Tensor& dy_in, const torch::Tensor& x_in,
     const torch::Tensor& mean, const torch::Tensor& rstd,
-    const torch::Tensor& w_sink, const torch::Tensor& b_sink) {
+    const torch::Tensor& w_sink, const torch::Tensor& b_sink,
+    const torch::Tensor& deferred) {
   const int64_t h = x_in.size(-1);
   const torch::Tensor dy = dy_in.contiguous().view({-1, h});
   const torch::Tensor x = x_in.contiguous().view({-1, h});
@@ -424,6 +470,15 @@ std::pair<torch::Tensor, torch::Tensor> LayerNormAffineGrads(
       sinks_usable && w_sink.defined() == b_sink.defined()) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t chunks = fused_kernels::ColumnSumChunks(rows);
+    if (sinks && deferred.defined() && deferred.numel() == 2 * chunks * h) {
+      CheckLaunch(
+          fused_kernels::LayerNormAffinePartials(
+              TypeOf(x), dy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
+              rstd.data_ptr<float>(), rows, h, deferred.data_ptr<float>(),
+              /*accumulate=*/true, StreamOf(x)),
+          "LayerNorm affine gradient partials");
+      return {};
+    }
     torch::Tensor partial = torch::empty({2, std::max<int64_t>(1, chunks), h},
                                          x.options().dtype(torch::kFloat));
     torch::Tensor out =
@@ -439,6 +494,8 @@ std::pair<torch::Tensor, torch::Tensor> LayerNormAffineGrads(
     if (sinks) return {};
     return {dw, db};
   }
+#else
+  (void)deferred;
 #endif
   // The stand-in: the same sums in LibTorch, accumulated in fp32 (fp64
   // for fp64 inputs) as native_layer_norm_backward does.
@@ -469,6 +526,11 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
     auto [y, mean, rstd] = at::native_layer_norm(x, {x.size(-1)}, w, b, eps);
     ctx->save_for_backward({x, w, b, mean, rstd});
     SaveSinks(ctx, w, b);
+    const torch::Tensor w_sink = SavedSink(ctx, "w_sink");
+    const torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    if (w_sink.defined() && b_sink.defined() && LayerNormKernelApplies(x)) {
+      SavePartials(ctx, w_sink, b_sink, x.numel() / x.size(-1));
+    }
     return y;
   }
 
@@ -482,9 +544,9 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
           dy, x, {x.size(-1)}, saved[3], saved[4], saved[1], saved[2],
           {true, false, false}));
     }
-    auto [dw, db] = LayerNormAffineGrads(dy, x, saved[3], saved[4],
-                                         SavedSink(ctx, "w_sink"),
-                                         SavedSink(ctx, "b_sink"));
+    auto [dw, db] = LayerNormAffineGrads(
+        dy, x, saved[3], saved[4], SavedSink(ctx, "w_sink"),
+        SavedSink(ctx, "b_sink"), SavedSink(ctx, "partial"));
     return {dx, dw, db, torch::Tensor()};
   }
 };
@@ -707,7 +769,7 @@ class QkvHeadsFunction : public torch::autograd::Function<QkvHeadsFunction> {
 }  // namespace
 
 namespace {
-thread_local const ScopedWeightGradSinks* t_innermost_sinks = nullptr;
+thread_local ScopedWeightGradSinks* t_innermost_sinks = nullptr;
 }  // namespace
 
 ScopedWeightGradSinks::ScopedWeightGradSinks(
@@ -728,7 +790,66 @@ ScopedWeightGradSinks::ScopedWeightGradSinks(
   t_innermost_sinks = this;
 }
 
-ScopedWeightGradSinks::~ScopedWeightGradSinks() { t_innermost_sinks = outer_; }
+ScopedWeightGradSinks::~ScopedWeightGradSinks() {
+  t_innermost_sinks = outer_;
+  try {
+    Finish();
+  } catch (const std::exception&) {
+    // A failed launch here resurfaces as the stream's error on its next op.
+  }
+}
+
+void ScopedWeightGradSinks::Finish() {
+#if defined(LFT_CUDA_KERNELS)
+  for (const PendingSum& p : pending_) {
+    c10::cuda::CUDAGuard guard(p.first.device());
+    const int64_t n = p.first.numel();
+    const auto type = TypeOf(p.first);
+    if (p.second.defined()) {
+      CheckLaunch(fused_kernels::SumChunkPairs(
+                      type, p.partial.data_ptr<float>(), p.chunks, n,
+                      p.first.data_ptr(), p.second.data_ptr(),
+                      /*accumulate=*/true, StreamOf(p.first)),
+                  "deferred sums");
+    } else {
+      CheckLaunch(
+          fused_kernels::SumChunks(type, p.partial.data_ptr<float>(), 1,
+                                   p.chunks, n, p.first.data_ptr(),
+                                   /*accumulate=*/true, StreamOf(p.first)),
+          "deferred sums");
+    }
+  }
+#endif
+  pending_.clear();
+  pending_index_.clear();
+}
+
+torch::Tensor ScopedWeightGradSinks::PartialsFor(const torch::Tensor& sink,
+                                                 const torch::Tensor& second,
+                                                 int64_t chunks) {
+  ScopedWeightGradSinks* scope = t_innermost_sinks;
+  if (scope == nullptr || !sink.defined() || chunks < 1) {
+    return torch::Tensor();
+  }
+  auto it = scope->pending_index_.find(sink.unsafeGetTensorImpl());
+  if (it != scope->pending_index_.end()) {
+    const PendingSum& p = scope->pending_[it->second];
+    const bool same = p.chunks == chunks &&
+                      p.second.defined() == second.defined() &&
+                      (!second.defined() || p.second.is_same(second));
+    return same ? p.partial : torch::Tensor();
+  }
+  const int64_t parts = second.defined() ? 2 : 1;
+  PendingSum p;
+  p.partial = torch::zeros({parts, chunks, sink.numel()},
+                           sink.options().dtype(torch::kFloat));
+  p.first = sink;
+  p.second = second;
+  p.chunks = chunks;
+  scope->pending_index_[sink.unsafeGetTensorImpl()] = scope->pending_.size();
+  scope->pending_.push_back(std::move(p));
+  return scope->pending_.back().partial;
+}
 
 torch::Tensor ScopedWeightGradSinks::SinkOf(const torch::Tensor& weight) {
   const ScopedWeightGradSinks* scope = t_innermost_sinks;

@@ -74,26 +74,49 @@ torch::Tensor SolverUpdate(const torch::Tensor& x, const torch::Tensor& d,
 // (kernels off, shapes the kernels do not take) still return their
 // gradients to autograd, so a caller adds what reached the weights' .grad
 // to the sinks after the backward. The backward may run on another thread:
-// the sinks are looked up when the forward runs.
+// the sinks are looked up when the forward runs. On CUDA the bias and
+// LayerNorm sums of all the evaluations collect in per-chunk partials that
+// Finish() adds to the sinks: one launch per weight and step where every
+// evaluation's backward launched its own.
 class ScopedWeightGradSinks {
  public:
   // (weight, sink) pairs: each sink has its weight's shape, dtype and
   // device, is contiguous and takes no part in autograd.
   explicit ScopedWeightGradSinks(
       const std::vector<std::pair<torch::Tensor, torch::Tensor>>& sinks);
+  // Finishes what is pending (a safety net: call Finish()).
   ~ScopedWeightGradSinks();
   ScopedWeightGradSinks(const ScopedWeightGradSinks&) = delete;
   ScopedWeightGradSinks& operator=(const ScopedWeightGradSinks&) = delete;
+
+  // Adds the partials the backward left to their sinks. Call once the
+  // backward of everything recorded in the scope has run (the scope alive
+  // through it), before the sinks are read.
+  void Finish();
 
   // The sink of `weight` (the same tensor, not an equal one) in the
   // innermost scope alive on this thread, or an undefined tensor.
   static torch::Tensor SinkOf(const torch::Tensor& weight);
 
+  // For the fused ops' forward: fp32 partials [parts, chunks, n], zeroed,
+  // that every backward summing into `sink` (and `second`, with parts = 2)
+  // adds its chunks' sums to, and that Finish() sums into them; made on
+  // the first request. Undefined without a scope on this thread, for a
+  // sink not of it, or for chunks other than the first request's.
+  static torch::Tensor PartialsFor(const torch::Tensor& sink,
+                                   const torch::Tensor& second, int64_t chunks);
+
  private:
+  struct PendingSum {
+    torch::Tensor partial, first, second;  // second undefined: one sum
+    int64_t chunks = 0;
+  };
+  std::vector<PendingSum> pending_;
+  std::unordered_map<const void*, size_t> pending_index_;  // by first
   // Keyed by TensorImpl; the weights are held so no address is reused.
   std::unordered_map<const void*, std::pair<torch::Tensor, torch::Tensor>>
       sinks_;
-  const ScopedWeightGradSinks* outer_;
+  ScopedWeightGradSinks* outer_;
 };
 
 // x [M, in] @ w^T + b (w [N, in], b [N]) as one addmm, whose epilogue adds

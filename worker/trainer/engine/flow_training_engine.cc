@@ -386,16 +386,14 @@ class FlowTrainingEngine : public TrainingEngine {
           return leaves.at(param_index_.at(p.unsafeGetTensorImpl()));
         })
                           : layer_->EvalWeights();
-    torch::Tensor loss;
-    {
-      std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;
-      for (size_t i = 0; i < leaves.size(); ++i)
-        pairs.emplace_back(leaves[i], sinks[i]);
-      const ScopedWeightGradSinks scope(pairs);
-      loss = StepLoss(x0, x1, mask, times, w, b);
-    }
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;
+    for (size_t i = 0; i < leaves.size(); ++i)
+      pairs.emplace_back(leaves[i], sinks[i]);
+    ScopedWeightGradSinks scope(pairs);
+    const torch::Tensor loss = StepLoss(x0, x1, mask, times, w, b);
     loss.to(torch::kFloat).backward();
     torch::NoGradGuard no_grad;
+    scope.Finish();
     if (device_.is_cuda()) {
       for (size_t i = 0; i < leaves.size(); ++i) {
         if (leaves[i].grad().defined()) sinks[i].add_(leaves[i].grad());

@@ -141,8 +141,9 @@ TEST(FusedOpsTest, LayerNormFunctionMatchesLayerNorm) {
 // LayerNorm and a biased linear layer that share them (as a training
 // step's evaluations share the layer's), backward once. With sinks, the
 // weights' gradients are read from them, less the values they started
-// from; ln_adjacent puts the LayerNorm's two sinks side by side in one
-// buffer, as the trainer's are.
+// from (after Finish: on CUDA the bias and LayerNorm sums of the two
+// evaluations wait in per-chunk partials until then); ln_adjacent puts the
+// LayerNorm's two sinks side by side in one buffer, as the trainer's are.
 struct SinkRun {
   std::vector<torch::Tensor> grads;  // x, w, b, ln_w, ln_b
   std::vector<bool> autograd_got;    // whether w, b, ln_w, ln_b got .grad
@@ -185,9 +186,8 @@ SinkRun TwoEvaluations(FusedOpsMode mode, torch::Device device,
                       weights[1]);
   };
   torch::Tensor y = f(x) + f(x * 0.5);
-  // The backward runs outside the scope: the forward took the sinks.
-  scope.reset();
   (y * Normal({rows, out}, 57).to(device, type)).sum().backward();
+  if (scope) scope->Finish();
   SinkRun r;
   r.grads.push_back(x.grad());
   for (size_t i = 0; i < weights.size(); ++i) {

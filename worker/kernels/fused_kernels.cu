@@ -31,12 +31,16 @@ __device__ __forceinline__ float RoundTo(float v) {
   return ToFloat(FromFloat<T>(v));
 }
 
+// n values of T (1 or one 16-byte vector), loaded and stored as one.
+template <typename T, int n>
+struct alignas(sizeof(T) * n) Values {
+  static constexpr int kN = n;
+  T v[n];
+};
+
 // 16 bytes of T, loaded and stored as one vector.
 template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(T);
-  T v[kN];
-};
+using Pack = Values<T, 16 / sizeof(T)>;
 
 template <typename T>
 __global__ void ScaleShiftForwardKernel(const T* __restrict__ a,
@@ -69,9 +73,12 @@ __global__ void ScaleShiftForwardKernel(const T* __restrict__ a,
   }
 }
 
-// One block per (chunk of rows, batch row b); one thread per vector of
-// columns, walking the chunk's rows, so the sums over T stay in registers
-// and each chunk writes one fp32 partial per column.
+// One block per (chunk of rows, batch row b); threadIdx.x owns a vector of
+// columns, threadIdx.y (blockDim.y lanes) every blockDim.y-th row of the
+// chunk, so the sums over T stay in registers; lane 0 adds the other
+// lanes' sums in lane order (shared memory) and writes one fp32 partial
+// per column and chunk. One lane per block left the GPU with too few loads
+// in flight: the backward ran at about 2 TB/s.
 template <typename T>
 __global__ void ScaleShiftBackwardKernel(
     const T* __restrict__ dy, const T* __restrict__ a,
@@ -80,8 +87,10 @@ __global__ void ScaleShiftBackwardKernel(
     float offset, int64_t seq, int64_t hidden, int64_t row_stride,
     int64_t rows_per_chunk) {
   constexpr int kN = Pack<T>::kN;
+  extern __shared__ float lane_sums[];  // [2][blockDim.y - 1][hidden]
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kN;
   const int64_t chunk = blockIdx.x, chunks = gridDim.x, b = blockIdx.y;
+  const int lanes = static_cast<int>(blockDim.y), lane = threadIdx.y;
   const int64_t t0 = chunk * rows_per_chunk;
   const int64_t t1 = t0 + rows_per_chunk < seq ? t0 + rows_per_chunk : seq;
   const Pack<T> sv =
@@ -95,7 +104,7 @@ __global__ void ScaleShiftBackwardKernel(
   }
   // Unrolled so that several rows' loads are in flight per thread.
 #pragma unroll 4
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t = t0 + lane; t < t1; t += lanes) {
     const int64_t off = (b * seq + t) * hidden + col;
     const Pack<T> g = *reinterpret_cast<const Pack<T>*>(dy + off);
     const Pack<T> av = *reinterpret_cast<const Pack<T>*>(a + off);
@@ -108,6 +117,26 @@ __global__ void ScaleShiftBackwardKernel(
       out.v[k] = FromFloat<T>(gk * s[k]);
     }
     *reinterpret_cast<Pack<T>*>(da + off) = out;
+  }
+  const int64_t lane_stride = static_cast<int64_t>(lanes - 1) * hidden;
+  if (lane > 0) {
+    float* mine = lane_sums + static_cast<int64_t>(lane - 1) * hidden + col;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      mine[k] = acc_scale[k];
+      mine[lane_stride + k] = acc_shift[k];
+    }
+  }
+  __syncthreads();
+  if (lane > 0) return;
+  for (int l = 1; l < lanes; ++l) {
+    const float* theirs =
+        lane_sums + static_cast<int64_t>(l - 1) * hidden + col;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      acc_scale[k] += theirs[k];
+      acc_shift[k] += theirs[lane_stride + k];
+    }
   }
   const int64_t p = (b * chunks + chunk) * hidden + col;
 #pragma unroll
@@ -122,12 +151,6 @@ __global__ void ScaleShiftBackwardKernel(
 template <typename P>
 struct QkvParts {
   P p[3];
-};
-
-// n values of T (1 or one 16-byte vector), loaded and stored as one.
-template <typename T, int kN>
-struct alignas(sizeof(T) * kN) Values {
-  T v[kN];
 };
 
 // q, k, v of qkv [B, T, heads, 3, hd] to their own [B, T, heads, hd]
@@ -275,6 +298,27 @@ __global__ void SolverUpdateBackwardKernel(const float* __restrict__ dy,
   }
 }
 
+// out[0, kN) = v (accumulate: += v) in whole float4s (kN a multiple of 4,
+// out 16-byte aligned), every old value loaded before any store: one
+// scalar read-modify-write after another waited on memory in turn (the
+// LayerNorm partials took twice as long).
+template <int kN>
+__device__ __forceinline__ void StorePartials(float* __restrict__ out,
+                                              const float (&v)[kN],
+                                              bool accumulate) {
+  float4* o = reinterpret_cast<float4*>(out);
+  float4 old[kN / 4];
+#pragma unroll
+  for (int i = 0; i < kN / 4; ++i) {
+    old[i] = accumulate ? o[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int i = 0; i < kN / 4; ++i) {
+    o[i] = make_float4(old[i].x + v[4 * i], old[i].y + v[4 * i + 1],
+                       old[i].z + v[4 * i + 2], old[i].w + v[4 * i + 3]);
+  }
+}
+
 constexpr int kColumnSumLanes = 8;  // row lanes per block (threadIdx.y)
 constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 
@@ -307,15 +351,16 @@ __global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
     lanes[threadIdx.y][threadIdx.x * kN + k] = acc[k];
   __syncthreads();
   if (threadIdx.y != 0 || col >= cols) return;
+  float sum[kN];
 #pragma unroll
   for (int k = 0; k < kN; ++k) {
-    float sum = 0.0f;
+    sum[k] = 0.0f;
 #pragma unroll
     for (int l = 0; l < kColumnSumLanes; ++l)
-      sum += lanes[l][threadIdx.x * kN + k];
-    float* out = partial + static_cast<int64_t>(blockIdx.y) * cols + col + k;
-    *out = accumulate ? *out + sum : sum;
+      sum[k] += lanes[l][threadIdx.x * kN + k];
   }
+  StorePartials<kN>(partial + static_cast<int64_t>(blockIdx.y) * cols + col,
+                    sum, accumulate);
 }
 
 // ColumnSumPartialKernel's blocks for LayerNormAffineGrad's two sums:
@@ -355,20 +400,20 @@ __global__ void LayerNormAffinePartialKernel(
   }
   __syncthreads();
   if (threadIdx.y != 0 || col >= cols) return;
-  const int64_t chunk_stride = static_cast<int64_t>(gridDim.y) * cols;
+  float ws[kN], bs[kN];
 #pragma unroll
   for (int k = 0; k < kN; ++k) {
-    float ws = 0.0f, bs = 0.0f;
+    ws[k] = bs[k] = 0.0f;
 #pragma unroll
     for (int l = 0; l < kColumnSumLanes; ++l) {
-      ws += lanes[0][l][threadIdx.x * kN + k];
-      bs += lanes[1][l][threadIdx.x * kN + k];
+      ws[k] += lanes[0][l][threadIdx.x * kN + k];
+      bs[k] += lanes[1][l][threadIdx.x * kN + k];
     }
-    const int64_t at = static_cast<int64_t>(blockIdx.y) * cols + col + k;
-    partial[at] = accumulate ? partial[at] + ws : ws;
-    partial[chunk_stride + at] =
-        accumulate ? partial[chunk_stride + at] + bs : bs;
   }
+  float* at = partial + static_cast<int64_t>(blockIdx.y) * cols + col;
+  StorePartials<kN>(at, ws, accumulate);
+  StorePartials<kN>(at + static_cast<int64_t>(gridDim.y) * cols, bs,
+                    accumulate);
 }
 
 // Block (32, kColumnSumLanes): threadIdx.x a column of one b (32 adjacent
@@ -446,8 +491,19 @@ int LaunchScaleShiftBackward(const void* dy, const void* a, const void* scale,
   const int64_t rows = RowsPerChunk(batch, seq);
   const dim3 grid(static_cast<unsigned>((seq + rows - 1) / rows),
                   static_cast<unsigned>(batch));
-  const unsigned threads = static_cast<unsigned>(hidden / Pack<T>::kN);
-  ScaleShiftBackwardKernel<T><<<grid, threads, 0, stream>>>(
+  const int64_t vectors = hidden / Pack<T>::kN;
+  // Row lanes: up to 4, within 1024 threads and 48 KiB of lane sums.
+  int64_t lanes = std::min<int64_t>(4, std::max<int64_t>(1, 1024 / vectors));
+  while (lanes > 1 &&
+         (lanes - 1) * hidden * 2 * static_cast<int64_t>(sizeof(float)) >
+             48 * 1024) {
+    --lanes;
+  }
+  const size_t shared =
+      static_cast<size_t>((lanes - 1) * hidden * 2) * sizeof(float);
+  const dim3 threads(static_cast<unsigned>(vectors),
+                     static_cast<unsigned>(lanes));
+  ScaleShiftBackwardKernel<T><<<grid, threads, shared, stream>>>(
       static_cast<const T*>(dy), static_cast<const T*>(a),
       static_cast<const T*>(scale), static_cast<T*>(da), scale_partial,
       shift_partial, offset, seq, hidden, row_stride, rows);

@@ -419,7 +419,10 @@ TEST(FusedOpsCudaTest, ModulateAndGateKernelsMatchFloat64) {
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
     for (auto shape :
          {std::vector<int64_t>{3, 37, 1024}, std::vector<int64_t>{2, 300, 512},
-          std::vector<int64_t>{1, 2048, 1024}}) {
+          std::vector<int64_t>{1, 2048, 1024},
+          // Widths with fewer row lanes per block in the backward.
+          std::vector<int64_t>{2, 40, 2048},
+          std::vector<int64_t>{2, 40, 4096}}) {
       const int64_t b = shape[0], h = shape[2];
       torch::Tensor a = Normal(shape, 1, type), s = Normal({b, 1, h}, 2, type),
                     c = Normal({b, 1, h}, 3, type), w = Normal(shape, 4, type);

@@ -297,20 +297,26 @@ bool ColumnSumApplies(const torch::Tensor& x, int64_t n) {
 #endif
 }
 
+#if defined(LFT_CUDA_KERNELS)
+// Whether the column-sum kernel can read g [M, N]: 2-D, contiguous and
+// aligned, and at most 65535 chunks (grid.y of the first pass).
+bool ColumnSumKernelTakes(const torch::Tensor& g) {
+  return g.dim() == 2 && ColumnSumApplies(g, g.size(1)) && g.is_contiguous() &&
+         Aligned(g) && fused_kernels::ColumnSumChunks(g.size(0)) <= 65535;
+}
+#endif
+
 // out (+)= g [M, N] summed over M (out [N] in g's dtype, contiguous):
 // the column-sum kernel where it applies; false (out untouched) where not.
 bool ColumnSumInto(const torch::Tensor& g, const torch::Tensor& out,
                    bool accumulate) {
 #if defined(LFT_CUDA_KERNELS)
-  // grid.y of the first pass counts chunks: at most 65535.
-  const int64_t chunks =
-      g.dim() == 2 ? fused_kernels::ColumnSumChunks(g.size(0)) : 0;
-  if (ColumnSumApplies(g, g.size(-1)) && g.dim() == 2 && g.is_contiguous() &&
-      Aligned(g) && chunks <= 65535 && out.is_contiguous() &&
+  if (ColumnSumKernelTakes(g) && out.is_contiguous() &&
       out.scalar_type() == g.scalar_type() && out.device() == g.device() &&
       out.numel() == g.size(1)) {
     c10::cuda::CUDAGuard guard(g.device());
     const int64_t rows = g.size(0), cols = g.size(1);
+    const int64_t chunks = fused_kernels::ColumnSumChunks(rows);
     torch::Tensor partial = torch::empty({std::max<int64_t>(1, chunks), cols},
                                          g.options().dtype(torch::kFloat));
     CheckLaunch(
@@ -332,8 +338,7 @@ bool ColumnSumInto(const torch::Tensor& g, const torch::Tensor& out,
 // (nothing launched) where the kernel or partial does not fit.
 bool ColumnPartialsInto(const torch::Tensor& g, const torch::Tensor& partial) {
 #if defined(LFT_CUDA_KERNELS)
-  if (partial.defined() && g.dim() == 2 && ColumnSumApplies(g, g.size(1)) &&
-      g.is_contiguous() && Aligned(g) &&
+  if (partial.defined() && ColumnSumKernelTakes(g) &&
       partial.numel() ==
           fused_kernels::ColumnSumChunks(g.size(0)) * g.size(1)) {
     c10::cuda::CUDAGuard guard(g.device());
@@ -381,7 +386,8 @@ void SavePartials(AutogradContext* ctx, const torch::Tensor& sink,
   (void)rows;
 #endif
 }
-torch::Tensor SavedSink(AutogradContext* ctx, const char* key) {
+// A tensor that SaveSinks or SavePartials kept, or an undefined one.
+torch::Tensor SavedTensor(AutogradContext* ctx, const char* key) {
   auto it = ctx->saved_data.find(key);
   return it == ctx->saved_data.end() ? torch::Tensor() : it->second.toTensor();
 }
@@ -397,7 +403,7 @@ class BiasLinearFunction
                                torch::Tensor w, torch::Tensor b) {
     ctx->save_for_backward({x, w});
     SaveSinks(ctx, w, b);
-    torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    torch::Tensor b_sink = SavedTensor(ctx, "b_sink");
     if (b_sink.defined() && ColumnSumApplies(x, w.size(0))) {
       SavePartials(ctx, b_sink, torch::Tensor(), x.size(0));
     }
@@ -409,16 +415,16 @@ class BiasLinearFunction
     const torch::Tensor g = grads[0].contiguous();
     torch::Tensor dx, dw, db;
     if (ctx->needs_input_grad(0)) dx = g.mm(saved[1]);
-    const torch::Tensor w_sink = SavedSink(ctx, "w_sink");
+    const torch::Tensor w_sink = SavedTensor(ctx, "w_sink");
     if (w_sink.defined()) {
       w_sink.addmm_(g.t(), saved[0]);
     } else {
       dw = g.t().mm(saved[0]);
     }
-    const torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    const torch::Tensor b_sink = SavedTensor(ctx, "b_sink");
     if (!b_sink.defined()) {
       db = ColumnSumOf(g);
-    } else if (!ColumnPartialsInto(g, SavedSink(ctx, "partial")) &&
+    } else if (!ColumnPartialsInto(g, SavedTensor(ctx, "partial")) &&
                !ColumnSumInto(g, b_sink, /*accumulate=*/true)) {
       b_sink.add_(g.sum(0));
     }
@@ -526,8 +532,8 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
     auto [y, mean, rstd] = at::native_layer_norm(x, {x.size(-1)}, w, b, eps);
     ctx->save_for_backward({x, w, b, mean, rstd});
     SaveSinks(ctx, w, b);
-    const torch::Tensor w_sink = SavedSink(ctx, "w_sink");
-    const torch::Tensor b_sink = SavedSink(ctx, "b_sink");
+    const torch::Tensor w_sink = SavedTensor(ctx, "w_sink");
+    const torch::Tensor b_sink = SavedTensor(ctx, "b_sink");
     if (w_sink.defined() && b_sink.defined() && LayerNormKernelApplies(x)) {
       SavePartials(ctx, w_sink, b_sink, x.numel() / x.size(-1));
     }
@@ -545,8 +551,8 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
           {true, false, false}));
     }
     auto [dw, db] = LayerNormAffineGrads(
-        dy, x, saved[3], saved[4], SavedSink(ctx, "w_sink"),
-        SavedSink(ctx, "b_sink"), SavedSink(ctx, "partial"));
+        dy, x, saved[3], saved[4], SavedTensor(ctx, "w_sink"),
+        SavedTensor(ctx, "b_sink"), SavedTensor(ctx, "partial"));
     return {dx, dw, db, torch::Tensor()};
   }
 };

@@ -1,6 +1,8 @@
 // Fused, differentiable operations of the latent flow layer: the AdaLN
 // modulation and gates, the NeoX attention heads with their rotary
-// embedding, the ODE solver update, biased linear layers and AdamW.
+// embedding, the ODE solver update, biased linear layers, LayerNorm, the
+// weight-gradient sinks a training step sums its evaluations' gradients
+// in, and AdamW.
 //
 // On a CUDA tensor, in a build whose nvcc compiled worker/kernels, each is
 // one memory pass forward and one backward (the gate and shift gradients

@@ -468,11 +468,35 @@ TEST(FusedOpsCudaTest, ModulateAndGateKernelsMatchFloat64) {
   }
 }
 
+// f run by LibTorch in float64 on the CPU against f run with the kernels on
+// CUDA copies of the same (rounded) inputs, whose gradient function must
+// be `function`: the ops' runs against a reference that has no rounding.
+template <typename F>
+void ExpectKernelsFollowFloat64(const std::vector<torch::Tensor>& inputs, F f,
+                                const torch::Tensor& r, const char* function,
+                                double tol) {
+  std::vector<torch::Tensor> doubles, on_cuda;
+  for (const torch::Tensor& t : inputs) {
+    doubles.push_back(t.to(torch::kDouble));
+    on_cuda.push_back(t.to(torch::kCUDA));
+  }
+  OpRun want = Evaluate(FusedOpsMode::kOff, doubles, f, r);
+  OpRun got = Evaluate(
+      FusedOpsMode::kAuto, on_cuda,
+      [&](std::vector<torch::Tensor>& v) {
+        torch::Tensor y = f(v);
+        EXPECT_NE(y.grad_fn()->name().find(function), std::string::npos)
+            << y.grad_fn()->name();
+        return y;
+      },
+      r);
+  ExpectSameRun(got, want, tol);
+}
+
 // The column-sum kernel behind BiasLinear's bias gradient at the
 // trainer's shapes, a row count that leaves a partial chunk, and fp32.
 TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
-  const torch::Device cuda(torch::kCUDA);
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
     for (auto shape : {std::vector<int64_t>{4096, 1024, 3072},
                        std::vector<int64_t>{37, 64, 40},
@@ -484,17 +508,12 @@ TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
       auto f = [](std::vector<torch::Tensor>& v) {
         return BiasLinear(v[0], v[1], v[2]);
       };
-      OpRun want = Evaluate(
-          FusedOpsMode::kOff,
-          {x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)}, f,
-          r);
-      OpRun got = Evaluate(FusedOpsMode::kAuto,
-                           {x.to(cuda), w.to(cuda), b.to(cuda)}, f, r);
       SCOPED_TRACE(::testing::Message() << "bias linear " << type << " " << m
                                         << "x" << in << "x" << n);
       // Sums over thousands of rows: bf16 inputs, fp32 accumulation.
-      ExpectSameRun(got, want,
-                    Tolerance(type) * (type == torch::kFloat ? 50 : 1));
+      ExpectKernelsFollowFloat64(
+          {x, w, b}, f, r, "BiasLinearFunction",
+          Tolerance(type) * (type == torch::kFloat ? 50 : 1));
     }
   }
 }
@@ -503,7 +522,6 @@ TEST(FusedOpsCudaTest, BiasLinearKernelsMatchFloat64) {
 // row count that leaves a partial chunk, bf16 and fp32.
 TEST(FusedOpsCudaTest, LayerNormKernelsMatchFloat64) {
   if (!HaveKernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels";
-  const torch::Device cuda(torch::kCUDA);
   for (auto type : {torch::kBFloat16, torch::kFloat}) {
     for (auto shape : {std::vector<int64_t>{8, 512, 1024},
                        std::vector<int64_t>{1, 37, 64}}) {
@@ -514,24 +532,11 @@ TEST(FusedOpsCudaTest, LayerNormKernelsMatchFloat64) {
       auto f = [](std::vector<torch::Tensor>& v) {
         return LayerNorm(v[0], v[1], v[2], 1e-5);
       };
-      OpRun want = Evaluate(
-          FusedOpsMode::kOff,
-          {x.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)}, f,
-          r);
-      OpRun got = Evaluate(
-          FusedOpsMode::kAuto, {x.to(cuda), w.to(cuda), b.to(cuda)},
-          [](std::vector<torch::Tensor>& v) {
-            torch::Tensor y = LayerNorm(v[0], v[1], v[2], 1e-5);
-            EXPECT_NE(y.grad_fn()->name().find("LayerNormFunction"),
-                      std::string::npos)
-                << y.grad_fn()->name();
-            return y;
-          },
-          r);
       SCOPED_TRACE(::testing::Message() << "layer norm " << type << " "
                                         << torch::IntArrayRef(shape));
-      ExpectSameRun(got, want,
-                    Tolerance(type) * (type == torch::kFloat ? 50 : 1));
+      ExpectKernelsFollowFloat64(
+          {x, w, b}, f, r, "LayerNormFunction",
+          Tolerance(type) * (type == torch::kFloat ? 50 : 1));
     }
   }
 }

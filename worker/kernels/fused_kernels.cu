@@ -31,16 +31,12 @@ __device__ __forceinline__ float RoundTo(float v) {
   return ToFloat(FromFloat<T>(v));
 }
 
-// n values of T (1 or one 16-byte vector), loaded and stored as one.
-template <typename T, int n>
-struct alignas(sizeof(T) * n) Values {
-  static constexpr int kN = n;
-  T v[n];
-};
-
 // 16 bytes of T, loaded and stored as one vector.
 template <typename T>
-using Pack = Values<T, 16 / sizeof(T)>;
+struct alignas(16) Pack {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
 
 template <typename T>
 __global__ void ScaleShiftForwardKernel(const T* __restrict__ a,
@@ -151,6 +147,14 @@ __global__ void ScaleShiftBackwardKernel(
 template <typename P>
 struct QkvParts {
   P p[3];
+};
+
+// n values of T (1 or one 16-byte vector), loaded and stored as one. Pack
+// is not an alias of it: nvcc warns (#177) of a kN member that the kN = 1
+// instantiations never read.
+template <typename T, int kN>
+struct alignas(sizeof(T) * kN) Values {
+  T v[kN];
 };
 
 // q, k, v of qkv [B, T, heads, 3, hd] to their own [B, T, heads, hd]
@@ -324,96 +328,71 @@ constexpr int kColumnSumRows = 32;  // rows per chunk (block)
 
 // Block (32, kColumnSumLanes): threadIdx.x owns a 16-byte vector of
 // columns, threadIdx.y every kColumnSumLanes-th row of the chunk; the lanes'
-// sums are added in lane order through shared memory.
-template <typename T>
-__global__ void ColumnSumPartialKernel(const T* __restrict__ in, int64_t rows,
-                                       int64_t cols, bool accumulate,
-                                       float* __restrict__ partial) {
-  constexpr int kN = Pack<T>::kN;
-  __shared__ float lanes[kColumnSumLanes][32 * kN];
-  const int64_t col =
-      (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
-  const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
-  float acc[kN];
-#pragma unroll
-  for (int k = 0; k < kN; ++k) acc[k] = 0.0f;
-  if (col < cols) {
-#pragma unroll 4
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
-      const Pack<T> v = *reinterpret_cast<const Pack<T>*>(in + r * cols + col);
-#pragma unroll
-      for (int k = 0; k < kN; ++k) acc[k] += ToFloat(v.v[k]);
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < kN; ++k)
-    lanes[threadIdx.y][threadIdx.x * kN + k] = acc[k];
-  __syncthreads();
-  if (threadIdx.y != 0 || col >= cols) return;
-  float sum[kN];
-#pragma unroll
-  for (int k = 0; k < kN; ++k) {
-    sum[k] = 0.0f;
-#pragma unroll
-    for (int l = 0; l < kColumnSumLanes; ++l)
-      sum[k] += lanes[l][threadIdx.x * kN + k];
-  }
-  StorePartials<kN>(partial + static_cast<int64_t>(blockIdx.y) * cols + col,
-                    sum, accumulate);
-}
-
-// ColumnSumPartialKernel's blocks for LayerNormAffineGrad's two sums:
+// sums are added in lane order through shared memory, and the chunk's sums
+// go to partial[i, chunk] (accumulate: are added there). One sum, of in,
+// or with kLayerNorm LayerNormAffineGrad's two, with in = dy:
 // partial[0] of dy * (x - mean) * rstd, partial[1] of dy.
-template <typename T>
-__global__ void LayerNormAffinePartialKernel(
-    const T* __restrict__ dy, const T* __restrict__ x,
+template <typename T, bool kLayerNorm>
+__global__ void ColumnSumPartialKernel(
+    const T* __restrict__ in, const T* __restrict__ x,
     const float* __restrict__ mean, const float* __restrict__ rstd,
     int64_t rows, int64_t cols, bool accumulate, float* __restrict__ partial) {
   constexpr int kN = Pack<T>::kN;
-  __shared__ float lanes[2][kColumnSumLanes][32 * kN];
+  constexpr int kSums = kLayerNorm ? 2 : 1;
+  constexpr int kUnroll = kLayerNorm ? 2 : 4;
+  __shared__ float lanes[kSums][kColumnSumLanes][32 * kN];
   const int64_t col =
       (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kN;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kColumnSumRows;
   const int64_t r1 = r0 + kColumnSumRows < rows ? r0 + kColumnSumRows : rows;
-  float wsum[kN], bsum[kN];
+  float acc[kSums][kN];
 #pragma unroll
-  for (int k = 0; k < kN; ++k) wsum[k] = bsum[k] = 0.0f;
+  for (int i = 0; i < kSums; ++i) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) acc[i][k] = 0.0f;
+  }
   if (col < cols) {
-#pragma unroll 2
+#pragma unroll(kUnroll)
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kColumnSumLanes) {
-      const Pack<T> d = *reinterpret_cast<const Pack<T>*>(dy + r * cols + col);
-      const Pack<T> v = *reinterpret_cast<const Pack<T>*>(x + r * cols + col);
-      const float m = mean[r], s = rstd[r];
+      const Pack<T> d = *reinterpret_cast<const Pack<T>*>(in + r * cols + col);
+      if constexpr (kLayerNorm) {
+        const Pack<T> v = *reinterpret_cast<const Pack<T>*>(x + r * cols + col);
+        const float m = mean[r], s = rstd[r];
 #pragma unroll
-      for (int k = 0; k < kN; ++k) {
-        const float g = ToFloat(d.v[k]);
-        wsum[k] += g * ((ToFloat(v.v[k]) - m) * s);
-        bsum[k] += g;
+        for (int k = 0; k < kN; ++k) {
+          const float g = ToFloat(d.v[k]);
+          acc[0][k] += g * ((ToFloat(v.v[k]) - m) * s);
+          acc[1][k] += g;
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kN; ++k) acc[0][k] += ToFloat(d.v[k]);
       }
     }
   }
 #pragma unroll
-  for (int k = 0; k < kN; ++k) {
-    lanes[0][threadIdx.y][threadIdx.x * kN + k] = wsum[k];
-    lanes[1][threadIdx.y][threadIdx.x * kN + k] = bsum[k];
+  for (int i = 0; i < kSums; ++i) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k)
+      lanes[i][threadIdx.y][threadIdx.x * kN + k] = acc[i][k];
   }
   __syncthreads();
   if (threadIdx.y != 0 || col >= cols) return;
-  float ws[kN], bs[kN];
 #pragma unroll
-  for (int k = 0; k < kN; ++k) {
-    ws[k] = bs[k] = 0.0f;
+  for (int i = 0; i < kSums; ++i) {
+    float sum[kN];
 #pragma unroll
-    for (int l = 0; l < kColumnSumLanes; ++l) {
-      ws[k] += lanes[0][l][threadIdx.x * kN + k];
-      bs[k] += lanes[1][l][threadIdx.x * kN + k];
+    for (int k = 0; k < kN; ++k) {
+      sum[k] = 0.0f;
+#pragma unroll
+      for (int l = 0; l < kColumnSumLanes; ++l)
+        sum[k] += lanes[i][l][threadIdx.x * kN + k];
     }
+    StorePartials<kN>(
+        partial + (i * static_cast<int64_t>(gridDim.y) + blockIdx.y) * cols +
+            col,
+        sum, accumulate);
   }
-  float* at = partial + static_cast<int64_t>(blockIdx.y) * cols + col;
-  StorePartials<kN>(at, ws, accumulate);
-  StorePartials<kN>(at + static_cast<int64_t>(gridDim.y) * cols, bs,
-                    accumulate);
 }
 
 // Block (32, kColumnSumLanes): threadIdx.x a column of one b (32 adjacent
@@ -677,29 +656,43 @@ int SumChunks(ElementType out_type, const float* partial, int64_t batch,
   return static_cast<int>(cudaGetLastError());
 }
 
-template <typename T>
-void LaunchColumnSumPartials(const void* in, int64_t rows, int64_t cols,
+template <typename T, bool kLayerNorm>
+void LaunchColumnSumPartials(const void* in, const void* x, const float* mean,
+                             const float* rstd, int64_t rows, int64_t cols,
                              float* partial, bool accumulate,
                              cudaStream_t stream) {
   const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
   const dim3 grid(static_cast<unsigned>(col_blocks),
                   static_cast<unsigned>(ColumnSumChunks(rows)));
-  ColumnSumPartialKernel<T><<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
-      static_cast<const T*>(in), rows, cols, accumulate, partial);
+  ColumnSumPartialKernel<T, kLayerNorm>
+      <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
+          static_cast<const T*>(in), static_cast<const T*>(x), mean, rstd, rows,
+          cols, accumulate, partial);
+}
+
+// ColumnSumPartials and LayerNormAffinePartials: the type's launch.
+template <bool kLayerNorm>
+int ColumnPartials(ElementType type, const void* in, const void* x,
+                   const float* mean, const float* rstd, int64_t rows,
+                   int64_t cols, float* partial, bool accumulate,
+                   void* stream) {
+  if (rows == 0 || cols == 0) return 0;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (type == ElementType::kBFloat16) {
+    LaunchColumnSumPartials<__nv_bfloat16, kLayerNorm>(
+        in, x, mean, rstd, rows, cols, partial, accumulate, s);
+  } else {
+    LaunchColumnSumPartials<float, kLayerNorm>(in, x, mean, rstd, rows, cols,
+                                               partial, accumulate, s);
+  }
+  return static_cast<int>(cudaGetLastError());
 }
 
 int ColumnSumPartials(ElementType type, const void* in, int64_t rows,
                       int64_t cols, float* partial, bool accumulate,
                       void* stream) {
-  if (rows == 0 || cols == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  if (type == ElementType::kBFloat16) {
-    LaunchColumnSumPartials<__nv_bfloat16>(in, rows, cols, partial, accumulate,
-                                           s);
-  } else {
-    LaunchColumnSumPartials<float>(in, rows, cols, partial, accumulate, s);
-  }
-  return static_cast<int>(cudaGetLastError());
+  return ColumnPartials<false>(type, in, nullptr, nullptr, nullptr, rows, cols,
+                               partial, accumulate, stream);
 }
 
 int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
@@ -713,34 +706,12 @@ int ColumnSum(ElementType type, const void* in, int64_t rows, int64_t cols,
                    accumulate, stream);
 }
 
-template <typename T>
-void LaunchLayerNormAffinePartials(const void* dy, const void* x,
-                                   const float* mean, const float* rstd,
-                                   int64_t rows, int64_t cols, float* partial,
-                                   bool accumulate, cudaStream_t stream) {
-  const int64_t col_blocks = (cols / Pack<T>::kN + 31) / 32;
-  const dim3 grid(static_cast<unsigned>(col_blocks),
-                  static_cast<unsigned>(ColumnSumChunks(rows)));
-  LayerNormAffinePartialKernel<T>
-      <<<grid, dim3(32, kColumnSumLanes), 0, stream>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, rows,
-          cols, accumulate, partial);
-}
-
 int LayerNormAffinePartials(ElementType type, const void* dy, const void* x,
                             const float* mean, const float* rstd, int64_t rows,
                             int64_t cols, float* partial, bool accumulate,
                             void* stream) {
-  if (rows == 0 || cols == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  if (type == ElementType::kBFloat16) {
-    LaunchLayerNormAffinePartials<__nv_bfloat16>(dy, x, mean, rstd, rows, cols,
-                                                 partial, accumulate, s);
-  } else {
-    LaunchLayerNormAffinePartials<float>(dy, x, mean, rstd, rows, cols, partial,
-                                         accumulate, s);
-  }
-  return static_cast<int>(cudaGetLastError());
+  return ColumnPartials<true>(type, dy, x, mean, rstd, rows, cols, partial,
+                              accumulate, stream);
 }
 
 int SumChunkPairs(ElementType type, const float* partial, int64_t chunks,

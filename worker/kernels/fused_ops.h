@@ -137,7 +137,8 @@ torch::Tensor BiasLinear(const torch::Tensor& x, const torch::Tensor& w,
 // gradients of w and b summed in one pass over dy and x (two sums at once,
 // as the bias's column sum) and added into their sinks when a
 // ScopedWeightGradSinks names them. LibTorch's weight and bias gradient
-// kernel ran at about a third of the bandwidth at the trainer's shapes.
+// kernel ran at about 1 TB/s at the trainer's shapes (15 us a call, this
+// one 7 us; docs/benchmarks.md).
 // Elsewhere torch::layer_norm itself (the same bits).
 torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w,
                         const torch::Tensor& b, double eps);

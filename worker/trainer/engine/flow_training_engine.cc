@@ -376,11 +376,10 @@ class FlowTrainingEngine : public TrainingEngine {
       sinks = weight_grads_.split_with_sizes(param_numels_);
       for (size_t i = 0; i < leaves.size(); ++i) {
         const auto shape = adam_.params()[i].sizes();
-        leaves[i] = leaves[i].view(shape).detach();
+        leaves[i] = leaves[i].view(shape).detach().requires_grad_(true);
         sinks[i] = sinks[i].view(shape);
       }
     }
-    for (torch::Tensor& leaf : leaves) leaf.requires_grad_(true);
     const FlowEvalWeights w =
         device_.is_cuda() ? layer_->EvalWeights([&](const torch::Tensor& p) {
           return leaves.at(param_index_.at(p.unsafeGetTensorImpl()));
